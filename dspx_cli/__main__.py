@@ -1,0 +1,3 @@
+from dspx_cli.cli.app import main
+
+main()

@@ -1,0 +1,74 @@
+"""Text for people: outputs on stdout, usage and diagnostics on stderr (rich, NO_COLOR-aware)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dspx_cli.core import annotation_name
+from dspx_cli.lm.base import Message
+from dspx_cli.program.model import ModuleDef, Program, Step
+from dspx_cli.program.runner import RunResult
+
+
+def jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return str(value)
+
+
+def fields_text(outputs: dict[str, Any]) -> str:
+    lines = []
+    for name, value in outputs.items():
+        text = value if isinstance(value, str) else _compact(value)
+        if "\n" in text:
+            indented = "\n".join("  " + line for line in text.splitlines())
+            lines.append(f"{name}:\n{indented}")
+        else:
+            lines.append(f"{name}: {text}")
+    return "\n".join(lines) + "\n"
+
+
+def _compact(value: Any) -> str:
+    import json
+
+    return json.dumps(jsonable(value), ensure_ascii=False)
+
+
+def messages_text(step: Step, module: ModuleDef, messages: list[Message]) -> str:
+    out = [f"=== step {step.id} · module {module.name} ({module.type}) · lm {module.lm.model} ==="]
+    for message in messages:
+        out.append(f"--- {message['role']} ---")
+        out.append(message["content"])
+    return "\n".join(out) + "\n\n"
+
+
+def program_summary(program: Program) -> str:
+    inputs = ", ".join(f"{n}: {annotation_name(f.annotation)}" for n, f in program.inputs.items())
+    outputs = ", ".join(program.outputs)
+    lines = [
+        f"ok: {program.path}",
+        f"  name:    {program.name}",
+        f"  inputs:  {inputs or '-'}",
+        f"  outputs: {outputs}",
+    ]
+    for step in program.steps:
+        module = program.modules[step.module]
+        after = f" after {', '.join(sorted(step.depends_on))}" if step.depends_on else ""
+        lines.append(f"  step {step.id}: {module.type} · {len(module.demos)} demos · lm {module.lm.model}{after}")
+    return "\n".join(lines) + "\n"
+
+
+def usage_line(program: Program, result: RunResult, seconds: float) -> None:
+    from rich.console import Console
+
+    usage = result.usage
+    calls = len(result.steps)
+    models = sorted({program.modules[step.module].lm.model for step in program.steps})
+    Console(stderr=True, highlight=False).print(
+        f"[dim]{', '.join(models)} · {calls} call{'s' if calls != 1 else ''} · "
+        f"{usage.prompt_tokens} prompt + {usage.completion_tokens} completion tokens · {seconds:.2f} s[/dim]"
+    )

@@ -1,0 +1,64 @@
+"""The one async LM interface every backend implements.
+
+A backend turns an `LMRequest` (chat messages plus sampling settings) into an `LMResponse`
+(n completions plus token usage). Everything above this layer (adapters' callers, modules,
+the cache and retries of later layers) speaks only these types.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import Any
+
+Message = dict[str, str]  # {"role": "system" | "user" | "assistant", "content": "..."}
+
+
+@dataclass(frozen=True)
+class LMRequest:
+    """What is sent to a model. Holds no secrets and no transport settings, so it can be hashed."""
+
+    messages: tuple[Message, ...]
+    temperature: float | None = None
+    max_tokens: int | None = None
+    n: int = 1
+    # Provider-specific parameters passed through verbatim (top_p, stop, seed, response_format...).
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            self.prompt_tokens + other.prompt_tokens,
+            self.completion_tokens + other.completion_tokens,
+        )
+
+
+@dataclass(frozen=True)
+class LMResponse:
+    completions: list[str]
+    usage: Usage
+    model: str
+    latency_s: float = 0.0
+    finish_reasons: list[str | None] = field(default_factory=list)
+
+
+class LM(abc.ABC):
+    """An async language model. `model` is the name users wrote (e.g. "local/smollm2")."""
+
+    model: str
+
+    @abc.abstractmethod
+    async def complete(self, request: LMRequest) -> LMResponse:
+        """Run one request. Raises dspx_cli.errors.LMError with a message that says what to fix."""
+
+    async def aclose(self) -> None:
+        """Release connections; local models stay loaded for the life of the process."""

@@ -1,0 +1,88 @@
+"""Build a program's modules and run its steps; independent steps run concurrently."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+from dspx_cli.core import Prediction
+from dspx_cli.lm.base import Message, Usage
+from dspx_cli.modules import MODULE_CLASSES, Module
+from dspx_cli.program.context import RunContext
+from dspx_cli.program.model import INPUT, ModuleDef, Program, Ref, Step
+
+
+@dataclass
+class RunResult:
+    outputs: dict[str, Any]
+    steps: dict[str, Prediction]
+    usage: Usage = field(default_factory=Usage)
+
+
+def build_module(definition: ModuleDef, context: RunContext | None) -> Module:
+    cls = MODULE_CLASSES[definition.type]
+    return cls(
+        definition.signature,
+        context.lm(definition.lm) if context else None,
+        demos=definition.demos,
+        n=definition.n,
+        temperature=definition.temperature,
+        max_tokens=definition.max_tokens,
+        extra=definition.lm.extra,
+    )
+
+
+class ProgramRunner:
+    """`context=None` builds the modules without LMs: enough to render prompts (`dspx inspect`)."""
+
+    def __init__(self, program: Program, context: RunContext | None) -> None:
+        self.program = program
+        self.modules: dict[str, Module] = {
+            name: build_module(definition, context) for name, definition in program.modules.items()
+        }
+
+    async def run(self, inputs: dict[str, Any]) -> RunResult:
+        predictions: dict[str, Prediction] = {}
+        tasks: dict[str, asyncio.Task[Prediction]] = {}
+
+        async def run_step(step: Step) -> Prediction:
+            await asyncio.gather(*(tasks[source] for source in step.depends_on))
+            values = {name: self._resolve(value, inputs, predictions) for name, value in step.bindings.items()}
+            prediction = await self.modules[step.module].acall(**values)
+            predictions[step.id] = prediction
+            return prediction
+
+        async with asyncio.TaskGroup() as group:
+            for step in self.program.steps:  # run order: dependencies get their task first
+                tasks[step.id] = group.create_task(run_step(step))
+
+        usage = Usage()
+        for prediction in predictions.values():
+            usage = usage + (prediction.usage or Usage())
+        outputs = {name: self._resolve(ref, inputs, predictions) for name, ref in self.program.outputs.items()}
+        return RunResult(outputs=outputs, steps=predictions, usage=usage)
+
+    def preview(self, inputs: dict[str, Any]) -> list[tuple[Step, list[Message]]]:
+        """The messages each step would send. Values that only an LM call could produce are shown
+        as `{step.field}` placeholders."""
+        previews = []
+        for step in self.program.steps:
+            values = {
+                name: self._resolve(value, inputs, {}) if _known(value) else "{" + f"{value.source}.{value.field}" + "}"
+                for name, value in step.bindings.items()
+            }
+            previews.append((step, self.modules[step.module].messages(values)))
+        return previews
+
+    @staticmethod
+    def _resolve(value: Any, inputs: dict[str, Any], predictions: dict[str, Prediction]) -> Any:
+        if not isinstance(value, Ref):
+            return value
+        if value.source == INPUT:
+            return inputs[value.field]
+        return predictions[value.source][value.field]
+
+
+def _known(value: Any) -> bool:
+    return not isinstance(value, Ref) or value.source == INPUT

@@ -1,0 +1,101 @@
+"""The program-file schema: what keys exist, their types and defaults.
+
+Only structure lives here. Meaning (do references resolve, do type strings parse) is checked by
+the loader, which knows where each key was written.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+MODULE_TYPES = ("predict", "chain_of_thought")
+_MODULE_ALIASES = {
+    "predict": "predict",
+    "chain_of_thought": "chain_of_thought",
+    "chainofthought": "chain_of_thought",
+    "cot": "chain_of_thought",
+}
+
+
+class _Strict(BaseModel):
+    # Unknown keys are errors: a typo such as `temprature` must not be silently ignored.
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class LMSpec(_Strict):
+    model: str
+    api_base: str | None = None
+    api_key: str | None = Field(default=None, repr=False)
+    temperature: float | None = None
+    max_tokens: int | None = Field(default=None, gt=0)
+    n: int = Field(default=1, ge=1)
+    timeout: float = Field(default=120.0, gt=0)
+    extra: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("api_key", mode="after")
+    @classmethod
+    def _empty_key_is_none(cls, value: str | None) -> str | None:
+        # `api_key: ${OPENAI_API_KEY}` with the variable unset interpolates to "".
+        return value or None
+
+
+def _lm_shorthand(value: Any) -> Any:
+    return {"model": value} if isinstance(value, str) else value
+
+
+class FieldSpec(_Strict):
+    type: str = "str"
+    desc: str = ""
+
+
+class SignatureSpec(_Strict):
+    instructions: str | None = None
+    inputs: dict[str, str | FieldSpec] = Field(default_factory=dict)
+    outputs: dict[str, str | FieldSpec]
+
+
+class ModuleSpec(_Strict):
+    type: Literal["predict", "chain_of_thought"] = "predict"
+    signature: str | SignatureSpec
+    instructions: str | None = None
+    demos: list[dict[str, Any]] = Field(default_factory=list)
+    lm: LMSpec | None = None
+    adapter: Literal["chat"] = "chat"
+    # Unset sampling settings fall back to the module's LM.
+    n: int | None = Field(default=None, ge=1)
+    temperature: float | None = None
+    max_tokens: int | None = Field(default=None, gt=0)
+
+    @field_validator("type", mode="before")
+    @classmethod
+    def _normalise_type(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return _MODULE_ALIASES.get(value.replace("-", "_").lower(), value)
+        return value
+
+    _lm_shorthand = field_validator("lm", mode="before")(lambda cls, v: _lm_shorthand(v))
+
+
+class FlowStep(_Strict):
+    id: str
+    module: str
+    with_: dict[str, Any] = Field(default_factory=dict, alias="with")
+
+
+class ProgramSpec(_Strict):
+    dspx: Literal[1] = 1
+    name: str | None = None
+    description: str | None = None
+    lm: LMSpec | None = None
+    signatures: dict[str, str | SignatureSpec] = Field(default_factory=dict)
+    modules: dict[str, ModuleSpec] = Field(min_length=1)
+    flow: list[FlowStep] | None = None
+    output: dict[str, str] | None = None
+    # Filled by later layers (datasets, metrics, optimizers); kept as data until then.
+    data: dict[str, Any] | None = None
+    metric: Any = None
+    optimizer: dict[str, Any] | None = None
+
+    _lm_shorthand = field_validator("lm", mode="before")(lambda cls, v: _lm_shorthand(v))

@@ -1,0 +1,123 @@
+"""The command line, run as users run it: in a subprocess, reading stdout, stderr and the exit code."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PROGRAMS = ROOT / "programs"
+HEAVY = ("torch", "transformers", "optuna", "llama_cpp")
+
+
+def dspx(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    # A DSPX_LM in the developer's shell must not change what the tests run.
+    full_env = {k: v for k, v in os.environ.items() if k != "DSPX_LM"}
+    full_env.update({"NO_COLOR": "1", **(env or {})})
+    return subprocess.run(
+        [sys.executable, "-m", "dspx_cli", *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        cwd=cwd or ROOT,
+        timeout=600,
+    )
+
+
+def imported_modules(*argv: str) -> list[str]:
+    """Run the CLI in a fresh interpreter and report which heavy packages it imported."""
+    script = (
+        "import sys, json\n"
+        f"sys.argv = ['dspx', *{list(argv)!r}]\n"
+        "from dspx_cli.cli.app import main\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        f"print(json.dumps([m for m in {HEAVY!r} if m in sys.modules]), file=sys.stderr)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    return json.loads(done.stderr.strip().splitlines()[-1])
+
+
+def test_help_and_validate_import_no_heavy_packages() -> None:
+    assert imported_modules("--help") == []
+    assert imported_modules("validate", str(PROGRAMS / "sentiment.yaml")) == []
+    assert imported_modules("inspect", str(PROGRAMS / "qa.yaml"), "-i", "question=Why?") == []
+
+
+def test_version_and_help_on_every_command() -> None:
+    from dspx_cli import __version__
+
+    done = dspx("--version")
+    assert done.returncode == 0 and done.stdout.strip() == f"dspx {__version__}"
+    for command in ("run", "inspect", "validate"):
+        done = dspx(command, "--help")
+        assert done.returncode == 0, done.stderr
+        assert "PROGRAM" in done.stdout
+
+
+@pytest.mark.parametrize("name", ["sentiment.yaml", "sentiment.toml", "qa.yaml"])
+def test_validate_shipped_programs(name: str) -> None:
+    done = dspx("validate", str(PROGRAMS / name))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("ok: ")
+
+
+def test_yaml_and_toml_send_identical_messages() -> None:
+    review = "A slow start, then wonderful."
+    yaml_out = dspx("inspect", "programs/sentiment.yaml", "-i", f"review={review}", "--json")
+    toml_out = dspx("inspect", "programs/sentiment.toml", "-i", f"review={review}", "--json")
+    assert yaml_out.returncode == toml_out.returncode == 0, yaml_out.stderr + toml_out.stderr
+    yaml_steps, toml_steps = json.loads(yaml_out.stdout), json.loads(toml_out.stdout)
+    assert yaml_steps == toml_steps
+    messages = yaml_steps[0]["messages"]
+    assert messages[-1]["content"].startswith(f"[[ ## review ## ]]\n{review}\n\n")
+    assert len(messages) == 1 + 2 * 4 + 1  # system, four demo pairs, the question
+
+
+def test_validate_bad_program_exits_2_with_one_line(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("modules:\n  m:\n    signature: 'q -> a'\n    temprature: 1\n")
+    done = dspx("validate", str(bad))
+    assert done.returncode == 2
+    assert done.stdout == ""
+    lines = done.stderr.strip().splitlines()
+    assert lines == [f"error: {bad}:4:5: unknown key 'temprature' in modules.m; expected one of: " + lines[0].split("expected one of: ")[1]]
+    assert "Traceback" not in done.stderr
+
+
+def test_debug_shows_the_traceback(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("modules: {}\n")
+    done = dspx("validate", str(bad), "--debug")
+    assert done.returncode != 0
+    assert "Traceback" in done.stderr and "ProgramError" in done.stderr
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["-i", "reviw=x"], "has no input 'reviw'; its inputs are: review (str)"),
+        (["-i", "review"], "expected FIELD=VALUE"),
+        ([], "missing input(s) review"),
+    ],
+)
+def test_bad_inputs_exit_2(args: list[str], fragment: str) -> None:
+    done = dspx("inspect", "programs/sentiment.yaml", *args)
+    assert done.returncode == 2
+    assert fragment in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_non_string_inputs_are_json(tmp_path: Path) -> None:
+    program = tmp_path / "p.yaml"
+    program.write_text("modules:\n  m:\n    signature: 'context: list[str], k: int -> answer'\n")
+    done = dspx("inspect", str(program), "-i", 'context=["a", "b"]', "-i", "k=3", "--json")
+    assert done.returncode == 0, done.stderr
+    user = json.loads(done.stdout)[0]["messages"][-1]["content"]
+    assert user.startswith('[[ ## context ## ]]\n["a", "b"]\n\n[[ ## k ## ]]\n3\n\n')
+    done = dspx("inspect", str(program), "-i", "context=a,b", "-i", "k=3")
+    assert done.returncode == 2 and "expected JSON for type list[str]" in done.stderr

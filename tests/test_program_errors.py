@@ -1,0 +1,252 @@
+"""Every kind of bad program file is reported with file, line, column and what was expected."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from dspx_cli.errors import EXIT_USAGE, ProgramError
+from dspx_cli.program.loader import load_program
+
+GOOD = """\
+dspx: 1
+signatures:
+  qa:
+    inputs:
+      question: str
+    outputs:
+      answer: {type: str, desc: short}
+modules:
+  answer:
+    type: predict
+    signature: qa
+"""
+
+
+def write(tmp_path: Path, text: str, name: str = "prog.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def error_of(path: Path, env: dict[str, str] | None = None) -> ProgramError:
+    with pytest.raises(ProgramError) as info:
+        load_program(path, env=env or {})
+    assert info.value.exit_code == EXIT_USAGE
+    assert "\n" not in str(info.value)
+    return info.value
+
+
+def test_good_program_loads(tmp_path: Path) -> None:
+    program = load_program(write(tmp_path, GOOD), env={})
+    assert list(program.inputs) == ["question"]
+    assert list(program.outputs) == ["answer"]
+    assert program.modules["answer"].lm.model == "local/smollm2"
+
+
+YAML_CASES = [
+    # (description, text, expected line, expected column, fragments of the message)
+    (
+        "unknown top-level key",
+        GOOD + "modles: {}\n",
+        12, 1, ["unknown key 'modles' in the top level", "expected one of:", "modules"],
+    ),
+    (
+        "unknown module key",
+        GOOD + "    temprature: 0.5\n",
+        12, 5, ["unknown key 'temprature' in modules.answer", "temperature"],
+    ),
+    (
+        "wrong type",
+        GOOD + "    n: many\n",
+        12, 5, ["modules.answer.n: expected an integer", "'many'"],
+    ),
+    (
+        "bad literal",
+        GOOD.replace("type: predict", "type: predictor"),
+        10, 5, ["modules.answer.type: expected", "'chain_of_thought'", "'predictor'"],
+    ),
+    (
+        "unknown signature reference",
+        GOOD.replace("signature: qa", "signature: qna"),
+        11, 5, ["unknown signature 'qna'", "defined signatures: qa"],
+    ),
+    (
+        "missing required field",
+        GOOD.replace("    signature: qa\n", ""),
+        9, 3, ["missing required key 'signature' in modules.answer"],
+    ),
+    (
+        "missing outputs in a signature",
+        GOOD.replace("    outputs:\n      answer: {type: str, desc: short}\n", ""),
+        3, 3, ["missing required key 'outputs' in signatures.qa"],
+    ),
+    (
+        "unknown type in a signature",
+        GOOD.replace("question: str", "question: strng"),
+        5, 7, ["field 'question'", "strng"],
+    ),
+    (
+        "malformed string signature",
+        GOOD.replace("  qa:\n    inputs:\n      question: str\n    outputs:\n      answer: {type: str, desc: short}\n",
+                     "  qa: question answer\n"),
+        3, 3, ["invalid signature", "->"],
+    ),
+    (
+        "demo with an unknown field",
+        GOOD + "    demos:\n      - {question: hi, anwser: x}\n",
+        13, 24, ["demo key 'anwser'", "answer, question"],
+    ),
+    (
+        "several modules without a flow",
+        GOOD + "  other:\n    signature: qa\n",
+        8, 1, ["needs a `flow`"],
+    ),
+    (
+        "invalid YAML",
+        GOOD + "  bad: [unclosed\n",
+        13, 1, ["invalid YAML"],
+    ),
+    (
+        "duplicate key",
+        GOOD + "signatures: {}\n",
+        12, 1, ["duplicate key 'signatures'"],
+    ),
+]
+
+
+@pytest.mark.parametrize("case", YAML_CASES, ids=[c[0] for c in YAML_CASES])
+def test_yaml_errors(tmp_path: Path, case: tuple) -> None:
+    _, text, line, column, fragments = case
+    path = write(tmp_path, text)
+    error = error_of(path)
+    assert error.location is not None
+    assert (error.location.line, error.location.column) == (line, column), str(error)
+    assert str(error).startswith(f"{path}:{line}:{column}: ")
+    for fragment in fragments:
+        assert fragment in str(error)
+
+
+FLOW = GOOD + """\
+  check:
+    signature: "answer -> verdict: bool"
+flow:
+  - id: first
+    module: answer
+    with: {question: $input.question}
+  - id: second
+    module: check
+    with: {answer: $first.answer}
+output: {verdict: $second.verdict}
+"""
+
+
+def test_flow_program_loads_in_dependency_order(tmp_path: Path) -> None:
+    text = FLOW.replace(
+        "  - id: first\n    module: answer\n    with: {question: $input.question}\n", ""
+    ) + "  - id: first\n    module: answer\n    with: {question: $input.question}\n"
+    # `second` is written before `first` but reads it, so it must run after it.
+    text = text.replace("output: {verdict: $second.verdict}\n", "") + "output: {verdict: $second.verdict}\n"
+    program = load_program(write(tmp_path, text), env={})
+    assert [s.id for s in program.steps] == ["first", "second"]
+    assert list(program.inputs) == ["question"]
+
+
+FLOW_CASES = [
+    ("unknown module", FLOW.replace("module: check", "module: chek"), 19, 5, ["unknown module 'chek'"]),
+    ("unknown step", FLOW.replace("$first.answer", "$frist.answer"), 20, 12, ["unknown step 'frist'"]),
+    ("unknown output field", FLOW.replace("$second.verdict", "$second.verdikt"), 21, 10, ["has no output 'verdikt'", "verdict"]),
+    ("unbound input", FLOW.replace("with: {answer: $first.answer}", "with: {}"), 18, 5, ["does not bind input(s) answer"]),
+    ("not an input", FLOW.replace("{question: $input.question}", "{question: $input.question, q: x}"), 17, 39, ["binds 'q'"]),
+    ("bad reference", FLOW.replace("$first.answer", "$first"), 20, 12, ["expected a reference"]),
+    ("duplicate id", FLOW.replace("id: second", "id: first"), 18, 5, ["duplicate step id 'first'"]),
+    (
+        "cycle",
+        FLOW.replace("with: {question: $input.question}", "with: {question: $second.verdict}"),
+        15, 5, ["cycle: first -> second -> first"],
+    ),
+]
+
+
+@pytest.mark.parametrize("case", FLOW_CASES, ids=[c[0] for c in FLOW_CASES])
+def test_flow_errors(tmp_path: Path, case: tuple) -> None:
+    _, text, line, column, fragments = case
+    error = error_of(write(tmp_path, text))
+    assert (error.location.line, error.location.column) == (line, column), str(error)
+    for fragment in fragments:
+        assert fragment in str(error)
+
+
+def test_required_env_var(tmp_path: Path) -> None:
+    path = write(tmp_path, GOOD.replace("dspx: 1\n", "dspx: 1\nlm:\n  model: openai/x\n  api_key: ${MY_KEY:?export MY_KEY first}\n"))
+    error = error_of(path)
+    assert (error.location.line, error.location.column) == (4, 3)
+    assert "environment variable MY_KEY is not set: export MY_KEY first" in str(error)
+    program = load_program(path, env={"MY_KEY": "sk-test"})
+    assert program.modules["answer"].lm.api_key == "sk-test"
+
+
+def test_env_defaults_and_escapes(tmp_path: Path) -> None:
+    text = GOOD.replace(
+        "dspx: 1\n",
+        "dspx: 1\ndescription: costs $${PRICE}\nlm:\n  model: ${MODEL:-local/smollm2}\n  temperature: ${TEMP:-0.5}\n",
+    )
+    path = write(tmp_path, text)
+    program = load_program(path, env={"TEMP": "0.25"})
+    assert program.description == "costs ${PRICE}"
+    assert program.modules["answer"].lm.model == "local/smollm2"
+    assert program.modules["answer"].temperature == 0.25
+    program = load_program(path, env={"MODEL": "openai/gpt-4o-mini", "TEMP": "0"})
+    assert program.modules["answer"].lm.model == "openai/gpt-4o-mini"
+
+
+def test_empty_api_key_variable_means_no_key(tmp_path: Path) -> None:
+    text = GOOD.replace("dspx: 1\n", "dspx: 1\nlm: {model: openai/x, api_key: '${KEY}'}\n")
+    program = load_program(write(tmp_path, text), env={})
+    assert program.modules["answer"].lm.api_key is None
+
+
+def test_lm_override_replaces_only_the_model(tmp_path: Path) -> None:
+    text = GOOD.replace("dspx: 1\n", "dspx: 1\nlm: {model: openai/x, api_base: 'http://h/v1', max_tokens: 99}\n")
+    program = load_program(write(tmp_path, text), env={}, lm_override="vllm/other")
+    lm = program.modules["answer"].lm
+    assert (lm.model, lm.api_base, lm.max_tokens) == ("vllm/other", "http://h/v1", 99)
+
+
+TOML_GOOD = """\
+dspx = 1
+
+[signatures.qa]
+inputs = { question = "str" }
+outputs = { answer = "str" }
+
+[modules.answer]
+type = "predict"
+signature = "qa"
+"""
+
+TOML_CASES = [
+    ("unknown key", TOML_GOOD + "temprature = 0.1\n", 10, 1, ["unknown key 'temprature' in modules.answer"]),
+    ("wrong type", TOML_GOOD + "n = \"many\"\n", 10, 1, ["modules.answer.n: expected an integer"]),
+    ("unknown signature", TOML_GOOD.replace('signature = "qa"', 'signature = "nope"'), 9, 1, ["unknown signature 'nope'"]),
+    ("bad type in inline table", TOML_GOOD.replace('question = "str"', 'question = "strng"'), 4, 12, ["field 'question'"]),
+    ("invalid TOML", TOML_GOOD + "x = [1,\n", 10, 1, ["invalid TOML"]),
+    ("unknown table", TOML_GOOD + "\n[modlues.x]\ntype = 'predict'\n", 11, 1, ["unknown key 'modlues'"]),
+]
+
+
+@pytest.mark.parametrize("case", TOML_CASES, ids=[c[0] for c in TOML_CASES])
+def test_toml_errors(tmp_path: Path, case: tuple) -> None:
+    _, text, line, column, fragments = case
+    path = write(tmp_path, text, "prog.toml")
+    error = error_of(path)
+    assert (error.location.line, error.location.column) == (line, column), str(error)
+    for fragment in fragments:
+        assert fragment in str(error)
+
+
+def test_missing_file_and_wrong_suffix(tmp_path: Path) -> None:
+    assert "program file not found" in str(error_of(tmp_path / "nope.yaml"))
+    assert "expected a .yaml, .yml or .toml" in str(error_of(write(tmp_path, GOOD, "prog.txt")))
