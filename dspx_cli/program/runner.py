@@ -53,9 +53,13 @@ class ProgramRunner:
             predictions[step.id] = prediction
             return prediction
 
-        async with asyncio.TaskGroup() as group:
-            for step in self.program.steps:  # run order: dependencies get their task first
-                tasks[step.id] = group.create_task(run_step(step))
+        try:
+            async with asyncio.TaskGroup() as group:
+                for step in self.program.steps:  # run order: dependencies get their task first
+                    tasks[step.id] = group.create_task(run_step(step))
+        except BaseExceptionGroup as group_error:
+            # The first step to fail cancels the others; report its error, not the group.
+            raise _first_leaf(group_error) from None
 
         usage = Usage()
         for prediction in predictions.values():
@@ -86,3 +90,8 @@ class ProgramRunner:
 
 def _known(value: Any) -> bool:
     return not isinstance(value, Ref) or value.source == INPUT
+
+
+def _first_leaf(group: BaseExceptionGroup) -> BaseException:
+    first = group.exceptions[0]
+    return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first
