@@ -8,10 +8,10 @@ Median wall time of fresh processes; target: `dspx --help` <= 150 ms.
 from __future__ import annotations
 
 import argparse
-import shutil
 import statistics
 import subprocess
 import sys
+import sysconfig
 import time
 from pathlib import Path
 
@@ -34,9 +34,11 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=15)
     args = parser.parse_args()
 
-    dspx = shutil.which("dspx")
-    if dspx is None:
-        sys.exit("dspx is not on PATH: pip install -e . first")
+    # The script next to this interpreter, not a PATH lookup: version-manager shims (pyenv) add
+    # ~200 ms of bash to every launch, which says nothing about dspx.
+    dspx = str(Path(sysconfig.get_path("scripts")) / "dspx")
+    if not Path(dspx).exists():
+        sys.exit(f"{dspx} not found: pip install -e . first")
     program = str(ROOT / "programs" / "sentiment.yaml")
     baseline = median_ms([sys.executable, "-c", "pass"], args.runs)
     rows = [

@@ -19,6 +19,9 @@ app = typer.Typer(
     help="Run, inspect and validate declarative LM programs written as YAML or TOML files.",
     no_args_is_help=True,
     add_completion=False,
+    # Plain click-style help: rendering it with rich imports markdown-it and pygments, which
+    # more than doubles the time of `dspx --help` (220 ms against 90 ms here).
+    rich_markup_mode=None,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
