@@ -24,6 +24,8 @@ class LMRequest:
     n: int = 1
     # Provider-specific parameters passed through verbatim (top_p, stop, seed, response_format...).
     extra: dict[str, Any] = field(default_factory=dict)
+    # Distinguishes otherwise identical requests in the cache (DSPy's rollout_id); never sent.
+    rollout_id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,7 @@ class LMResponse:
     model: str
     latency_s: float = 0.0
     finish_reasons: list[str | None] = field(default_factory=list)
+    cached: bool = False  # served from the cache: no tokens were paid for
 
 
 class LM(abc.ABC):

@@ -27,6 +27,14 @@ class LMConfig:
     timeout: float = 120.0
     # Provider-specific request parameters (top_p, stop, seed, ...), passed through verbatim.
     extra: dict[str, Any] = field(default_factory=dict)
+    # Production settings (retries, limits, prices, cache); none of them changes a reply.
+    num_retries: int = 3
+    max_concurrency: int | None = None  # requests in flight at once, per LM, across the process
+    rpm: float | None = None  # requests per minute
+    tpm: float | None = None  # tokens (prompt + completion) per minute
+    price_input: float | None = None  # USD per million prompt tokens
+    price_output: float | None = None  # USD per million completion tokens
+    cache: bool = True
 
     def key(self) -> tuple[Any, ...]:
         """A hashable identity of every field (the key included), for caching LM instances.
@@ -35,7 +43,10 @@ class LMConfig:
         get the same key whatever order their extra parameters were written in.
         """
         extra = json.dumps(self.extra, sort_keys=True, default=repr)
-        return (self.model, self.api_base, self.api_key, self.temperature, self.max_tokens, self.n, self.timeout, extra)
+        return (
+            self.model, self.api_base, self.api_key, self.temperature, self.max_tokens, self.n, self.timeout, extra,
+            self.num_retries, self.max_concurrency, self.rpm, self.tpm, self.price_input, self.price_output, self.cache,
+        )
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, LMConfig) and self.key() == other.key()
@@ -55,6 +66,9 @@ class LMConfig:
         if self.n != 1:
             shown["n"] = self.n
         shown["timeout"] = self.timeout
+        for name in ("num_retries", "max_concurrency", "rpm", "tpm", "price_input", "price_output", "cache"):
+            if getattr(self, name) != LMConfig.__dataclass_fields__[name].default:
+                shown[name] = getattr(self, name)
         if self.extra:
             shown["extra"] = dict(self.extra)
         return shown

@@ -77,6 +77,13 @@ def _lm_config(spec: LMSpec | None, override: str | None) -> LMConfig:
         n=spec.n,
         timeout=spec.timeout,
         extra=dict(spec.extra),
+        num_retries=spec.num_retries,
+        max_concurrency=spec.max_concurrency,
+        rpm=spec.rpm,
+        tpm=spec.tpm,
+        price_input=spec.prices.input if spec.prices else None,
+        price_output=spec.prices.output if spec.prices else None,
+        cache=spec.cache,
     )
     # Only the model changes: sampling settings and the endpoint stay as the program wrote them.
     return replace(config, model=override) if override else config

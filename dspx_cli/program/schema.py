@@ -24,6 +24,13 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
 
+class Prices(_Strict):
+    """USD per million tokens."""
+
+    input: float = Field(ge=0)
+    output: float = Field(ge=0)
+
+
 class LMSpec(_Strict):
     model: str
     api_base: str | None = None
@@ -33,6 +40,12 @@ class LMSpec(_Strict):
     n: int = Field(default=1, ge=1)
     timeout: float = Field(default=120.0, gt=0)
     extra: dict[str, Any] = Field(default_factory=dict)
+    num_retries: int = Field(default=3, ge=0)
+    max_concurrency: int | None = Field(default=None, ge=1)
+    rpm: float | None = Field(default=None, gt=0)
+    tpm: float | None = Field(default=None, gt=0)
+    prices: Prices | None = None
+    cache: bool = True
 
     @field_validator("api_key", mode="after")
     @classmethod
@@ -62,7 +75,7 @@ class ModuleSpec(_Strict):
     instructions: str | None = None
     demos: list[dict[str, Any]] = Field(default_factory=list)
     lm: LMSpec | None = None
-    adapter: Literal["chat"] = "chat"
+    adapter: Literal["chat", "json"] = "chat"
     # Unset sampling settings fall back to the module's LM.
     n: int | None = Field(default=None, ge=1)
     temperature: float | None = None
