@@ -11,9 +11,23 @@
         ...run the client...
         server.requests[-1].body["messages"]        # every request is recorded
 
-Queued replies are used first, one per request, in order; when the queue is empty the
-`responder` answers with a normal completion. `delay` (per reply, or `default_delay` for all)
-simulates latency; `max_in_flight` tells how many requests were ever served at once.
+Queued replies are used first, one per request, in order; then the `rule`, if set, may script
+the reply; otherwise the `responder` answers with a normal completion.
+
+For concurrent clients, whose arrival order is not fixed, a rule scripts faults per logical call:
+
+        def rule(request: RecordedRequest, attempt: int) -> Reply | None:
+            # the call whose last message is "q7" fails twice with a 503, then succeeds
+            asked = request.body["messages"][-1]["content"]
+            return Reply(status=503) if asked == "q7" and attempt < 2 else None
+
+        server.rule = rule
+
+`attempt` counts the earlier requests with an identical body (0 for the first), so a rule is a
+deterministic function of what was asked and how often, whatever order requests arrive in.
+
+`delay` (per reply, or `default_delay` for all) simulates latency; `max_in_flight` tells how many
+requests were ever served at once; each recorded request has the time (`at`) it arrived.
 """
 
 from __future__ import annotations
@@ -22,13 +36,16 @@ import json
 import socket
 import struct
 import threading
-from collections import deque
+import time
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Literal, Self
 
 Responder = Callable[[dict[str, Any]], "str | list[str]"]
+# (request, attempt) -> the reply to give, or None for a normal completion; see the module docstring.
+Rule = Callable[["RecordedRequest", int], "Reply | None"]
 
 
 def error_body(message: str, type_: str = "invalid_request_error") -> dict[str, Any]:
@@ -73,6 +90,7 @@ class RecordedRequest:
     body: Any  # the parsed JSON, or None when it was not JSON
     raw: bytes
     client_port: int  # the same port on two requests means the client reused its connection
+    at: float = field(default_factory=time.monotonic)  # when the request was read, to measure gaps and pacing
 
 
 class LMServer:
@@ -81,11 +99,22 @@ class LMServer:
         self.default_delay = 0.0
         self.requests: list[RecordedRequest] = []
         self.max_in_flight = 0
+        self.rule: Rule | None = None
+        self._attempts: Counter[bytes] = Counter()
         self._queue: deque[Reply] = deque()
         self._lock = threading.Lock()
         self._in_flight = 0
         self._stopping = threading.Event()
-        self._httpd = ThreadingHTTPServer((host, 0), _handler_class(self))
+        self._httpd = ThreadingHTTPServer((host, 0), _handler_class(self), bind_and_activate=False)
+        # socketserver's default backlog of 5 drops connections when hundreds arrive at once; the
+        # client then sees delays and timeouts the test never asked for.
+        self._httpd.request_queue_size = 1024
+        try:
+            self._httpd.server_bind()
+            self._httpd.server_activate()
+        except BaseException:
+            self._httpd.server_close()
+            raise
         self._httpd.daemon_threads = True
         # Dropped connections make the handler's final flush fail; that is the point, not news.
         self._httpd.handle_error = lambda request, client_address: None  # type: ignore[method-assign]
@@ -130,7 +159,16 @@ class LMServer:
             self.requests.append(request)
             self._in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self._in_flight)
-            return self._queue.popleft() if self._queue else Reply(delay=self.default_delay)
+            if self._queue:
+                return self._queue.popleft()
+            if self.rule is not None:
+                key = _canonical(request)
+                attempt = self._attempts[key]
+                self._attempts[key] += 1
+                scripted = self.rule(request, attempt)
+                if scripted is not None:
+                    return scripted
+            return Reply(delay=self.default_delay)
 
     def _done(self) -> None:
         with self._lock:
@@ -157,9 +195,19 @@ class LMServer:
         }
 
 
+def _canonical(request: RecordedRequest) -> bytes:
+    """Identical requests get the same key whatever order the client wrote the JSON keys in."""
+    if request.body is None:
+        return request.raw
+    return json.dumps(request.body, sort_keys=True).encode()
+
+
 def _handler_class(server: LMServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"  # keep-alive, so clients can pool connections
+        # Headers and body go out in two writes; with Nagle on, the body of every reply on a reused
+        # connection waits for the client's delayed ACK (~40 ms), which turns a batch into minutes.
+        disable_nagle_algorithm = True
 
         def do_POST(self) -> None:
             raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))

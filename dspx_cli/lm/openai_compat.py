@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import email.utils
 import json
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -154,10 +155,16 @@ class OpenAICompatLM(LM):
                 f"cannot connect to {self.endpoint.api_base}: is the server running? ({_one_line(str(exc))})",
                 retryable=True,
             ) from None
-        except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
+        except (httpx.RemoteProtocolError, httpx.NetworkError) as exc:
+            # NetworkError covers resets (ReadError), failed sends (WriteError) and CloseError.
             raise self._error(
                 f"the connection to {url} closed before a reply ({_one_line(str(exc)) or type(exc).__name__})",
                 retryable=True,
+            ) from None
+        except httpx.DecodingError as exc:
+            # A body whose Content-Encoding does not decode is a damaged reply, like one that is not JSON.
+            raise self._error(
+                f"{url} replied with a body that cannot be decoded ({_one_line(str(exc))})", retryable=True
             ) from None
         except httpx.HTTPError as exc:
             raise self._error(f"request to {url} failed: {type(exc).__name__}: {_one_line(str(exc))}") from None
@@ -184,13 +191,13 @@ class OpenAICompatLM(LM):
             completions = [choice["message"].get("content") or "" for choice in ordered]
             finish_reasons = [choice.get("finish_reason") for choice in ordered]
         except (AttributeError, KeyError, TypeError):
+            # Like a body that is not JSON: a proxy or an overloaded server mangled it; the next one may be fine.
             raise self._error(
-                f"{url} replied with choices that have no message: {_shorten(json.dumps(data))}"
+                f"{url} replied with choices that have no message: {_shorten(json.dumps(data))}", retryable=True
             ) from None
-        usage = data.get("usage") or {}
         return LMResponse(
             completions=completions,
-            usage=Usage(int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)),
+            usage=_usage(data.get("usage")),
             model=self.model,
             latency_s=latency,
             finish_reasons=finish_reasons,
@@ -225,7 +232,10 @@ class OpenAICompatLM(LM):
         return self._error(
             f"HTTP {status} from {url} (model {self.endpoint.model_name!r}){said or ': the request was rejected'}",
             status=status,
-            retryable=status == 408,
+            # 408 (the server timed out reading us) and 409 (a conflict, e.g. a concurrent update) are
+            # transient; every other 4xx will fail the same way again.
+            retryable=status in (408, 409),
+            retry_after=_retry_after(reply.headers.get("retry-after")) if status in (408, 409) else None,
         )
 
     def _key_advice(self) -> str:
@@ -268,14 +278,31 @@ def _server_message(reply: httpx.Response) -> str:
     return _one_line(reply.text)[:300]
 
 
+def _usage(usage: Any) -> Usage:
+    """Token counts; a server that reports none (or nonsense) counts as zero rather than failing the reply."""
+    if not isinstance(usage, dict):
+        return Usage()
+
+    def count(name: str) -> int:
+        try:
+            return max(0, int(usage.get(name) or 0))
+        except (TypeError, ValueError):
+            return 0
+
+    return Usage(count("prompt_tokens"), count("completion_tokens"))
+
+
 def _retry_after(value: str | None) -> float | None:
     """Retry-After is either seconds or an HTTP date."""
     if not value:
         return None
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
         pass
+    else:
+        # "inf" and "nan" parse as floats but are no instruction anyone can follow.
+        return max(0.0, seconds) if math.isfinite(seconds) else None
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):
