@@ -4,5 +4,6 @@ This package imports only `dspx_cli.core` and `dspx_cli.errors`.
 """
 
 from dspx_cli.adapters.chat import ChatAdapter
+from dspx_cli.adapters.json import JSONAdapter
 
-__all__ = ["ChatAdapter"]
+__all__ = ["ChatAdapter", "JSONAdapter"]

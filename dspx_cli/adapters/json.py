@@ -1,0 +1,259 @@
+"""The JSONAdapter: DSPy's JSON-reply prompt format, byte for byte, its reply parser, and the
+OpenAI `response_format` that asks the provider to enforce the reply's shape.
+
+It shares everything with the ChatAdapter except three things: the system message describes the
+outputs as a JSON object, the closing reminder asks for that object, and assistant turns (demos)
+are written as indented JSON. Inputs keep their `[[ ## name ## ]]` sections, as in DSPy.
+"""
+
+from __future__ import annotations
+
+import json
+import types
+import warnings
+from collections.abc import Mapping
+from typing import Any, Literal, Union, get_args, get_origin
+
+from dspx_cli.adapters.chat import ChatAdapter, _sections
+from dspx_cli.adapters.values import (
+    annotation_allows_none,
+    describe_error,
+    parse_value,
+    serialize_for_json,
+    type_placeholder,
+)
+from dspx_cli.core import Field, Signature, annotation_name
+from dspx_cli.errors import AdapterParseError
+
+__all__ = ["STRUCTURED_OUTPUT_NAME", "JSONAdapter"]
+
+# DSPy's structured-output model is named this; the name becomes the schema's "name" and "title".
+STRUCTURED_OUTPUT_NAME = "DSPyProgramOutputs"
+_JSON_OBJECT_MODE: dict[str, str] = {"type": "json_object"}
+
+
+class JSONAdapter(ChatAdapter):
+    """Prompts for a JSON object holding the output fields; parses such objects out of replies."""
+
+    # ----- prompt ----------------------------------------------------------------------------------
+
+    def format_field_structure(self, signature: Signature) -> str:
+        inputs = _sections([(f.name, type_placeholder(f.name, f.annotation, is_input=True)) for f in signature.inputs])
+        outputs = {f.name: type_placeholder(f.name, f.annotation, is_input=False) for f in signature.outputs}
+        parts = [
+            "All interactions will be structured in the following way, with the appropriate values filled in.",
+            "Inputs will have the following structure:",
+            inputs,
+            "Outputs will be a JSON object with the following fields.",
+            json.dumps(outputs, indent=2, ensure_ascii=False),
+        ]
+        return "\n\n".join(parts).strip()
+
+    def user_message_output_requirements(self, signature: Signature) -> str:
+        def requirement(f: Field) -> str:
+            if f.annotation is str:
+                return f"`{f.name}`"
+            return f"`{f.name}` (must be formatted as a valid Python {annotation_name(f.annotation)})"
+
+        fields = ", then ".join(requirement(f) for f in signature.outputs)
+        return f"Respond with a JSON object in the following order of fields: {fields}."
+
+    def format_assistant_message(
+        self, signature: Signature, outputs: Mapping[str, Any], missing_field_message: str | None = None
+    ) -> str:
+        values = {f.name: outputs.get(f.name, missing_field_message) for f in signature.outputs}
+        return json.dumps(serialize_for_json(values), indent=2, ensure_ascii=False)
+
+    # ----- parsing ---------------------------------------------------------------------------------
+
+    def parse(self, signature: Signature, completion: str) -> dict[str, Any]:
+        """Output fields from the JSON object in the reply (fences, preambles and sloppy JSON allowed)."""
+        found = _find_object(completion)
+        if found is None:
+            wanted = ", ".join(f'"{f.name}" ({annotation_name(f.annotation)})' for f in signature.outputs)
+            raise AdapterParseError(
+                f"expected a JSON object with the output fields {wanted}; the LM reply contains no JSON object",
+                lm_response=completion,
+            )
+
+        parsed: dict[str, Any] = {}
+        for f in signature.outputs:
+            if f.name not in found:
+                continue
+            value = found[f.name]
+            try:
+                parsed[f.name] = parse_value(value, f.annotation)
+            except Exception as exc:
+                shown = json.dumps(value, ensure_ascii=False, default=str)
+                shown = shown if len(shown) <= 200 else shown[:200] + " [...]"
+                raise AdapterParseError(
+                    f'expected output field "{f.name}" to be a valid {annotation_name(f.annotation)}; '
+                    f"got {shown} ({describe_error(exc)})",
+                    lm_response=completion,
+                    parsed=parsed,
+                ) from exc
+
+        required = [f for f in signature.outputs if f.name not in parsed and not annotation_allows_none(f.annotation)]
+        if required:
+            raise AdapterParseError(_missing_message(required, parsed, found), lm_response=completion, parsed=parsed)
+        # Fields that admit None may be left out by the LM; keep the signature's field order.
+        return {f.name: parsed.get(f.name) for f in signature.outputs}
+
+    # ----- request parameter -----------------------------------------------------------------------
+
+    def response_format(self, signature: Signature, structured: bool = True) -> dict[str, Any]:
+        """The OpenAI `response_format` for this signature's outputs.
+
+        `structured=True` gives the strict JSON schema DSPy sends (via LiteLLM) for its
+        `DSPyProgramOutputs` model; it falls back to plain JSON mode when an output's shape cannot
+        be written as a strict schema. `structured=False` always gives JSON mode, for providers
+        without schema support.
+        """
+        if not structured or any(_open_ended(f.annotation) for f in signature.outputs):
+            return dict(_JSON_OBJECT_MODE)
+        try:
+            schema = _outputs_schema(signature)
+        except Exception:
+            # DSPy retries in JSON mode whenever building the schema fails (e.g. a field name
+            # pydantic refuses); the reply is still parsed the same way.
+            return dict(_JSON_OBJECT_MODE)
+        return {
+            "type": "json_schema",
+            "json_schema": {"name": STRUCTURED_OUTPUT_NAME, "strict": True, "schema": schema},
+        }
+
+
+# ----- helpers -------------------------------------------------------------------------------------
+
+
+def _find_object(completion: str) -> dict[str, Any] | None:
+    """The reply as a JSON object, else the first balanced `{...}` in it, repaired; None if neither."""
+    import json_repair
+
+    whole = _repair(json_repair, completion)
+    if isinstance(whole, dict):
+        return whole
+    # json_repair turns several objects (or a list of them) into a list; DSPy then takes the first.
+    span = _first_balanced_object(completion)
+    if span is None:
+        return None
+    found = _repair(json_repair, span)
+    return found if isinstance(found, dict) else None
+
+
+def _repair(json_repair: types.ModuleType, text: str) -> Any:
+    try:
+        return json_repair.loads(text)
+    except Exception:  # json_repair promises not to raise, but a reply is untrusted input
+        return None
+
+
+def _first_balanced_object(text: str) -> str | None:
+    """The leftmost `{...}` whose braces balance, ignoring braces inside double-quoted strings.
+
+    DSPy finds it with a recursive regex that also counts braces inside strings; skipping quoted
+    text keeps an object such as `{"a": "}"}` whole instead of cutting it at the quoted brace.
+    """
+    start = text.find("{")
+    while start != -1:
+        depth = 0
+        in_string = False
+        i = start
+        while i < len(text):
+            ch = text[i]
+            if in_string:
+                if ch == "\\":
+                    i += 1
+                elif ch == '"':
+                    in_string = False
+            elif ch == '"':
+                in_string = True
+            elif ch == "{":
+                depth += 1
+            elif ch == "}":
+                depth -= 1
+                if depth == 0:
+                    return text[start : i + 1]
+            i += 1
+        # This brace never closes (a truncated reply); an object may still start inside it.
+        start = text.find("{", start + 1)
+    return None
+
+
+def _missing_message(missing: list[Field], parsed: dict[str, Any], found: dict[str, Any]) -> str:
+    plural = "s" if len(missing) > 1 else ""
+    wanted = ", ".join(f'"{f.name}" ({annotation_name(f.annotation)})' for f in missing)
+    head = f"expected output field{plural} {wanted} as key{plural} of the JSON object in the LM reply"
+    if parsed:
+        return f"{head}; got only " + ", ".join(f'"{name}"' for name in parsed)
+    if found:
+        return f"{head}; got no output field, only the keys " + ", ".join(json.dumps(str(k)) for k in found)
+    return f"{head}; got an empty object"
+
+
+def _open_ended(annotation: Any) -> bool:
+    """Whether a value of this type may be an object with arbitrary keys, or may be anything.
+
+    Strict structured outputs need every object's keys declared, so such a field cannot be
+    described. DSPy checks only for a top-level `dict[K, V]`; a nested or bare `dict`, `Any`, or an
+    unparameterized container (whose items are `Any`) is just as undescribable.
+    """
+    if annotation is Any or annotation is dict:
+        return True
+    if annotation in (list, set, tuple, frozenset):
+        return True
+    origin = get_origin(annotation)
+    if origin is dict:
+        return True
+    if origin is Literal:
+        return False
+    if origin in (list, set, tuple, frozenset, Union, types.UnionType):
+        return any(_open_ended(arg) for arg in get_args(annotation) if arg is not Ellipsis)
+    return False
+
+
+def _outputs_schema(signature: Signature) -> dict[str, Any]:
+    """The strict JSON schema of an object holding every output field (all required, no extras)."""
+    import pydantic
+
+    fields: dict[str, Any] = {f.name: (f.annotation, ...) for f in signature.outputs}
+    with warnings.catch_warnings():
+        # Names like `json` or `model_name` shadow BaseModel attributes: harmless for a schema.
+        warnings.simplefilter("ignore")
+        model = pydantic.create_model(
+            STRUCTURED_OUTPUT_NAME,
+            __config__=pydantic.ConfigDict(extra="forbid", protected_namespaces=()),
+            **fields,
+        )
+    if list(model.model_fields) != list(fields):
+        # pydantic quietly turns `_name` into a private attribute and `model_config` into config.
+        raise ValueError("some output field names cannot be pydantic fields")
+    schema: dict[str, Any] = model.model_json_schema()
+    _close_objects(schema)
+    return schema
+
+
+def _close_objects(node: Any) -> None:
+    """Make every object schema list all its properties as required and forbid other keys.
+
+    This is what DSPy does to its model's schema, together with the pass LiteLLM/OpenAI apply
+    before sending a strict schema (which also walks unions and drops `default: null`). For the
+    types program files can spell today pydantic's schema already complies (every field required,
+    extra="forbid", and the only nested objects come from dicts, which go to JSON mode); the pass
+    keeps richer output types from producing a schema providers reject.
+    """
+    if not isinstance(node, dict):
+        return
+    if node.get("type") == "object":
+        properties = node.setdefault("properties", {})
+        node["required"] = list(properties)
+        node["additionalProperties"] = False
+    for key in ("properties", "$defs", "definitions"):
+        for sub in (node.get(key) or {}).values():
+            _close_objects(sub)
+    _close_objects(node.get("items"))
+    for key in ("anyOf", "allOf", "oneOf"):
+        for sub in node.get(key) or []:
+            _close_objects(sub)
+    if "default" in node and node["default"] is None:
+        del node["default"]
