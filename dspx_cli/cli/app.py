@@ -36,6 +36,14 @@ LMOpt = Annotated[
     typer.Option("--lm", envvar="DSPX_LM", help="Use this model for every module (e.g. openai/gpt-4o-mini)."),
 ]
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks instead of one-line errors.")]
+CacheDirOpt = Annotated[
+    Optional[Path],
+    typer.Option("--cache-dir", envvar="DSPX_CACHE_DIR", help="Cache and history folder [default: ~/.cache/dspx]."),
+]
+NoCacheOpt = Annotated[bool, typer.Option("--no-cache", help="Neither read nor write the cache for this run.")]
+CacheOnlyOpt = Annotated[
+    bool, typer.Option("--cache-only", help="Replay from the cache; a call that is not cached is an error.")
+]
 
 
 def _version(value: bool) -> None:
@@ -59,12 +67,24 @@ def run(
     inputs: InputOpt = None,
     lm: LMOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the outputs as one JSON object.")] = False,
+    usage_file: Annotated[
+        Optional[Path], typer.Option("--usage-file", help="Write calls, tokens and cost as JSON to this file.")
+    ] = None,
+    cache_dir: CacheDirOpt = None,
+    no_cache: NoCacheOpt = False,
+    cache_only: CacheOnlyOpt = False,
     debug: DebugOpt = False,
 ) -> None:
     """Run PROGRAM on one input and print its output fields."""
     from dspx_cli.cli import commands
 
-    _guard(debug, lambda: commands.run(program, inputs or [], lm, as_json))
+    _guard(
+        debug,
+        lambda: commands.run(
+            program, inputs or [], lm, as_json,
+            cache=commands.CacheOptions(cache_dir, no_cache, cache_only), usage_file=usage_file,
+        ),
+    )
 
 
 @app.command()
@@ -87,6 +107,49 @@ def validate(program: ProgramArg, debug: DebugOpt = False) -> None:
     from dspx_cli.cli import commands
 
     _guard(debug, lambda: commands.validate(program))
+
+
+cache_app = typer.Typer(help="Look at or empty the response cache.", no_args_is_help=True)
+app.add_typer(cache_app, name="cache")
+
+
+@cache_app.command("path")
+def cache_path(cache_dir: CacheDirOpt = None) -> None:
+    """Print the cache folder."""
+    from dspx_cli.cli import cache_commands
+
+    cache_commands.path(cache_dir)
+
+
+@cache_app.command("stats")
+def cache_stats(
+    cache_dir: CacheDirOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False,
+) -> None:
+    """Print how many responses are cached and how much room they take."""
+    from dspx_cli.cli import cache_commands
+
+    cache_commands.stats(cache_dir, as_json)
+
+
+@cache_app.command("clear")
+def cache_clear(cache_dir: CacheDirOpt = None) -> None:
+    """Delete every cached response (the history is kept)."""
+    from dspx_cli.cli import cache_commands
+
+    cache_commands.clear(cache_dir)
+
+
+@app.command()
+def history(
+    count: Annotated[int, typer.Option("-n", "--count", help="How many of the last calls to show.")] = 1,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON record per line.")] = False,
+    cache_dir: CacheDirOpt = None,
+) -> None:
+    """Show the last LM calls: messages, outputs, usage, latency, cached or not."""
+    from dspx_cli.cli import cache_commands
+
+    cache_commands.history(cache_dir, count, as_json)
 
 
 def _guard(debug: bool, action) -> None:  # type: ignore[no-untyped-def]

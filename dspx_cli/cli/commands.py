@@ -6,31 +6,61 @@ import asyncio
 import json
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from dspx_cli.cli import render
+from dspx_cli.errors import UsageError
+from dspx_cli.lm.cache import CacheMode
 from dspx_cli.program.context import RunContext
 from dspx_cli.program.inputs import parse_cli_inputs
 from dspx_cli.program.loader import load_program
+from dspx_cli.program.model import Program
 from dspx_cli.program.runner import ProgramRunner, RunResult
 
 
-def run(path: Path, pairs: list[str], lm_override: str | None, as_json: bool) -> None:
+@dataclass(frozen=True)
+class CacheOptions:
+    directory: Path | None = None
+    no_cache: bool = False
+    cache_only: bool = False
+
+    def context(self, program: Program) -> RunContext:
+        if self.no_cache and self.cache_only:
+            raise UsageError("--no-cache and --cache-only contradict each other; pick one")
+        mode = CacheMode.OFF if self.no_cache else CacheMode.ONLY if self.cache_only else CacheMode.ON
+        return RunContext(base_dir=program.base_dir, cache_dir=self.directory, cache_mode=mode)
+
+
+def run(
+    path: Path,
+    pairs: list[str],
+    lm_override: str | None,
+    as_json: bool,
+    *,
+    cache: CacheOptions = CacheOptions(),
+    usage_file: Path | None = None,
+) -> None:
     program = load_program(path, lm_override=lm_override)
     inputs = parse_cli_inputs(program, pairs)
+    context = cache.context(program)
     started = time.perf_counter()
-    result = asyncio.run(_run_once(program, inputs))
-    elapsed = time.perf_counter() - started
+    try:
+        result = asyncio.run(_run_once(program, context, inputs))
+    finally:
+        # Even a failed run reports what it spent.
+        elapsed = time.perf_counter() - started
+        if usage_file is not None:
+            usage_file.write_text(json.dumps(context.meter.to_dict(), indent=2) + "\n")
     if as_json:
         sys.stdout.write(json.dumps(render.jsonable(result.outputs), ensure_ascii=False) + "\n")
     else:
         sys.stdout.write(render.fields_text(result.outputs))
-    render.usage_line(program, result, elapsed)
+    render.usage_line(context.meter, elapsed)
 
 
-async def _run_once(program: Any, inputs: dict[str, Any]) -> RunResult:
-    context = RunContext(base_dir=program.base_dir)
+async def _run_once(program: Program, context: RunContext, inputs: dict[str, Any]) -> RunResult:
     try:
         return await ProgramRunner(program, context).run(inputs)
     finally:

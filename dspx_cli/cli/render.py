@@ -6,8 +6,8 @@ from typing import Any
 
 from dspx_cli.core import annotation_name
 from dspx_cli.lm.base import Message
+from dspx_cli.lm.usage import UsageMeter
 from dspx_cli.program.model import ModuleDef, Program, Step
-from dspx_cli.program.runner import RunResult
 
 
 def jsonable(value: Any) -> Any:
@@ -62,13 +62,24 @@ def program_summary(program: Program) -> str:
     return "\n".join(lines) + "\n"
 
 
-def usage_line(program: Program, result: RunResult, seconds: float) -> None:
+def usage_summary(meter: UsageMeter, seconds: float) -> str:
+    """`local/smollm2 · 3 calls (1 cached) · 812 prompt + 40 completion tokens · $0.0004 · 1.93 s`"""
+    parts = []
+    for model, usage in meter.models.items():
+        calls = f"{usage.calls} call{'s' if usage.calls != 1 else ''}"
+        if usage.cached_calls:
+            calls += f" ({usage.cached_calls} cached)"
+        text = f"{model} · {calls} · {usage.prompt_tokens} prompt + {usage.completion_tokens} completion tokens"
+        if usage.cost is not None:
+            text += f" · ${usage.cost:.4f}"
+        parts.append(text)
+    if meter.adapter_fallbacks:
+        parts.append(f"{meter.adapter_fallbacks} JSON fallback{'s' if meter.adapter_fallbacks != 1 else ''}")
+    parts.append(f"{seconds:.2f} s")
+    return " · ".join(parts) if meter.models else f"no LM calls · {seconds:.2f} s"
+
+
+def usage_line(meter: UsageMeter, seconds: float) -> None:
     from rich.console import Console
 
-    usage = result.usage
-    calls = len(result.steps)
-    models = sorted({program.modules[step.module].lm.model for step in program.steps})
-    Console(stderr=True, highlight=False).print(
-        f"[dim]{', '.join(models)} · {calls} call{'s' if calls != 1 else ''} · "
-        f"{usage.prompt_tokens} prompt + {usage.completion_tokens} completion tokens · {seconds:.2f} s[/dim]"
-    )
+    Console(stderr=True, highlight=False).print(usage_summary(meter, seconds), style="dim", markup=False)

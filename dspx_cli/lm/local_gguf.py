@@ -128,6 +128,8 @@ class LocalGGUFLM(LM):
         temperature = _first(request.temperature, self.config.temperature, 0.0)
         max_tokens = _first(request.max_tokens, self.config.max_tokens, DEFAULT_MAX_TOKENS)
         extra = {k: v for k, v in {**self.config.extra, **request.extra}.items() if k in _PASSED_THROUGH}
+        if "response_format" in extra:
+            extra["response_format"] = _llama_response_format(extra["response_format"])
         messages = [dict(message) for message in request.messages]
         started = time.perf_counter()
         loop = asyncio.get_running_loop()
@@ -174,3 +176,12 @@ class LocalGGUFLM(LM):
 
 def _first(*values: Any) -> Any:
     return next(value for value in values if value is not None)
+
+
+def _llama_response_format(response_format: dict[str, Any]) -> dict[str, Any]:
+    """OpenAI's json_schema form in llama-cpp-python's terms, which constrain decoding by grammar
+    only for `{"type": "json_object", "schema": ...}` and silently ignore `json_schema`."""
+    if response_format.get("type") == "json_schema":
+        schema = (response_format.get("json_schema") or {}).get("schema")
+        return {"type": "json_object", "schema": schema} if schema else {"type": "json_object"}
+    return response_format

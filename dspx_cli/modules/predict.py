@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from dspx_cli.adapters import ChatAdapter
+from dspx_cli.adapters import ChatAdapter, JSONAdapter
 from dspx_cli.core import Prediction, Signature
-from dspx_cli.errors import AdapterParseError
-from dspx_cli.lm.base import LM, LMRequest, Message
+from dspx_cli.errors import AdapterParseError, LMError
+from dspx_cli.lm.base import LM, LMRequest, LMResponse, Message, Usage
 
 
 class Predict:
@@ -29,6 +29,7 @@ class Predict:
         temperature: float | None = None,
         max_tokens: int | None = None,
         extra: Mapping[str, Any] | None = None,
+        on_fallback: Callable[[], None] | None = None,
     ) -> None:
         self.signature = signature
         self.lm = lm
@@ -38,37 +39,78 @@ class Predict:
         self.temperature = temperature
         self.max_tokens = max_tokens
         self.extra = dict(extra or {})
+        self.on_fallback = on_fallback
+        # Cleared when an endpoint rejects json_schema; json_object is then used from there on.
+        self._structured_outputs = True
 
     def named_predictors(self) -> list[tuple[str, Predict]]:
         return [("", self)]
 
-    def messages(self, inputs: Mapping[str, Any]) -> list[Message]:
-        return self.adapter.format(self.signature, self.demos, dict(inputs))
+    def messages(self, inputs: Mapping[str, Any], adapter: ChatAdapter | None = None) -> list[Message]:
+        return (adapter or self.adapter).format(self.signature, self.demos, dict(inputs))
 
-    def request(self, inputs: Mapping[str, Any]) -> LMRequest:
+    def request(self, inputs: Mapping[str, Any], adapter: ChatAdapter | None = None) -> LMRequest:
+        adapter = adapter or self.adapter
+        extra = dict(self.extra)
+        if isinstance(adapter, JSONAdapter) and "response_format" not in extra:
+            extra["response_format"] = adapter.response_format(self.signature, structured=self._structured_outputs)
         return LMRequest(
-            messages=tuple(self.messages(inputs)),
+            messages=tuple(self.messages(inputs, adapter)),
             temperature=self.temperature,
             max_tokens=self.max_tokens,
             n=self.n,
-            extra=dict(self.extra),
+            extra=extra,
         )
 
     async def acall(self, **inputs: Any) -> Prediction:
         if self.lm is None:
             raise RuntimeError("Predict has no LM; the program builder assigns one")
-        response = await self.lm.complete(self.request(inputs))
+        prediction, error, usage = await self._call(self.adapter, inputs)
+        if prediction is None and not isinstance(self.adapter, JSONAdapter):
+            # DSPy's rule: a chat reply that does not parse gets one more call in JSON mode. A reply
+            # that parsed is never asked again.
+            if self.on_fallback is not None:
+                self.on_fallback()
+            prediction, error, retry_usage = await self._call(JSONAdapter(), inputs)
+            usage = usage + retry_usage
+        if prediction is None:
+            assert error is not None
+            raise error
+        prediction.usage = usage
+        return prediction
+
+    async def _call(
+        self, adapter: ChatAdapter, inputs: dict[str, Any]
+    ) -> tuple[Prediction | None, AdapterParseError | None, Usage]:
+        """One LM call, parsed. A reply that does not fit is returned as an error, with its usage."""
+        response = await self._complete(adapter, inputs)
+        if not response.completions:
+            return None, AdapterParseError("the LM returned no completion", lm_response=""), response.usage
         parsed: list[dict[str, Any]] = []
         first_error: AdapterParseError | None = None
         for completion in response.completions:
             try:
-                parsed.append(self.adapter.parse(self.signature, completion))
+                parsed.append(adapter.parse(self.signature, completion))
             except AdapterParseError as exc:
                 first_error = first_error or exc
         # With n > 1 a sampled completion may be malformed; keep the good ones, fail only if none is.
         if not parsed:
-            assert first_error is not None
-            raise first_error
-        prediction = Prediction.from_completions(parsed)
-        prediction.usage = response.usage
-        return prediction
+            return None, first_error, response.usage
+        return Prediction.from_completions(parsed), None, response.usage
+
+    async def _complete(self, adapter: ChatAdapter, inputs: dict[str, Any]) -> LMResponse:
+        assert self.lm is not None
+        request = self.request(inputs, adapter)
+        try:
+            return await self.lm.complete(request)
+        except LMError as exc:
+            # Not every OpenAI-compatible server knows json_schema; json_object is widely supported.
+            if not (isinstance(adapter, JSONAdapter) and self._structured_outputs and _rejects_schema(exc)):
+                raise
+            self._structured_outputs = False
+            return await self.lm.complete(self.request(inputs, adapter))
+
+
+def _rejects_schema(error: LMError) -> bool:
+    text = str(error).lower()
+    return getattr(error, "status", None) == 400 and ("response_format" in text or "json_schema" in text)

@@ -2,7 +2,11 @@
 
 It is created once per command from the command line and passed explicitly; nothing in dspx
 reads global settings. It owns the LM instances, so modules that share an LM share its
-connections (and, in later layers, its cache and rate limits).
+connections, cache, rate limits and usage meter.
+
+Each LM is a stack of wrappers around its backend, outermost first:
+    Observed (usage, history) -> Cached -> Retrying -> Limited (concurrency, rpm, tpm) -> backend
+so a cache hit is counted and logged but never waits for a rate limit or a retry.
 """
 
 from __future__ import annotations
@@ -10,24 +14,68 @@ from __future__ import annotations
 from pathlib import Path
 
 from dspx_cli.lm.base import LM
+from dspx_cli.lm.cache import CacheMode, CachedLM, ResponseCache, default_cache_dir
 from dspx_cli.lm.config import LMConfig
+from dspx_cli.lm.history import History
+from dspx_cli.lm.observed import ObservedLM
+from dspx_cli.lm.usage import UsageMeter
 
 
 class RunContext:
-    def __init__(self, *, base_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        base_dir: Path | None = None,
+        cache_dir: Path | None = None,
+        cache_mode: CacheMode = CacheMode.ON,
+        history: bool = True,
+    ) -> None:
         self.base_dir = base_dir
+        self.cache_dir = cache_dir or default_cache_dir()
+        self.cache_mode = cache_mode
+        self.meter = UsageMeter()
+        self._cache: ResponseCache | None = None
+        self._history = History(self.cache_dir) if history else None
         self._lms: dict[tuple[object, ...], LM] = {}
 
-    def lm(self, config: LMConfig) -> LM:
-        # Sampling settings travel with each request; one instance per endpoint and model.
-        key = (config.model, config.api_base, config.api_key, config.timeout)
-        if key not in self._lms:
-            from dspx_cli.lm.registry import create_lm
+    @property
+    def cache(self) -> ResponseCache:
+        if self._cache is None:
+            self._cache = ResponseCache(self.cache_dir)
+        return self._cache
 
-            self._lms[key] = create_lm(config, base_dir=self.base_dir)
+    def lm(self, config: LMConfig) -> LM:
+        # Sampling settings travel with each request; one stack per endpoint, model and policy.
+        key = (
+            config.model, config.api_base, config.api_key, config.timeout, config.num_retries, config.max_concurrency,
+            config.rpm, config.tpm, config.price_input, config.price_output, config.cache,
+        )
+        if key not in self._lms:
+            self._lms[key] = self._build(config)
         return self._lms[key]
+
+    def _build(self, config: LMConfig) -> LM:
+        from dspx_cli.lm.limits import LimitedLM
+        from dspx_cli.lm.registry import create_lm
+        from dspx_cli.lm.retry import RetryingLM
+
+        lm: LM = create_lm(config, base_dir=self.base_dir)
+        # Limits inside retries: every attempt is paced and counted against rpm/tpm, and a call
+        # that backs off does not hold a concurrency slot while it sleeps.
+        if config.max_concurrency or config.rpm or config.tpm:
+            lm = LimitedLM(lm, max_concurrency=config.max_concurrency, rpm=config.rpm, tpm=config.tpm)
+        if config.num_retries > 0:
+            lm = RetryingLM(lm, config.num_retries)
+        mode = self.cache_mode if config.cache else CacheMode.OFF
+        if mode is not CacheMode.OFF:
+            lm = CachedLM(lm, self.cache, mode)
+        return ObservedLM(lm, config, self.meter, self._history)
 
     async def aclose(self) -> None:
         for lm in self._lms.values():
             await lm.aclose()
         self._lms.clear()
+        if self._cache is not None:
+            self._cache.close()
+        if self._history is not None:
+            self._history.close()

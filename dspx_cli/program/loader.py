@@ -153,5 +153,6 @@ def _build_module(
         temperature=module.temperature if module.temperature is not None else lm.temperature,
         max_tokens=module.max_tokens or lm.max_tokens,
         location=positions.locate(key_path),
+        adapter=module.adapter,
     )
 

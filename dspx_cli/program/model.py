@@ -37,6 +37,7 @@ class ModuleDef:
     temperature: float | None
     max_tokens: int | None
     location: Location
+    adapter: str = "chat"
 
     @property
     def output_names(self) -> list[str]:

@@ -6,6 +6,7 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
+from dspx_cli.adapters import ChatAdapter, JSONAdapter
 from dspx_cli.core import Prediction
 from dspx_cli.lm.base import Message, Usage
 from dspx_cli.modules import MODULE_CLASSES, Module
@@ -26,10 +27,12 @@ def build_module(definition: ModuleDef, context: RunContext | None) -> Module:
         definition.signature,
         context.lm(definition.lm) if context else None,
         demos=definition.demos,
+        adapter=JSONAdapter() if definition.adapter == "json" else ChatAdapter(),
         n=definition.n,
         temperature=definition.temperature,
         max_tokens=definition.max_tokens,
         extra=definition.lm.extra,
+        on_fallback=context.meter.record_fallback if context else None,
     )
 
 

@@ -1,0 +1,81 @@
+"""Token usage and cost of a run, split into fresh calls and calls served from the cache."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import asdict, dataclass
+from typing import Any
+
+
+@dataclass
+class ModelUsage:
+    calls: int = 0
+    cached_calls: int = 0
+    prompt_tokens: int = 0  # fresh calls only: what was paid for
+    completion_tokens: int = 0
+    cached_prompt_tokens: int = 0  # what the cache saved
+    cached_completion_tokens: int = 0
+    cost: float | None = None  # USD for fresh calls, when the program gives prices
+    saved_cost: float | None = None
+
+
+class UsageMeter:
+    """One per run context; every LM call of the run is recorded here, whichever module made it."""
+
+    def __init__(self) -> None:
+        self._models: dict[str, ModelUsage] = {}
+        self._lock = threading.Lock()
+        self.adapter_fallbacks = 0
+
+    def record(
+        self,
+        model: str,
+        prompt_tokens: int,
+        completion_tokens: int,
+        *,
+        cached: bool,
+        price_input: float | None = None,
+        price_output: float | None = None,
+    ) -> None:
+        priced = price_input is not None and price_output is not None
+        cost = (prompt_tokens * price_input + completion_tokens * price_output) / 1e6 if priced else None  # type: ignore[operator]
+        with self._lock:
+            usage = self._models.setdefault(model, ModelUsage())
+            usage.calls += 1
+            if cached:
+                usage.cached_calls += 1
+                usage.cached_prompt_tokens += prompt_tokens
+                usage.cached_completion_tokens += completion_tokens
+                if cost is not None:
+                    usage.saved_cost = (usage.saved_cost or 0.0) + cost
+            else:
+                usage.prompt_tokens += prompt_tokens
+                usage.completion_tokens += completion_tokens
+                if cost is not None:
+                    usage.cost = (usage.cost or 0.0) + cost
+
+    def record_fallback(self) -> None:
+        with self._lock:
+            self.adapter_fallbacks += 1
+
+    @property
+    def models(self) -> dict[str, ModelUsage]:
+        return dict(self._models)
+
+    def totals(self) -> ModelUsage:
+        total = ModelUsage()
+        for usage in self._models.values():
+            for name in ("calls", "cached_calls", "prompt_tokens", "completion_tokens",
+                         "cached_prompt_tokens", "cached_completion_tokens"):
+                setattr(total, name, getattr(total, name) + getattr(usage, name))
+            for name in ("cost", "saved_cost"):
+                if getattr(usage, name) is not None:
+                    setattr(total, name, (getattr(total, name) or 0.0) + getattr(usage, name))
+        return total
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "models": {model: asdict(usage) for model, usage in self._models.items()},
+            "total": asdict(self.totals()),
+            "adapter_fallbacks": self.adapter_fallbacks,
+        }

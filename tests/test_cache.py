@@ -1,0 +1,213 @@
+"""The response cache on a real diskcache directory, through the real CLI and a loopback server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+from dspx_cli.lm.base import LMRequest, LMResponse, Usage
+from dspx_cli.lm.cache import ResponseCache, request_key
+from dspx_cli.lm.config import LMConfig
+from dspx_cli.program.context import RunContext
+from tests.lm_server import LMServer, Reply, error_body
+
+ROOT = Path(__file__).resolve().parent.parent
+SECRET = "sk-SECRET-7d1e0c9a55"
+REPLY = "[[ ## answer ## ]]\nParis\n\n[[ ## completed ## ]]"
+
+
+def dspx(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    full_env = {k: v for k, v in os.environ.items() if k != "DSPX_LM"}
+    full_env.update({"NO_COLOR": "1", **env})
+    return subprocess.run(
+        [sys.executable, "-m", "dspx_cli", *args], capture_output=True, text=True, env=full_env, cwd=ROOT, timeout=300
+    )
+
+
+def program(tmp_path: Path, extra_lm: str = "") -> Path:
+    path = tmp_path / "qa.yaml"
+    path.write_text(
+        textwrap.dedent(
+            f"""\
+            lm:
+              model: openai/test-model
+              api_base: ${{BASE}}
+              api_key: ${{KEY:-}}
+              num_retries: 0
+            {extra_lm}
+            modules:
+              answer: {{signature: "question -> answer"}}
+            """
+        )
+    )
+    return path
+
+
+def test_hit_after_miss_in_a_fresh_process(lm_server: LMServer, tmp_path: Path) -> None:
+    lm_server.responder = lambda body: REPLY
+    path = program(tmp_path)
+    first = dspx("run", str(path), "-i", "question=Capital?", BASE=lm_server.api_base)
+    second = dspx("run", str(path), "-i", "question=Capital?", BASE=lm_server.api_base)
+    assert first.returncode == second.returncode == 0, first.stderr + second.stderr
+    assert first.stdout == second.stdout == "answer: Paris\n"
+    assert len(lm_server.requests) == 1  # the second process read the first one's entry
+    assert "(1 cached)" in second.stderr and "(1 cached)" not in first.stderr
+    third = dspx("run", str(path), "-i", "question=Other?", BASE=lm_server.api_base)
+    assert third.returncode == 0 and len(lm_server.requests) == 2
+
+
+def test_no_cache_neither_reads_nor_writes(lm_server: LMServer, tmp_path: Path, isolated_cache: Path) -> None:
+    lm_server.responder = lambda body: REPLY
+    path = program(tmp_path)
+    for _ in range(2):
+        assert dspx("run", str(path), "-i", "question=q", "--no-cache", BASE=lm_server.api_base).returncode == 0
+    assert len(lm_server.requests) == 2
+    stats = dspx("cache", "stats", "--json")
+    assert json.loads(stats.stdout)["entries"] == 0
+
+
+def test_cache_only_replays_and_fails_on_a_miss(lm_server: LMServer, tmp_path: Path) -> None:
+    lm_server.responder = lambda body: REPLY
+    path = program(tmp_path)
+    assert dspx("run", str(path), "-i", "question=q", BASE=lm_server.api_base).returncode == 0
+    replay = dspx("run", str(path), "-i", "question=q", "--cache-only", BASE=lm_server.api_base)
+    assert replay.returncode == 0 and replay.stdout == "answer: Paris\n"
+    miss = dspx("run", str(path), "-i", "question=new", "--cache-only", BASE=lm_server.api_base)
+    assert miss.returncode == 1
+    assert "--cache-only: no cached response" in miss.stderr and len(miss.stderr.strip().splitlines()) == 1
+    assert len(lm_server.requests) == 1
+    both = dspx("run", str(path), "-i", "question=q", "--cache-only", "--no-cache", BASE=lm_server.api_base)
+    assert both.returncode == 2
+
+
+def test_errors_are_never_cached(lm_server: LMServer, tmp_path: Path) -> None:
+    lm_server.responder = lambda body: REPLY
+    lm_server.push(Reply(status=500, json=error_body("boom")))
+    path = program(tmp_path)
+    assert dspx("run", str(path), "-i", "question=q", BASE=lm_server.api_base).returncode == 1
+    assert dspx("run", str(path), "-i", "question=q", BASE=lm_server.api_base).returncode == 0
+    assert len(lm_server.requests) == 2
+
+
+def test_the_api_key_reaches_no_file(lm_server: LMServer, tmp_path: Path, isolated_cache: Path) -> None:
+    lm_server.responder = lambda body: REPLY
+    path = program(tmp_path, extra_lm="  prices: {input: 0.15, output: 0.6}")
+    usage_file = tmp_path / "usage.json"
+    done = dspx("run", str(path), "-i", "question=q", "--usage-file", str(usage_file), BASE=lm_server.api_base, KEY=SECRET)
+    assert done.returncode == 0, done.stderr
+    assert lm_server.requests[0].headers["authorization"] == f"Bearer {SECRET}"
+    files = [p for p in isolated_cache.rglob("*") if p.is_file()]
+    assert any(p.name == "history.jsonl" for p in files) and len(files) >= 2
+    for file in [*files, usage_file]:
+        assert SECRET.encode() not in file.read_bytes(), file
+    assert SECRET not in done.stdout + done.stderr
+
+
+def test_usage_file_splits_fresh_and_cached_and_prices_them(lm_server: LMServer, tmp_path: Path) -> None:
+    lm_server.responder = lambda body: REPLY
+    path = program(tmp_path, extra_lm="  prices: {input: 1.0, output: 2.0}")
+    usage_file = tmp_path / "usage.json"
+    for _ in range(2):
+        done = dspx("run", str(path), "-i", "question=q", "--usage-file", str(usage_file), BASE=lm_server.api_base)
+        assert done.returncode == 0, done.stderr
+    usage = json.loads(usage_file.read_text())["models"]["openai/test-model"]
+    served = lm_server.requests[0]
+    assert usage["calls"] == usage["cached_calls"] == 1
+    assert usage["prompt_tokens"] == 0 and usage["cost"] is None  # nothing paid on the replay
+    assert usage["cached_prompt_tokens"] > 0
+    expected = (usage["cached_prompt_tokens"] * 1.0 + usage["cached_completion_tokens"] * 2.0) / 1e6
+    assert abs(usage["saved_cost"] - expected) < 1e-12
+    assert served.body["model"] == "test-model"
+
+
+def test_history_shows_the_last_calls(lm_server: LMServer, tmp_path: Path) -> None:
+    lm_server.responder = lambda body: REPLY
+    path = program(tmp_path)
+    for question in ("one", "two", "one"):
+        assert dspx("run", str(path), "-i", f"question={question}", BASE=lm_server.api_base, KEY=SECRET).returncode == 0
+    done = dspx("history", "-n", "2", "--json")
+    records = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [r["cached"] for r in records] == [False, True]
+    assert records[-1]["messages"][-1]["content"].startswith("[[ ## question ## ]]\none")
+    assert records[-1]["outputs"] == [REPLY]
+    assert records[0]["lm"]["model"] == "openai/test-model" and "api_key" not in records[0]["lm"]
+    text = dspx("history").stdout
+    assert "User message:" in text and "Response:" in text and "cached" in text
+    assert SECRET not in done.stdout + text
+
+
+def test_key_ignores_secrets_and_transport_but_not_sampling() -> None:
+    request = LMRequest(messages=({"role": "user", "content": "hi"},), temperature=0.0, max_tokens=10)
+    base = request_key("openai/m", request)
+    assert request_key("openai/m", LMRequest(messages=request.messages, temperature=0.0, max_tokens=10)) == base
+    variants = [
+        LMRequest(messages=request.messages, temperature=0.5, max_tokens=10),
+        LMRequest(messages=request.messages, temperature=0.0, max_tokens=11),
+        LMRequest(messages=request.messages, temperature=0.0, max_tokens=10, n=2),
+        LMRequest(messages=request.messages, temperature=0.0, max_tokens=10, rollout_id=1),
+        LMRequest(messages=request.messages, temperature=0.0, max_tokens=10, extra={"response_format": {"type": "json_object"}}),
+    ]
+    assert len({base, *(request_key("openai/m", v) for v in variants)}) == 1 + len(variants)
+    assert request_key("openai/other", request) != base
+
+
+def test_same_model_on_another_endpoint_or_key_hits_the_cache(tmp_path: Path) -> None:
+    with LMServer() as first, LMServer() as second:
+        first.responder = second.responder = lambda body: REPLY
+
+        async def ask(server: LMServer, key: str) -> LMResponse:
+            context = RunContext(cache_dir=tmp_path)
+            config = LMConfig("openai/m", api_base=server.api_base, api_key=key, timeout=30)
+            try:
+                return await context.lm(config).complete(LMRequest(messages=({"role": "user", "content": "x"},)))
+            finally:
+                await context.aclose()
+
+        assert asyncio.run(ask(first, "key-a")).cached is False
+        assert asyncio.run(ask(second, "key-b")).cached is True
+        assert (len(first.requests), len(second.requests)) == (1, 0)
+
+
+WRITER = """
+import sys
+from pathlib import Path
+from dspx_cli.lm.base import LMResponse, Usage
+from dspx_cli.lm.cache import ResponseCache
+cache = ResponseCache(Path(sys.argv[1]))
+worker = int(sys.argv[2])
+for i in range(150):
+    cache.put(f"own-{worker}-{i}", LMResponse([f"w{worker} {i}"], Usage(3, 4), "m"))
+    cache.put(f"shared-{i}", LMResponse([f"shared {i}"], Usage(3, 4), "m"))
+    assert cache.get(f"shared-{i}").completions == [f"shared {i}"]
+cache.close()
+"""
+
+
+def test_four_processes_write_one_directory_at_once(tmp_path: Path) -> None:
+    workers = [
+        subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path), str(n)], stderr=subprocess.PIPE, text=True)
+        for n in range(4)
+    ]
+    for worker in workers:
+        _, err = worker.communicate(timeout=120)
+        assert worker.returncode == 0, err
+    cache = ResponseCache(tmp_path)
+    try:
+        assert cache.stats()["entries"] == 4 * 150 + 150
+        hit = cache.get("own-3-149")
+        assert hit is not None and hit.completions == ["w3 149"] and hit.cached and hit.usage == Usage(3, 4)
+    finally:
+        cache.close()
+
+
+def test_memory_lru_evicts_but_disk_keeps(tmp_path: Path) -> None:
+    cache = ResponseCache(tmp_path, memory_items=2)
+    for i in range(3):
+        cache.put(f"k{i}", LMResponse([str(i)], Usage(1, 1), "m"))
+    assert "k0" not in cache._memory and cache.get("k0") is not None  # back from disk
+    cache.close()
