@@ -97,6 +97,24 @@ class FlowStep(_Strict):
     with_: dict[str, Any] = Field(default_factory=dict, alias="with")
 
 
+class SplitSpec(_Strict):
+    """Fractions of one shuffled file; the rest of 1.0, if any, is unused."""
+
+    train: float = Field(default=0.0, ge=0, le=1)
+    dev: float = Field(default=0.0, ge=0, le=1)
+    test: float = Field(default=0.0, ge=0, le=1)
+    seed: int = 0
+
+
+class DataSpec(_Strict):
+    train: str | None = None
+    dev: str | None = None
+    test: str | None = None
+    path: str | None = None  # one file cut into train/dev/test by `split`
+    split: SplitSpec | None = None
+    inputs: list[str] | None = None  # the other keys are labels; default: the program's inputs
+
+
 class ProgramSpec(_Strict):
     dspx: Literal[1] = 1
     name: str | None = None
@@ -107,8 +125,10 @@ class ProgramSpec(_Strict):
     flow: list[FlowStep] | None = None
     output: dict[str, str] | None = None
     # Filled by later layers (datasets, metrics, optimizers); kept as data until then.
-    data: dict[str, Any] | None = None
-    metric: Any = None
+    data: DataSpec | None = None
+    # A built-in name ("exact_match"), {name: ..., options}, {python: "file.py:function"} or
+    # {judge: {...}}; checked by the evaluate layer.
+    metric: str | dict[str, Any] | None = None
     optimizer: dict[str, Any] | None = None
 
     _lm_shorthand = field_validator("lm", mode="before")(lambda cls, v: _lm_shorthand(v))
