@@ -73,7 +73,7 @@ async def per_call_overhead(server: LMServer, calls: int, cache_dir: Path) -> tu
 
 
 async def memory_hit(server: LMServer, cache_dir: Path, repeats: int) -> tuple[float, float]:
-    context = RunContext(cache_dir=cache_dir, history=False)
+    context = RunContext(cache_dir=cache_dir)  # with the history log, as in a real run
     lm = context.lm(LMConfig("openai/bench", api_base=server.api_base, timeout=30))
     cached_lm = lm.inner  # type: ignore[attr-defined]  # the CachedLM below usage and history
     one = request(-1)
