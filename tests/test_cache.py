@@ -211,3 +211,18 @@ def test_memory_lru_evicts_but_disk_keeps(tmp_path: Path) -> None:
         cache.put(f"k{i}", LMResponse([str(i)], Usage(1, 1), "m"))
     assert "k0" not in cache._memory and cache.get("k0") is not None  # back from disk
     cache.close()
+
+
+def test_cache_path_stats_and_clear(lm_server: LMServer, tmp_path: Path, isolated_cache: Path) -> None:
+    lm_server.responder = lambda body: REPLY
+    assert dspx("cache", "path").stdout.strip() == str(isolated_cache)
+    path = program(tmp_path)
+    for question in ("a", "b"):
+        assert dspx("run", str(path), "-i", f"question={question}", BASE=lm_server.api_base).returncode == 0
+    assert json.loads(dspx("cache", "stats", "--json").stdout)["entries"] == 2
+    assert "removed 2 cached responses" in dspx("cache", "clear").stdout
+    assert json.loads(dspx("cache", "stats", "--json").stdout)["entries"] == 0
+    assert dspx("run", str(path), "-i", "question=a", BASE=lm_server.api_base).returncode == 0
+    assert len(lm_server.requests) == 3  # cleared entries are fetched again
+    other = tmp_path / "elsewhere"
+    assert dspx("cache", "path", "--cache-dir", str(other)).stdout.strip() == str(other)
