@@ -67,6 +67,11 @@ def run(
     inputs: InputOpt = None,
     lm: LMOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the outputs as one JSON object.")] = False,
+    input_file: Annotated[
+        Optional[str],
+        typer.Option("--input", help="Run every JSON line of FILE ('-' for stdin); print one JSON line per input."),
+    ] = None,
+    concurrency: Annotated[int, typer.Option("-j", "--concurrency", min=1, help="Rows in flight (--input).")] = 16,
     usage_file: Annotated[
         Optional[Path], typer.Option("--usage-file", help="Write calls, tokens and cost as JSON to this file.")
     ] = None,
@@ -75,7 +80,7 @@ def run(
     cache_only: CacheOnlyOpt = False,
     debug: DebugOpt = False,
 ) -> None:
-    """Run PROGRAM on one input and print its output fields."""
+    """Run PROGRAM on one input (-i) and print its output fields, or on a JSONL file (--input)."""
     from dspx_cli.cli import commands
 
     _guard(
@@ -83,6 +88,7 @@ def run(
         lambda: commands.run(
             program, inputs or [], lm, as_json,
             cache=commands.CacheOptions(cache_dir, no_cache, cache_only), usage_file=usage_file,
+            input_file=input_file, concurrency=concurrency,
         ),
     )
 

@@ -11,13 +11,18 @@ from pathlib import Path
 from typing import Any
 
 from dspx_cli.cli import render
-from dspx_cli.errors import UsageError
+from dspx_cli.errors import DspxError, UsageError
 from dspx_cli.lm.cache import CacheMode
+from dspx_cli.program.batch import RowResult, run_batch
 from dspx_cli.program.context import RunContext
 from dspx_cli.program.inputs import parse_cli_inputs
 from dspx_cli.program.loader import load_program
 from dspx_cli.program.model import Program
 from dspx_cli.program.runner import ProgramRunner, RunResult
+
+
+class RowsFailedError(DspxError):
+    """Some rows of a batch failed; every row still has its line in the output."""
 
 
 @dataclass(frozen=True)
@@ -41,8 +46,15 @@ def run(
     *,
     cache: CacheOptions = CacheOptions(),
     usage_file: Path | None = None,
+    input_file: str | None = None,
+    concurrency: int = 16,
 ) -> None:
     program = load_program(path, lm_override=lm_override)
+    if input_file is not None:
+        if pairs:
+            raise UsageError("give inputs either with -i or with --input, not both")
+        run_file(program, input_file, cache.context(program), concurrency, usage_file)
+        return
     inputs = parse_cli_inputs(program, pairs)
     context = cache.context(program)
     started = time.perf_counter()
@@ -58,6 +70,38 @@ def run(
     else:
         sys.stdout.write(render.fields_text(result.outputs))
     render.usage_line(context.meter, elapsed)
+
+
+def run_file(program: Program, input_file: str, context: RunContext, concurrency: int, usage_file: Path | None) -> None:
+    if input_file == "-":
+        source = sys.stdin
+    else:
+        try:
+            source = open(input_file, encoding="utf-8")  # noqa: SIM115 - closed below
+        except OSError as exc:
+            raise UsageError(f"--input {input_file}: {exc.strerror}") from None
+
+    def emit(row: RowResult) -> None:
+        sys.stdout.write(json.dumps(render.jsonable(row.record()), ensure_ascii=False) + "\n")
+        sys.stdout.flush()  # a consumer downstream of a pipe sees each row as it is ready
+
+    async def go() -> tuple[int, int]:
+        try:
+            return await run_batch(ProgramRunner(program, context), source, emit, concurrency=concurrency)
+        finally:
+            await context.aclose()
+
+    started = time.perf_counter()
+    try:
+        rows, failed = asyncio.run(go())
+    finally:
+        if source is not sys.stdin:
+            source.close()
+        if usage_file is not None:
+            usage_file.write_text(json.dumps(context.meter.to_dict(), indent=2) + "\n")
+    render.usage_line(context.meter, time.perf_counter() - started)
+    if failed:
+        raise RowsFailedError(f"{failed} of {rows} rows failed; their error records are in the output")
 
 
 async def _run_once(program: Program, context: RunContext, inputs: dict[str, Any]) -> RunResult:

@@ -35,14 +35,18 @@ def parse_cli_inputs(program: Program, pairs: Iterable[str]) -> dict[str, Any]:
                 raise UsageError(
                     f"-i {name}: expected JSON for type {annotation_name(field.annotation)}, got {text!r}"
                 ) from None
-    return check_inputs(program, values)
-
-
-def check_inputs(program: Program, values: Mapping[str, Any]) -> dict[str, Any]:
     missing = [name for name in program.inputs if name not in values]
     if missing:
         hint = " ".join(f"-i {name}=..." for name in missing)
         raise UsageError(f"missing input(s) {', '.join(missing)} for {program.path}; pass {hint}")
+    return check_inputs(program, values)
+
+
+def check_inputs(program: Program, values: Mapping[str, Any]) -> dict[str, Any]:
+    """The program's inputs from a record; other keys (labels, ids) are ignored."""
+    missing = [name for name in program.inputs if name not in values]
+    if missing:
+        raise UsageError(f"missing input(s) {', '.join(missing)}; expected keys: {', '.join(program.inputs)}")
     return {name: values[name] for name in program.inputs}
 
 

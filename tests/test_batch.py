@@ -1,0 +1,82 @@
+"""`dspx run --input`: many rows, concurrently, streamed back in input order with per-row errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+from tests.lm_server import LMServer, Reply, error_body
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def program(tmp_path: Path) -> Path:
+    path = tmp_path / "p.yaml"
+    path.write_text(
+        textwrap.dedent(
+            """\
+            lm: {model: openai/m, api_base: "${BASE}", num_retries: 0}
+            modules:
+              echo: {signature: "text -> shout"}
+            """
+        )
+    )
+    return path
+
+
+def shout(body: dict) -> str:
+    text = body["messages"][-1]["content"].split("\n")[1]
+    return f"[[ ## shout ## ]]\n{text.upper()}\n\n[[ ## completed ## ]]"
+
+
+def run(tmp_path: Path, server: LMServer, rows: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**{k: v for k, v in os.environ.items() if k != "DSPX_LM"}, "NO_COLOR": "1", "BASE": server.api_base}
+    return subprocess.run(
+        [sys.executable, "-m", "dspx_cli", "run", str(program(tmp_path)), "--input", "-", *args],
+        input=rows, capture_output=True, text=True, env=env, cwd=ROOT, timeout=300,
+    )
+
+
+def test_rows_come_back_in_input_order_despite_latency(lm_server: LMServer, tmp_path: Path) -> None:
+    # Earlier rows are slower, so they finish last: the output must still follow the input.
+    def respond(body: dict) -> str:
+        return shout(body)
+
+    lm_server.responder = respond
+    lm_server.rule = lambda request, attempt: Reply(delay=0.3 - 0.01 * int(request.body["messages"][-1]["content"].split("\n")[1][1:]))
+    rows = "".join(json.dumps({"text": f"r{i}", "label": "ignored"}) + "\n" for i in range(20))
+    done = run(tmp_path, lm_server, rows, "-j", "8")
+    assert done.returncode == 0, done.stderr
+    assert [json.loads(line) for line in done.stdout.splitlines()] == [{"shout": f"R{i}"} for i in range(20)]
+    assert lm_server.max_in_flight == 8
+
+
+def test_failed_rows_keep_their_place_and_fail_the_exit_code(lm_server: LMServer, tmp_path: Path) -> None:
+    lm_server.responder = shout
+    lm_server.rule = lambda request, attempt: (
+        Reply(status=500, json=error_body("boom")) if "bad-server" in json.dumps(request.body) else None
+    )
+    rows = '{"text": "a"}\nnot json\n\n{"other": 1}\n{"text": "bad-server"}\n{"text": "b"}\n'
+    done = run(tmp_path, lm_server, rows)
+    assert done.returncode == 1
+    records = [json.loads(line) for line in done.stdout.splitlines()]
+    assert records[0] == {"shout": "A"} and records[-1] == {"shout": "B"}
+    assert [r["error"]["line"] for r in records[1:4]] == [2, 4, 5]
+    assert "expected a JSON object" in records[1]["error"]["message"]
+    assert "missing input(s) text" in records[2]["error"]["message"]
+    assert "500" in records[3]["error"]["message"] and records[3]["error"]["type"] == "LMRequestError"
+    assert "3 of 5 rows failed" in done.stderr
+
+
+def test_input_file_errors(tmp_path: Path) -> None:
+    env = {**os.environ, "BASE": "http://127.0.0.1:9/v1"}
+    path = program(tmp_path)
+    cmd = [sys.executable, "-m", "dspx_cli", "run", str(path)]
+    missing = subprocess.run([*cmd, "--input", str(tmp_path / "nope.jsonl")], capture_output=True, text=True, env=env)
+    assert missing.returncode == 2 and "--input" in missing.stderr
+    both = subprocess.run([*cmd, "--input", "-", "-i", "text=x"], capture_output=True, text=True, env=env, input="")
+    assert both.returncode == 2 and "not both" in both.stderr
