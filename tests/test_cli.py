@@ -121,3 +121,12 @@ def test_non_string_inputs_are_json(tmp_path: Path) -> None:
     assert user.startswith('[[ ## context ## ]]\n["a", "b"]\n\n[[ ## k ## ]]\n3\n\n')
     done = dspx("inspect", str(program), "-i", "context=a,b", "-i", "k=3")
     assert done.returncode == 2 and "expected JSON for type list[str]" in done.stderr
+
+
+def test_validate_prints_the_graph() -> None:
+    done = dspx("validate", "programs/triage.yaml", "--graph")
+    assert done.returncode == 0, done.stderr
+    graph = done.stdout.split("graph (")[1]
+    assert "[0] sentiment" in graph and "[0] aspect" in graph and "[1] headline" in graph
+    mermaid = dspx("validate", "programs/triage.yaml", "--mermaid").stdout
+    assert mermaid.startswith("flowchart LR") and "sentiment -- sentiment --> headline" in mermaid

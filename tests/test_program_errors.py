@@ -250,3 +250,23 @@ def test_toml_errors(tmp_path: Path, case: tuple) -> None:
 def test_missing_file_and_wrong_suffix(tmp_path: Path) -> None:
     assert "program file not found" in str(error_of(tmp_path / "nope.yaml"))
     assert "expected a .yaml, .yml or .toml" in str(error_of(write(tmp_path, GOOD, "prog.txt")))
+
+
+def test_type_mismatch_between_steps(tmp_path: Path) -> None:
+    text = FLOW.replace('signature: "answer -> verdict: bool"', 'signature: "answer: list[int] -> verdict: bool"')
+    error = error_of(write(tmp_path, text))
+    assert (error.location.line, error.location.column) == (20, 12)
+    assert "$first.answer is str but input 'answer' of module 'check' expects list[int]" in str(error)
+
+
+def test_str_inputs_accept_any_type(tmp_path: Path) -> None:
+    # `first` now produces an int; `check` takes a str, which any value can be shown as.
+    program = load_program(write(tmp_path, FLOW.replace("answer: {type: str, desc: short}", "answer: int")), env={})
+    assert [s.id for s in program.steps] == ["first", "second"]
+
+
+def test_unreachable_step(tmp_path: Path) -> None:
+    text = FLOW.replace("output: {verdict: $second.verdict}", "output: {answer: $first.answer}")
+    error = error_of(write(tmp_path, text))
+    assert (error.location.line, error.location.column) == (18, 5)
+    assert "step 'second' is unreachable" in str(error)

@@ -108,11 +108,16 @@ def inspect(
 
 
 @app.command()
-def validate(program: ProgramArg, debug: DebugOpt = False) -> None:
+def validate(
+    program: ProgramArg,
+    graph: Annotated[bool, typer.Option("--graph", help="Also print the execution graph as text.")] = False,
+    mermaid: Annotated[bool, typer.Option("--mermaid", help="Print the graph as a Mermaid flowchart instead.")] = False,
+    debug: DebugOpt = False,
+) -> None:
     """Check PROGRAM and exit 0 if it is valid, 2 if not."""
     from dspx_cli.cli import commands
 
-    _guard(debug, lambda: commands.validate(program))
+    _guard(debug, lambda: commands.validate(program, graph=graph, mermaid=mermaid))
 
 
 cache_app = typer.Typer(help="Look at or empty the response cache.", no_args_is_help=True)

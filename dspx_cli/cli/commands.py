@@ -126,6 +126,11 @@ def inspect(path: Path, pairs: list[str], lm_override: str | None, as_json: bool
         sys.stdout.write(render.messages_text(step, program.modules[step.module], messages))
 
 
-def validate(path: Path) -> None:
+def validate(path: Path, *, graph: bool = False, mermaid: bool = False) -> None:
     program = load_program(path)
+    if mermaid:
+        sys.stdout.write(render.graph_mermaid(program))
+        return
     sys.stdout.write(render.program_summary(program))
+    if graph:
+        sys.stdout.write(render.graph_text(program))

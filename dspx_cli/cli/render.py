@@ -83,3 +83,38 @@ def usage_line(meter: UsageMeter, seconds: float) -> None:
     from rich.console import Console
 
     Console(stderr=True, highlight=False).print(usage_summary(meter, seconds), style="dim", markup=False)
+
+
+def _levels(program: Program) -> dict[str, int]:
+    level: dict[str, int] = {}
+    for step in program.steps:  # run order: dependencies first
+        level[step.id] = 1 + max((level[d] for d in step.depends_on), default=-1)
+    return level
+
+
+def graph_text(program: Program) -> str:
+    """Steps by level: a step runs once the steps it reads have; steps of one level run concurrently."""
+    level = _levels(program)
+    lines = ["graph (steps on the same level run concurrently):"]
+    for depth in range(max(level.values(), default=-1) + 1):
+        for step in (s for s in program.steps if level[s.id] == depth):
+            module = program.modules[step.module]
+            reads = ", ".join(f"{name} <- {value}" for name, value in step.bindings.items())
+            lines.append(f"  [{depth}] {step.id} ({module.name}: {module.type})  {reads}")
+    lines.append("  output: " + ", ".join(f"{name} <- {ref}" for name, ref in program.outputs.items()))
+    return "\n".join(lines) + "\n"
+
+
+def graph_mermaid(program: Program) -> str:
+    lines = ["flowchart LR", "  input([input])"]
+    for step in program.steps:
+        module = program.modules[step.module]
+        lines.append(f'  {step.id}["{step.id}<br/>{module.name}: {module.type}"]')
+    lines.append("  output([output])")
+    for step in program.steps:
+        for name, value in step.bindings.items():
+            if hasattr(value, "source"):
+                lines.append(f"  {value.source} -- {value.field} --> {step.id}")
+    for name, ref in program.outputs.items():
+        lines.append(f"  {ref.source} -- {ref.field} --> output")
+    return "\n".join(lines) + "\n"

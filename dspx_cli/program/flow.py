@@ -7,9 +7,11 @@ from `$input` and returns every output.
 from __future__ import annotations
 
 import re
+import types
+import typing
 from typing import Any
 
-from dspx_cli.core import Field
+from dspx_cli.core import Field, annotation_name
 from dspx_cli.errors import ProgramError
 from dspx_cli.program.model import INPUT, ModuleDef, Ref, Step
 from dspx_cli.program.schema import ProgramSpec
@@ -51,6 +53,9 @@ def build_flow(
                 raise ProgramError(f"output {name!r}: expected a reference such as $step.field, got {text!r}", where)
             _check_ref(ref, by_id, modules, where)
             outputs[name] = ref
+
+    _check_types(ordered, modules, positions, spec)
+    _check_reachable(ordered, outputs, positions)
 
     inputs: dict[str, Field] = {}
     for step in ordered:
@@ -141,3 +146,53 @@ def _topological(steps: list[Step], positions: Positions) -> list[Step]:
     for step in steps:
         visit(step)
     return ordered
+
+
+def _output_annotation(module: ModuleDef, name: str) -> Any:
+    return str if name == "reasoning" else module.signature.output_fields[name].annotation
+
+
+def _compatible(source: Any, target: Any) -> bool:
+    """Whether a value of type `source` fits an input of type `target`. Anything can be shown as
+    text, so `str` inputs take everything; otherwise the types must agree (int fits float)."""
+    if target in (str, Any) or source is Any or source == target or (source, target) == (int, float):
+        return True
+    if typing.get_origin(target) in (typing.Union, types.UnionType):
+        return any(_compatible(source, option) for option in typing.get_args(target))
+    return False
+
+
+def _check_types(steps: list[Step], modules: dict[str, ModuleDef], positions: Positions, spec: ProgramSpec) -> None:
+    by_id = {step.id: step for step in steps}
+    for step in steps:
+        index = next(i for i, s in enumerate(spec.flow or []) if s.id == step.id) if spec.flow else None
+        for name, value in step.bindings.items():
+            if not isinstance(value, Ref) or value.source == INPUT:
+                continue
+            source = _output_annotation(modules[by_id[value.source].module], value.field)
+            target = modules[step.module].signature.input_fields[name].annotation
+            if not _compatible(source, target):
+                raise ProgramError(
+                    f"{value} is {annotation_name(source)} but input {name!r} of module {step.module!r} "
+                    f"expects {annotation_name(target)}",
+                    positions.locate(("flow", index, "with", name)) if index is not None else step.location,
+                )
+
+
+def _check_reachable(steps: list[Step], outputs: dict[str, Ref], positions: Positions) -> None:
+    """Every step must feed the program's output, directly or through other steps."""
+    by_id = {step.id: step for step in steps}
+    needed: set[str] = set()
+    frontier = [ref.source for ref in outputs.values() if ref.source != INPUT]
+    while frontier:
+        current = frontier.pop()
+        if current not in needed:
+            needed.add(current)
+            frontier.extend(by_id[current].depends_on)
+    for step in steps:
+        if step.id not in needed:
+            raise ProgramError(
+                f"step {step.id!r} is unreachable: none of its outputs leads to the program's output; "
+                "use it in `output` or remove it",
+                step.location,
+            )

@@ -67,7 +67,7 @@ def load_program(
 
 def _lm_config(spec: LMSpec | None, override: str | None) -> LMConfig:
     if spec is None:
-        return LMConfig(model=override or DEFAULT_LM)
+        return LMConfig.from_model_string(override) if override else LMConfig(model=DEFAULT_LM)
     config = LMConfig(
         model=spec.model,
         api_base=spec.api_base,
@@ -85,8 +85,12 @@ def _lm_config(spec: LMSpec | None, override: str | None) -> LMConfig:
         price_output=spec.prices.output if spec.prices else None,
         cache=spec.cache,
     )
-    # Only the model changes: sampling settings and the endpoint stay as the program wrote them.
-    return replace(config, model=override) if override else config
+    if not override:
+        return config
+    # Only the model changes (and the endpoint, for `model@http://host/v1`): sampling settings,
+    # retries, limits and prices stay as the program wrote them.
+    given = LMConfig.from_model_string(override)
+    return replace(config, model=given.model, api_base=given.api_base or config.api_base)
 
 
 def _build_signature(raw: Any, key_path: KeyPath, positions: Positions) -> Signature:
