@@ -200,11 +200,13 @@ def _field_types(program: Program) -> dict[str, Any]:
 def _check_inputs(source: _File, records: list[_Record], inputs: list[str]) -> None:
     for record in records:
         for key in inputs:
+            # A line number goes into the location; a JSON item has none, so the message names it.
+            prefix = "" if record.line is not None else f"{record.where}: "
             if key not in record.values:
                 present = ", ".join(record.values) or "none"
-                raise source.error(f"{record.where}: the record has no input {key!r} (its keys: {present})", record.line)
+                raise source.error(f"{prefix}the record has no input {key!r} (its keys: {present})", record.line)
             if record.values[key] is None:
-                raise source.error(f"{record.where}: input {key!r} is null", record.line)
+                raise source.error(f"{prefix}input {key!r} is null", record.line)
 
 
 # ----- file formats ----------------------------------------------------------------------------

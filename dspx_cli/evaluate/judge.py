@@ -31,7 +31,11 @@ from pydantic import ValidationError
 
 from dspx_cli.core import Example, Prediction, Signature
 from dspx_cli.errors import DspxError, SignatureError
+from dspx_cli.evaluate.metrics import MetricError, as_score
 from dspx_cli.lm.config import LMConfig
+
+# The loader's own spec-to-config mapping, so LM settings added to the schema later carry over.
+from dspx_cli.program.loader import _lm_config
 from dspx_cli.program.model import Program
 from dspx_cli.program.schema import LMSpec
 
@@ -57,9 +61,7 @@ class Judge:
         self.output = output
 
     async def __call__(self, example: Example, prediction: Prediction, trace: Any = None) -> float:
-        from dspx_cli.evaluate.metrics import MetricError, as_score
-
-        if self.module.signature and _module_lm(self.module) is None:
+        if _module_lm(self.module) is None:
             raise MetricError("the LM judge has no LM: resolve the metric with a run context to score with it")
         values = {name: _value(name, example, prediction) for name in self.signature.input_fields}
         verdict = await self.module.acall(**values)
@@ -106,16 +108,12 @@ def program_lm_config(program: Program) -> LMConfig:
     for name, module in program.spec.modules.items():
         if module.lm is None:
             return program.modules[name].lm
-    from dspx_cli.program.loader import _lm_config  # the loader's mapping, so new LM settings carry over
-
     return _lm_config(program.spec.lm, None)
 
 
 def _judge_lm(raw: Any, program: Program, error: ErrorAt) -> LMConfig:
     if raw is None:
         return program_lm_config(program)
-    from dspx_cli.program.loader import _lm_config
-
     try:
         spec = LMSpec.model_validate({"model": raw} if isinstance(raw, str) else raw)
     except ValidationError as exc:
@@ -154,8 +152,6 @@ def _score_output(signature: Signature, error: ErrorAt) -> tuple[Signature, str]
 
 
 def _value(name: str, example: Example, prediction: Prediction) -> Any:
-    from dspx_cli.evaluate.metrics import MetricError
-
     if name.startswith(_GOLD) and name[len(_GOLD):] in example:
         return example[name[len(_GOLD):]]
     if name.startswith(_PREDICTED) and name[len(_PREDICTED):] in prediction:

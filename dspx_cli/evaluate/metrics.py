@@ -37,12 +37,15 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from dspx_cli.core import Example, Prediction, Signature
-from dspx_cli.errors import DspxError, ProgramError, SignatureError, UsageError
+from dspx_cli.core import Example, Prediction
+from dspx_cli.errors import DspxError, ProgramError, UsageError
 from dspx_cli.program.model import Program
 from dspx_cli.program.source import KeyPath
+
+if TYPE_CHECKING:
+    from dspx_cli.program.context import RunContext
 
 __all__ = [
     "BUILTIN_METRICS", "Metric", "MetricError", "as_score", "f1_score", "normalize_text", "passage_match",
@@ -145,7 +148,7 @@ class _Origin:
 
 
 def resolve_metric(
-    program: Program, context: Any = None, spec: str | dict[str, Any] | None = None, *, where: KeyPath | None = None
+    program: Program, context: RunContext | None = None, spec: str | dict[str, Any] | None = None, *, where: KeyPath | None = None
 ) -> Metric:
     """The program's `metric:`, or `spec` instead (from the command line unless `where` locates it
     in the program file). Every check happens here, before any example is scored; `context` (a
@@ -167,7 +170,10 @@ def resolve_metric(
     _no_other_keys(spec, kinds[0], origin)
     if kinds == ["python"]:
         return _python_metric(spec["python"], origin)
-    return _judge(spec["judge"], origin, context)
+    # Imported here: the modules layer loads only when a judge is used.
+    from dspx_cli.evaluate.judge import build_judge
+
+    return build_judge(spec["judge"], program, context, origin.error)
 
 
 def _no_other_keys(spec: Mapping[str, Any], kind: str, origin: _Origin) -> None:
@@ -323,7 +329,9 @@ class _PythonMetric:
     async def __call__(self, example: Example, prediction: Prediction, trace: Any = None) -> float:
         args = (example, prediction, trace)[: self.arity]
         try:
-            if _is_async(self.function):
+            # An object with an async __call__ is not a coroutine function; its call in the
+            # thread returns a coroutine, awaited here.
+            if inspect.iscoroutinefunction(self.function):
                 result = await self.function(*args)
             else:
                 # A thread, as DSPy's evaluator uses: a slow or blocking metric (one that calls an
@@ -350,10 +358,6 @@ def as_score(value: Any, name: str) -> float:
     raise MetricError(f"metric {name} returned {type(value).__name__} {shown}; expected a bool or a number")
 
 
-def _is_async(function: Callable[..., Any]) -> bool:
-    return inspect.iscoroutinefunction(function) or inspect.iscoroutinefunction(getattr(function, "__call__", None))
-
-
 def _python_metric(target: Any, origin: _Origin) -> Metric:
     file_text, _, function_name = target.rpartition(":") if isinstance(target, str) else ("", "", "")
     if not file_text or not function_name.isidentifier():
@@ -373,7 +377,7 @@ def _python_metric(target: Any, origin: _Origin) -> Metric:
     sys.path.insert(0, str(path.parent))
     try:
         spec.loader.exec_module(module)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 (whatever the file raises on import is reported as one line)
         sys.modules.pop(module_name, None)
         raise origin.error(f"python: importing {path} failed: {type(exc).__name__}: {exc}", "python") from None
     finally:
@@ -391,9 +395,10 @@ def _python_metric(target: Any, origin: _Origin) -> Metric:
 def _arity(function: Callable[..., Any], shown: str, origin: _Origin) -> int:
     """How many of (example, prediction, trace) to pass: 3 when the function takes a third."""
     try:
-        parameters = list(inspect.signature(function).parameters.values())
+        signature = inspect.signature(function)
     except (TypeError, ValueError):
         return 3  # a builtin or C callable without a readable signature: call it DSPy's way
+    parameters = list(signature.parameters.values())
     positional = [p for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
     required = [p for p in positional if p.default is p.empty]
     variadic = any(p.kind is p.VAR_POSITIONAL for p in parameters)
@@ -401,7 +406,7 @@ def _arity(function: Callable[..., Any], shown: str, origin: _Origin) -> int:
     if keyword_only or len(required) > 3 or (len(positional) < 2 and not variadic):
         raise origin.error(
             f"python: {shown} must take (example, prediction) or (example, prediction, trace); "
-            f"it takes ({', '.join(str(p) for p in parameters)})",
+            f"it takes {signature}",
             "python",
         )
     return 3 if variadic or len(positional) >= 3 else 2

@@ -1,0 +1,107 @@
+"""The concurrent evaluator: run a program over examples, score each with a metric.
+
+Semantics follow DSPy's Evaluate: an example whose run fails scores `failure_score` and still
+counts in the average; once more than `max_errors` examples have failed, no new example starts
+(the ones in flight finish, so their paid-for calls land in the cache) and the run is aborted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from dspx_cli.core import Example, Prediction
+from dspx_cli.errors import DspxError
+from dspx_cli.evaluate.metrics import Metric
+from dspx_cli.lm.base import Usage
+from dspx_cli.program.runner import ProgramRunner
+
+
+@dataclass
+class ExampleResult:
+    index: int
+    example: Example
+    outputs: dict[str, Any] | None
+    score: float
+    error: str | None = None
+    usage: Usage = field(default_factory=Usage)
+    seconds: float = 0.0
+
+    def record(self) -> dict[str, Any]:
+        return {
+            "index": self.index,
+            "inputs": dict(self.example.inputs().items()),
+            "labels": dict(self.example.labels().items()),
+            "outputs": self.outputs,
+            "score": self.score,
+            "error": self.error,
+            "usage": {"prompt_tokens": self.usage.prompt_tokens, "completion_tokens": self.usage.completion_tokens},
+            "seconds": round(self.seconds, 4),
+        }
+
+
+@dataclass
+class Evaluation:
+    results: list[ExampleResult]  # in example order; examples never started are absent
+    total: int  # examples asked for
+    aborted: str | None = None  # why the run stopped early, if it did
+
+    @property
+    def errors(self) -> int:
+        return sum(1 for r in self.results if r.error is not None)
+
+    @property
+    def score(self) -> float:
+        """Mean score over finished examples (failures included at failure_score)."""
+        return sum(r.score for r in self.results) / len(self.results) if self.results else 0.0
+
+
+async def evaluate(
+    runner: ProgramRunner,
+    examples: list[Example],
+    metric: Metric,
+    *,
+    concurrency: int = 16,
+    failure_score: float = 0.0,
+    max_errors: int | None = None,
+    on_result: Callable[[ExampleResult], None] | None = None,
+) -> Evaluation:
+    results: dict[int, ExampleResult] = {}
+    next_index = 0
+    errors = 0
+    aborted: str | None = None
+
+    async def score_one(index: int) -> ExampleResult:
+        example = examples[index]
+        started = time.perf_counter()
+        try:
+            run = await runner.run(dict(example.inputs().items()))
+            prediction = Prediction(**run.outputs)
+            value = await metric(example, prediction, None)
+            return ExampleResult(index, example, run.outputs, float(value), usage=run.usage,
+                                 seconds=time.perf_counter() - started)
+        except DspxError as exc:
+            return ExampleResult(index, example, None, failure_score, str(exc), seconds=time.perf_counter() - started)
+        except Exception as exc:  # a bug in a user's metric must not lose the other examples
+            message = f"{type(exc).__name__}: {exc}"
+            return ExampleResult(index, example, None, failure_score, message, seconds=time.perf_counter() - started)
+
+    async def worker() -> None:
+        nonlocal next_index, errors, aborted
+        while aborted is None and next_index < len(examples):
+            index = next_index
+            next_index += 1
+            result = await score_one(index)
+            results[index] = result
+            if result.error is not None:
+                errors += 1
+                if max_errors is not None and errors > max_errors and aborted is None:
+                    aborted = f"stopped after {errors} failed examples (max_errors is {max_errors}); last: {result.error}"
+            if on_result is not None:
+                on_result(result)
+
+    await asyncio.gather(*(worker() for _ in range(min(concurrency, len(examples)) or 1)))
+    return Evaluation([results[i] for i in sorted(results)], len(examples), aborted)

@@ -1,0 +1,132 @@
+"""What an evaluation leaves behind: a run folder and, on request, a JUnit XML report.
+
+    runs/<timestamp>-<program>/
+        program.json     the program as resolved (interpolated, defaults filled), secrets redacted
+        examples.jsonl   one record per finished example, appended as each finishes
+        summary.json     score, counts, usage and timing, written at the end (also on failure)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import threading
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+from xml.etree import ElementTree
+
+from dspx_cli.evaluate.evaluator import Evaluation, ExampleResult
+from dspx_cli.program.model import Program
+
+REDACTED = "<redacted>"
+
+
+def default_run_dir(program: Program, root: Path = Path("runs")) -> Path:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", program.name).strip("-") or "program"
+    return root / f"{stamp}-{slug}"
+
+
+def resolved_program(program: Program) -> dict[str, Any]:
+    data = program.spec.model_dump(by_alias=True, mode="json")
+    _redact(data)
+    return data
+
+
+def _redact(node: Any) -> None:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "api_key" and value:
+                node[key] = REDACTED
+            else:
+                _redact(value)
+    elif isinstance(node, list):
+        for item in node:
+            _redact(item)
+
+
+def program_hash(program: Program) -> str:
+    return hashlib.sha256(program.path.read_bytes()).hexdigest()[:16]
+
+
+class RunFolder:
+    """Writes as results arrive, so a killed run keeps every example it finished."""
+
+    def __init__(self, directory: Path, program: Program) -> None:
+        self.directory = directory
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "program.json").write_text(json.dumps(resolved_program(program), indent=2) + "\n")
+        self._examples = (directory / "examples.jsonl").open("w", encoding="utf-8")
+        self._lock = threading.Lock()
+
+    def add(self, result: ExampleResult) -> None:
+        line = json.dumps(result.record(), ensure_ascii=False, default=str) + "\n"
+        with self._lock:
+            self._examples.write(line)
+            self._examples.flush()
+
+    def finish(self, summary: dict[str, Any], evaluation: Evaluation | None) -> None:
+        self._examples.close()
+        if evaluation is not None:  # rewrite in example order now that all are known
+            with (self.directory / "examples.jsonl").open("w", encoding="utf-8") as handle:
+                for result in evaluation.results:
+                    handle.write(json.dumps(result.record(), ensure_ascii=False, default=str) + "\n")
+        (self.directory / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+
+
+def summary_dict(
+    program: Program, evaluation: Evaluation, *, split: str, seconds: float, usage: dict[str, Any],
+    min_score: float | None, settings: dict[str, Any],
+) -> dict[str, Any]:
+    return {
+        "program": str(program.path),
+        "program_name": program.name,
+        "program_sha256": program_hash(program),
+        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "split": split,
+        "examples": evaluation.total,
+        "finished": len(evaluation.results),
+        "errors": evaluation.errors,
+        "score": evaluation.score,
+        "min_score": min_score,
+        "passed": None if min_score is None else evaluation.score >= min_score,
+        "aborted": evaluation.aborted,
+        "seconds": round(seconds, 3),
+        "usage": usage,
+        "settings": settings,
+    }
+
+
+def write_junit(path: Path, program: Program, evaluation: Evaluation, *, pass_score: float, seconds: float) -> None:
+    """One testcase per example: an error is a JUnit error, a score below `pass_score` a failure."""
+    failures = sum(1 for r in evaluation.results if r.error is None and r.score < pass_score)
+    suite = ElementTree.Element(
+        "testsuite",
+        name=program.name,
+        tests=str(evaluation.total),
+        failures=str(failures),
+        errors=str(evaluation.errors),
+        skipped=str(evaluation.total - len(evaluation.results)),
+        time=f"{seconds:.3f}",
+    )
+    properties = ElementTree.SubElement(suite, "properties")
+    ElementTree.SubElement(properties, "property", name="score", value=f"{evaluation.score:.6f}")
+    for result in evaluation.results:
+        case = ElementTree.SubElement(
+            suite, "testcase", classname=program.name, name=f"example-{result.index}", time=f"{result.seconds:.3f}"
+        )
+        case_properties = ElementTree.SubElement(case, "properties")
+        ElementTree.SubElement(case_properties, "property", name="score", value=f"{result.score:.6f}")
+        if result.error is not None:
+            ElementTree.SubElement(case, "error", message=result.error[:500]).text = result.error
+        elif result.score < pass_score:
+            detail = json.dumps({"inputs": result.record()["inputs"], "labels": result.record()["labels"],
+                                 "outputs": result.outputs}, ensure_ascii=False, default=str)
+            ElementTree.SubElement(case, "failure", message=f"score {result.score:g} < {pass_score:g}").text = detail
+    tree = ElementTree.ElementTree(ElementTree.Element("testsuites"))
+    tree.getroot().append(suite)
+    ElementTree.indent(tree)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tree.write(path, encoding="utf-8", xml_declaration=True)
