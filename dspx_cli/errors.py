@@ -13,6 +13,7 @@ from pathlib import Path
 EXIT_OK = 0
 EXIT_RUNTIME = 1  # the program was fine, running it failed (LM unreachable, unparseable reply, ...)
 EXIT_USAGE = 2  # the program file or the command line is wrong; nothing was run
+EXIT_BELOW_MIN_SCORE = 3  # `dspx evaluate --min-score`: the run worked, the score is too low
 
 
 class DspxError(Exception):
@@ -68,6 +69,10 @@ class SignatureError(ValueError):
     A plain ValueError subclass: the program loader catches it and re-raises a ProgramError that
     carries the file position.
     """
+
+
+class ScoreBelowMinimum(DspxError):
+    exit_code = EXIT_BELOW_MIN_SCORE
 
 
 class LMError(DspxError):

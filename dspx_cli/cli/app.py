@@ -94,6 +94,47 @@ def run(
 
 
 @app.command()
+def evaluate(
+    program: ProgramArg,
+    split: Annotated[str, typer.Option("--split", help="Which data split to score: train, dev or test.")] = "dev",
+    dataset: Annotated[
+        Optional[Path], typer.Option("--dataset", help="Score this JSONL/JSON/CSV file instead of the split's.")
+    ] = None,
+    limit: Annotated[Optional[int], typer.Option("--limit", help="Only the first N examples.")] = None,
+    concurrency: Annotated[int, typer.Option("-j", "--concurrency", min=1, help="Examples in flight.")] = 16,
+    output: Annotated[
+        Optional[Path], typer.Option("--output", help="Run folder [default: runs/<timestamp>-<program>].")
+    ] = None,
+    junit: Annotated[Optional[Path], typer.Option("--junit", help="Write a JUnit XML report here.")] = None,
+    junit_pass: Annotated[
+        float, typer.Option("--junit-pass", help="An example passes in JUnit when its score is at least this.")
+    ] = 1.0,
+    min_score: Annotated[
+        Optional[float], typer.Option("--min-score", help="Exit 3 when the score (0 to 1) is below this.")
+    ] = None,
+    failure_score: Annotated[float, typer.Option("--failure-score", help="Score of an example that fails.")] = 0.0,
+    max_errors: Annotated[
+        Optional[int], typer.Option("--max-errors", help="Stop after more examples than this have failed.")
+    ] = 10,
+    lm: LMOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    cache_dir: CacheDirOpt = None,
+    no_cache: NoCacheOpt = False,
+    cache_only: CacheOnlyOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Score PROGRAM on its dataset with its metric; exit 3 when below --min-score."""
+    from dspx_cli.cli import commands, evaluate_command
+
+    options = evaluate_command.EvaluateOptions(
+        split=split, dataset=dataset, limit=limit, concurrency=concurrency, output=output, junit=junit,
+        junit_pass=junit_pass, min_score=min_score, failure_score=failure_score, max_errors=max_errors,
+        as_json=as_json,
+    )
+    _guard(debug, lambda: evaluate_command.run(program, lm, options, commands.CacheOptions(cache_dir, no_cache, cache_only)))
+
+
+@app.command()
 def inspect(
     program: ProgramArg,
     inputs: InputOpt = None,

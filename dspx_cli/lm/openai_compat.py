@@ -45,6 +45,9 @@ _CONNECT_TIMEOUT = 10.0
 _KEY_ENV_CONVENTION = "OPENAI_API_KEY"
 
 
+_DEFAULT_POOL = 1024
+
+
 class LMRequestError(LMError):
     """An LMError from one HTTP call, with what a retry layer needs to decide."""
 
@@ -118,8 +121,13 @@ class OpenAICompatLM(LM):
         if self._client is None:
             headers = {"Authorization": f"Bearer {self.endpoint.api_key}"} if self.endpoint.api_key else {}
             timeout = httpx.Timeout(self.config.timeout, connect=min(self.config.timeout, _CONNECT_TIMEOUT))
-            limits = httpx.Limits(max_connections=100, max_keepalive_connections=100)
-            self._client = httpx.AsyncClient(headers=headers, timeout=timeout, limits=limits)
+            # The pool must not be the limit on concurrency: evaluate runs up to -j calls at once,
+            # and max_concurrency (when set) already bounds requests in flight.
+            pool = self.config.max_concurrency or _DEFAULT_POOL
+            limits = httpx.Limits(max_connections=pool, max_keepalive_connections=pool)
+            self._client = httpx.AsyncClient(
+                headers=headers, timeout=timeout, limits=limits, transport=_transport(limits)
+            )
         return self._client
 
     def body(self, request: LMRequest) -> dict[str, Any]:
@@ -141,37 +149,38 @@ class OpenAICompatLM(LM):
         started = time.perf_counter()
         try:
             reply = await self._http().post(url, json=self.body(request))
-        except httpx.TimeoutException as exc:
-            connecting = isinstance(exc, httpx.ConnectTimeout)
-            seconds = _CONNECT_TIMEOUT if connecting and self.config.timeout > _CONNECT_TIMEOUT else self.config.timeout
-            stage = "connecting to" if connecting else "waiting for"
-            raise self._error(
-                f"timed out after {seconds:g}s {stage} {url}: the server is slow or stalled "
-                f"(raise the lm timeout if it is just slow)",
-                retryable=True,
-            ) from None
-        except httpx.ConnectError as exc:
-            raise self._error(
-                f"cannot connect to {self.endpoint.api_base}: is the server running? ({_one_line(str(exc))})",
-                retryable=True,
-            ) from None
-        except (httpx.RemoteProtocolError, httpx.NetworkError) as exc:
-            # NetworkError covers resets (ReadError), failed sends (WriteError) and CloseError.
-            raise self._error(
-                f"the connection to {url} closed before a reply ({_one_line(str(exc)) or type(exc).__name__})",
-                retryable=True,
-            ) from None
-        except httpx.DecodingError as exc:
-            # A body whose Content-Encoding does not decode is a damaged reply, like one that is not JSON.
-            raise self._error(
-                f"{url} replied with a body that cannot be decoded ({_one_line(str(exc))})", retryable=True
-            ) from None
-        except httpx.HTTPError as exc:
-            raise self._error(f"request to {url} failed: {type(exc).__name__}: {_one_line(str(exc))}") from None
+        except httpx.HTTPError as raw:
+            raise self._transport_error(_reclassify(raw), url) from None
         latency = time.perf_counter() - started
         if reply.status_code >= 400:
             raise self._status_error(reply)
         return self._parse(reply, latency)
+
+    def _transport_error(self, exc: httpx.HTTPError, url: str) -> LMRequestError:
+        if isinstance(exc, httpx.TimeoutException):
+            connecting = isinstance(exc, httpx.ConnectTimeout)
+            seconds = _CONNECT_TIMEOUT if connecting and self.config.timeout > _CONNECT_TIMEOUT else self.config.timeout
+            stage = "connecting to" if connecting else "waiting for"
+            return self._error(
+                f"timed out after {seconds:g}s {stage} {url}: the server is slow or stalled "
+                f"(raise the lm timeout if it is just slow)",
+                retryable=True,
+            )
+        if isinstance(exc, httpx.ConnectError):
+            return self._error(
+                f"cannot connect to {self.endpoint.api_base}: is the server running? ({_one_line(str(exc))})",
+                retryable=True,
+            )
+        if isinstance(exc, (httpx.RemoteProtocolError, httpx.NetworkError)):
+            # NetworkError covers resets (ReadError), failed sends (WriteError) and CloseError.
+            return self._error(
+                f"the connection to {url} closed before a reply ({_one_line(str(exc)) or type(exc).__name__})",
+                retryable=True,
+            )
+        if isinstance(exc, httpx.DecodingError):
+            # A body whose Content-Encoding does not decode is a damaged reply, like one that is not JSON.
+            return self._error(f"{url} replied with a body that cannot be decoded ({_one_line(str(exc))})", retryable=True)
+        return self._error(f"request to {url} failed: {type(exc).__name__}: {_one_line(str(exc))}")
 
     def _parse(self, reply: httpx.Response, latency: float) -> LMResponse:
         url = self.endpoint.url
@@ -323,3 +332,35 @@ def _shorten(text: str, limit: int = 200) -> str:
 def _snippet(text: str) -> str:
     """A raw body, quoted as JSON so that it stays on one line."""
     return json.dumps(_shorten(text), ensure_ascii=False)
+
+
+def _transport(limits: Any) -> Any:
+    """httpx's own pool rescans every connection for every queued request, which costs ~30 ms of CPU
+    per call at 64 in flight (benchmarks/evaluate_throughput.py); aiohttp's connector does not."""
+    import os
+
+    if os.environ.get("DSPX_HTTP_TRANSPORT") == "httpx":
+        return None
+    from httpx_aiohttp import AiohttpTransport
+
+    return AiohttpTransport(limits=limits)
+
+
+def _reclassify(exc: httpx.HTTPError) -> httpx.HTTPError:
+    """The aiohttp transport files every dropped connection under ConnectTimeout; sort them again
+    by the aiohttp error underneath, so refused, reset and stalled connections read differently."""
+    cause = exc.__cause__
+    if cause is None or not type(cause).__module__.startswith("aiohttp"):
+        return exc
+    import aiohttp
+
+    text = str(cause) or type(cause).__name__
+    if isinstance(cause, aiohttp.ConnectionTimeoutError):
+        return httpx.ConnectTimeout(text)
+    if isinstance(cause, aiohttp.ServerTimeoutError):
+        return httpx.ReadTimeout(text)
+    if isinstance(cause, aiohttp.ClientConnectorError):
+        return httpx.ConnectError(text)
+    if isinstance(cause, (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError, aiohttp.ClientPayloadError)):
+        return httpx.ReadError(text)
+    return exc

@@ -1,0 +1,150 @@
+"""`dspx evaluate` end to end: scores, run folder, JUnit, exit codes, and resuming a killed run."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from xml.etree import ElementTree
+
+from dspx_cli.lm.cache import ResponseCache
+from tests.lm_server import LMServer, Reply, error_body
+
+ROOT = Path(__file__).resolve().parent.parent
+SECRET = "sk-EVAL-SECRET-42"
+
+
+def setup(tmp_path: Path, count: int = 10) -> Path:
+    rows = [{"text": f"t{i}", "answer": f"T{i}" if i % 4 else "wrong"} for i in range(count)]
+    (tmp_path / "dev.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    path = tmp_path / "p.yaml"
+    path.write_text(
+        textwrap.dedent(
+            """\
+            name: shout
+            lm: {model: openai/m, api_base: "${BASE}", api_key: "${KEY:-}", num_retries: 0}
+            modules:
+              echo: {signature: "text -> answer"}
+            data: {dev: dev.jsonl}
+            metric: exact_match
+            """
+        )
+    )
+    return path
+
+
+def shout(body: dict) -> str:
+    text = body["messages"][-1]["content"].split("\n")[1]
+    return f"[[ ## answer ## ]]\n{text.upper()}\n\n[[ ## completed ## ]]"
+
+
+def dspx(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    full_env = {k: v for k, v in os.environ.items() if k != "DSPX_LM"}
+    full_env.update({"NO_COLOR": "1", **env})
+    return subprocess.run(
+        [sys.executable, "-m", "dspx_cli", "evaluate", *args], capture_output=True, text=True, env=full_env,
+        cwd=ROOT, timeout=300,
+    )
+
+
+def test_scores_and_writes_the_run_folder(lm_server: LMServer, tmp_path: Path) -> None:
+    lm_server.responder = shout
+    out = tmp_path / "run"
+    done = dspx(str(setup(tmp_path)), "--output", str(out), "--junit", str(tmp_path / "junit.xml"),
+                BASE=lm_server.api_base, KEY=SECRET)
+    assert done.returncode == 0, done.stderr
+    assert "score     0.7000 (70.0%)" in done.stdout
+    assert "evaluate: 10/10 · score 0.700" in done.stderr  # plain progress: stderr is not a terminal
+    records = [json.loads(line) for line in (out / "examples.jsonl").read_text().splitlines()]
+    assert [r["index"] for r in records] == list(range(10))
+    assert records[0] == {**records[0], "inputs": {"text": "t0"}, "labels": {"answer": "wrong"},
+                          "outputs": {"answer": "T0"}, "score": 0.0, "error": None}
+    assert records[1]["score"] == 1.0 and records[1]["usage"]["prompt_tokens"] > 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert (summary["score"], summary["examples"], summary["errors"]) == (0.7, 10, 0)
+    assert summary["usage"]["total"]["calls"] == 10
+    program = json.loads((out / "program.json").read_text())
+    assert program["lm"]["api_key"] == "<redacted>" and program["lm"]["api_base"] == lm_server.api_base
+    for file in out.iterdir():
+        assert SECRET not in file.read_text()
+
+    suite = ElementTree.parse(tmp_path / "junit.xml").getroot().find("testsuite")
+    assert suite is not None and (suite.get("tests"), suite.get("failures"), suite.get("errors")) == ("10", "3", "0")
+    failed = [case.get("name") for case in suite.iter("testcase") if case.find("failure") is not None]
+    assert failed == ["example-0", "example-4", "example-8"]
+
+
+def test_min_score_exit_codes_and_json(lm_server: LMServer, tmp_path: Path) -> None:
+    lm_server.responder = shout
+    path = setup(tmp_path)
+    passing = dspx(str(path), "--min-score", "0.7", "--json", "--output", str(tmp_path / "a"), BASE=lm_server.api_base)
+    assert passing.returncode == 0, passing.stderr
+    assert json.loads(passing.stdout)["passed"] is True
+    failing = dspx(str(path), "--min-score", "0.75", "--output", str(tmp_path / "b"), BASE=lm_server.api_base)
+    assert failing.returncode == 3
+    assert "score 0.7000 is below --min-score 0.75" in failing.stderr
+    assert dspx(str(path), "--min-score", "70", BASE=lm_server.api_base).returncode == 2
+
+
+def test_failures_score_failure_score_and_max_errors_stops(lm_server: LMServer, tmp_path: Path) -> None:
+    lm_server.responder = shout
+    lm_server.rule = lambda request, attempt: (
+        Reply(status=500, json=error_body("down")) if "t3" in json.dumps(request.body) else None
+    )
+    path = setup(tmp_path)
+    done = dspx(str(path), "--failure-score", "0.5", "--json", "--output", str(tmp_path / "a"), BASE=lm_server.api_base)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert summary["errors"] == 1 and summary["score"] == (6 + 0.5) / 10
+
+    lm_server.rule = lambda request, attempt: Reply(status=500, json=error_body("down"))
+    stopped = dspx(str(path), "--max-errors", "2", "-j", "1", "--output", str(tmp_path / "b"), "--no-cache",
+                   BASE=lm_server.api_base)
+    assert stopped.returncode == 1
+    assert "stopped after 3 failed examples (max_errors is 2)" in stopped.stderr
+    assert len((tmp_path / "b" / "examples.jsonl").read_text().splitlines()) == 3
+
+
+def test_limit_and_dataset_override(lm_server: LMServer, tmp_path: Path) -> None:
+    lm_server.responder = shout
+    path = setup(tmp_path)
+    other = tmp_path / "other.jsonl"
+    other.write_text('{"text": "x", "answer": "X"}\n{"text": "y", "answer": "nope"}\n')
+    done = dspx(str(path), "--dataset", str(other), "--json", "--output", str(tmp_path / "a"), BASE=lm_server.api_base)
+    assert json.loads(done.stdout)["score"] == 0.5
+    done = dspx(str(path), "--limit", "3", "--json", "--output", str(tmp_path / "b"), BASE=lm_server.api_base)
+    assert json.loads(done.stdout)["examples"] == 3
+
+
+def test_killed_run_resumes_from_the_cache(lm_server: LMServer, tmp_path: Path, isolated_cache: Path) -> None:
+    lm_server.responder = shout
+    lm_server.default_delay = 0.15
+    path = setup(tmp_path, count=40)
+    env = {**{k: v for k, v in os.environ.items() if k != "DSPX_LM"}, "BASE": lm_server.api_base}
+    first = subprocess.Popen(
+        [sys.executable, "-m", "dspx_cli", "evaluate", str(path), "-j", "4", "--output", str(tmp_path / "a")],
+        env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 60
+    while len(lm_server.requests) < 16 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    first.send_signal(signal.SIGKILL)
+    first.wait(timeout=30)
+    time.sleep(0.3)  # let requests that were in flight reach the server's log
+    cache = ResponseCache(isolated_cache)
+    finished = cache.stats()["entries"]
+    cache.close()
+    assert 12 <= finished < 40
+    served_before = len(lm_server.requests)
+
+    second = dspx(str(path), "-j", "4", "--json", "--output", str(tmp_path / "b"), BASE=lm_server.api_base)
+    assert second.returncode == 0, second.stderr
+    summary = json.loads(second.stdout)
+    assert summary["finished"] == 40 and summary["score"] == 0.75
+    assert summary["usage"]["total"]["cached_calls"] == finished
+    assert len(lm_server.requests) - served_before == 40 - finished  # only unfinished examples are asked again
