@@ -130,3 +130,11 @@ def test_validate_prints_the_graph() -> None:
     assert "[0] sentiment" in graph and "[0] aspect" in graph and "[1] headline" in graph
     mermaid = dspx("validate", "programs/triage.yaml", "--mermaid").stdout
     assert mermaid.startswith("flowchart LR") and "sentiment -- sentiment --> headline" in mermaid
+
+
+def test_validate_checks_the_metric_and_data_sections(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text('modules:\n  m: {signature: "q -> answer"}\nmetric: exact_mach\n')
+    done = dspx("validate", str(bad))
+    assert done.returncode == 2 and f"{bad}:3:1: unknown metric 'exact_mach'" in done.stderr
+    assert imported_modules("validate", str(bad)) == []

@@ -128,6 +128,15 @@ def inspect(path: Path, pairs: list[str], lm_override: str | None, as_json: bool
 
 def validate(path: Path, *, graph: bool = False, mermaid: bool = False) -> None:
     program = load_program(path)
+    # The data and metric sections are checked too, without reading datasets or creating LMs.
+    if program.spec.data is not None:
+        from dspx_cli.evaluate.datasets import configured_splits
+
+        configured_splits(program)
+    if program.spec.metric is not None:
+        from dspx_cli.evaluate.metrics import resolve_metric
+
+        resolve_metric(program, None)
     if mermaid:
         sys.stdout.write(render.graph_mermaid(program))
         return
