@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import socket
 import subprocess
 import sys
@@ -58,6 +59,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--examples", type=int, default=1000)
     parser.add_argument("--latency", type=float, default=0.1)
+    parser.add_argument(
+        "--compare", action="store_true", help="also run with httpx's own connection pool (DSPX_HTTP_TRANSPORT=httpx)"
+    )
     args = parser.parse_args()
     port = free_port()
     server = subprocess.Popen(
@@ -76,13 +80,16 @@ def main() -> None:
                 """))
             examples = [Example(text=f"t{i}", answer=f"T{i}").with_inputs("text") for i in range(args.examples)]
             print(f"{args.examples} examples, {args.latency * 1000:.0f} ms server latency, cache off")
-            print(f"{'in flight':>9} {'wall s':>8} {'ideal s':>8} {'% ideal':>8}  target")
-            for concurrency, target in TARGETS.items():
-                seconds = asyncio.run(one_run(program, examples, concurrency, Path(scratch)))
-                ideal = args.examples * args.latency / concurrency
-                share = ideal / seconds
-                verdict = f">= {target:.0%} {'met' if share >= target else 'MISSED'}"
-                print(f"{concurrency:>9} {seconds:8.2f} {ideal:8.3f} {share:8.1%}  {verdict}")
+            transports = ["aiohttp", "httpx"] if args.compare else ["aiohttp"]
+            print(f"{'transport':>9} {'in flight':>9} {'wall s':>8} {'ideal s':>8} {'% ideal':>8}  target")
+            for transport in transports:
+                os.environ["DSPX_HTTP_TRANSPORT"] = transport
+                for concurrency, target in TARGETS.items():
+                    seconds = asyncio.run(one_run(program, examples, concurrency, Path(scratch)))
+                    ideal = args.examples * args.latency / concurrency
+                    share = ideal / seconds
+                    verdict = f">= {target:.0%} {'met' if share >= target else 'MISSED'}"
+                    print(f"{transport:>9} {concurrency:>9} {seconds:8.2f} {ideal:8.3f} {share:8.1%}  {verdict}")
     finally:
         server.terminate()
 
