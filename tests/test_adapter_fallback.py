@@ -3,23 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
+from tests.cli_process import dspx
 from tests.lm_server import LMServer, Reply, error_body
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def dspx(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    full_env = {k: v for k, v in os.environ.items() if k != "DSPX_LM"}
-    full_env.update({"NO_COLOR": "1", **env})
-    return subprocess.run(
-        [sys.executable, "-m", "dspx_cli", *args], capture_output=True, text=True, env=full_env, cwd=ROOT, timeout=300
-    )
 
 
 def program(tmp_path: Path, adapter: str = "chat") -> Path:

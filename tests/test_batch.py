@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
+from tests.cli_process import dspx
 from tests.lm_server import LMServer, Reply, error_body
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,11 +33,7 @@ def shout(body: dict) -> str:
 
 
 def run(tmp_path: Path, server: LMServer, rows: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**{k: v for k, v in os.environ.items() if k != "DSPX_LM"}, "NO_COLOR": "1", "BASE": server.api_base}
-    return subprocess.run(
-        [sys.executable, "-m", "dspx_cli", "run", str(program(tmp_path)), "--input", "-", *args],
-        input=rows, capture_output=True, text=True, env=env, cwd=ROOT, timeout=300,
-    )
+    return dspx("run", str(program(tmp_path)), "--input", "-", *args, input=rows, BASE=server.api_base)
 
 
 def test_rows_come_back_in_input_order_despite_latency(lm_server: LMServer, tmp_path: Path) -> None:
@@ -73,10 +68,8 @@ def test_failed_rows_keep_their_place_and_fail_the_exit_code(lm_server: LMServer
 
 
 def test_input_file_errors(tmp_path: Path) -> None:
-    env = {**os.environ, "BASE": "http://127.0.0.1:9/v1"}
-    path = program(tmp_path)
-    cmd = [sys.executable, "-m", "dspx_cli", "run", str(path)]
-    missing = subprocess.run([*cmd, "--input", str(tmp_path / "nope.jsonl")], capture_output=True, text=True, env=env)
+    path = str(program(tmp_path))
+    missing = dspx("run", path, "--input", str(tmp_path / "nope.jsonl"), BASE="http://127.0.0.1:9/v1")
     assert missing.returncode == 2 and "--input" in missing.stderr
-    both = subprocess.run([*cmd, "--input", "-", "-i", "text=x"], capture_output=True, text=True, env=env, input="")
+    both = dspx("run", path, "--input", "-", "-i", "text=x", input="", BASE="http://127.0.0.1:9/v1")
     assert both.returncode == 2 and "not both" in both.stderr

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import subprocess
 import sys
 import textwrap
@@ -14,19 +13,12 @@ from dspx_cli.lm.base import LMRequest, LMResponse, Usage
 from dspx_cli.lm.cache import ResponseCache, request_key
 from dspx_cli.lm.config import LMConfig
 from dspx_cli.program.context import RunContext
+from tests.cli_process import dspx
 from tests.lm_server import LMServer, Reply, error_body
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "sk-SECRET-7d1e0c9a55"
 REPLY = "[[ ## answer ## ]]\nParis\n\n[[ ## completed ## ]]"
-
-
-def dspx(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    full_env = {k: v for k, v in os.environ.items() if k != "DSPX_LM"}
-    full_env.update({"NO_COLOR": "1", **env})
-    return subprocess.run(
-        [sys.executable, "-m", "dspx_cli", *args], capture_output=True, text=True, env=full_env, cwd=ROOT, timeout=300
-    )
 
 
 def program(tmp_path: Path, extra_lm: str = "") -> Path:

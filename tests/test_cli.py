@@ -3,30 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from tests.cli_process import dspx
+
 ROOT = Path(__file__).resolve().parent.parent
 PROGRAMS = ROOT / "programs"
 HEAVY = ("torch", "transformers", "optuna", "llama_cpp")
-
-
-def dspx(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    # A DSPX_LM in the developer's shell must not change what the tests run.
-    full_env = {k: v for k, v in os.environ.items() if k != "DSPX_LM"}
-    full_env.update({"NO_COLOR": "1", **(env or {})})
-    return subprocess.run(
-        [sys.executable, "-m", "dspx_cli", *args],
-        capture_output=True,
-        text=True,
-        env=full_env,
-        cwd=cwd or ROOT,
-        timeout=600,
-    )
 
 
 def imported_modules(*argv: str) -> list[str]:

@@ -13,6 +13,7 @@ from pathlib import Path
 from xml.etree import ElementTree
 
 from dspx_cli.lm.cache import ResponseCache
+from tests.cli_process import dspx as run_dspx
 from tests.lm_server import LMServer, Reply, error_body
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,12 +45,7 @@ def shout(body: dict) -> str:
 
 
 def dspx(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    full_env = {k: v for k, v in os.environ.items() if k != "DSPX_LM"}
-    full_env.update({"NO_COLOR": "1", **env})
-    return subprocess.run(
-        [sys.executable, "-m", "dspx_cli", "evaluate", *args], capture_output=True, text=True, env=full_env,
-        cwd=ROOT, timeout=300,
-    )
+    return run_dspx("evaluate", *args, **env)
 
 
 def test_scores_and_writes_the_run_folder(lm_server: LMServer, tmp_path: Path) -> None:

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import socket
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -16,17 +13,10 @@ import pytest
 from dspx_cli.program.context import RunContext
 from dspx_cli.program.loader import load_program
 from dspx_cli.program.runner import ProgramRunner, RunResult
+from tests.cli_process import dspx
 from tests.lm_server import LMServer, Reply, error_body
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def dspx(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    full_env = {k: v for k, v in os.environ.items() if k != "DSPX_LM"}
-    full_env.update({"NO_COLOR": "1", **env})
-    return subprocess.run(
-        [sys.executable, "-m", "dspx_cli", *args], capture_output=True, text=True, env=full_env, cwd=ROOT, timeout=600
-    )
 
 
 def program_file(tmp_path: Path, body: str) -> Path:
@@ -179,10 +169,7 @@ def test_model_paths_are_relative_to_the_program(embedded_model: Path, tmp_path:
     (tmp_path / "models" / "tiny.gguf").symlink_to(embedded_model)
     program = tmp_path / "p.yaml"
     program.write_text((ROOT / "programs" / "sentiment.yaml").read_text() + "lm: {model: local/models/tiny.gguf}\n")
-    done = subprocess.run(
-        [sys.executable, "-m", "dspx_cli", "run", "p.yaml", "-i", "review=Dreadful. A boring waste of time.", "--json"],
-        capture_output=True, text=True, cwd=tmp_path, timeout=600, env={**os.environ, "NO_COLOR": "1"},
-    )
+    done = dspx("run", "p.yaml", "-i", "review=Dreadful. A boring waste of time.", "--json", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["sentiment"] in ("positive", "negative")
     assert "local/models/tiny.gguf" in done.stderr
