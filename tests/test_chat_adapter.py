@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any, Literal, Optional
 
 import pytest
@@ -12,19 +11,15 @@ from dspx_cli.adapters import ChatAdapter
 from dspx_cli.adapters.values import format_field_value, json_schema, parse_value
 from dspx_cli.core import Example, Field, Signature
 from dspx_cli.errors import AdapterParseError
+from tests.golden import case_signature, format_cases, parse_cases
 
-FIXTURES = Path(__file__).parent / "fixtures"
-FORMAT_CASES = [c for c in json.loads((FIXTURES / "format_cases.json").read_text()) if c["adapter"] == "chat"]
-PARSE_CASES = [c for c in json.loads((FIXTURES / "parse_cases.json").read_text()) if c["adapter"] == "chat"]
+FORMAT_CASES = format_cases("chat")
+PARSE_CASES = parse_cases("chat")
 
 adapter = ChatAdapter()
 
 
-def _signature(case: dict[str, Any]) -> Signature:
-    signature = Signature.from_spec(case["signature"])
-    if case.get("module") == "chain_of_thought":
-        signature = signature.prepend_output("reasoning", str)
-    return signature
+_signature = case_signature
 
 
 def test_fixtures_are_present() -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import warnings
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,18 +16,14 @@ import pytest
 from dspx_cli.adapters import JSONAdapter
 from dspx_cli.core import Example, Signature
 from dspx_cli.errors import AdapterParseError
+from tests.golden import case_signature, format_cases
 
-FIXTURES = Path(__file__).parent / "fixtures"
-FORMAT_CASES = [c for c in json.loads((FIXTURES / "format_cases.json").read_text()) if c["adapter"] == "json"]
+FORMAT_CASES = format_cases("json")
 
 adapter = JSONAdapter()
 
 
-def _signature(case: dict[str, Any]) -> Signature:
-    signature = Signature.from_spec(case["signature"])
-    if case.get("module") == "chain_of_thought":
-        signature = signature.prepend_output("reasoning", str)
-    return signature
+_signature = case_signature
 
 
 # ----- format: DSPy's golden prompts -----------------------------------------------------------
