@@ -55,6 +55,26 @@ async def one_run(program_path: Path, examples: list[Example], concurrency: int,
     return seconds
 
 
+async def raw_client_floor(port: int, count: int, concurrency: int) -> float:
+    """The same requests from a bare aiohttp client with no engine at all: what this machine and
+    this server allow, so the figures above can be read against it."""
+    import aiohttp
+    import orjson
+
+    url = f"http://127.0.0.1:{port}/v1/chat/completions"
+    slots = asyncio.Semaphore(concurrency)
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as session:
+
+        async def one(i: int) -> None:
+            body = {"model": "bench", "messages": [{"role": "user", "content": f"[[ ## text ## ]]\nt{i}"}]}
+            async with slots, session.post(url, data=orjson.dumps(body), headers={"Content-Type": "application/json"}) as r:
+                orjson.loads(await r.read())
+
+        started = time.perf_counter()
+        await asyncio.gather(*(one(i) for i in range(count)))
+        return time.perf_counter() - started
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--examples", type=int, default=1000)
@@ -90,6 +110,11 @@ def main() -> None:
                     share = ideal / seconds
                     verdict = f">= {target:.0%} {'met' if share >= target else 'MISSED'}"
                     print(f"{transport:>9} {concurrency:>9} {seconds:8.2f} {ideal:8.3f} {share:8.1%}  {verdict}")
+            for concurrency in TARGETS:
+                seconds = asyncio.run(raw_client_floor(port, args.examples, concurrency))
+                ideal = args.examples * args.latency / concurrency
+                print(f"{'bare':>9} {concurrency:>9} {seconds:8.2f} {ideal:8.3f} {ideal / seconds:8.1%}  "
+                      "(aiohttp alone, no dspx: the machine's ceiling)")
     finally:
         server.terminate()
 
