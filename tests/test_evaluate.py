@@ -144,3 +144,32 @@ def test_killed_run_resumes_from_the_cache(lm_server: LMServer, tmp_path: Path, 
     assert summary["finished"] == 40 and summary["score"] == 0.75
     assert summary["usage"]["total"]["cached_calls"] == finished
     assert len(lm_server.requests) - served_before == 40 - finished  # only unfinished examples are asked again
+
+
+def test_progress_bar_only_on_a_terminal(lm_server: LMServer, tmp_path: Path) -> None:
+    import pty
+
+    lm_server.responder = shout
+    path = setup(tmp_path)
+    leader, follower = pty.openpty()
+    env = {**{k: v for k, v in os.environ.items() if k != "DSPX_LM"}, "BASE": lm_server.api_base, "COLUMNS": "100"}
+    done = subprocess.run(
+        [sys.executable, "-m", "dspx_cli", "evaluate", str(path), "--output", str(tmp_path / "a")],
+        stdout=subprocess.PIPE, stderr=follower, env=env, cwd=ROOT, timeout=120,
+    )
+    os.close(follower)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(leader)
+    assert done.returncode == 0
+    text = shown.decode(errors="replace")
+    assert "10/10" in text and "score 0.700" in text and "━" in text  # rich's bar
+    assert "evaluate: 10/10 ·" not in text  # not the plain lines used off a terminal
+    assert "━" not in dspx(str(path), "--output", str(tmp_path / "b"), BASE=lm_server.api_base).stderr
