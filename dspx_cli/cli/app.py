@@ -16,7 +16,7 @@ from dspx_cli import __version__
 
 app = typer.Typer(
     name="dspx",
-    help="Run, inspect and validate declarative LM programs written as YAML or TOML files.",
+    help="Run, evaluate, inspect and validate declarative LM programs written as YAML or TOML files.",
     no_args_is_help=True,
     add_completion=False,
     # Plain click-style help: rendering it with rich imports markdown-it and pygments, which
