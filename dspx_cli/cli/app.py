@@ -36,6 +36,9 @@ LMOpt = Annotated[
     typer.Option("--lm", envvar="DSPX_LM", help="Use this model for every module (e.g. openai/gpt-4o-mini)."),
 ]
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks instead of one-line errors.")]
+StateOpt = Annotated[
+    Optional[Path], typer.Option("--state", help="Apply a compiled state (demos, instructions; DSPy's save() layout).")
+]
 CacheDirOpt = Annotated[
     Optional[Path],
     typer.Option("--cache-dir", envvar="DSPX_CACHE_DIR", help="Cache and history folder [default: ~/.cache/dspx]."),
@@ -78,6 +81,7 @@ def run(
     cache_dir: CacheDirOpt = None,
     no_cache: NoCacheOpt = False,
     cache_only: CacheOnlyOpt = False,
+    state: StateOpt = None,
     debug: DebugOpt = False,
 ) -> None:
     """Run PROGRAM on one input (-i) and print its output fields, or on a JSONL file (--input)."""
@@ -88,7 +92,7 @@ def run(
         lambda: commands.run(
             program, inputs or [], lm, as_json,
             cache=commands.CacheOptions(cache_dir, no_cache, cache_only), usage_file=usage_file,
-            input_file=input_file, concurrency=concurrency,
+            input_file=input_file, concurrency=concurrency, state_file=state,
         ),
     )
 
@@ -121,6 +125,7 @@ def evaluate(
     cache_dir: CacheDirOpt = None,
     no_cache: NoCacheOpt = False,
     cache_only: CacheOnlyOpt = False,
+    state: StateOpt = None,
     debug: DebugOpt = False,
 ) -> None:
     """Score PROGRAM on its dataset with its metric; exit 3 when below --min-score."""
@@ -129,7 +134,7 @@ def evaluate(
     options = evaluate_command.EvaluateOptions(
         split=split, dataset=dataset, limit=limit, concurrency=concurrency, output=output, junit=junit,
         junit_pass=junit_pass, min_score=min_score, failure_score=failure_score, max_errors=max_errors,
-        as_json=as_json,
+        as_json=as_json, state_file=state,
     )
     _guard(debug, lambda: evaluate_command.run(program, lm, options, commands.CacheOptions(cache_dir, no_cache, cache_only)))
 
@@ -140,12 +145,13 @@ def inspect(
     inputs: InputOpt = None,
     lm: LMOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the messages as JSON.")] = False,
+    state: StateOpt = None,
     debug: DebugOpt = False,
 ) -> None:
     """Print the exact messages PROGRAM would send, without calling any LM."""
     from dspx_cli.cli import commands
 
-    _guard(debug, lambda: commands.inspect(program, inputs or [], lm, as_json))
+    _guard(debug, lambda: commands.inspect(program, inputs or [], lm, as_json, state))
 
 
 @app.command()

@@ -21,6 +21,16 @@ from dspx_cli.program.model import Program
 from dspx_cli.program.runner import ProgramRunner, RunResult
 
 
+def build_runner(program: Program, context: RunContext | None, state_file: Path | None) -> ProgramRunner:
+    """The program's modules, with a compiled state (demos, instructions) applied when given."""
+    runner = ProgramRunner(program, context)
+    if state_file is not None:
+        from dspx_cli.optimizers.state import load_state, read_state_file
+
+        load_state(runner, read_state_file(state_file), source=str(state_file))
+    return runner
+
+
 class RowsFailedError(DspxError):
     """Some rows of a batch failed; every row still has its line in the output."""
 
@@ -48,18 +58,21 @@ def run(
     usage_file: Path | None = None,
     input_file: str | None = None,
     concurrency: int = 16,
+    state_file: Path | None = None,
 ) -> None:
     program = load_program(path, lm_override=lm_override)
+    build_runner(program, None, state_file)  # a state that does not fit fails before any LM loads
     if input_file is not None:
         if pairs:
             raise UsageError("give inputs either with -i or with --input, not both")
-        run_file(program, input_file, cache.context(program), concurrency, usage_file)
+        context = cache.context(program)
+        run_file(build_runner(program, context, state_file), input_file, context, concurrency, usage_file)
         return
     inputs = parse_cli_inputs(program, pairs)
     context = cache.context(program)
     started = time.perf_counter()
     try:
-        result = asyncio.run(_run_once(program, context, inputs))
+        result = asyncio.run(_run_once(build_runner(program, context, state_file), context, inputs))
     finally:
         # Even a failed run reports what it spent.
         elapsed = time.perf_counter() - started
@@ -72,7 +85,9 @@ def run(
     render.usage_line(context.meter, elapsed)
 
 
-def run_file(program: Program, input_file: str, context: RunContext, concurrency: int, usage_file: Path | None) -> None:
+def run_file(
+    runner: ProgramRunner, input_file: str, context: RunContext, concurrency: int, usage_file: Path | None
+) -> None:
     if input_file == "-":
         source = sys.stdin
     else:
@@ -87,7 +102,7 @@ def run_file(program: Program, input_file: str, context: RunContext, concurrency
 
     async def go() -> tuple[int, int]:
         try:
-            return await run_batch(ProgramRunner(program, context), source, emit, concurrency=concurrency)
+            return await run_batch(runner, source, emit, concurrency=concurrency)
         finally:
             await context.aclose()
 
@@ -104,17 +119,19 @@ def run_file(program: Program, input_file: str, context: RunContext, concurrency
         raise RowsFailedError(f"{failed} of {rows} rows failed; their error records are in the output")
 
 
-async def _run_once(program: Program, context: RunContext, inputs: dict[str, Any]) -> RunResult:
+async def _run_once(runner: ProgramRunner, context: RunContext, inputs: dict[str, Any]) -> RunResult:
     try:
-        return await ProgramRunner(program, context).run(inputs)
+        return await runner.run(inputs)
     finally:
         await context.aclose()
 
 
-def inspect(path: Path, pairs: list[str], lm_override: str | None, as_json: bool) -> None:
+def inspect(
+    path: Path, pairs: list[str], lm_override: str | None, as_json: bool, state_file: Path | None = None
+) -> None:
     program = load_program(path, lm_override=lm_override)
     inputs = parse_cli_inputs(program, pairs)
-    previews = ProgramRunner(program, context=None).preview(inputs)
+    previews = build_runner(program, None, state_file).preview(inputs)
     if as_json:
         payload = [
             {"step": step.id, "module": step.module, "lm": program.modules[step.module].lm.model, "messages": messages}

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dspx_cli.cli import render
-from dspx_cli.cli.commands import CacheOptions
+from dspx_cli.cli.commands import CacheOptions, build_runner
 from dspx_cli.cli.progress import EvaluationProgress
 from dspx_cli.errors import LMError, ScoreBelowMinimum, UsageError
 from dspx_cli.evaluate.datasets import load_examples
@@ -18,7 +18,6 @@ from dspx_cli.evaluate.evaluator import Evaluation, ExampleResult, evaluate
 from dspx_cli.evaluate.metrics import resolve_metric
 from dspx_cli.evaluate.report import RunFolder, default_run_dir, summary_dict, write_junit
 from dspx_cli.program.loader import load_program
-from dspx_cli.program.runner import ProgramRunner
 
 
 @dataclass(frozen=True)
@@ -34,17 +33,19 @@ class EvaluateOptions:
     failure_score: float = 0.0
     max_errors: int | None = 10
     as_json: bool = False
+    state_file: Path | None = None
 
 
 def run(path: Path, lm_override: str | None, options: EvaluateOptions, cache: CacheOptions) -> None:
     if options.min_score is not None and not 0 <= options.min_score <= 1:
         raise UsageError(f"--min-score {options.min_score}: expected a fraction from 0 to 1 (0.8 means 80%)")
     program = load_program(path, lm_override=lm_override)
+    build_runner(program, None, options.state_file)  # a state that does not fit fails before any work
     examples = load_examples(program, options.split, dataset=options.dataset, limit=options.limit)
     context = cache.context(program)
     metric = resolve_metric(program, context)
     folder = RunFolder(options.output or default_run_dir(program), program)
-    runner = ProgramRunner(program, context)
+    runner = build_runner(program, context, options.state_file)
 
     async def go(progress: EvaluationProgress) -> Evaluation:
         def on_result(result: ExampleResult) -> None:

@@ -1,0 +1,1 @@
+"""Optimizers that compile a program (demos, instructions) and the saved state they produce."""

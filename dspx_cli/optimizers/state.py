@@ -1,0 +1,297 @@
+"""Compiled state: what an optimizer changed in a program, in the JSON layout of DSPy's `Module.save()`.
+
+Per predictor DSPy writes `traces`, `train`, `demos`, `signature` (`instructions` and one
+`{prefix, description}` per field, inputs then outputs, no field names) and `lm`; next to the
+predictors sits `metadata` with `dependency_versions`. dspx writes exactly that, so DSPy can load a
+dspx state into the same program, and adds its own record under `metadata.dspx`.
+
+DSPy's layout names no fields, so matching a state to a program relies on predictor names, field
+counts, DSPy's `${name}` placeholder descriptions, demo keys and, for states dspx wrote, the
+signatures recorded in `metadata.dspx.predictors`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from dspx_cli import __version__
+from dspx_cli.core import Signature
+from dspx_cli.errors import ProgramError, UsageError
+from dspx_cli.modules import Predict
+from dspx_cli.program.runner import ProgramRunner
+
+__all__ = [
+    "dump_state",
+    "load_state",
+    "named_predictors",
+    "program_hash",
+    "read_state_file",
+    "save_state_file",
+]
+
+METADATA = "metadata"
+# Keys DSPy puts into demos besides the signature's fields: `augmented` marks a bootstrapped demo,
+# `dspy_uuid`/`dspy_split` come from DSPy's datasets. The adapters ignore them, so they are kept.
+_BOOKKEEPING_KEY = re.compile(r"augmented$|dspy_\w+$")
+# DSPy's description of a field declared without one.
+_PLACEHOLDER = re.compile(r"\$\{(\w+)\}")
+
+
+def named_predictors(runner: ProgramRunner) -> list[tuple[str, Predict]]:
+    """Predictors named as DSPy's `named_predictors()` names them in a program holding each module as
+    an attribute: a Predict `answer` is `answer`, a ChainOfThought's inner predictor `answer.predict`."""
+    return [
+        (f"{module_name}.{suffix}" if suffix else module_name, predictor)
+        for module_name, module in runner.modules.items()
+        for suffix, predictor in module.named_predictors()
+    ]
+
+
+def program_hash(runner: ProgramRunner) -> str:
+    """SHA-256 of the program's structure: predictor names and their typed inputs and outputs.
+
+    Instructions, descriptions and demos are left out: they are what a state changes."""
+    structure = {name: str(predictor.signature) for name, predictor in named_predictors(runner)}
+    return hashlib.sha256(json.dumps(structure, sort_keys=True).encode()).hexdigest()
+
+
+# ----- dump ------------------------------------------------------------------------------------
+
+
+def dump_state(runner: ProgramRunner, *, metadata: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The program's state as DSPy's `Module.save()` lays it out. `metadata` (optimizer, settings,
+    scores, LM usage, ...) goes under `metadata.dspx`, next to what dspx records itself."""
+    state: dict[str, Any] = {}
+    for name, predictor in named_predictors(runner):
+        state[name] = {
+            "traces": [],
+            "train": [],
+            "demos": [_jsonable(dict(demo)) for demo in predictor.demos],
+            "signature": _dump_signature(predictor.signature),
+            "lm": None,  # the LM comes from the program file; a state never carries endpoints
+        }
+    state[METADATA] = {
+        # DSPy's `load()` compares every key here with its own versions and fails on keys it does not
+        # know, so only `python` is written; dspx's version lives under `dspx`.
+        "dependency_versions": {"python": f"{sys.version_info.major}.{sys.version_info.minor}"},
+        "dspx": {
+            **(metadata or {}),
+            "version": __version__,
+            "program_hash": program_hash(runner),
+            "predictors": {name: str(predictor.signature) for name, predictor in named_predictors(runner)},
+        },
+    }
+    return state
+
+
+def _dump_signature(signature: Signature) -> dict[str, Any]:
+    return {
+        "instructions": signature.instructions,
+        "fields": [
+            {"prefix": f.prefix, "description": f.desc or f"${{{f.name}}}"} for f in signature.fields.values()
+        ],
+    }
+
+
+def _jsonable(value: Any) -> Any:
+    """Demo values as JSON data, as DSPy's `serialize_object` makes them (pydantic models dumped)."""
+    if hasattr(value, "model_dump"):
+        return value.model_dump(mode="json")
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+# ----- load ------------------------------------------------------------------------------------
+
+
+def load_state(runner: ProgramRunner, state: Mapping[str, Any], *, source: str) -> None:
+    """Set demos, instructions and field descriptions of every predictor from `state`.
+
+    Accepts what dspx and DSPy write. Everything is checked before any predictor changes, so a state
+    that does not fit leaves the runner as it was. Errors name `source` (the state file)."""
+    if not isinstance(state, Mapping):
+        raise _error(source, f"expected a JSON object of predictors, got {_kind(state)}")
+    predictors = dict(named_predictors(runner))
+    saved = [name for name in state if name != METADATA]
+
+    unknown = [name for name in saved if name not in predictors]
+    if unknown:
+        raise _error(
+            source,
+            f"predictor {_names(unknown)} in the state is not in the program; "
+            f"the program's predictors are {_names(predictors)}",
+        )
+    missing = [name for name in predictors if name not in state]
+    if missing:
+        raise _error(
+            source,
+            f"the program's predictor {_names(missing)} is not in the state, which has {_names(saved) or 'none'}; "
+            "the state was saved for a different program",
+        )
+    recorded = _recorded_signatures(state.get(METADATA), source)
+
+    updates = {
+        name: _checked_update(name, predictor, state[name], recorded.get(name), source)
+        for name, predictor in predictors.items()
+    }
+    for name, (signature, demos) in updates.items():
+        predictors[name].signature = signature
+        predictors[name].demos = demos
+
+
+def _checked_update(
+    name: str, predictor: Predict, entry: Any, recorded: str | None, source: str
+) -> tuple[Signature, list[dict[str, Any]]]:
+    where = f"predictor {name!r}"
+    if not isinstance(entry, Mapping):
+        raise _error(source, f"{where}: expected an object with demos and signature, got {_kind(entry)}")
+    if "extended_signature" in entry:
+        raise _error(
+            source, f"{where}: `extended_signature` is the layout of DSPy 2.5 and earlier; save it again with DSPy 2.6+"
+        )
+    signature = predictor.signature
+
+    saved_signature = entry.get("signature")
+    if not isinstance(saved_signature, Mapping):
+        raise _error(source, f"{where}: expected `signature` to be an object, got {_kind(saved_signature)}")
+    instructions = saved_signature.get("instructions")
+    if not isinstance(instructions, str):
+        raise _error(source, f"{where}: expected `signature.instructions` to be text, got {_kind(instructions)}")
+    saved_fields = saved_signature.get("fields")
+    if not isinstance(saved_fields, list):
+        raise _error(source, f"{where}: expected `signature.fields` to be a list, got {_kind(saved_fields)}")
+
+    fields = list(signature.fields.values())
+    if len(saved_fields) != len(fields):
+        raise _error(
+            source,
+            f"{where} has {len(saved_fields)} field(s) in the state, {len(fields)} in the program "
+            f"({', '.join(f.name for f in fields)}); the state was saved for a different signature",
+        )
+    updated = signature.with_instructions(instructions)
+    for index, (field, saved_field) in enumerate(zip(fields, saved_fields, strict=True)):
+        description = saved_field.get("description") if isinstance(saved_field, Mapping) else None
+        if not isinstance(description, str):
+            raise _error(
+                source, f"{where}: expected field {index + 1} ({field.name}) to have a text `description`"
+            )
+        placeholder = _PLACEHOLDER.fullmatch(description)
+        if placeholder and placeholder.group(1) != field.name:
+            # DSPy writes `${name}` for a field without a description: the only field name its layout keeps.
+            raise _error(
+                source,
+                f"{where}: field {index + 1} is {placeholder.group(1)!r} in the state, {field.name!r} in the program "
+                f"(program fields in order: {', '.join(f.name for f in fields)})",
+            )
+        # Prefixes are not compared: DSPy's chat adapter ignores them and its optimizers rewrite them.
+        updated = updated.with_updated_field(field.name, desc=description)
+
+    demos = _checked_demos(where, entry.get("demos"), signature, source)
+    # Checked last: the checks above name the exact field; this one also catches changed types and
+    # fields moved between inputs and outputs, which DSPy's layout cannot show.
+    if recorded is not None and recorded != str(signature):
+        raise _error(
+            source,
+            f"{where} was saved for the signature `{recorded}`, the program now has `{signature}`; "
+            "compile the program again",
+        )
+    return updated, demos
+
+
+def _checked_demos(where: str, demos: Any, signature: Signature, source: str) -> list[dict[str, Any]]:
+    if not isinstance(demos, list):
+        raise _error(source, f"{where}: expected `demos` to be a list, got {_kind(demos)}")
+    checked = []
+    for index, demo in enumerate(demos):
+        if not isinstance(demo, Mapping):
+            raise _error(source, f"{where}: expected demo {index + 1} to be an object, got {_kind(demo)}")
+        stray = [key for key in demo if key not in signature.fields and not _BOOKKEEPING_KEY.fullmatch(str(key))]
+        if stray:
+            raise _error(
+                source,
+                f"{where}: demo {index + 1} has key {_names(stray)}, not a field of this predictor; "
+                f"its fields are {', '.join(signature.fields)}",
+            )
+        checked.append(dict(demo))
+    return checked
+
+
+def _recorded_signatures(metadata: Any, source: str) -> dict[str, str]:
+    """The signatures dspx recorded when saving; empty for states written by DSPy."""
+    if metadata is None:
+        return {}
+    if not isinstance(metadata, Mapping):
+        raise _error(source, f"expected `metadata` to be an object, got {_kind(metadata)}")
+    dspx = metadata.get("dspx")
+    recorded = dspx.get("predictors") if isinstance(dspx, Mapping) else None
+    if not isinstance(recorded, Mapping):
+        return {}
+    return {str(name): text for name, text in recorded.items() if isinstance(text, str)}
+
+
+# ----- files -----------------------------------------------------------------------------------
+
+
+def save_state_file(path: str | Path, state: Mapping[str, Any]) -> None:
+    """Write `state` as indented UTF-8 JSON, as DSPy does. The file is replaced atomically, so an
+    interrupted save never leaves half a state behind."""
+    path = Path(path)
+    try:
+        text = json.dumps(state, indent=2, ensure_ascii=False) + "\n"
+    except (TypeError, ValueError) as exc:
+        raise UsageError(f"{path}: cannot save the state as JSON: {exc}") from None
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        temporary.write_text(text, encoding="utf-8")
+        os.replace(temporary, path)
+    except OSError as exc:
+        temporary.unlink(missing_ok=True)
+        raise UsageError(f"{path}: cannot write the state file: {exc.strerror or exc}") from None
+
+
+def read_state_file(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise _error(str(path), "state file not found") from None
+    except IsADirectoryError:
+        raise _error(str(path), "expected a state file (.json), got a directory") from None
+    except UnicodeDecodeError:
+        raise _error(str(path), "the state file is not UTF-8 text") from None
+    except OSError as exc:
+        raise _error(str(path), f"cannot read the state file: {exc.strerror or exc}") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise _error(f"{path}:{exc.lineno}:{exc.colno}", f"the state file is not valid JSON: {exc.msg}") from None
+    if not isinstance(data, dict):
+        raise _error(str(path), f"expected a JSON object of predictors, got {_kind(data)}")
+    return data
+
+
+# ----- messages --------------------------------------------------------------------------------
+
+
+def _error(source: str, message: str) -> ProgramError:
+    return ProgramError(f"{source}: {message}")
+
+
+def _names(names: Any) -> str:
+    return ", ".join(repr(str(name)) for name in names)
+
+
+def _kind(value: Any) -> str:
+    return {dict: "an object", list: "a list", str: "text", type(None): "null", bool: "a boolean"}.get(
+        type(value), type(value).__name__
+    )
