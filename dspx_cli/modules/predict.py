@@ -9,6 +9,7 @@ from dspx_cli.adapters import ChatAdapter, JSONAdapter
 from dspx_cli.core import Prediction, Signature
 from dspx_cli.errors import AdapterParseError, LMError
 from dspx_cli.lm.base import LM, LMRequest, LMResponse, Message, Usage
+from dspx_cli.modules import trace as tracing
 
 
 class Predict:
@@ -54,12 +55,18 @@ class Predict:
         extra = dict(self.extra)
         if isinstance(adapter, JSONAdapter) and "response_format" not in extra:
             extra["response_format"] = adapter.response_format(self.signature, structured=self._structured_outputs)
+        # An optimizer may resample a whole run (bootstrap rounds); see modules/trace.py.
+        override = tracing.current_override()
+        temperature = self.temperature
+        if override is not None and override.temperature is not None:
+            temperature = override.temperature
         return LMRequest(
             messages=tuple(self.messages(inputs, adapter)),
-            temperature=self.temperature,
+            temperature=temperature,
             max_tokens=self.max_tokens,
             n=self.n,
             extra=extra,
+            rollout_id=override.rollout_id if override is not None else None,
         )
 
     async def acall(self, **inputs: Any) -> Prediction:
@@ -77,6 +84,7 @@ class Predict:
             assert error is not None
             raise error
         prediction.usage = usage
+        tracing.record(self, inputs, prediction)
         return prediction
 
     async def _call(
