@@ -26,7 +26,9 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-ProgramArg = Annotated[Path, typer.Argument(help="Program file (.yaml, .yml or .toml).", show_default=False)]
+ProgramArg = Annotated[
+    Path, typer.Argument(metavar="PROGRAM", help="Program file (.yaml, .yml or .toml).", show_default=False)
+]
 InputOpt = Annotated[
     Optional[list[str]],
     typer.Option("-i", "--input", help="An input as FIELD=VALUE (JSON for non-str fields). Repeatable."),
@@ -137,6 +139,40 @@ def evaluate(
         as_json=as_json, state_file=state,
     )
     _guard(debug, lambda: evaluate_command.run(program, lm, options, commands.CacheOptions(cache_dir, no_cache, cache_only)))
+
+
+def _compile(
+    program: ProgramArg,
+    optimizer: Annotated[
+        Optional[str], typer.Option("--optimizer", help="labeled_few_shot or bootstrap_few_shot (default: the file's).")
+    ] = None,
+    assignments: Annotated[
+        Optional[list[str]], typer.Option("--set", help="Override an optimizer setting: KEY=VALUE (JSON). Repeatable.")
+    ] = None,
+    output: Annotated[
+        Optional[Path], typer.Option("-o", "--output", help="State file [default: runs/<timestamp>-<program>/state.json].")
+    ] = None,
+    concurrency: Annotated[int, typer.Option("-j", "--concurrency", min=1, help="Examples in flight.")] = 16,
+    limit: Annotated[Optional[int], typer.Option("--limit", help="Only the first N train and dev examples.")] = None,
+    lm: LMOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    cache_dir: CacheDirOpt = None,
+    no_cache: NoCacheOpt = False,
+    cache_only: CacheOnlyOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Optimize PROGRAM's demos on its train split and save a state file for --state."""
+    from dspx_cli.cli import commands, compile_command
+
+    options = compile_command.CompileOptions(
+        optimizer=optimizer, assignments=tuple(assignments or ()), output=output, concurrency=concurrency,
+        limit=limit, as_json=as_json,
+    )
+    _guard(debug, lambda: compile_command.run(program, lm, options, commands.CacheOptions(cache_dir, no_cache, cache_only)))
+
+
+app.command("compile")(_compile)
+app.command("optimize", help="Alias of compile.")(_compile)
 
 
 @app.command()

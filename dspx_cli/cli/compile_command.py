@@ -1,0 +1,108 @@
+"""`dspx compile` (alias `optimize`): improve a program on its training data, save the state."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dspx_cli.cli import render
+from dspx_cli.cli.commands import CacheOptions
+from dspx_cli.cli.progress import EvaluationProgress
+from dspx_cli.evaluate.datasets import configured_splits, load_examples
+from dspx_cli.evaluate.evaluator import Evaluation, evaluate
+from dspx_cli.evaluate.metrics import resolve_metric
+from dspx_cli.evaluate.report import default_run_dir, program_hash
+from dspx_cli.optimizers.compile import choose_optimizer, optimize
+from dspx_cli.optimizers.state import dump_state, named_predictors, save_state_file
+from dspx_cli.program.loader import load_program
+from dspx_cli.program.runner import ProgramRunner
+
+
+@dataclass(frozen=True)
+class CompileOptions:
+    optimizer: str | None = None
+    assignments: tuple[str, ...] = ()
+    output: Path | None = None
+    concurrency: int = 16
+    limit: int | None = None
+    as_json: bool = False
+
+
+def run(path: Path, lm_override: str | None, options: CompileOptions, cache: CacheOptions) -> None:
+    program = load_program(path, lm_override=lm_override)
+    choice = choose_optimizer(program, options.optimizer, options.assignments)
+    trainset = load_examples(program, "train", limit=options.limit)
+    devset = load_examples(program, "dev", limit=options.limit) if "dev" in configured_splits(program) else []
+    context = cache.context(program)
+    metric = resolve_metric(program, context)
+    runner = ProgramRunner(program, context)
+    output = options.output or default_run_dir(program) / "state.json"
+
+    async def score(label: str) -> Evaluation | None:
+        if not devset:
+            return None
+        with EvaluationProgress(len(devset), label) as progress:
+            return await evaluate(runner, devset, metric, concurrency=options.concurrency,
+                                  on_result=lambda r: progress.update(r.score, r.error is not None))
+
+    async def go() -> tuple[Evaluation | None, dict[str, Any], Evaluation | None]:
+        try:
+            before = await score("dev before")
+            sys.stderr.write(f"compiling with {choice.name} on {len(trainset)} training examples\n")
+            report = await optimize(runner, choice, trainset, metric, concurrency=options.concurrency)
+            after = await score("dev after")
+            return before, report, after
+        finally:
+            await context.aclose()
+
+    started = time.perf_counter()
+    before, report, after = asyncio.run(go())
+    seconds = time.perf_counter() - started
+    usage = context.meter.to_dict()
+    metadata = {
+        "optimizer": choice.name,
+        "settings": choice.settings,
+        "program": str(program.path),
+        "program_sha256": program_hash(program),
+        "trainset": len(trainset),
+        "devset": len(devset),
+        "score_before": before.score if before else None,
+        "score_after": after.score if after else None,
+        "report": report,
+        "usage": usage,
+        "seconds": round(seconds, 3),
+    }
+    output.parent.mkdir(parents=True, exist_ok=True)
+    save_state_file(output, dump_state(runner, metadata=metadata))
+    demos = {name: len(predictor.demos) for name, predictor in named_predictors(runner)}
+    if options.as_json:
+        sys.stdout.write(json.dumps({**metadata, "state": str(output), "demos": demos}, default=str) + "\n")
+    else:
+        sys.stdout.write(_table(metadata, demos, output))
+    render.usage_line(context.meter, seconds)
+
+
+def _table(metadata: dict[str, Any], demos: dict[str, int], output: Path) -> str:
+    def pct(value: float | None) -> str:
+        return "-" if value is None else f"{value:.4f} ({value * 100:.1f}%)"
+
+    total = metadata["usage"]["total"]
+    cost = f" · ${total['cost']:.4f}" if total.get("cost") is not None else ""
+    rows = [
+        ("optimizer", f"{metadata['optimizer']} {json.dumps(metadata['settings'])}"),
+        ("train / dev", f"{metadata['trainset']} / {metadata['devset']} examples"),
+        ("dev before", pct(metadata["score_before"])),
+        ("dev after", pct(metadata["score_after"])),
+        *((f"demos {name}", str(count)) for name, count in demos.items()),
+        ("LM calls", f"{total['calls'] - total['cached_calls']} fresh, {total['cached_calls']} cached"),
+        ("tokens", f"{total['prompt_tokens']} prompt + {total['completion_tokens']} completion{cost}"),
+        ("time", f"{metadata['seconds']:.2f} s"),
+        ("state", f"{output}  (use: --state {output})"),
+    ]
+    width = max(len(name) for name, _ in rows)
+    return "".join(f"{name:<{width}}  {value}\n" for name, value in rows)

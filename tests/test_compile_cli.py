@@ -1,0 +1,65 @@
+"""`dspx compile`: optimizer choice, scores before and after, a state file that --state applies."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+from tests.cli_process import dspx
+from tests.lm_server import LMServer
+
+
+def setup(tmp_path: Path) -> Path:
+    rows = [{"text": f"w{i}", "answer": f"W{i}"} for i in range(12)]
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:8]))
+    (tmp_path / "dev.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[8:]))
+    path = tmp_path / "p.yaml"
+    path.write_text(textwrap.dedent("""\
+        lm: {model: openai/m, api_base: "${BASE}", num_retries: 0}
+        modules:
+          shout: {signature: "text -> answer"}
+        data: {train: train.jsonl, dev: dev.jsonl}
+        metric: exact_match
+        optimizer: {type: bootstrap_few_shot, max_bootstrapped_demos: 2, max_labeled_demos: 3}
+        """))
+    return path
+
+
+def respond(body: dict) -> str:
+    # The scripted model upper-cases only when it has seen an example: demos make it right.
+    messages = body["messages"]
+    text = messages[-1]["content"].split("\n")[1]
+    answer = text.upper() if len(messages) > 2 else text
+    return f"[[ ## answer ## ]]\n{answer}\n\n[[ ## completed ## ]]"
+
+
+def test_compile_raises_the_dev_score_and_writes_a_usable_state(lm_server: LMServer, tmp_path: Path) -> None:
+    lm_server.responder = respond
+    path, state = setup(tmp_path), tmp_path / "state.json"
+    done = dspx("compile", str(path), "-o", str(state), "--json", BASE=lm_server.api_base)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert (summary["score_before"], summary["score_after"]) == (0.0, 1.0)
+    assert summary["optimizer"] == "bootstrap_few_shot" and summary["demos"] == {"shout": 3}
+    saved = json.loads(state.read_text())
+    demos = saved["shout"]["demos"]
+    assert [d.get("augmented", False) for d in demos] == [True, True, False]
+    assert saved["metadata"]["dspx"]["score_after"] == 1.0
+
+    evaluated = dspx("evaluate", str(path), "--state", str(state), "--json", "--output", str(tmp_path / "run"),
+                     BASE=lm_server.api_base)
+    assert json.loads(evaluated.stdout)["score"] == 1.0
+
+
+def test_optimizer_override_and_settings(lm_server: LMServer, tmp_path: Path) -> None:
+    lm_server.responder = respond
+    path = setup(tmp_path)
+    done = dspx("optimize", str(path), "--optimizer", "labeled_few_shot", "--set", "k=2", "-o",
+                str(tmp_path / "s.json"), "--json", BASE=lm_server.api_base)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["demos"] == {"shout": 2}
+    bad = dspx("compile", str(path), "--set", "nope=1", BASE=lm_server.api_base)
+    assert bad.returncode == 2 and "--set nope=1" in bad.stderr
+    unknown = dspx("compile", str(path), "--optimizer", "mipro", BASE=lm_server.api_base)
+    assert unknown.returncode == 2 and "unknown optimizer" in unknown.stderr
