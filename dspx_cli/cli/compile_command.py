@@ -54,7 +54,8 @@ def run(path: Path, lm_override: str | None, options: CompileOptions, cache: Cac
         try:
             before = await score("dev before")
             sys.stderr.write(f"compiling with {choice.name} on {len(trainset)} training examples\n")
-            report = await optimize(runner, choice, trainset, metric, concurrency=options.concurrency)
+            report = await optimize(runner, choice, trainset, metric, concurrency=options.concurrency,
+                                    valset=devset or None)
             after = await score("dev after")
             return before, report, after
         finally:

@@ -12,6 +12,7 @@ from dspx_cli.errors import ProgramError, UsageError
 from dspx_cli.evaluate.metrics import Metric
 from dspx_cli.optimizers.bootstrap import bootstrap_few_shot
 from dspx_cli.optimizers.labeled import labeled_few_shot
+from dspx_cli.optimizers.random_search import bootstrap_random_search
 from dspx_cli.program.model import Program
 from dspx_cli.program.runner import ProgramRunner
 
@@ -24,6 +25,17 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "max_rounds": 1,
         "metric_threshold": None,
         "max_errors": 10,
+        "seed": 0,
+    },
+    "bootstrap_random_search": {
+        "num_candidate_programs": 16,
+        "max_bootstrapped_demos": 4,
+        "max_labeled_demos": 16,
+        "max_rounds": 1,
+        "metric_threshold": None,
+        "max_errors": 10,
+        "num_threads": None,  # None: the command's --concurrency (DSPy: settings.num_threads)
+        "stop_at_score": None,
         "seed": 0,
     },
 }
@@ -70,12 +82,35 @@ def choose_optimizer(program: Program, override: str | None, assignments: Sequen
 
 
 async def optimize(
-    runner: ProgramRunner, choice: OptimizerChoice, trainset: Sequence[Example], metric: Metric, *, concurrency: int
+    runner: ProgramRunner,
+    choice: OptimizerChoice,
+    trainset: Sequence[Example],
+    metric: Metric,
+    *,
+    concurrency: int,
+    valset: Sequence[Example] | None = None,
 ) -> dict[str, Any]:
-    """Sets the demos of `runner` in place; returns what the optimizer reports."""
+    """Sets the demos of `runner` in place; returns what the optimizer reports.
+
+    `valset` is used by the optimizers that select among candidates (random search); the others
+    see only the trainset, as in DSPy."""
     if choice.name == "labeled_few_shot":
         await labeled_few_shot(runner, trainset, **choice.settings)
         return {}
+    if choice.name == "bootstrap_random_search":
+        settings = dict(choice.settings)
+        num_threads = settings.pop("num_threads", None) or concurrency
+        search = await bootstrap_random_search(runner, trainset, metric, valset=valset, num_threads=num_threads,
+                                               **settings)
+        candidates = [
+            {"seed": c.seed, "score": c.score, "demos": {name: len(demos) for name, demos in c.demos.items()}}
+            for c in search.candidates
+        ]
+        return {
+            "candidates": candidates,
+            "best_seed": search.best_seed,
+            "best_score": search.best_score,
+        }
     report = await bootstrap_few_shot(runner, trainset, metric, concurrency=concurrency, **choice.settings)
     return {
         "bootstrapped_examples": report.bootstrapped,
