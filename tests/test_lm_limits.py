@@ -196,7 +196,7 @@ def test_rpm_spaces_request_starts(lm_server: LMServer) -> None:
     started = time.perf_counter()
     gather(lm, [ask(f"q{i}") for i in range(12)])
     elapsed = time.perf_counter() - started
-    assert 1.1 <= elapsed < 3.0  # the 12th may start 11 intervals after the first
+    assert 1.1 <= elapsed < 6.0  # the 12th may start 11 intervals after the first
     assert_spaced(stamped.starts, 0.1)
     # The server saw the same spread (its clock also counts loopback jitter on a busy machine).
     times = arrivals(lm_server)
@@ -211,7 +211,7 @@ def test_tpm_paces_by_the_estimated_prompt(lm_server: LMServer) -> None:
     lm = LimitedLM(stamped, tpm=60_000)  # 1000 tokens a second: 0.1 s per request
     started = time.perf_counter()
     gather(lm, [ask("w" * 383 + str(i)) for i in range(10)])
-    assert 0.9 <= time.perf_counter() - started < 3.0
+    assert 0.9 <= time.perf_counter() - started < 6.0
     assert_spaced(stamped.starts, 0.1)
     times = arrivals(lm_server)
     assert len(times) == 10 and times[-1] - times[0] >= 0.8
@@ -242,7 +242,7 @@ def test_tpm_gives_back_what_was_overestimated(lm_server: LMServer) -> None:
 
     started = time.perf_counter()
     run(lm, one_after_another)
-    assert time.perf_counter() - started < 2.0  # without the correction: 20 s
+    assert time.perf_counter() - started < 8.0  # without the correction: 20 s
 
 
 def test_the_pacer_arithmetic() -> None:

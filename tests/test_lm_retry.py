@@ -104,7 +104,7 @@ def test_429_retry_after_is_honoured(lm_server: LMServer) -> None:
     assert complete(lm).completions == ["echo: hello"]
     first, second = lm_server.requests
     assert second.at - first.at >= 1.0
-    assert second.at - first.at < 1.0 + 0.5  # the header, plus at most base_delay of jitter and overhead
+    assert second.at - first.at < 1.0 + 2.0  # the header, plus jitter and (on a busy machine) scheduling delay
 
 
 def test_retry_after_as_an_http_date(lm_server: LMServer) -> None:
