@@ -81,3 +81,15 @@ def test_compile_on_the_embedded_model_writes_and_uses_demos(tmp_path: Path) -> 
     messages = json.loads(shown.stdout)[0]["messages"]
     assert len(messages) == 2 + 2 * len(demos)
     assert messages[1]["content"] == f"[[ ## sentence ## ]]\n{demos[0]['sentence']}"
+
+
+def test_default_output_is_a_run_folder(lm_server: LMServer, tmp_path: Path) -> None:
+    lm_server.responder = respond
+    path = setup(tmp_path)
+    done = dspx("compile", str(path), "--json", BASE=lm_server.api_base, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    state = Path(json.loads(done.stdout)["state"])
+    folder = tmp_path / state.parent if not state.is_absolute() else state.parent
+    assert folder.parent == tmp_path / "runs"
+    assert {p.name for p in folder.iterdir()} == {"state.json", "program.json", "summary.json"}
+    assert json.loads((folder / "summary.json").read_text())["score_after"] == 1.0

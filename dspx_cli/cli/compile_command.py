@@ -16,7 +16,7 @@ from dspx_cli.cli.progress import EvaluationProgress
 from dspx_cli.evaluate.datasets import configured_splits, load_examples
 from dspx_cli.evaluate.evaluator import Evaluation, evaluate
 from dspx_cli.evaluate.metrics import resolve_metric
-from dspx_cli.evaluate.report import default_run_dir, program_hash
+from dspx_cli.evaluate.report import default_run_dir, program_hash, resolved_program
 from dspx_cli.optimizers.compile import choose_optimizer, optimize
 from dspx_cli.optimizers.state import dump_state, named_predictors, save_state_file
 from dspx_cli.program.loader import load_program
@@ -80,6 +80,9 @@ def run(path: Path, lm_override: str | None, options: CompileOptions, cache: Cac
     }
     output.parent.mkdir(parents=True, exist_ok=True)
     save_state_file(output, dump_state(runner, metadata=metadata))
+    if options.output is None:  # a run folder of its own: keep what evaluate keeps there too
+        (output.parent / "program.json").write_text(json.dumps(resolved_program(program), indent=2) + "\n")
+        (output.parent / "summary.json").write_text(json.dumps(metadata, indent=2, default=str) + "\n")
     demos = {name: len(predictor.demos) for name, predictor in named_predictors(runner)}
     if options.as_json:
         sys.stdout.write(json.dumps({**metadata, "state": str(output), "demos": demos}, default=str) + "\n")
