@@ -61,18 +61,18 @@ def run(
     state_file: Path | None = None,
 ) -> None:
     program = load_program(path, lm_override=lm_override)
-    build_runner(program, None, state_file)  # a state that does not fit fails before any LM loads
+    if input_file is not None and pairs:
+        raise UsageError("give inputs either with -i or with --input, not both")
+    context = cache.context(program)
+    # Building loads no model and calls no LM, so a state that does not fit fails before any cost.
+    runner = build_runner(program, context, state_file)
     if input_file is not None:
-        if pairs:
-            raise UsageError("give inputs either with -i or with --input, not both")
-        context = cache.context(program)
-        run_file(build_runner(program, context, state_file), input_file, context, concurrency, usage_file)
+        run_file(runner, input_file, context, concurrency, usage_file)
         return
     inputs = parse_cli_inputs(program, pairs)
-    context = cache.context(program)
     started = time.perf_counter()
     try:
-        result = asyncio.run(_run_once(build_runner(program, context, state_file), context, inputs))
+        result = asyncio.run(_run_once(runner, context, inputs))
     finally:
         # Even a failed run reports what it spent.
         elapsed = time.perf_counter() - started

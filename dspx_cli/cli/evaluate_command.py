@@ -40,12 +40,11 @@ def run(path: Path, lm_override: str | None, options: EvaluateOptions, cache: Ca
     if options.min_score is not None and not 0 <= options.min_score <= 1:
         raise UsageError(f"--min-score {options.min_score}: expected a fraction from 0 to 1 (0.8 means 80%)")
     program = load_program(path, lm_override=lm_override)
-    build_runner(program, None, options.state_file)  # a state that does not fit fails before any work
-    examples = load_examples(program, options.split, dataset=options.dataset, limit=options.limit)
     context = cache.context(program)
+    runner = build_runner(program, context, options.state_file)  # a misfit state fails before any work
+    examples = load_examples(program, options.split, dataset=options.dataset, limit=options.limit)
     metric = resolve_metric(program, context)
     folder = RunFolder(options.output or default_run_dir(program), program)
-    runner = build_runner(program, context, options.state_file)
 
     async def go(progress: EvaluationProgress) -> Evaluation:
         def on_result(result: ExampleResult) -> None:

@@ -340,8 +340,6 @@ def _snippet(text: str) -> str:
 def _transport(limits: Any) -> Any:
     """httpx's own pool rescans every connection for every queued request, which costs ~30 ms of CPU
     per call at 64 in flight (benchmarks/evaluate_throughput.py); aiohttp's connector does not."""
-    import os
-
     if os.environ.get("DSPX_HTTP_TRANSPORT") == "httpx":
         return None
     from httpx_aiohttp import AiohttpTransport
