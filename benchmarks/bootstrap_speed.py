@@ -10,17 +10,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import subprocess
 import sys
-import tempfile
-import textwrap
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.evaluate_throughput import free_port  # noqa: E402
+from benchmarks.latency_server import echo_program  # noqa: E402
 from dspx_cli.core import Example  # noqa: E402
 from dspx_cli.evaluate.metrics import resolve_metric  # noqa: E402
 from dspx_cli.lm.cache import CacheMode  # noqa: E402
@@ -51,34 +48,19 @@ def main() -> None:
     parser.add_argument("--latency", type=float, default=0.05)
     parser.add_argument("-j", "--concurrency", type=int, default=16)
     args = parser.parse_args()
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, str(ROOT / "benchmarks" / "latency_server.py"), str(port), str(args.latency)],
-        stdout=subprocess.PIPE, text=True,
-    )
-    try:
-        assert server.stdout is not None and server.stdout.readline().strip() == "ready"
-        with tempfile.TemporaryDirectory() as scratch:
-            program = Path(scratch) / "p.yaml"
-            program.write_text(textwrap.dedent(f"""\
-                lm: {{model: openai/bench, api_base: "http://127.0.0.1:{port}/v1", num_retries: 0}}
-                modules:
-                  echo: {{signature: "text -> answer"}}
-                metric: exact_match
-                """))
-            # The server upper-cases; lower-case labels never match, so every example is tried.
-            examples = [Example(text=f"t{i}", answer=f"t{i}").with_inputs("text") for i in range(args.examples)]
-            ideal = args.examples * args.latency
-            print(f"BootstrapFewShot, {args.examples} examples that all fail, {args.latency * 1000:.0f} ms server")
-            for concurrency in (1, args.concurrency):
-                seconds, tried = asyncio.run(run(program, examples, concurrency, Path(scratch)))
-                assert tried == args.examples
-                verdict = f"<= {TARGET_S} s {'met' if seconds <= TARGET_S else 'MISSED'}" if concurrency > 1 else ""
-                print(f"  -j {concurrency:<3} {seconds:6.3f} s   {seconds / ideal:5.2f}x the sequential ideal "
-                      f"({ideal:.2f} s)   {verdict}")
-            print(f"  DSPy 3.4.1: {DSPY_S} s (sequential)")
-    finally:
-        server.terminate()
+    with echo_program(args.latency) as (port, program):
+        scratch = program.parent  # the program's temporary folder also holds the cache
+        # The server upper-cases; lower-case labels never match, so every example is tried.
+        examples = [Example(text=f"t{i}", answer=f"t{i}").with_inputs("text") for i in range(args.examples)]
+        ideal = args.examples * args.latency
+        print(f"BootstrapFewShot, {args.examples} examples that all fail, {args.latency * 1000:.0f} ms server")
+        for concurrency in (1, args.concurrency):
+            seconds, tried = asyncio.run(run(program, examples, concurrency, scratch))
+            assert tried == args.examples
+            verdict = f"<= {TARGET_S} s {'met' if seconds <= TARGET_S else 'MISSED'}" if concurrency > 1 else ""
+            print(f"  -j {concurrency:<3} {seconds:6.3f} s   {seconds / ideal:5.2f}x the sequential ideal "
+                  f"({ideal:.2f} s)   {verdict}")
+        print(f"  DSPy 3.4.1: {DSPY_S} s (sequential)")
 
 
 if __name__ == "__main__":

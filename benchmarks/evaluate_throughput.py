@@ -14,17 +14,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
-import subprocess
 import sys
-import tempfile
-import textwrap
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.latency_server import echo_program  # noqa: E402
 from dspx_cli.core import Example  # noqa: E402
 from dspx_cli.evaluate.evaluator import evaluate  # noqa: E402
 from dspx_cli.evaluate.metrics import resolve_metric  # noqa: E402
@@ -34,12 +31,6 @@ from dspx_cli.program.loader import load_program  # noqa: E402
 from dspx_cli.program.runner import ProgramRunner  # noqa: E402
 
 TARGETS = {64: 0.95, 256: 0.85, 1024: 0.70}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def one_run(program_path: Path, examples: list[Example], concurrency: int, cache_dir: Path) -> float:
@@ -83,40 +74,25 @@ def main() -> None:
         "--compare", action="store_true", help="also run with httpx's own connection pool (DSPX_HTTP_TRANSPORT=httpx)"
     )
     args = parser.parse_args()
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, str(ROOT / "benchmarks" / "latency_server.py"), str(port), str(args.latency)],
-        stdout=subprocess.PIPE, text=True,
-    )
-    try:
-        assert server.stdout is not None and server.stdout.readline().strip() == "ready"
-        with tempfile.TemporaryDirectory() as scratch:
-            program = Path(scratch) / "p.yaml"
-            program.write_text(textwrap.dedent(f"""\
-                lm: {{model: openai/bench, api_base: "http://127.0.0.1:{port}/v1", num_retries: 0}}
-                modules:
-                  echo: {{signature: "text -> answer"}}
-                metric: exact_match
-                """))
-            examples = [Example(text=f"t{i}", answer=f"T{i}").with_inputs("text") for i in range(args.examples)]
-            print(f"{args.examples} examples, {args.latency * 1000:.0f} ms server latency, cache off")
-            transports = ["aiohttp", "httpx"] if args.compare else ["aiohttp"]
-            print(f"{'transport':>9} {'in flight':>9} {'wall s':>8} {'ideal s':>8} {'% ideal':>8}  target")
-            for transport in transports:
-                os.environ["DSPX_HTTP_TRANSPORT"] = transport
-                for concurrency, target in TARGETS.items():
-                    seconds = asyncio.run(one_run(program, examples, concurrency, Path(scratch)))
-                    ideal = args.examples * args.latency / concurrency
-                    share = ideal / seconds
-                    verdict = f">= {target:.0%} {'met' if share >= target else 'MISSED'}"
-                    print(f"{transport:>9} {concurrency:>9} {seconds:8.2f} {ideal:8.3f} {share:8.1%}  {verdict}")
-            for concurrency in TARGETS:
-                seconds = asyncio.run(raw_client_floor(port, args.examples, concurrency))
+    with echo_program(args.latency) as (port, program):
+        scratch = program.parent  # the program's temporary folder also holds the cache
+        examples = [Example(text=f"t{i}", answer=f"T{i}").with_inputs("text") for i in range(args.examples)]
+        print(f"{args.examples} examples, {args.latency * 1000:.0f} ms server latency, cache off")
+        transports = ["aiohttp", "httpx"] if args.compare else ["aiohttp"]
+        print(f"{'transport':>9} {'in flight':>9} {'wall s':>8} {'ideal s':>8} {'% ideal':>8}  target")
+        for transport in transports:
+            os.environ["DSPX_HTTP_TRANSPORT"] = transport
+            for concurrency, target in TARGETS.items():
+                seconds = asyncio.run(one_run(program, examples, concurrency, scratch))
                 ideal = args.examples * args.latency / concurrency
-                print(f"{'bare':>9} {concurrency:>9} {seconds:8.2f} {ideal:8.3f} {ideal / seconds:8.1%}  "
-                      "(aiohttp alone, no dspx: the machine's ceiling)")
-    finally:
-        server.terminate()
+                share = ideal / seconds
+                verdict = f">= {target:.0%} {'met' if share >= target else 'MISSED'}"
+                print(f"{transport:>9} {concurrency:>9} {seconds:8.2f} {ideal:8.3f} {share:8.1%}  {verdict}")
+        for concurrency in TARGETS:
+            seconds = asyncio.run(raw_client_floor(port, args.examples, concurrency))
+            ideal = args.examples * args.latency / concurrency
+            print(f"{'bare':>9} {concurrency:>9} {seconds:8.2f} {ideal:8.3f} {ideal / seconds:8.1%}  "
+                  "(aiohttp alone, no dspx: the machine's ceiling)")
 
 
 if __name__ == "__main__":

@@ -12,7 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
+import subprocess
 import sys
+import tempfile
+import textwrap
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 
 async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, latency: float) -> None:
@@ -45,6 +52,28 @@ async def main(port: int, latency: float) -> None:
     print("ready", flush=True)
     async with server:
         await server.serve_forever()
+
+
+@contextmanager
+def echo_program(latency: float) -> Iterator[tuple[int, Path]]:
+    """This server in its own process, and a one-module program pointed at it: (port, program)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    server = subprocess.Popen([sys.executable, __file__, str(port), str(latency)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout is not None and server.stdout.readline().strip() == "ready"
+        with tempfile.TemporaryDirectory() as scratch:
+            program = Path(scratch) / "p.yaml"
+            program.write_text(textwrap.dedent(f"""\
+                lm: {{model: openai/bench, api_base: "http://127.0.0.1:{port}/v1", num_retries: 0}}
+                modules:
+                  echo: {{signature: "text -> answer"}}
+                metric: exact_match
+                """))
+            yield port, program
+    finally:
+        server.terminate()
 
 
 if __name__ == "__main__":
