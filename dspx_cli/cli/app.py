@@ -144,7 +144,10 @@ def evaluate(
 def _compile(
     program: ProgramArg,
     optimizer: Annotated[
-        Optional[str], typer.Option("--optimizer", help="labeled_few_shot or bootstrap_few_shot (default: the file's).")
+        Optional[str], typer.Option(
+            "--optimizer",
+            help="labeled_few_shot, bootstrap_few_shot or bootstrap_random_search (default: the file's).",
+        )
     ] = None,
     assignments: Annotated[
         Optional[list[str]], typer.Option("--set", help="Override an optimizer setting: KEY=VALUE (JSON). Repeatable.")
