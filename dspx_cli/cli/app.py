@@ -157,6 +157,12 @@ def _compile(
     ] = None,
     concurrency: Annotated[int, typer.Option("-j", "--concurrency", min=1, help="Examples in flight.")] = 16,
     limit: Annotated[Optional[int], typer.Option("--limit", help="Only the first N train and dev examples.")] = None,
+    teacher_lm: Annotated[
+        Optional[str], typer.Option("--teacher-lm", help="Bootstrap with this model as the teacher (not changed by --lm).")
+    ] = None,
+    teacher_state: Annotated[
+        Optional[Path], typer.Option("--teacher-state", help="Bootstrap with the program in this state as the teacher.")
+    ] = None,
     lm: LMOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
     cache_dir: CacheDirOpt = None,
@@ -169,7 +175,7 @@ def _compile(
 
     options = compile_command.CompileOptions(
         optimizer=optimizer, assignments=tuple(assignments or ()), output=output, concurrency=concurrency,
-        limit=limit, as_json=as_json,
+        limit=limit, as_json=as_json, teacher_lm=teacher_lm, teacher_state=teacher_state,
     )
     _guard(debug, lambda: compile_command.run(program, lm, options, commands.CacheOptions(cache_dir, no_cache, cache_only)))
 

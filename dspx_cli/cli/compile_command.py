@@ -17,7 +17,7 @@ from dspx_cli.evaluate.datasets import configured_splits, load_examples
 from dspx_cli.evaluate.evaluator import Evaluation, evaluate
 from dspx_cli.evaluate.metrics import resolve_metric
 from dspx_cli.evaluate.report import default_run_dir, program_hash, resolved_program
-from dspx_cli.optimizers.compile import choose_optimizer, optimize
+from dspx_cli.optimizers.compile import build_teacher, choose_optimizer, optimize
 from dspx_cli.optimizers.state import dump_state, named_predictors, save_state_file
 from dspx_cli.program.loader import load_program
 from dspx_cli.program.runner import ProgramRunner
@@ -31,16 +31,21 @@ class CompileOptions:
     concurrency: int = 16
     limit: int | None = None
     as_json: bool = False
+    teacher_lm: str | None = None
+    teacher_state: Path | None = None
 
 
 def run(path: Path, lm_override: str | None, options: CompileOptions, cache: CacheOptions) -> None:
     program = load_program(path, lm_override=lm_override)
-    choice = choose_optimizer(program, options.optimizer, options.assignments)
+    choice = choose_optimizer(program, options.optimizer, options.assignments,
+                              teacher_lm=options.teacher_lm, teacher_state=options.teacher_state)
     trainset = load_examples(program, "train", limit=options.limit)
     devset = load_examples(program, "dev", limit=options.limit) if "dev" in configured_splits(program) else []
     context = cache.context(program)
     metric = resolve_metric(program, context)
     runner = ProgramRunner(program, context)
+    # Built (and its state checked) before any LM call, so a teacher that does not fit costs nothing.
+    teacher = build_teacher(program, choice.teacher, context)
     output = options.output or default_run_dir(program) / "state.json"
 
     async def score(label: str) -> Evaluation | None:
@@ -55,7 +60,7 @@ def run(path: Path, lm_override: str | None, options: CompileOptions, cache: Cac
             before = await score("dev before")
             sys.stderr.write(f"compiling with {choice.name} on {len(trainset)} training examples\n")
             report = await optimize(runner, choice, trainset, metric, concurrency=options.concurrency,
-                                    valset=devset or None)
+                                    valset=devset or None, teacher=teacher)
             after = await score("dev after")
             return before, report, after
         finally:

@@ -35,7 +35,7 @@ from dspx_cli.evaluate.metrics import MetricError, as_score
 from dspx_cli.lm.config import LMConfig
 
 # The loader's own spec-to-config mapping, so LM settings added to the schema later carry over.
-from dspx_cli.program.loader import _lm_config
+from dspx_cli.program.loader import lm_config
 from dspx_cli.program.model import Program
 from dspx_cli.program.schema import LMSpec
 
@@ -108,7 +108,7 @@ def program_lm_config(program: Program) -> LMConfig:
     for name, module in program.spec.modules.items():
         if module.lm is None:
             return program.modules[name].lm
-    return _lm_config(program.spec.lm, None)
+    return lm_config(program.spec.lm, None)
 
 
 def _judge_lm(raw: Any, program: Program, error: ErrorAt) -> LMConfig:
@@ -120,7 +120,7 @@ def _judge_lm(raw: Any, program: Program, error: ErrorAt) -> LMConfig:
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first["loc"])
         raise error(f"judge.lm{'.' + where if where else ''}: {first['msg']}", "judge", "lm", *first["loc"][:1]) from None
-    return _lm_config(spec, None)
+    return lm_config(spec, None)
 
 
 def _signature(raw: Any, program: Program, error: ErrorAt) -> Signature:

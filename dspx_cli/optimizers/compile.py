@@ -4,17 +4,26 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from dspx_cli.core import Example
 from dspx_cli.errors import ProgramError, UsageError
 from dspx_cli.evaluate.metrics import Metric
+from dspx_cli.lm.config import LMConfig
 from dspx_cli.optimizers.bootstrap import bootstrap_few_shot
 from dspx_cli.optimizers.labeled import labeled_few_shot
 from dspx_cli.optimizers.random_search import bootstrap_random_search
+from dspx_cli.optimizers.state import load_state, read_state_file
+from dspx_cli.program.context import RunContext
+from dspx_cli.program.diagnostics import to_program_error
+from dspx_cli.program.loader import lm_config
 from dspx_cli.program.model import Program
 from dspx_cli.program.runner import ProgramRunner
+from dspx_cli.program.schema import LMSpec
 
 # DSPy's defaults for each optimizer's settings.
 DEFAULTS: dict[str, dict[str, Any]] = {
@@ -26,6 +35,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "metric_threshold": None,
         "max_errors": 10,
         "seed": 0,
+        "teacher": None,  # {lm: ..., state: ...}; see Teacher
     },
     "bootstrap_random_search": {
         "num_candidate_programs": 16,
@@ -37,18 +47,63 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "num_threads": None,  # None: the command's --concurrency (DSPy: settings.num_threads)
         "stop_at_score": None,
         "seed": 0,
+        "teacher": None,
     },
 }
+
+
+@dataclass(frozen=True)
+class Teacher:
+    """Who runs the training examples while bootstrapping (DSPy's `teacher=`).
+
+    `lm` replaces the LM of every module (a stronger model writes the demos the student learns
+    from); `state` loads a compiled state into the teacher, whose demos are then used as they are,
+    like DSPy's compiled teacher. Either alone, or both."""
+
+    lm: LMConfig | None = None
+    state: Path | None = None
+
+    def describe(self) -> dict[str, Any]:
+        # What the summary and state metadata record: never the key.
+        return {"lm": self.lm.model if self.lm else None, "state": str(self.state) if self.state else None}
+
+
+class _TeacherSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    lm: LMSpec | None = None
+    state: str | None = None
+
+    _shorthand = field_validator("lm", mode="before")(lambda cls, v: {"model": v} if isinstance(v, str) else v)
+
+
+class _TeacherSection(BaseModel):
+    # Only for error locations: the teacher is checked where it was written, optimizer.teacher.
+    model_config = ConfigDict(extra="allow")
+    teacher: _TeacherSpec | None = None
+
+
+class _TeacherRoot(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    optimizer: _TeacherSection
 
 
 @dataclass
 class OptimizerChoice:
     name: str
-    settings: dict[str, Any] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)  # JSON-able, as recorded in the state
+    teacher: Teacher | None = None
 
 
-def choose_optimizer(program: Program, override: str | None, assignments: Sequence[str]) -> OptimizerChoice:
-    """`optimizer:` in the file, `--optimizer` replacing its type, `--set key=value` its settings."""
+def choose_optimizer(
+    program: Program,
+    override: str | None,
+    assignments: Sequence[str],
+    *,
+    teacher_lm: str | None = None,
+    teacher_state: Path | None = None,
+) -> OptimizerChoice:
+    """`optimizer:` in the file, `--optimizer` replacing its type, `--set key=value` its settings;
+    `--teacher-lm` / `--teacher-state` replace the file's `teacher:` parts."""
     section = dict(program.spec.optimizer or {})
     written = section.pop("type", None)
     name = override or written
@@ -78,7 +133,58 @@ def choose_optimizer(program: Program, override: str | None, assignments: Sequen
             settings[key] = json.loads(text)
         except json.JSONDecodeError:
             settings[key] = text
-    return OptimizerChoice(name, settings)
+    teacher = _teacher(program, name, settings.get("teacher"), teacher_lm, teacher_state)
+    if teacher is not None:
+        settings["teacher"] = teacher.describe()
+    return OptimizerChoice(name, settings, teacher)
+
+
+def _teacher(
+    program: Program, optimizer: str, raw: Any, lm_text: str | None, state_path: Path | None
+) -> Teacher | None:
+    if (lm_text or state_path) and "teacher" not in DEFAULTS[optimizer]:
+        raise UsageError(f"--teacher-lm/--teacher-state: {optimizer} takes no teacher")
+    lm: LMConfig | None = None
+    state: Path | None = None
+    if raw is not None:
+        try:
+            spec = _TeacherRoot.model_validate({"optimizer": {"teacher": raw}}).optimizer.teacher
+        except ValidationError as exc:
+            raise to_program_error(exc, {"optimizer": {"teacher": raw}}, program.positions, _TeacherRoot) from None
+        assert spec is not None
+        lm = lm_config(spec.lm, None) if spec.lm else None
+        # Written in the file: relative to the file, like data paths.
+        state = program.base_dir / spec.state if spec.state else None
+    if lm_text:
+        lm = LMConfig.from_model_string(lm_text)
+    if state_path:
+        state = state_path
+    if state is not None and not state.is_file():
+        raise UsageError(f"teacher state {state}: no such file")
+    return Teacher(lm, state) if lm or state else None
+
+
+def build_teacher(program: Program, teacher: Teacher | None, context: RunContext) -> ProgramRunner | None:
+    """The teacher's runner: the same modules, on the teacher's LM and/or with its state."""
+    if teacher is None:
+        return None
+    if teacher.lm is not None:
+        modules = {}
+        for name, definition in program.modules.items():
+            spec = program.spec.modules[name]
+            # The module's own sampling settings stay; those it inherited come from the teacher's LM.
+            modules[name] = replace(
+                definition,
+                lm=teacher.lm,
+                n=spec.n or teacher.lm.n,
+                temperature=spec.temperature if spec.temperature is not None else teacher.lm.temperature,
+                max_tokens=spec.max_tokens or teacher.lm.max_tokens,
+            )
+        program = replace(program, modules=modules)
+    runner = ProgramRunner(program, context)
+    if teacher.state is not None:
+        load_state(runner, read_state_file(teacher.state), source=str(teacher.state))
+    return runner
 
 
 async def optimize(
@@ -89,6 +195,7 @@ async def optimize(
     *,
     concurrency: int,
     valset: Sequence[Example] | None = None,
+    teacher: ProgramRunner | None = None,
 ) -> dict[str, Any]:
     """Sets the demos of `runner` in place; returns what the optimizer reports.
 
@@ -97,11 +204,14 @@ async def optimize(
     if choice.name == "labeled_few_shot":
         await labeled_few_shot(runner, trainset, **choice.settings)
         return {}
+    settings = dict(choice.settings)
+    settings.pop("teacher", None)  # its description; the runner comes in `teacher`
+    # A loaded state makes the teacher compiled: its demos are used as they are, as in DSPy.
+    teacher_compiled = bool(choice.teacher and choice.teacher.state)
     if choice.name == "bootstrap_random_search":
-        settings = dict(choice.settings)
         num_threads = settings.pop("num_threads", None) or concurrency
         search = await bootstrap_random_search(runner, trainset, metric, valset=valset, num_threads=num_threads,
-                                               **settings)
+                                               teacher=teacher, teacher_compiled=teacher_compiled, **settings)
         candidates = [
             {"seed": c.seed, "score": c.score, "demos": {name: len(demos) for name, demos in c.demos.items()}}
             for c in search.candidates
@@ -111,7 +221,8 @@ async def optimize(
             "best_seed": search.best_seed,
             "best_score": search.best_score,
         }
-    report = await bootstrap_few_shot(runner, trainset, metric, concurrency=concurrency, **choice.settings)
+    report = await bootstrap_few_shot(runner, trainset, metric, concurrency=concurrency, teacher=teacher,
+                                      teacher_compiled=teacher_compiled, **settings)
     return {
         "bootstrapped_examples": report.bootstrapped,
         "examples_tried": report.examples_tried,

@@ -45,7 +45,7 @@ def load_program(
         name: _build_signature(data["signatures"][name], ("signatures", name), positions)
         for name in spec.signatures
     }
-    default_lm = _lm_config(spec.lm, lm_override)
+    default_lm = lm_config(spec.lm, lm_override)
     modules = {
         name: _build_module(name, module, data["modules"][name], signatures, default_lm, lm_override, positions)
         for name, module in spec.modules.items()
@@ -65,7 +65,7 @@ def load_program(
     )
 
 
-def _lm_config(spec: LMSpec | None, override: str | None) -> LMConfig:
+def lm_config(spec: LMSpec | None, override: str | None) -> LMConfig:
     if spec is None:
         return LMConfig.from_model_string(override) if override else LMConfig(model=DEFAULT_LM)
     config = LMConfig(
@@ -146,7 +146,7 @@ def _build_module(
                     positions.locate((*key_path, "demos", index, key)),
                 )
 
-    lm = _lm_config(module.lm, lm_override) if module.lm else default_lm
+    lm = lm_config(module.lm, lm_override) if module.lm else default_lm
     return ModuleDef(
         name=name,
         type=module.type,
