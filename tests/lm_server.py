@@ -28,15 +28,23 @@ deterministic function of what was asked and how often, whatever order requests 
 
 `delay` (per reply, or `default_delay` for all) simulates latency; `max_in_flight` tells how many
 requests were ever served at once; each recorded request has the time (`at`) it arrived.
+
+`POST /v1/embeddings` answers in OpenAI's shape, one vector per input from the `embedder`
+(default `bag_of_words`: a deterministic hashed word count, so texts that share words are
+similar). Embeddings requests are recorded, queued and scripted by rules like the others.
+
+        server.embedder = lambda text: [1.0, 0.0] if "cat" in text else [0.0, 1.0]
 """
 
 from __future__ import annotations
 
 import json
+import re
 import socket
 import struct
 import threading
 import time
+import zlib
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -44,6 +52,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Literal, Self
 
 Responder = Callable[[dict[str, Any]], "str | list[str]"]
+Embedder = Callable[[str], list[float]]
 # (request, attempt) -> the reply to give, or None for a normal completion; see the module docstring.
 Rule = Callable[["RecordedRequest", int], "Reply | None"]
 
@@ -56,6 +65,17 @@ def error_body(message: str, type_: str = "invalid_request_error") -> dict[str, 
 def echo(body: dict[str, Any]) -> str:
     """The default responder: repeats the last message, so tests can see what was sent."""
     return f"echo: {body['messages'][-1]['content']}"
+
+
+EMBEDDING_SIZE = 64
+
+
+def bag_of_words(text: str) -> list[float]:
+    """The default embedder: each lower-cased word adds 1 to a slot chosen by its CRC32."""
+    vector = [0.0] * EMBEDDING_SIZE
+    for word in re.findall(r"\w+", text.lower()):
+        vector[zlib.crc32(word.encode()) % EMBEDDING_SIZE] += 1.0
+    return vector
 
 
 @dataclass
@@ -96,6 +116,7 @@ class RecordedRequest:
 class LMServer:
     def __init__(self, host: str = "127.0.0.1") -> None:
         self.responder: Responder = echo
+        self.embedder: Embedder = bag_of_words
         self.default_delay = 0.0
         self.requests: list[RecordedRequest] = []
         self.max_in_flight = 0
@@ -194,6 +215,20 @@ class LMServer:
             },
         }
 
+    def _embeddings(self, body: dict[str, Any]) -> dict[str, Any]:
+        inputs = body.get("input")
+        texts = [inputs] if isinstance(inputs, str) else list(inputs or [])
+        tokens = sum(len(str(text).split()) for text in texts)
+        return {
+            "object": "list",
+            "data": [
+                {"object": "embedding", "index": i, "embedding": self.embedder(str(text))}
+                for i, text in enumerate(texts)
+            ],
+            "model": body.get("model"),
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }
+
 
 def _canonical(request: RecordedRequest) -> bytes:
     """Identical requests get the same key whatever order the client wrote the JSON keys in."""
@@ -235,6 +270,8 @@ def _handler_class(server: LMServer) -> type[BaseHTTPRequestHandler]:
                 payload = reply.body
             elif reply.json is not None:
                 payload = json.dumps(reply.json).encode()
+            elif isinstance(body, dict) and self.path.rstrip("/").endswith("/embeddings"):
+                payload = json.dumps(server._embeddings(body)).encode()
             elif isinstance(body, dict):
                 payload = json.dumps(server._completion(body)).encode()
             else:
