@@ -1,0 +1,40 @@
+"""Retrieve: DSPy's `dspy.Retrieve` over a dspx retriever: a query in, the top `k` passages out."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dspx_cli.core import Prediction, Signature
+from dspx_cli.lm.base import Usage
+from dspx_cli.retrieval import Passage, Retriever
+
+
+class Retrieve:
+    """`await Retrieve(BM25Retriever(corpus), k=3).acall(query="...")` -> `Prediction(passages=[...])`.
+
+    Has no predictor (nothing for an optimizer to tune) and calls no LM; as in DSPy, it leaves no
+    step in the trace, so bootstrapped demos come from the predictors that read its passages.
+    """
+
+    def __init__(self, retriever: Retriever, k: int = 3) -> None:
+        if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+            raise ValueError(f"k must be a positive integer, not {k!r}")
+        self.retriever = retriever
+        self.k = k
+        self.signature = Signature.parse("query: str -> passages: list[str]")
+
+    def named_predictors(self) -> list[tuple[str, Any]]:
+        return []
+
+    async def search(self, query: str, k: int | None = None) -> list[Passage]:
+        """The passages with their scores and ids, for callers that want more than the texts."""
+        return await self.retriever.search(query, k or self.k)
+
+    async def acall(self, query: str, k: int | None = None) -> Prediction:
+        passages = await self.search(query, k)
+        prediction = Prediction(passages=[passage.text for passage in passages])
+        prediction.usage = Usage()  # a search spends no LM tokens
+        return prediction
+
+    async def aclose(self) -> None:
+        await self.retriever.aclose()
