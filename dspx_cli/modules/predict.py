@@ -48,7 +48,22 @@ class Predict:
         return [("", self)]
 
     def messages(self, inputs: Mapping[str, Any], adapter: ChatAdapter | None = None) -> list[Message]:
-        return (adapter or self.adapter).format(self.signature, self.demos, dict(inputs))
+        signature, inputs = self._with_hint(inputs)
+        return (adapter or self.adapter).format(signature, self.demos, dict(inputs))
+
+    def _with_hint(self, inputs: Mapping[str, Any]) -> tuple[Signature, Mapping[str, Any]]:
+        """Inside a Refine attempt (modules/trace.py), the signature sent gets DSPy's `hint_` input.
+
+        Only the prompt changes: demos, which lack the field, become partial demos exactly as in
+        DSPy, while parsing, the trace and the caller's inputs keep the predictor's own signature.
+        """
+        hint = tracing.current_hint(self)
+        if hint is None:
+            return self.signature, inputs
+        signature = self.signature
+        if tracing.HINT_FIELD not in signature.input_fields:
+            signature = signature.append_input(tracing.HINT_FIELD, str, tracing.HINT_DESC)
+        return signature, {**inputs, tracing.HINT_FIELD: hint}
 
     def request(self, inputs: Mapping[str, Any], adapter: ChatAdapter | None = None) -> LMRequest:
         adapter = adapter or self.adapter

@@ -17,11 +17,15 @@ to the same list.
     with trace_scope() as trace, sampling_override(temperature=1.0, rollout_id=1):
         result = await runner.run(inputs)
     for predictor, inputs, prediction in trace: ...
+
+A third variable carries **hints**: Refine's advice for the next attempt. DSPy wraps the adapter so
+that every predictor call in the attempt gets an extra `hint_` input field; a predictor reads its
+hint here when it builds its messages (`current_hint`), so the modules need no hint argument.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -32,7 +36,8 @@ if TYPE_CHECKING:
     from dspx_cli.modules.predict import Predict
 
 __all__ = [
-    "SamplingOverride", "TraceStep", "current_override", "current_trace", "record", "sampling_override", "trace_scope",
+    "HINT_DESC", "HINT_FIELD", "SamplingOverride", "TraceStep", "current_hint", "current_override", "current_trace",
+    "hint_scope", "record", "sampling_override", "trace_scope",
 ]
 
 
@@ -52,8 +57,22 @@ class SamplingOverride:
     rollout_id: int | None = None
 
 
+# DSPy's Refine: the input field appended to every signature of a hinted attempt, and its description.
+HINT_FIELD = "hint_"
+HINT_DESC = "A hint to the module from an earlier run"
+
+
+@dataclass(frozen=True)
+class _Hints:
+    """Advice per predictor; a predictor without advice gets `default` (DSPy hints every call)."""
+
+    advice: Mapping[Predict, str]
+    default: str
+
+
 _TRACE: ContextVar[list[TraceStep] | None] = ContextVar("dspx_trace", default=None)
 _OVERRIDE: ContextVar[SamplingOverride | None] = ContextVar("dspx_sampling_override", default=None)
+_HINTS: ContextVar[_Hints | None] = ContextVar("dspx_hints", default=None)
 
 
 @contextmanager
@@ -75,6 +94,24 @@ def sampling_override(*, temperature: float | None = None, rollout_id: int | Non
         yield
     finally:
         _OVERRIDE.reset(token)
+
+
+@contextmanager
+def hint_scope(advice: Mapping[Predict, str], default: str = "N/A") -> Iterator[None]:
+    """Every predictor call inside the block gets a `hint_` input: its advice, else `default`."""
+    token = _HINTS.set(_Hints(dict(advice), default))
+    try:
+        yield
+    finally:
+        _HINTS.reset(token)
+
+
+def current_hint(predictor: Predict) -> str | None:
+    """The hint `predictor` must show in this context; None outside a hint scope."""
+    hints = _HINTS.get()
+    if hints is None:
+        return None
+    return hints.advice.get(predictor, hints.default)
 
 
 def current_trace() -> list[TraceStep] | None:
