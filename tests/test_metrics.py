@@ -285,7 +285,7 @@ def test_python_metric_bad_results_are_runtime_errors(tmp_path: Path) -> None:
         ("metrics.py:four_args", "it takes (example, prediction, trace, extra)"),
         ("metrics.py:keyword_needed", "it takes (example, prediction, *, strict)"),
         ("metrics.py:nothing", "metrics.py defines no function 'nothing'; its functions: async_float, fails, flexible,"),
-        ("gone.py:f", "python: metric file not found: "),
+        ("gone.py:f", "python: file not found: "),
         ("metrics.py", 'python: expected "file.py:function", got \'metrics.py\''),
     ],
 )

@@ -26,12 +26,10 @@ program output.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import inspect
 import numbers
 import re
 import string
-import sys
 import unicodedata
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
@@ -40,6 +38,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from dspx_cli.core import Example, Prediction
+from dspx_cli.core.pyfile import PyFileError, load_function
 from dspx_cli.errors import DspxError, ProgramError, UsageError
 from dspx_cli.program.model import Program
 from dspx_cli.program.source import KeyPath
@@ -359,36 +358,11 @@ def as_score(value: Any, name: str) -> float:
 
 
 def _python_metric(target: Any, origin: _Origin) -> Metric:
-    file_text, _, function_name = target.rpartition(":") if isinstance(target, str) else ("", "", "")
-    if not file_text or not function_name.isidentifier():
-        raise origin.error(f'python: expected "file.py:function", got {target!r}', "python")
-    path = Path(file_text).expanduser()
-    path = path if path.is_absolute() else origin.base_dir / path
-    if not path.is_file():
-        raise origin.error(f"python: metric file not found: {path}", "python")
-    module_name = f"dspx_metric_{abs(hash(str(path.resolve())))}"
-    spec = importlib.util.spec_from_file_location(module_name, path)
-    if spec is None or spec.loader is None:
-        raise origin.error(f"python: cannot import {path}; expected a .py file", "python")
-    module = importlib.util.module_from_spec(spec)
-    # Registered and on sys.path while it runs, so the file can import its neighbours and define
-    # dataclasses (which look their module up in sys.modules).
-    sys.modules[module_name] = module
-    sys.path.insert(0, str(path.parent))
     try:
-        spec.loader.exec_module(module)
-    except Exception as exc:  # noqa: BLE001 (whatever the file raises on import is reported as one line)
-        sys.modules.pop(module_name, None)
-        raise origin.error(f"python: importing {path} failed: {type(exc).__name__}: {exc}", "python") from None
-    finally:
-        sys.path.remove(str(path.parent))
-    function = getattr(module, function_name, None)
-    if not callable(function):
-        defined = sorted(n for n, v in vars(module).items() if inspect.isfunction(v) and v.__module__ == module_name)
-        raise origin.error(
-            f"python: {path} defines no function {function_name!r}; its functions: {', '.join(defined) or 'none'}",
-            "python",
-        )
+        function, path = load_function(target, origin.base_dir, prefix="dspx_metric")
+    except PyFileError as exc:
+        raise origin.error(f"python: {exc}", "python") from None
+    function_name = target.rpartition(":")[2]
     return _PythonMetric(function_name, function, _arity(function, f"{path.name}:{function_name}", origin))
 
 
