@@ -84,6 +84,9 @@ def run(
     no_cache: NoCacheOpt = False,
     cache_only: CacheOnlyOpt = False,
     state: StateOpt = None,
+    trace: Annotated[
+        bool, typer.Option("--trace", help="Show every step's fields and agent trajectories (stderr; with --input, a 'trace' key per row).")
+    ] = False,
     debug: DebugOpt = False,
 ) -> None:
     """Run PROGRAM on one input (-i) and print its output fields, or on a JSONL file (--input)."""
@@ -94,7 +97,7 @@ def run(
         lambda: commands.run(
             program, inputs or [], lm, as_json,
             cache=commands.CacheOptions(cache_dir, no_cache, cache_only), usage_file=usage_file,
-            input_file=input_file, concurrency=concurrency, state_file=state,
+            input_file=input_file, concurrency=concurrency, state_file=state, trace=trace,
         ),
     )
 

@@ -23,7 +23,12 @@ from dspx_cli.program.runner import ProgramRunner, RunResult
 
 def build_runner(program: Program, context: RunContext | None, state_file: Path | None) -> ProgramRunner:
     """The program's modules, with a compiled state (demos, instructions) applied when given."""
-    runner = ProgramRunner(program, context)
+    rewards = None
+    if any(definition.reward is not None for definition in program.modules.values()):
+        from dspx_cli.evaluate.rewards import build_rewards
+
+        rewards = build_rewards(program, context)
+    runner = ProgramRunner(program, context, rewards=rewards)
     if state_file is not None:
         from dspx_cli.optimizers.state import load_state, read_state_file
 
@@ -59,6 +64,7 @@ def run(
     input_file: str | None = None,
     concurrency: int = 16,
     state_file: Path | None = None,
+    trace: bool = False,
 ) -> None:
     program = load_program(path, lm_override=lm_override)
     if input_file is not None and pairs:
@@ -67,7 +73,7 @@ def run(
     # Building loads no model and calls no LM, so a state that does not fit fails before any cost.
     runner = build_runner(program, context, state_file)
     if input_file is not None:
-        run_file(runner, input_file, context, concurrency, usage_file)
+        run_file(runner, input_file, context, concurrency, usage_file, trace=trace)
         return
     inputs = parse_cli_inputs(program, pairs)
     started = time.perf_counter()
@@ -78,6 +84,8 @@ def run(
         elapsed = time.perf_counter() - started
         if usage_file is not None:
             usage_file.write_text(json.dumps(context.meter.to_dict(), indent=2) + "\n")
+    if trace:
+        sys.stderr.write(render.trace_text(program, result.steps))
     if as_json:
         sys.stdout.write(json.dumps(render.jsonable(result.outputs), ensure_ascii=False) + "\n")
     else:
@@ -86,7 +94,13 @@ def run(
 
 
 def run_file(
-    runner: ProgramRunner, input_file: str, context: RunContext, concurrency: int, usage_file: Path | None
+    runner: ProgramRunner,
+    input_file: str,
+    context: RunContext,
+    concurrency: int,
+    usage_file: Path | None,
+    *,
+    trace: bool = False,
 ) -> None:
     if input_file == "-":
         source = sys.stdin
@@ -97,7 +111,10 @@ def run_file(
             raise UsageError(f"--input {input_file}: {exc.strerror}") from None
 
     def emit(row: RowResult) -> None:
-        sys.stdout.write(json.dumps(render.jsonable(row.record()), ensure_ascii=False) + "\n")
+        record = row.record()
+        if trace and row.steps is not None:
+            record["trace"] = {step: dict(prediction.items()) for step, prediction in row.steps.items()}
+        sys.stdout.write(json.dumps(render.jsonable(record), ensure_ascii=False) + "\n")
         sys.stdout.flush()  # a consumer downstream of a pipe sees each row as it is ready
 
     async def go() -> tuple[int, int]:
@@ -154,6 +171,10 @@ def validate(path: Path, *, graph: bool = False, mermaid: bool = False) -> None:
         from dspx_cli.evaluate.metrics import resolve_metric
 
         resolve_metric(program, None)
+    if any(definition.reward is not None for definition in program.modules.values()):
+        from dspx_cli.evaluate.rewards import build_rewards
+
+        build_rewards(program, None)
     if mermaid:
         sys.stdout.write(render.graph_mermaid(program))
         return

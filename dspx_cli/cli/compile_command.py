@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from dspx_cli.cli import render
-from dspx_cli.cli.commands import CacheOptions
+from dspx_cli.cli.commands import CacheOptions, build_runner
 from dspx_cli.cli.progress import EvaluationProgress
 from dspx_cli.evaluate.datasets import configured_splits, load_examples
 from dspx_cli.evaluate.evaluator import Evaluation, evaluate
@@ -20,7 +20,6 @@ from dspx_cli.evaluate.report import default_run_dir, program_hash, resolved_pro
 from dspx_cli.optimizers.compile import build_teacher, choose_optimizer, optimize
 from dspx_cli.optimizers.state import dump_state, named_predictors, save_state_file
 from dspx_cli.program.loader import load_program
-from dspx_cli.program.runner import ProgramRunner
 
 
 @dataclass(frozen=True)
@@ -43,7 +42,7 @@ def run(path: Path, lm_override: str | None, options: CompileOptions, cache: Cac
     devset = load_examples(program, "dev", limit=options.limit) if "dev" in configured_splits(program) else []
     context = cache.context(program)
     metric = resolve_metric(program, context)
-    runner = ProgramRunner(program, context)
+    runner = build_runner(program, context, None)
     # Built (and its state checked) before any LM call, so a teacher that does not fit costs nothing.
     teacher = build_teacher(program, choice.teacher, context)
     output = options.output or default_run_dir(program) / "state.json"

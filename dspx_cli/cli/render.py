@@ -38,6 +38,36 @@ def _compact(value: Any) -> str:
     return json.dumps(jsonable(value), ensure_ascii=False)
 
 
+def trace_text(program: Program, steps: dict[str, Any]) -> str:
+    """Each step's fields in run order; a ReAct trajectory as numbered thought / tool / observation."""
+    out = []
+    for step in program.steps:
+        if step.id not in steps:
+            continue
+        module = program.modules[step.module]
+        out.append(f"=== step {step.id} · module {module.name} ({module.type}) ===")
+        fields = dict(steps[step.id].items())
+        trajectory = fields.pop("trajectory", None)
+        if isinstance(trajectory, dict):
+            out.extend(_trajectory_lines(trajectory) or ["(no tool calls)"])
+        if fields:
+            out.append(fields_text(fields).rstrip("\n"))
+    return "\n".join(out) + "\n" if out else ""
+
+
+def _trajectory_lines(trajectory: dict[str, Any]) -> list[str]:
+    lines = []
+    indexes = sorted({int(key.rsplit("_", 1)[1]) for key in trajectory if key.rsplit("_", 1)[-1].isdigit()})
+    for i in indexes:
+        tool, args = trajectory.get(f"tool_name_{i}"), trajectory.get(f"tool_args_{i}", {})
+        lines.append(f"[{i}] thought: {trajectory.get(f'thought_{i}', '')}")
+        lines.append(f"[{i}] tool: {tool}({_compact(args)})")
+        observation = trajectory.get(f"observation_{i}")
+        text = observation if isinstance(observation, str) else _compact(observation)
+        lines.append(f"[{i}] observation: " + text.replace("\n", "\n    "))
+    return lines
+
+
 def messages_text(step: Step, module: ModuleDef, messages: list[Message]) -> str:
     out = [f"=== step {step.id} · module {module.name} ({module.type}) · lm {module.lm.model} ==="]
     for message in messages:
@@ -58,8 +88,23 @@ def program_summary(program: Program) -> str:
     for step in program.steps:
         module = program.modules[step.module]
         after = f" after {', '.join(sorted(step.depends_on))}" if step.depends_on else ""
-        lines.append(f"  step {step.id}: {module.type} · {len(module.demos)} demos · lm {module.lm.model}{after}")
+        lines.append(f"  step {step.id}: {_module_line(module)}{after}")
     return "\n".join(lines) + "\n"
+
+
+def _module_line(module: ModuleDef) -> str:
+    if module.retriever is not None:
+        how = f"embeddings {module.retriever.embeddings.model}" if module.retriever.embeddings else "bm25"
+        return f"retrieve · {how} over {module.retriever.corpus.name} · k {module.retriever.k}"
+    parts = [module.type]
+    if module.wraps:
+        parts.append(f"{module.wraps} × {module.N}")
+    else:
+        parts.append(f"{len(module.demos)} demos")
+    if module.tools:
+        parts.append("tools " + ", ".join(tool.name for tool in module.tools))
+    parts.append(f"lm {module.lm.model}")
+    return " · ".join(parts)
 
 
 def usage_summary(meter: UsageMeter, seconds: float) -> str:

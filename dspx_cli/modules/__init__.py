@@ -1,13 +1,24 @@
 """Modules: async building blocks that turn inputs into a Prediction."""
 
+from dspx_cli.modules.best_of_n import BestOfN, RewardFn
+from dspx_cli.modules.calculator import calculator
 from dspx_cli.modules.chain_of_thought import ChainOfThought
+from dspx_cli.modules.multi_chain_comparison import MultiChainComparison
 from dspx_cli.modules.predict import Predict
+from dspx_cli.modules.react import ReAct
+from dspx_cli.modules.refine import Refine
+from dspx_cli.modules.retrieve import Retrieve
+from dspx_cli.modules.tool import Tool
 
-Module = Predict | ChainOfThought
+Module = Predict | ChainOfThought | ReAct | MultiChainComparison | BestOfN | Refine | Retrieve
 
+# The types an LM judge metric may use.
 MODULE_CLASSES: dict[str, type[Predict] | type[ChainOfThought]] = {
     "predict": Predict,
     "chain_of_thought": ChainOfThought,
 }
 
-__all__ = ["ChainOfThought", "MODULE_CLASSES", "Module", "Predict"]
+__all__ = [
+    "BestOfN", "ChainOfThought", "MODULE_CLASSES", "Module", "MultiChainComparison", "Predict", "ReAct", "Refine", "Retrieve",
+    "RewardFn", "Tool", "calculator",
+]

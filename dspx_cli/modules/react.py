@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 from dspx_cli.adapters import ChatAdapter
 from dspx_cli.core import Field, Prediction, Signature
-from dspx_cli.errors import LMError
+from dspx_cli.errors import AdapterParseError, LMError
 from dspx_cli.lm.base import LM, Message, Usage
 from dspx_cli.lm.context_window import (
     ContextWindowExceededError,
@@ -184,7 +184,10 @@ class ReAct:
             except ContextWindowExceededError as err:
                 logger.warning("Ending the trajectory: %s", err)
                 break
-            except ValueError as err:  # DSPy ends the loop on these too
+            except (ValueError, AdapterParseError) as err:
+                # DSPy 3.4.1 ends the loop on a ValueError but lets a reply that does not parse fail
+                # the whole run. dspx ends the loop on both: the extract step still answers from
+                # the trajectory so far, which is worth more to a batch or an evaluation than an error.
                 logger.warning("Ending the trajectory: Agent failed to select a valid tool: %s", err)
                 break
             usage += step.usage or Usage()

@@ -6,6 +6,7 @@ from typing import Any
 
 from dspx_cli.core import Prediction, Signature
 from dspx_cli.lm.base import Usage
+from dspx_cli.modules.tool import Tool
 from dspx_cli.retrieval import Passage, Retriever
 
 
@@ -35,6 +36,15 @@ class Retrieve:
         prediction = Prediction(passages=[passage.text for passage in passages])
         prediction.usage = Usage()  # a search spends no LM tokens
         return prediction
+
+    def as_tool(self, name: str = "search", desc: str | None = None, timeout: float | None = None) -> Tool:
+        """This search as a ReAct tool: a query in, the top k passages out."""
+
+        async def search(query: str) -> list[str]:
+            """Search the corpus and return the passages most relevant to the query."""
+            return list((await self.acall(query=query)).passages)
+
+        return Tool(search, name=name, desc=desc, timeout=timeout)
 
     async def aclose(self) -> None:
         await self.retriever.aclose()

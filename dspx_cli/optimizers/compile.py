@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 from dspx_cli.core import Example
 from dspx_cli.errors import ProgramError, UsageError
 from dspx_cli.evaluate.metrics import Metric
+from dspx_cli.evaluate.rewards import build_rewards
 from dspx_cli.lm.config import LMConfig
 from dspx_cli.optimizers.bootstrap import bootstrap_few_shot
 from dspx_cli.optimizers.labeled import labeled_few_shot
@@ -181,7 +182,7 @@ def build_teacher(program: Program, teacher: Teacher | None, context: RunContext
                 max_tokens=spec.max_tokens or teacher.lm.max_tokens,
             )
         program = replace(program, modules=modules)
-    runner = ProgramRunner(program, context)
+    runner = ProgramRunner(program, context, rewards=build_rewards(program, context))
     if teacher.state is not None:
         load_state(runner, read_state_file(teacher.state), source=str(teacher.state))
     return runner

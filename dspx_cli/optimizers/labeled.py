@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from dspx_cli.core import Example
-from dspx_cli.modules import Module, Predict
+from dspx_cli.modules.copies import copy_module
 from dspx_cli.optimizers.state import named_predictors
 from dspx_cli.program.runner import ProgramRunner
 
@@ -35,24 +35,7 @@ def clone_runner(runner: ProgramRunner) -> ProgramRunner:
     sampling extras are copied. Cheaper and safer than a deepcopy, which would copy the LM stack.
     """
     clone = copy.copy(runner)
-    clone.modules = {name: _clone_module(module) for name, module in runner.modules.items()}
-    return clone
-
-
-def _clone_module(module: Module) -> Module:
-    if isinstance(module, Predict):
-        return _clone_predict(module)
-    clone = copy.copy(module)
-    for attribute, value in vars(module).items():
-        if isinstance(value, Predict):
-            setattr(clone, attribute, _clone_predict(value))
-    return clone
-
-
-def _clone_predict(predictor: Predict) -> Predict:
-    clone = copy.copy(predictor)
-    clone.demos = list(predictor.demos)
-    clone.extra = dict(predictor.extra)
+    clone.modules = {name: copy_module(module) for name, module in runner.modules.items()}
     return clone
 
 

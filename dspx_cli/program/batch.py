@@ -24,6 +24,7 @@ class RowResult:
     outputs: dict[str, Any] | None = None
     error: str | None = None
     error_type: str | None = None
+    steps: dict[str, Any] | None = None  # each step's prediction, for `--trace`
 
     def record(self) -> dict[str, Any]:
         if self.error is None:
@@ -93,4 +94,4 @@ async def _run_row(runner: ProgramRunner, line_number: int, text: str) -> RowRes
         return RowResult(line_number, error=str(exc), error_type=type(exc).__name__)
     except Exception as exc:  # an engine bug must still not lose the row
         return RowResult(line_number, error=f"internal error: {exc}", error_type=type(exc).__name__)
-    return RowResult(line_number, outputs=result.outputs)
+    return RowResult(line_number, outputs=result.outputs, steps=result.steps)

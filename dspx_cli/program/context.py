@@ -12,13 +12,18 @@ so a cache hit is counted and logged but never waits for a rate limit or a retry
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from dspx_cli.lm.base import LM
-from dspx_cli.lm.cache import CacheMode, CachedLM, ResponseCache, default_cache_dir
+from dspx_cli.lm.cache import CachedLM, CacheMode, ResponseCache, default_cache_dir
 from dspx_cli.lm.config import LMConfig
 from dspx_cli.lm.history import History
 from dspx_cli.lm.observed import ObservedLM
 from dspx_cli.lm.usage import UsageMeter
+from dspx_cli.program.model import RetrieverDef
+
+if TYPE_CHECKING:
+    from dspx_cli.retrieval import Retriever
 
 
 class RunContext:
@@ -37,6 +42,7 @@ class RunContext:
         self._cache: ResponseCache | None = None
         self._history = History(self.cache_dir) if history else None
         self._lms: dict[tuple[object, ...], LM] = {}
+        self._retrievers: dict[tuple[object, ...], Retriever] = {}
 
     @property
     def cache(self) -> ResponseCache:
@@ -53,6 +59,28 @@ class RunContext:
         if key not in self._lms:
             self._lms[key] = self._build(config)
         return self._lms[key]
+
+    def retriever(self, definition: RetrieverDef) -> Retriever:
+        """One retriever per corpus and search method: a module and a tool over the same corpus
+        share its index. The corpus is read now (its errors come before any LM call); the index is
+        built or loaded from the cache at the first search."""
+        if definition.key not in self._retrievers:
+            from dspx_cli.retrieval import BM25Retriever, load_corpus
+
+            corpus = load_corpus(definition.corpus, text_field=definition.text_field)
+            use_cache = self.cache_mode is not CacheMode.OFF
+            e = definition.embeddings
+            if e is None:
+                retriever: Retriever = BM25Retriever(corpus, cache_dir=self.cache_dir, use_cache=use_cache)
+            else:
+                from dspx_cli.retrieval import EmbeddingsRetriever
+
+                retriever = EmbeddingsRetriever(
+                    corpus, e.model, api_base=e.api_base, api_key=e.api_key, batch_size=e.batch_size,
+                    timeout=e.timeout, cache_dir=self.cache_dir, use_cache=use_cache,
+                )
+            self._retrievers[definition.key] = retriever
+        return self._retrievers[definition.key]
 
     def _build(self, config: LMConfig) -> LM:
         from dspx_cli.lm.limits import LimitedLM
@@ -75,6 +103,9 @@ class RunContext:
         for lm in self._lms.values():
             await lm.aclose()
         self._lms.clear()
+        for retriever in self._retrievers.values():
+            await retriever.aclose()
+        self._retrievers.clear()
         if self._cache is not None:
             self._cache.close()
         if self._history is not None:

@@ -24,12 +24,15 @@ def build_flow(
     spec: ProgramSpec, data: dict[str, Any], modules: dict[str, ModuleDef], positions: Positions
 ) -> tuple[list[Step], dict[str, Ref], dict[str, Field]]:
     if spec.flow is None:
-        if len(modules) > 1:
+        # A module that another wraps (best_of_n, refine) runs inside it, not as a step of its own.
+        wrapped = {module.wraps for module in modules.values() if module.wraps}
+        top = [module for name, module in modules.items() if name not in wrapped]
+        if len(top) > 1:
             raise ProgramError(
-                f"a program with several modules ({', '.join(modules)}) needs a `flow` that connects them",
+                f"a program with several modules ({', '.join(m.name for m in top)}) needs a `flow` that connects them",
                 positions.locate(("modules",)),
             )
-        (module,) = modules.values()
+        (module,) = top
         bindings: dict[str, Any] = {name: Ref(INPUT, name) for name in module.signature.input_fields}
         steps = [Step(module.name, module.name, bindings, module.location)]
     else:
@@ -43,7 +46,7 @@ def build_flow(
 
     if spec.output is None:
         last = modules[ordered[-1].module]
-        outputs = {name: Ref(ordered[-1].id, name) for name in last.output_names}
+        outputs = {name: Ref(ordered[-1].id, name) for name in last.default_outputs}
     else:
         outputs = {}
         for name, text in spec.output.items():
@@ -148,10 +151,6 @@ def _topological(steps: list[Step], positions: Positions) -> list[Step]:
     return ordered
 
 
-def _output_annotation(module: ModuleDef, name: str) -> Any:
-    return str if name == "reasoning" else module.signature.output_fields[name].annotation
-
-
 def _compatible(source: Any, target: Any) -> bool:
     """Whether a value of type `source` fits an input of type `target`. Anything can be shown as
     text, so `str` inputs take everything; otherwise the types must agree (int fits float)."""
@@ -169,7 +168,7 @@ def _check_types(steps: list[Step], modules: dict[str, ModuleDef], positions: Po
         for name, value in step.bindings.items():
             if not isinstance(value, Ref) or value.source == INPUT:
                 continue
-            source = _output_annotation(modules[by_id[value.source].module], value.field)
+            source = modules[by_id[value.source].module].output_annotation(value.field)
             target = modules[step.module].signature.input_fields[name].annotation
             if not _compatible(source, target):
                 raise ProgramError(

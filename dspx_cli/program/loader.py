@@ -19,9 +19,11 @@ from dspx_cli.lm.config import LMConfig
 from dspx_cli.program.diagnostics import to_program_error
 from dspx_cli.program.flow import build_flow
 from dspx_cli.program.interpolate import interpolate
-from dspx_cli.program.model import ModuleDef, Program
-from dspx_cli.program.schema import LMSpec, ModuleSpec, ProgramSpec
+from dspx_cli.program.model import Program
+from dspx_cli.program.module_defs import build_module_defs
+from dspx_cli.program.schema import LMSpec, ProgramSpec
 from dspx_cli.program.source import KeyPath, Positions, read_source
+from dspx_cli.program.tools import build_tools
 
 DEFAULT_LM = "local/smollm2"
 
@@ -46,10 +48,17 @@ def load_program(
         for name in spec.signatures
     }
     default_lm = lm_config(spec.lm, lm_override)
-    modules = {
-        name: _build_module(name, module, data["modules"][name], signatures, default_lm, lm_override, positions)
-        for name, module in spec.modules.items()
-    }
+    tools = build_tools(spec.tools, source.path.parent, positions)
+    modules = build_module_defs(
+        spec.modules,
+        data["modules"],
+        lambda raw, key_path: _build_signature(raw, key_path, positions),
+        signatures,
+        tools,
+        lambda module: lm_config(module.lm, lm_override) if module.lm else default_lm,
+        source.path.parent,
+        positions,
+    )
     steps, outputs, inputs = build_flow(spec, data, modules, positions)
     return Program(
         path=source.path,
@@ -110,53 +119,3 @@ def _build_signature(raw: Any, key_path: KeyPath, positions: Positions) -> Signa
         return Signature.from_spec(raw)
     except SignatureError as exc:
         raise ProgramError(f"invalid signature: {exc}", positions.locate(key_path)) from None
-
-
-def _build_module(
-    name: str,
-    module: ModuleSpec,
-    raw: dict[str, Any],
-    signatures: dict[str, Signature],
-    default_lm: LMConfig,
-    lm_override: str | None,
-    positions: Positions,
-) -> ModuleDef:
-    key_path: KeyPath = ("modules", name)
-    if isinstance(module.signature, str) and "->" not in module.signature:
-        if module.signature not in signatures:
-            known = ", ".join(signatures) or "none"
-            raise ProgramError(
-                f"module {name!r} uses unknown signature {module.signature!r}; defined signatures: {known}",
-                positions.locate((*key_path, "signature")),
-            )
-        signature = signatures[module.signature]
-    else:
-        signature = _build_signature(raw["signature"], (*key_path, "signature"), positions)
-    if module.instructions is not None:
-        signature = signature.with_instructions(module.instructions)
-
-    allowed = set(signature.input_fields) | set(signature.output_fields)
-    if module.type == "chain_of_thought":
-        allowed.add("reasoning")
-    for index, demo in enumerate(module.demos):
-        for key in demo:
-            if key not in allowed:
-                raise ProgramError(
-                    f"demo key {key!r} is not a field of module {name!r}; expected one of: {', '.join(sorted(allowed))}",
-                    positions.locate((*key_path, "demos", index, key)),
-                )
-
-    lm = lm_config(module.lm, lm_override) if module.lm else default_lm
-    return ModuleDef(
-        name=name,
-        type=module.type,
-        signature=signature,
-        demos=[dict(d) for d in module.demos],
-        lm=lm,
-        n=module.n or lm.n,
-        temperature=module.temperature if module.temperature is not None else lm.temperature,
-        max_tokens=module.max_tokens or lm.max_tokens,
-        location=positions.locate(key_path),
-        adapter=module.adapter,
-    )
-

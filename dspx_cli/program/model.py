@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,43 @@ class Ref:
 
 
 @dataclass(frozen=True)
+class EmbeddingsDef:
+    model: str
+    api_base: str | None
+    api_key: str | None = field(repr=False)
+    batch_size: int
+    timeout: float
+
+
+@dataclass(frozen=True)
+class RetrieverDef:
+    """A corpus and how to search it; equal definitions share one retriever (and its index) per run."""
+
+    corpus: Path
+    text_field: str
+    k: int
+    embeddings: EmbeddingsDef | None = None
+
+    @property
+    def key(self) -> tuple[Any, ...]:
+        e = self.embeddings
+        return (str(self.corpus), self.text_field, e and (e.model, e.api_base, e.api_key, e.batch_size, e.timeout))
+
+
+@dataclass(frozen=True)
+class ToolDef:
+    """A tool a `react` module may call: `function` for Python tools, `retriever` for `retrieve`."""
+
+    name: str
+    kind: str  # calculator | retrieve | python
+    location: Location
+    desc: str | None = None
+    timeout: float | None = None
+    function: Callable[..., Any] | None = None
+    retriever: RetrieverDef | None = None
+
+
+@dataclass(frozen=True)
 class ModuleDef:
     name: str
     type: str
@@ -38,11 +76,29 @@ class ModuleDef:
     max_tokens: int | None
     location: Location
     adapter: str = "chat"
+    # Outputs the module adds before the signature's: ChainOfThought's reasoning, ReAct's trajectory.
+    leading_outputs: tuple[tuple[str, Any], ...] = ()
+    tools: tuple[ToolDef, ...] = ()  # react
+    max_iters: int | None = None  # react
+    wraps: str | None = None  # best_of_n, refine: the module run N times
+    N: int | None = None
+    threshold: float | None = None
+    fail_count: int | None = None
+    reward: Any = None  # the metric spec; the evaluate layer turns it into a reward function
+    M: int | None = None  # multi_chain_comparison
+    retriever: RetrieverDef | None = None  # retrieve
 
     @property
     def output_names(self) -> list[str]:
-        names = list(self.signature.output_fields)
-        return ["reasoning", *names] if self.type == "chain_of_thought" else names
+        return [name for name, _ in self.leading_outputs] + list(self.signature.output_fields)
+
+    @property
+    def default_outputs(self) -> list[str]:
+        """The program's outputs when it declares none: a trajectory is shown by `--trace` instead."""
+        return [name for name in self.output_names if name != "trajectory"]
+
+    def output_annotation(self, name: str) -> Any:
+        return dict(self.leading_outputs).get(name) or self.signature.output_fields[name].annotation
 
 
 @dataclass(frozen=True)

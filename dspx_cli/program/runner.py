@@ -6,12 +6,14 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
-from dspx_cli.adapters import ChatAdapter, JSONAdapter
+from collections.abc import Mapping
+
 from dspx_cli.core import Prediction
 from dspx_cli.lm.base import Message, Usage
-from dspx_cli.modules import MODULE_CLASSES, Module
+from dspx_cli.modules import Module, RewardFn
+from dspx_cli.program.build import build_module
 from dspx_cli.program.context import RunContext
-from dspx_cli.program.model import INPUT, ModuleDef, Program, Ref, Step
+from dspx_cli.program.model import INPUT, Program, Ref, Step
 
 
 @dataclass
@@ -21,28 +23,24 @@ class RunResult:
     usage: Usage = field(default_factory=Usage)
 
 
-def build_module(definition: ModuleDef, context: RunContext | None) -> Module:
-    cls = MODULE_CLASSES[definition.type]
-    return cls(
-        definition.signature,
-        context.lm(definition.lm) if context else None,
-        demos=definition.demos,
-        adapter=JSONAdapter() if definition.adapter == "json" else ChatAdapter(),
-        n=definition.n,
-        temperature=definition.temperature,
-        max_tokens=definition.max_tokens,
-        extra=definition.lm.extra,
-        on_fallback=context.meter.record_fallback if context else None,
-    )
-
-
 class ProgramRunner:
-    """`context=None` builds the modules without LMs: enough to render prompts (`dspx inspect`)."""
+    """`context=None` builds the modules without LMs: enough to render prompts (`dspx inspect`).
 
-    def __init__(self, program: Program, context: RunContext | None) -> None:
+    `rewards` holds the reward function of each best_of_n and refine module; the evaluate layer
+    makes them from the modules' `reward:` metrics (see evaluate/rewards.py)."""
+
+    def __init__(
+        self, program: Program, context: RunContext | None, *, rewards: Mapping[str, RewardFn] | None = None
+    ) -> None:
         self.program = program
+        # A module that only runs inside a wrapper (best_of_n, refine) lives there, under the
+        # wrapper's name, as in DSPy; one that is also a step of its own is a separate instance.
+        stepped = {step.module for step in program.steps}
+        wrapped = {d.wraps for d in program.modules.values() if d.wraps} - stepped
         self.modules: dict[str, Module] = {
-            name: build_module(definition, context) for name, definition in program.modules.items()
+            name: build_module(definition, program, context, rewards)
+            for name, definition in program.modules.items()
+            if name not in wrapped
         }
 
     async def run(self, inputs: dict[str, Any]) -> RunResult:
@@ -79,7 +77,9 @@ class ProgramRunner:
                 name: self._resolve(value, inputs, {}) if _known(value) else "{" + f"{value.source}.{value.field}" + "}"
                 for name, value in step.bindings.items()
             }
-            previews.append((step, self.modules[step.module].messages(values)))
+            module = self.modules[step.module]
+            # A retrieve step sends no messages: it searches.
+            previews.append((step, module.messages(values) if hasattr(module, "messages") else []))
         return previews
 
     @staticmethod

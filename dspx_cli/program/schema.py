@@ -10,13 +10,21 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-MODULE_TYPES = ("predict", "chain_of_thought")
+MODULE_TYPES = (
+    "predict", "chain_of_thought", "react", "multi_chain_comparison", "best_of_n", "refine", "retrieve",
+)
+ModuleType = Literal[
+    "predict", "chain_of_thought", "react", "multi_chain_comparison", "best_of_n", "refine", "retrieve",
+]
+# Spellings people bring from DSPy's class names; `-` and case are ignored too.
 _MODULE_ALIASES = {
-    "predict": "predict",
-    "chain_of_thought": "chain_of_thought",
+    **{name: name for name in MODULE_TYPES},
     "chainofthought": "chain_of_thought",
     "cot": "chain_of_thought",
+    "multichaincomparison": "multi_chain_comparison",
+    "bestofn": "best_of_n",
 }
+TOOL_TYPES = ("calculator", "retrieve", "python")
 
 
 class _Strict(BaseModel):
@@ -69,9 +77,41 @@ class SignatureSpec(_Strict):
     outputs: dict[str, str | FieldSpec]
 
 
-class ModuleSpec(_Strict):
-    type: Literal["predict", "chain_of_thought"] = "predict"
-    signature: str | SignatureSpec
+class EmbeddingsSpec(_Strict):
+    """An OpenAI-compatible `/v1/embeddings` endpoint; a corpus is embedded once and cached."""
+
+    model: str
+    api_base: str | None = None
+    api_key: str | None = Field(default=None, repr=False)
+    batch_size: int = Field(default=128, ge=1)
+    timeout: float = Field(default=60.0, gt=0)
+
+    _empty_key_is_none = field_validator("api_key", mode="after")(lambda cls, v: v or None)
+
+
+class _RetrievalKeys(_Strict):
+    """What a `retrieve` module or tool searches: BM25 over `corpus`, or its embeddings."""
+
+    corpus: str | None = None
+    k: int | None = Field(default=None, ge=1)
+    text_field: str | None = None
+    embeddings: EmbeddingsSpec | None = None
+
+    _embeddings_shorthand = field_validator("embeddings", mode="before")(lambda cls, v: _lm_shorthand(v))
+
+
+class ToolSpec(_RetrievalKeys):
+    """A tool for `react` modules: a built-in (`calculator`, `retrieve`) or `python: file.py:fn`."""
+
+    type: Literal["calculator", "retrieve", "python"] | None = None  # default: python if given, else the name
+    python: str | None = None
+    desc: str | None = None
+    timeout: float | None = Field(default=None, gt=0)
+
+
+class ModuleSpec(_RetrievalKeys):
+    type: ModuleType = "predict"
+    signature: str | SignatureSpec | None = None  # required except for best_of_n, refine, retrieve
     instructions: str | None = None
     demos: list[dict[str, Any]] = Field(default_factory=list)
     lm: LMSpec | None = None
@@ -80,6 +120,17 @@ class ModuleSpec(_Strict):
     n: int | None = Field(default=None, ge=1)
     temperature: float | None = None
     max_tokens: int | None = Field(default=None, gt=0)
+    # react
+    tools: list[str] | None = None
+    max_iters: int | None = Field(default=None, ge=0)
+    # best_of_n, refine: another module of the program, run N times and judged by `reward`
+    module: str | None = None
+    N: int | None = Field(default=None, ge=1)
+    reward: str | dict[str, Any] | None = None  # a metric spec, scored without labels
+    threshold: float | None = None
+    fail_count: int | None = Field(default=None, ge=0)
+    # multi_chain_comparison
+    M: int | None = Field(default=None, ge=1)
 
     @field_validator("type", mode="before")
     @classmethod
@@ -121,6 +172,7 @@ class ProgramSpec(_Strict):
     description: str | None = None
     lm: LMSpec | None = None
     signatures: dict[str, str | SignatureSpec] = Field(default_factory=dict)
+    tools: dict[str, ToolSpec] = Field(default_factory=dict)
     modules: dict[str, ModuleSpec] = Field(min_length=1)
     flow: list[FlowStep] | None = None
     output: dict[str, str] | None = None

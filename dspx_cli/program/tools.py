@@ -1,0 +1,84 @@
+"""The `tools:` section: built-in and Python tools for `react` modules, checked where they are written.
+
+    tools:
+      calculator: {type: calculator}
+      search: {type: retrieve, corpus: ../datasets/rag/corpus.jsonl, k: 3}
+      lookup: {python: "tools.py:lookup_order", timeout: 5}
+
+A Python tool's file is imported and its signature turned into a JSON schema at load time, so a
+missing file, a missing function or a parameter type with no JSON schema is an error at the
+line that names it, before any LM call.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from dspx_cli.core.pyfile import PyFileError, load_function
+from dspx_cli.errors import ProgramError
+from dspx_cli.modules.tool import Tool, ToolSchemaError
+from dspx_cli.program.model import EmbeddingsDef, RetrieverDef, ToolDef
+from dspx_cli.program.schema import TOOL_TYPES, ToolSpec, _RetrievalKeys
+from dspx_cli.program.source import KeyPath, Positions
+
+DEFAULT_K = 3  # DSPy's Retrieve default
+_RETRIEVAL_KEYS = ("corpus", "k", "text_field", "embeddings")
+
+
+def build_tools(tools: dict[str, ToolSpec], base_dir: Path, positions: Positions) -> dict[str, ToolDef]:
+    return {name: _build_tool(name, spec, base_dir, positions) for name, spec in tools.items()}
+
+
+def _build_tool(name: str, spec: ToolSpec, base_dir: Path, positions: Positions) -> ToolDef:
+    key_path: KeyPath = ("tools", name)
+    kind = spec.type or ("python" if spec.python else name)
+    if kind not in TOOL_TYPES:
+        raise ProgramError(
+            f"tool {name!r}: no type; expected `type: calculator`, `type: retrieve` or `python: file.py:function`",
+            positions.locate(key_path),
+        )
+    if kind == "python" and not spec.python:
+        raise ProgramError(f"tool {name!r}: a python tool needs `python: file.py:function`", positions.locate(key_path))
+    if kind != "python" and spec.python:
+        raise ProgramError(f"tool {name!r}: `python` goes with type python, not {kind}", positions.locate((*key_path, "python")))
+    if kind != "retrieve":
+        for key in _RETRIEVAL_KEYS:
+            if getattr(spec, key) is not None:
+                raise ProgramError(f"tool {name!r}: {key!r} applies to retrieve tools only", positions.locate((*key_path, key)))
+    where = positions.locate(key_path)
+    if kind == "calculator":
+        return ToolDef(name, kind, where, desc=spec.desc, timeout=spec.timeout)
+    if kind == "retrieve":
+        retriever = build_retriever(spec, base_dir, key_path, positions)
+        return ToolDef(name, kind, where, desc=spec.desc, timeout=spec.timeout, retriever=retriever)
+    python_at = positions.locate((*key_path, "python"))
+    try:
+        function, _ = load_function(spec.python, base_dir, prefix="dspx_tool")
+    except PyFileError as exc:
+        raise ProgramError(f"tool {name!r}: python: {exc}", python_at) from None
+    try:
+        Tool(function, name=name, desc=spec.desc, timeout=spec.timeout)  # builds the JSON schema now
+    except ToolSchemaError as exc:
+        raise ProgramError(f"tool {name!r}: {exc}", python_at) from None
+    return ToolDef(name, kind, where, desc=spec.desc, timeout=spec.timeout, function=function)
+
+
+def build_retriever(spec: _RetrievalKeys, base_dir: Path, key_path: KeyPath, positions: Positions) -> RetrieverDef:
+    """`corpus`, `k`, `text_field`, `embeddings` of a retrieve module or tool."""
+    if spec.corpus is None:
+        raise ProgramError("retrieve needs `corpus: path/to/corpus.jsonl` (or .txt)", positions.locate(key_path))
+    corpus = Path(spec.corpus).expanduser()
+    corpus = corpus if corpus.is_absolute() else base_dir / corpus
+    if not corpus.is_file():
+        raise ProgramError(f"corpus file not found: {corpus}", positions.locate((*key_path, "corpus")))
+    embeddings = None
+    if spec.embeddings is not None:
+        e = spec.embeddings
+        embeddings = EmbeddingsDef(e.model, e.api_base, e.api_key, e.batch_size, e.timeout)
+    return RetrieverDef(corpus, spec.text_field or "text", spec.k or DEFAULT_K, embeddings)
+
+
+def tool_arguments(definition: ToolDef) -> dict[str, Any]:
+    """What `Tool(...)` needs besides the function."""
+    return {"name": definition.name, "desc": definition.desc, "timeout": definition.timeout}
