@@ -306,3 +306,24 @@ def test_inspect_shows_the_react_prompt_without_calls(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert "(1) exchange_rate, whose description is <desc>Units of to_currency per unit of from_currency.</desc>" in done.stdout
     assert "(4) finish, whose description is" in done.stdout
+
+
+def test_compiling_a_react_program_gives_both_predictors_demos(lm_server: LMServer, tmp_path: Path) -> None:
+    lm_server.responder = agent_responder
+    rows = [{"question": f"q{i}", "answer": "125 EUR"} for i in range(3)]
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    path = write(tmp_path, AGENT + "data: {train: train.jsonl}\n    metric: exact_match\n"
+                 "    optimizer: {type: bootstrap_few_shot, max_bootstrapped_demos: 1, max_labeled_demos: 1}\n")
+    state = tmp_path / "state.json"
+    done = dspx("compile", str(path), "-o", str(state), "--json", BASE=lm_server.api_base)
+    assert done.returncode == 0, done.stderr
+    saved = json.loads(state.read_text())
+    # A successful trace gives one demo per predictor: a react step (with its trajectory) and the extraction.
+    (react_demo,) = saved["agent.react"]["demos"]
+    assert react_demo["augmented"] is True and react_demo["question"] == "q0"
+    assert react_demo["next_tool_name"] in ("exchange_rate", "calculator", "slow", "finish")
+    (extract_demo,) = saved["agent.extract.predict"]["demos"]
+    assert extract_demo["answer"] == "125 EUR" and "observation_0" in extract_demo["trajectory"]
+    shown = dspx("inspect", str(path), "-i", "question=new", "--state", str(state), "--json", BASE=lm_server.api_base)
+    assert shown.returncode == 0, shown.stderr
+    assert "q0" in json.dumps(json.loads(shown.stdout))
