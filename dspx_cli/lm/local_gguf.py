@@ -9,6 +9,7 @@ event loop stays free meanwhile.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import ctypes
 import importlib.util
 import os
@@ -78,8 +79,21 @@ def load_gguf(path: Path) -> LoadedGGUF:
     path = path.resolve()
     with _load_lock:
         if path not in _loaded:
+            if not _loaded:
+                atexit.register(_close_all)
             _loaded[path] = LoadedGGUF(_open_llama(path), ThreadPoolExecutor(1, thread_name_prefix="gguf"))
         return _loaded[path]
+
+
+def _close_all() -> None:
+    # Closed while the interpreter is whole: llama-cpp-python's __del__ at teardown finds its
+    # C bindings already gone and prints a TypeError traceback.
+    for loaded in _loaded.values():
+        loaded.executor.shutdown(wait=True)
+        close = getattr(loaded.llama, "close", None)
+        if close is not None:
+            close()
+    _loaded.clear()
 
 
 def _open_llama(path: Path) -> Any:
