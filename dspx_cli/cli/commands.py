@@ -8,21 +8,26 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dspx_cli.cli import render
 from dspx_cli.errors import DspxError, UsageError
 from dspx_cli.lm.cache import CacheMode
-from dspx_cli.program.batch import RowResult, run_batch
 from dspx_cli.program.context import RunContext
 from dspx_cli.program.inputs import parse_cli_inputs
 from dspx_cli.program.loader import load_program
 from dspx_cli.program.model import Program
-from dspx_cli.program.runner import ProgramRunner, RunResult
+
+if TYPE_CHECKING:
+    # Imported where used: they pull in every module type, which `dspx validate` does not need.
+    from dspx_cli.program.batch import RowResult
+    from dspx_cli.program.runner import ProgramRunner, RunResult
 
 
 def build_runner(program: Program, context: RunContext | None, state_file: Path | None) -> ProgramRunner:
     """The program's modules, with a compiled state (demos, instructions) applied when given."""
+    from dspx_cli.program.runner import ProgramRunner
+
     rewards = None
     if any(definition.reward is not None for definition in program.modules.values()):
         from dspx_cli.evaluate.rewards import build_rewards
@@ -116,6 +121,8 @@ def run_file(
             record["trace"] = {step: dict(prediction.items()) for step, prediction in row.steps.items()}
         sys.stdout.write(json.dumps(render.jsonable(record), ensure_ascii=False) + "\n")
         sys.stdout.flush()  # a consumer downstream of a pipe sees each row as it is ready
+
+    from dspx_cli.program.batch import run_batch
 
     async def go() -> tuple[int, int]:
         try:

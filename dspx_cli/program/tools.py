@@ -13,11 +13,9 @@ line that names it, before any LM call.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from dspx_cli.core.pyfile import PyFileError, load_function
 from dspx_cli.errors import ProgramError
-from dspx_cli.modules.tool import Tool, ToolSchemaError
 from dspx_cli.program.model import EmbeddingsDef, RetrieverDef, ToolDef
 from dspx_cli.program.schema import TOOL_TYPES, ToolSpec, _RetrievalKeys
 from dspx_cli.program.source import KeyPath, Positions
@@ -53,6 +51,11 @@ def _build_tool(name: str, spec: ToolSpec, base_dir: Path, positions: Positions)
         retriever = build_retriever(spec, base_dir, key_path, positions)
         return ToolDef(name, kind, where, desc=spec.desc, timeout=spec.timeout, retriever=retriever)
     python_at = positions.locate((*key_path, "python"))
+    from dspx_cli.modules.tool import (  # only programs with Python tools pay for it
+        Tool,
+        ToolSchemaError,
+    )
+
     try:
         function, _ = load_function(spec.python, base_dir, prefix="dspx_tool")
     except PyFileError as exc:
@@ -77,8 +80,3 @@ def build_retriever(spec: _RetrievalKeys, base_dir: Path, key_path: KeyPath, pos
         e = spec.embeddings
         embeddings = EmbeddingsDef(e.model, e.api_base, e.api_key, e.batch_size, e.timeout)
     return RetrieverDef(corpus, spec.text_field or "text", spec.k or DEFAULT_K, embeddings)
-
-
-def tool_arguments(definition: ToolDef) -> dict[str, Any]:
-    """What `Tool(...)` needs besides the function."""
-    return {"name": definition.name, "desc": definition.desc, "timeout": definition.timeout}
