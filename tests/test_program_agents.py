@@ -327,3 +327,18 @@ def test_compiling_a_react_program_gives_both_predictors_demos(lm_server: LMServ
     shown = dspx("inspect", str(path), "-i", "question=new", "--state", str(state), "--json", BASE=lm_server.api_base)
     assert shown.returncode == 0, shown.stderr
     assert "q0" in json.dumps(json.loads(shown.stdout))
+
+
+def test_an_agent_that_picks_no_valid_tool_still_answers_with_one_warning(lm_server: LMServer, tmp_path: Path) -> None:
+    def respond(body: dict[str, Any]) -> str:
+        if "`next_thought`" not in body["messages"][0]["content"]:
+            return reply(reasoning="no tools used", answer="unknown")
+        return act("teleport" * 80, {"to": "Mars"})  # not a tool, and a long reply
+
+    lm_server.responder = respond
+    path = write(tmp_path, AGENT)
+    done = dspx("run", str(path), "-i", "question=q", "--json", BASE=lm_server.api_base)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["answer"] == "unknown"
+    (warning,) = [line for line in done.stderr.splitlines() if line.startswith("warning:")]
+    assert "Ending the trajectory" in warning and len(warning) <= 309

@@ -262,6 +262,7 @@ def _guard(debug: bool, action) -> None:  # type: ignore[no-untyped-def]
     """One line on stderr and a documented exit code for every failure, unless --debug."""
     from dspx_cli.errors import EXIT_RUNTIME, DspxError
 
+    _route_warnings(debug)
     try:
         action()
     except DspxError as exc:
@@ -277,6 +278,26 @@ def _guard(debug: bool, action) -> None:  # type: ignore[no-untyped-def]
             raise
         typer.echo(f"error: internal error: {type(exc).__name__}: {exc} (rerun with --debug for a traceback)", err=True)
         raise typer.Exit(EXIT_RUNTIME) from None
+
+
+def _route_warnings(debug: bool) -> None:
+    """Engine warnings (an agent ending its loop, a cache rebuilt) as `warning: ...` lines on
+    stderr, cut to one screen line unless --debug."""
+    import logging
+
+    class _Short(logging.Formatter):
+        def format(self, record: logging.LogRecord) -> str:
+            text = " ".join(record.getMessage().split())
+            if not debug and len(text) > 300:
+                text = text[:297] + "..."
+            return f"{record.levelname.lower()}: {text}"
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_Short())
+    engine = logging.getLogger("dspx_cli")
+    engine.handlers[:] = [handler]
+    engine.setLevel(logging.DEBUG if debug else logging.WARNING)
+    engine.propagate = False
 
 
 def main() -> None:
