@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
+import pydantic
 import pytest
 from pydantic import BaseModel
 
@@ -43,13 +44,31 @@ def call(tool: Tool, **kwargs: Any) -> Any:
 # ----- descriptions and schemas, against DSPy's -------------------------------------------------
 
 
+# Argument schemas are pydantic's, in DSPy as here; a newer pydantic may word some differently
+# (2.14 added a `pattern` to Decimal's string form). Under another pydantic than the one the
+# fixture was recorded with, those version-dependent keys are left out of the comparison.
+SAME_PYDANTIC = pydantic.VERSION == GOLDEN["pydantic_version"]
+_PYDANTIC_WORDING = ("pattern",)
+
+
+def _stable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _stable(v) for k, v in value.items() if SAME_PYDANTIC or k not in _PYDANTIC_WORDING}
+    if isinstance(value, list):
+        return [_stable(v) for v in value]
+    return value
+
+
 @pytest.mark.parametrize("key", sorted(TOOL_RECORDS))
 def test_tool_description_matches_dspy(key: str) -> None:
     record, tool = TOOL_RECORDS[key], tool_for(key)
     assert tool.name == record["name"]
     assert tool.desc == record["desc"]
-    assert plain(tool.args) == record["args"]
-    assert str(tool) == record["str"]
+    assert _stable(plain(tool.args)) == _stable(record["args"])
+    if SAME_PYDANTIC or plain(tool.args) == record["args"]:
+        assert str(tool) == record["str"]
+    else:  # the description part is dspx's own; the schema part was checked above
+        assert str(tool).split("It takes arguments")[0] == record["str"].split("It takes arguments")[0]
 
 
 def test_schema_from_hints_written_out() -> None:
