@@ -347,3 +347,62 @@ def test_from_model_string() -> None:
     )
     with pytest.raises(ValueError):
         LMConfig.from_model_string("  ")
+
+
+# -- the aiohttp fast path sends and reads what httpx's client does ----------------------------
+
+
+TRANSPORTS = ["aiohttp", "httpx"]
+
+
+@pytest.fixture(params=TRANSPORTS)
+def transport(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setenv("DSPX_HTTP_TRANSPORT", request.param)
+    return str(request.param)
+
+
+def test_both_transports_send_the_same_headers(lm_server: LMServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    sent = {}
+    for name in TRANSPORTS:
+        monkeypatch.setenv("DSPX_HTTP_TRANSPORT", name)
+        run(call(make_lm(lm_server, api_key=SECRET)))
+        sent[name] = lm_server.requests[-1].headers
+    assert sent["aiohttp"] == sent["httpx"]
+    assert sent["aiohttp"]["authorization"] == f"Bearer {SECRET}"
+    assert sent["aiohttp"]["content-type"] == "application/json"
+
+
+def test_a_compressed_reply_is_decoded(lm_server: LMServer, transport: str) -> None:
+    import gzip
+    import json as stdlib_json
+
+    body = {"choices": [{"index": 0, "message": {"content": "zipped"}, "finish_reason": "stop"}]}
+    lm_server.push(Reply(body=gzip.compress(stdlib_json.dumps(body).encode()), headers={"Content-Encoding": "gzip"}))
+    assert run(call(make_lm(lm_server))).completions == ["zipped"]
+
+
+def test_a_reply_that_does_not_decode(lm_server: LMServer, transport: str) -> None:
+    lm_server.push(Reply(body=b"not gzip at all", headers={"Content-Encoding": "gzip"}))
+    error = failure(make_lm(lm_server))
+    assert "replied with a body that cannot be decoded" in str(error) and error.retryable
+
+
+def test_non_json_body_is_read_in_its_charset(lm_server: LMServer, transport: str) -> None:
+    lm_server.push(Reply(body="<p>caf\u00e9</p>".encode("latin-1"), headers={"Content-Type": "text/html; charset=latin-1"}))
+    assert '"<p>caf\u00e9</p>"' in str(failure(make_lm(lm_server)))
+
+
+def test_cookies_a_server_sets_are_sent_back(lm_server: LMServer, transport: str) -> None:
+    lm = make_lm(lm_server)
+
+    async def twice() -> None:
+        try:
+            await lm.complete(HELLO)
+            await lm.complete(HELLO)
+        finally:
+            await lm.aclose()
+
+    lm_server.push(Reply(json={"choices": [{"message": {"content": "hi"}}]}, headers={"Set-Cookie": "route=b7"}))
+    run(twice())
+    assert "cookie" not in lm_server.requests[-2].headers
+    assert lm_server.requests[-1].headers.get("cookie") == "route=b7"
