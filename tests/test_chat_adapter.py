@@ -184,3 +184,15 @@ def test_parse_value_direct() -> None:
     assert parse_value("null", Optional[int]) is None
     with pytest.raises(ValueError):
         parse_value("maybe", Literal["yes", "no"])
+
+
+def test_system_messages_are_kept_per_signature_object_not_per_equal_signature() -> None:
+    # Optional[int] == int | None, yet they print differently: a cache by equality would mix them up.
+    written_optional = Signature((Field("q"),), (Field("x", Optional[int]),))  # noqa: UP045
+    written_union = Signature((Field("q"),), (Field("x", int | None),))
+    assert written_optional == written_union
+    adapter = ChatAdapter()
+    for _ in range(2):  # the second round is served from the adapter's cache
+        for signature in (written_optional, written_union):
+            assert adapter.format(signature, [], {"q": "?"}) == ChatAdapter().format(signature, [], {"q": "?"})
+    assert adapter.format(written_optional, [], {})[0] != adapter.format(written_union, [], {})[0]

@@ -377,3 +377,17 @@ def test_nested_objects_are_closed_like_dspy_and_openai_do() -> None:
         "required": ["p", "q"],
         "additionalProperties": False,
     }
+
+
+def test_response_format_is_built_once_and_each_caller_gets_its_own_copy() -> None:
+    signature = Signature.parse("question -> answer, confidence: float")
+    adapter = JSONAdapter()
+    first = adapter.response_format(signature)
+    first["json_schema"]["schema"]["properties"].clear()
+    second = adapter.response_format(signature)
+    assert second["json_schema"]["schema"]["properties"] == {
+        "answer": {"title": "Answer", "type": "string"},
+        "confidence": {"title": "Confidence", "type": "number"},
+    }
+    assert JSONAdapter().response_format(signature) == second
+    assert adapter.response_format(signature, structured=False) == {"type": "json_object"}

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 import textwrap
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from dspx_cli.adapters.values import (
@@ -36,13 +36,43 @@ def _sections(fields: list[tuple[str, str]]) -> str:
     return "\n\n".join(f"[[ ## {name} ## ]]\n{text}" for name, text in fields).strip()
 
 
+class PerSignature:
+    """Results of pure functions of a signature, computed once per signature object.
+
+    Signatures are immutable, so a result stays right for the object it was computed from. The key
+    is the object's identity, not equality: equal annotations can print differently (`Optional[int]`
+    and `int | None` are equal), and the prompt must show the one the signature was written with.
+    Each entry keeps its signature alive, so an id is never reused while its entry exists.
+    """
+
+    def __init__(self, size: int = 64) -> None:
+        self._size = size
+        self._entries: dict[tuple[int, Any], tuple[Signature, Any]] = {}
+
+    def get(self, signature: Signature, kind: Any, compute: Callable[[Signature], Any]) -> Any:
+        key = (id(signature), kind)
+        hit = self._entries.get(key)
+        if hit is not None and hit[0] is signature:
+            return hit[1]
+        value = compute(signature)
+        if len(self._entries) >= self._size:  # e.g. Refine's hinted signatures, new on every attempt
+            self._entries.clear()
+        self._entries[key] = (signature, value)
+        return value
+
+
 class ChatAdapter:
     """Formats a signature, demos and inputs into chat messages; parses the LM's reply."""
+
+    def __init__(self) -> None:
+        # The system message and the closing reminder depend only on the signature: made once each.
+        self._per_signature = PerSignature()
 
     # ----- the whole prompt ----------------------------------------------------------------------
 
     def format(self, signature: Signature, demos: list[Mapping[str, Any]], inputs: Mapping[str, Any]) -> list[Message]:
-        messages: list[Message] = [{"role": "system", "content": self.format_system_message(signature)}]
+        system = self._per_signature.get(signature, "system", self.format_system_message)
+        messages: list[Message] = [{"role": "system", "content": system}]
         messages.extend(self.format_demos(signature, demos))
         content = self.format_user_message(signature, inputs, main_request=True)
         if content:
@@ -111,7 +141,7 @@ class ChatAdapter:
             if f.name in inputs:
                 parts.append(f"[[ ## {f.name} ## ]]\n{format_field_value(f.annotation, inputs.get(f.name))}")
         if main_request:
-            parts.append(self.user_message_output_requirements(signature))
+            parts.append(self._per_signature.get(signature, "requirements", self.user_message_output_requirements))
         parts.append(suffix)
         return "\n\n".join(parts).strip()
 

@@ -8,13 +8,14 @@ are written as indented JSON. Inputs keep their `[[ ## name ## ]]` sections, as 
 
 from __future__ import annotations
 
+import copy
 import json
 import types
 import warnings
 from collections.abc import Mapping
 from typing import Any, Literal, Union, get_args, get_origin
 
-from dspx_cli.adapters.chat import ChatAdapter, _sections
+from dspx_cli.adapters.chat import ChatAdapter, PerSignature, _sections
 from dspx_cli.adapters.values import (
     annotation_allows_none,
     describe_error,
@@ -109,18 +110,49 @@ class JSONAdapter(ChatAdapter):
         be written as a strict schema. `structured=False` always gives JSON mode, for providers
         without schema support.
         """
-        if not structured or any(_open_ended(f.annotation) for f in signature.outputs):
+        if not structured:
             return dict(_JSON_OBJECT_MODE)
-        try:
-            schema = _outputs_schema(signature)
-        except Exception:
-            # DSPy retries in JSON mode whenever building the schema fails (e.g. a field name
-            # pydantic refuses); the reply is still parsed the same way.
-            return dict(_JSON_OBJECT_MODE)
-        return {
-            "type": "json_schema",
-            "json_schema": {"name": STRUCTURED_OUTPUT_NAME, "strict": True, "schema": schema},
-        }
+        # Building the schema (a pydantic model) takes ~1 ms: once per signature, and each call gets
+        # its own copy (decoded from the stored JSON), which the caller may change.
+        stored = _RESPONSE_FORMATS.get(signature, "response_format", _stored_response_format)
+        if isinstance(stored, bytes):
+            import orjson
+
+            return orjson.loads(stored)  # type: ignore[no-any-return]
+        return copy.deepcopy(stored)  # type: ignore[no-any-return]
+
+
+_RESPONSE_FORMATS = PerSignature()
+
+
+def _response_format(signature: Signature) -> dict[str, Any]:
+    if any(_open_ended(f.annotation) for f in signature.outputs):
+        return dict(_JSON_OBJECT_MODE)
+    try:
+        schema = _outputs_schema(signature)
+    except Exception:
+        # DSPy retries in JSON mode whenever building the schema fails (e.g. a field name
+        # pydantic refuses); the reply is still parsed the same way.
+        return dict(_JSON_OBJECT_MODE)
+    return {
+        "type": "json_schema",
+        "json_schema": {"name": STRUCTURED_OUTPUT_NAME, "strict": True, "schema": schema},
+    }
+
+
+def _stored_response_format(signature: Signature) -> bytes | dict[str, Any]:
+    """The response format as orjson bytes (fast to copy), or as is if orjson cannot round-trip it
+    (an integer beyond 64 bits in a Literal, say)."""
+    import orjson
+
+    value = _response_format(signature)
+    try:
+        stored = orjson.dumps(value)
+        if orjson.loads(stored) == value:
+            return stored
+    except (TypeError, ValueError):
+        pass
+    return value
 
 
 # ----- helpers -------------------------------------------------------------------------------------
