@@ -141,6 +141,36 @@ def test_n_completions(lm_server: LMServer, tmp_path: Path) -> None:
     assert lm_server.requests[0].body["n"] == 3 and lm_server.requests[0].body["temperature"] == 0.7
 
 
+@pytest.mark.parametrize("steps", [1, 2], ids=["one step", "two steps"])
+def test_a_failing_step_raises_its_own_error(lm_server: LMServer, tmp_path: Path, steps: int) -> None:
+    # One step is awaited in place, several run in a task group: either way the caller gets the
+    # step's error itself, with no group around it and no chained context.
+    from dspx_cli.errors import AdapterParseError
+
+    lm_server.responder = lambda body: "no sections here"
+    body = 'modules:\n  a: {signature: "question -> answer", adapter: json}\n'
+    if steps == 2:
+        body += (
+            '  b: {signature: "question -> answer", adapter: json}\n'
+            "flow:\n  - {id: a, module: a, with: {question: $input.question}}\n"
+            "  - {id: b, module: b, with: {question: $input.question}}\n"
+            "output: {answer: $a.answer, other: $b.answer}\n"
+        )
+    program = load_program(program_file(tmp_path, body), env={"BASE": lm_server.api_base})
+
+    async def run() -> RunResult:
+        context = RunContext(base_dir=program.base_dir, cache_dir=tmp_path / "cache", history=False)
+        try:
+            return await ProgramRunner(program, context).run({"question": "?"})
+        finally:
+            await context.aclose()
+
+    with pytest.raises(AdapterParseError) as caught:
+        asyncio.run(run())
+    assert "no sections here" in str(caught.value)
+    assert caught.value.__cause__ is None and caught.value.__suppress_context__
+
+
 def test_dspx_lm_env_and_flag_override_the_model(lm_server: LMServer, tmp_path: Path) -> None:
     lm_server.responder = lambda body: "[[ ## answer ## ]]\nok\n\n[[ ## confidence ## ]]\n1\n\n[[ ## completed ## ]]"
     path = program_file(tmp_path, QA)
