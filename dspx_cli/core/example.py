@@ -15,14 +15,20 @@ __all__ = ["Completions", "Example", "Prediction"]
 class Example:
     """A record with attribute and item access; `with_inputs` marks which keys are inputs."""
 
+    _store: dict[str, Any]
+    _input_keys: tuple[str, ...] | None
+
     def __init__(self, base: Mapping[str, Any] | Example | None = None, **fields: Any) -> None:
-        self._store: dict[str, Any] = {}
-        self._input_keys: tuple[str, ...] | None = None
         if isinstance(base, Example):
-            self._store = dict(base._store)
+            store = dict(base._store)
         elif base is not None:
-            self._store = dict(base)
-        self._store.update(fields)
+            store = dict(base)
+        else:
+            store = {}
+        store.update(fields)
+        # Straight into the instance dict: records are made several times per example, and
+        # __setattr__ would route each private name through its field checks.
+        self.__dict__.update(_store=store, _input_keys=None)
 
     # ----- access --------------------------------------------------------------------------------
 
@@ -145,10 +151,12 @@ def _plain(value: Any) -> Any:
 class Prediction(Example):
     """A module's outputs: the first completion's fields, plus all `completions` and LM `usage`."""
 
+    _completions: Completions | None
+    _usage: Any
+
     def __init__(self, base: Mapping[str, Any] | Example | None = None, **fields: Any) -> None:
         super().__init__(base, **fields)
-        self._completions: Completions | None = None
-        self._usage: Any = None
+        self.__dict__.update(_completions=None, _usage=None)
 
     @classmethod
     def from_completions(cls, completions: list[Mapping[str, Any]] | Mapping[str, list[Any]]) -> Prediction:
