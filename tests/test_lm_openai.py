@@ -406,3 +406,13 @@ def test_cookies_a_server_sets_are_sent_back(lm_server: LMServer, transport: str
     run(twice())
     assert "cookie" not in lm_server.requests[-2].headers
     assert lm_server.requests[-1].headers.get("cookie") == "route=b7"
+
+
+def test_fast_path_steps_aside_for_a_transport_without_its_internals() -> None:
+    # A future httpx-aiohttp without `client`/`get_client`: every call goes through httpx instead.
+    import httpx
+
+    from dspx_cli.lm.aiohttp_post import AiohttpPost
+
+    client = httpx.AsyncClient()
+    assert AiohttpPost.over(client, object(), "http://127.0.0.1:9/v1/chat/completions", {}) is None

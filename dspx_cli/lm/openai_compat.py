@@ -20,6 +20,7 @@ import httpx
 import orjson
 
 from dspx_cli.errors import LMError
+from dspx_cli.lm.aiohttp_post import AiohttpPost, PlainReply
 from dspx_cli.lm.base import LM, LMRequest, LMResponse, Usage
 from dspx_cli.lm.config import LMConfig
 
@@ -114,7 +115,7 @@ class OpenAICompatLM(LM):
         self.config = config
         self.endpoint = resolve_endpoint(config)
         self._client: httpx.AsyncClient | None = None
-        self._fast: _AiohttpPost | None = None
+        self._fast: AiohttpPost | None = None
 
     def __repr__(self) -> str:
         return f"OpenAICompatLM(model={self.model!r}, url={self.endpoint.url!r})"
@@ -131,7 +132,7 @@ class OpenAICompatLM(LM):
             transport = _transport(limits)
             self._client = httpx.AsyncClient(headers=headers, timeout=timeout, limits=limits, transport=transport)
             if transport is not None:
-                self._fast = _AiohttpPost(self._client, transport, self.endpoint.url)
+                self._fast = AiohttpPost.over(self._client, transport, self.endpoint.url, _JSON_HEADERS)
         return self._client
 
     def body(self, request: LMRequest) -> dict[str, Any]:
@@ -193,7 +194,7 @@ class OpenAICompatLM(LM):
             return self._error(f"{url} replied with a body that cannot be decoded ({_one_line(str(exc))})", retryable=True)
         return self._error(f"request to {url} failed: {type(exc).__name__}: {_one_line(str(exc))}")
 
-    def _parse(self, reply: httpx.Response | _PlainReply, latency: float) -> LMResponse:
+    def _parse(self, reply: httpx.Response | PlainReply, latency: float) -> LMResponse:
         url = self.endpoint.url
         try:
             data = orjson.loads(reply.content)
@@ -354,104 +355,6 @@ def _transport(limits: Any) -> Any:
     from httpx_aiohttp import AiohttpTransport
 
     return AiohttpTransport(limits=limits)
-
-
-class _AiohttpPost:
-    """`client.post(url, content=..., headers=_JSON_HEADERS)` through httpx-aiohttp's transport,
-    with the work that is the same for every call done once.
-
-    httpx's request building (URL parsing, header merging), cookie extraction and response
-    streaming cost about twice the CPU of the aiohttp request under them. This sends the same
-    headers, timeouts and body on the transport's own aiohttp session, maps aiohttp's errors with
-    the transport's own mapping, and returns an `httpx.Response` read and decoded as the client
-    would. Cookies keep httpx's behaviour: a reply that sets one is stored in the client's jar, and
-    from then on `OpenAICompatLM` sends through the client, which adds them.
-    """
-
-    def __init__(self, client: httpx.AsyncClient, transport: Any, url: str) -> None:
-        import aiohttp
-        from httpx_aiohttp.transport import map_aiohttp_exceptions
-        from multidict import CIMultiDict
-
-        self._client = client
-        self._transport = transport
-        self._map_errors = map_aiohttp_exceptions
-        # What the client would build: its headers (user agent, auth, ...) and ours, Host included.
-        template = client.build_request("POST", url, content=b"x", headers=_JSON_HEADERS)
-        self._template = template
-        self._url = str(template.url)
-        self._headers = CIMultiDict(
-            (key, value) for key, value in template.headers.multi_items() if key != "content-length"
-        )
-        timeout = template.extensions.get("timeout", {})
-        self._timeout = aiohttp.ClientTimeout(
-            sock_connect=timeout.get("connect"), sock_read=timeout.get("read"), connect=timeout.get("pool")
-        )
-        self._extensions: dict[str, Any] = {"http_version": b"HTTP/1.1"}
-
-    def _session(self) -> Any:
-        import aiohttp
-
-        transport = self._transport
-        if not isinstance(transport.client, aiohttp.ClientSession):
-            transport.client = transport.get_client()
-        return transport.client
-
-    async def post(self, content: bytes) -> httpx.Response | _PlainReply:
-        with self._map_errors():
-            async with self._session().request(
-                "POST",
-                self._url,
-                headers=self._headers,
-                data=content,
-                allow_redirects=False,
-                auto_decompress=False,
-                compress=False,
-                timeout=self._timeout,
-            ) as response:
-                body = await response.read()
-                status, raw_headers, reason = response.status, response.raw_headers, response.reason
-        if status < 400 and not any(key.lower() in _HTTPX_ONLY for key, _ in raw_headers):
-            # Nothing to decode and no cookie to keep: the body is the content, as httpx would read it.
-            return _PlainReply(status, body, lambda: self.response(status, raw_headers, body, reason))
-        return self.response(status, raw_headers, body, reason)
-
-    def response(self, status: int, raw_headers: Any, body: bytes, reason: str | None) -> httpx.Response:
-        """The `httpx.Response` the client would return: read, decoded, its cookies stored."""
-        extensions = self._extensions
-        if reason:
-            extensions = {**extensions, "reason_phrase": reason.encode()}
-        reply = httpx.Response(
-            status_code=status,
-            headers=raw_headers,
-            stream=httpx.ByteStream(body),
-            request=self._template,
-            extensions=extensions,
-        )
-        reply.read()  # decodes Content-Encoding (httpx.DecodingError if it cannot), as the client does
-        if any(key.lower() == b"set-cookie" for key, _ in raw_headers):
-            self._client.cookies.extract_cookies(reply)
-        return reply
-
-
-# Response headers that need httpx's own handling: decoding the body, keeping cookies.
-_HTTPX_ONLY = frozenset((b"content-encoding", b"set-cookie"))
-
-
-class _PlainReply:
-    """A successful reply with a plain body: what `_parse` reads of an `httpx.Response`, without
-    building one; `text` (only wanted for an error message) builds it."""
-
-    __slots__ = ("status_code", "content", "_full")
-
-    def __init__(self, status_code: int, content: bytes, full: Any) -> None:
-        self.status_code = status_code
-        self.content = content
-        self._full = full
-
-    @property
-    def text(self) -> str:
-        return str(self._full().text)
 
 
 def _reclassify(exc: httpx.HTTPError) -> httpx.HTTPError:
