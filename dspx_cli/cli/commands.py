@@ -26,14 +26,10 @@ if TYPE_CHECKING:
 
 def build_runner(program: Program, context: RunContext | None, state_file: Path | None) -> ProgramRunner:
     """The program's modules, with a compiled state (demos, instructions) applied when given."""
+    from dspx_cli.evaluate.rewards import build_rewards
     from dspx_cli.program.runner import ProgramRunner
 
-    rewards = None
-    if any(definition.reward is not None for definition in program.modules.values()):
-        from dspx_cli.evaluate.rewards import build_rewards
-
-        rewards = build_rewards(program, context)
-    runner = ProgramRunner(program, context, rewards=rewards)
+    runner = ProgramRunner(program, context, rewards=build_rewards(program, context))
     if state_file is not None:
         from dspx_cli.optimizers.state import load_state, read_state_file
 
@@ -178,10 +174,9 @@ def validate(path: Path, *, graph: bool = False, mermaid: bool = False) -> None:
         from dspx_cli.evaluate.metrics import resolve_metric
 
         resolve_metric(program, None)
-    if any(definition.reward is not None for definition in program.modules.values()):
-        from dspx_cli.evaluate.rewards import build_rewards
+    from dspx_cli.evaluate.rewards import build_rewards
 
-        build_rewards(program, None)
+    build_rewards(program, None)  # each best_of_n/refine reward: a metric checked where it is written
     if mermaid:
         sys.stdout.write(render.graph_mermaid(program))
         return

@@ -14,20 +14,25 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-__all__ = ["PyFileError", "load_function"]
+__all__ = ["PyFileError", "load_function", "split_target"]
 
 
 class PyFileError(ValueError):
     """What was wrong with a `file.py:function` reference, as one line for the caller to locate."""
 
 
-def load_function(target: Any, base_dir: Path, *, prefix: str = "dspx_user") -> tuple[Callable[..., Any], Path]:
-    """The function and the file it came from; relative paths are resolved against `base_dir`."""
+def split_target(target: Any, base_dir: Path) -> tuple[Path, str]:
+    """`"file.py:function"` as (the file, resolved against `base_dir`, and the function's name)."""
     file_text, _, function_name = target.rpartition(":") if isinstance(target, str) else ("", "", "")
     if not file_text or not function_name.isidentifier():
         raise PyFileError(f'expected "file.py:function", got {target!r}')
     path = Path(file_text).expanduser()
-    path = path if path.is_absolute() else base_dir / path
+    return (path if path.is_absolute() else base_dir / path), function_name
+
+
+def load_function(target: Any, base_dir: Path, *, prefix: str = "dspx_user") -> tuple[Callable[..., Any], Path]:
+    """The function and the file it came from; relative paths are resolved against `base_dir`."""
+    path, function_name = split_target(target, base_dir)
     if not path.is_file():
         raise PyFileError(f"file not found: {path}")
     module = _import(path, f"{prefix}_{abs(hash(str(path.resolve())))}")

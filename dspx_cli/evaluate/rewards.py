@@ -7,13 +7,16 @@ label-free built-in such as `{name: regex, pattern: ...}`.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dspx_cli.core import Example, Prediction
 from dspx_cli.evaluate.metrics import resolve_metric
-from dspx_cli.modules import RewardFn
 from dspx_cli.program.context import RunContext
 from dspx_cli.program.model import Program
+
+if TYPE_CHECKING:
+    # A type only: importing dspx_cli.modules at run time would load every module type.
+    from dspx_cli.modules import RewardFn
 
 __all__ = ["build_rewards"]
 

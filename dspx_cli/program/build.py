@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 from dspx_cli.adapters import ChatAdapter, JSONAdapter
+from dspx_cli.core.pyfile import PyFileError, split_target
 from dspx_cli.errors import UsageError
 from dspx_cli.modules import (
     BestOfN,
@@ -84,8 +84,8 @@ def _tool(definition: ToolDef, context: RunContext | None) -> Tool:
         assert definition.retriever is not None
         search = Retrieve(_retriever(definition.retriever, context), k=definition.retriever.k)
         return search.as_tool(**named)
-    assert definition.function is not None
-    return Tool(definition.function, **named)
+    assert definition.tool is not None
+    return definition.tool
 
 
 def _retriever(definition: RetrieverDef, context: RunContext | None) -> Any:
@@ -104,12 +104,11 @@ class _NoRetriever:
 
 def _reward_code(spec: Any, program: Program) -> str:
     """A Python reward's file as written; any other reward, its spec as JSON."""
-    if isinstance(spec, dict) and isinstance(spec.get("python"), str):
-        path = Path(spec["python"].rpartition(":")[0]).expanduser()
-        path = path if path.is_absolute() else program.base_dir / path
+    if isinstance(spec, dict) and "python" in spec:
         try:
+            path, _ = split_target(spec["python"], program.base_dir)
             return path.read_text(encoding="utf-8")
-        except OSError:
+        except (PyFileError, OSError):
             pass
     return json.dumps(spec, ensure_ascii=False)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,14 +52,15 @@ class RetrieverDef:
 
 @dataclass(frozen=True)
 class ToolDef:
-    """A tool a `react` module may call: `function` for Python tools, `retriever` for `retrieve`."""
+    """A tool a `react` module may call: the checked `Tool` of a Python function, or the
+    `retriever` of a `retrieve` tool (its Tool needs a run context)."""
 
     name: str
     kind: str  # calculator | retrieve | python
     location: Location
     desc: str | None = None
     timeout: float | None = None
-    function: Callable[..., Any] | None = None
+    tool: Any = None  # dspx_cli.modules.Tool; typed loosely so this module stays import-light
     retriever: RetrieverDef | None = None
 
 

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
-
-from collections.abc import Mapping
 
 from dspx_cli.core import Prediction
 from dspx_cli.lm.base import Message, Usage

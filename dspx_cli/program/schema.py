@@ -89,7 +89,7 @@ class EmbeddingsSpec(_Strict):
     _empty_key_is_none = field_validator("api_key", mode="after")(lambda cls, v: v or None)
 
 
-class _RetrievalKeys(_Strict):
+class RetrievalKeys(_Strict):
     """What a `retrieve` module or tool searches: BM25 over `corpus`, or its embeddings."""
 
     corpus: str | None = None
@@ -100,7 +100,7 @@ class _RetrievalKeys(_Strict):
     _embeddings_shorthand = field_validator("embeddings", mode="before")(lambda cls, v: _lm_shorthand(v))
 
 
-class ToolSpec(_RetrievalKeys):
+class ToolSpec(RetrievalKeys):
     """A tool for `react` modules: a built-in (`calculator`, `retrieve`) or `python: file.py:fn`."""
 
     type: Literal["calculator", "retrieve", "python"] | None = None  # default: python if given, else the name
@@ -109,7 +109,7 @@ class ToolSpec(_RetrievalKeys):
     timeout: float | None = Field(default=None, gt=0)
 
 
-class ModuleSpec(_RetrievalKeys):
+class ModuleSpec(RetrievalKeys):
     type: ModuleType = "predict"
     signature: str | SignatureSpec | None = None  # required except for best_of_n, refine, retrieve
     instructions: str | None = None

@@ -17,7 +17,7 @@ from pathlib import Path
 from dspx_cli.core.pyfile import PyFileError, load_function
 from dspx_cli.errors import ProgramError
 from dspx_cli.program.model import EmbeddingsDef, RetrieverDef, ToolDef
-from dspx_cli.program.schema import TOOL_TYPES, ToolSpec, _RetrievalKeys
+from dspx_cli.program.schema import TOOL_TYPES, RetrievalKeys, ToolSpec
 from dspx_cli.program.source import KeyPath, Positions
 
 DEFAULT_K = 3  # DSPy's Retrieve default
@@ -61,13 +61,14 @@ def _build_tool(name: str, spec: ToolSpec, base_dir: Path, positions: Positions)
     except PyFileError as exc:
         raise ProgramError(f"tool {name!r}: python: {exc}", python_at) from None
     try:
-        Tool(function, name=name, desc=spec.desc, timeout=spec.timeout)  # builds the JSON schema now
+        # Built now, so a parameter without a JSON schema is reported here; runs reuse it.
+        tool = Tool(function, name=name, desc=spec.desc, timeout=spec.timeout)
     except ToolSchemaError as exc:
         raise ProgramError(f"tool {name!r}: {exc}", python_at) from None
-    return ToolDef(name, kind, where, desc=spec.desc, timeout=spec.timeout, function=function)
+    return ToolDef(name, kind, where, desc=spec.desc, timeout=spec.timeout, tool=tool)
 
 
-def build_retriever(spec: _RetrievalKeys, base_dir: Path, key_path: KeyPath, positions: Positions) -> RetrieverDef:
+def build_retriever(spec: RetrievalKeys, base_dir: Path, key_path: KeyPath, positions: Positions) -> RetrieverDef:
     """`corpus`, `k`, `text_field`, `embeddings` of a retrieve module or tool."""
     if spec.corpus is None:
         raise ProgramError("retrieve needs `corpus: path/to/corpus.jsonl` (or .txt)", positions.locate(key_path))
