@@ -46,6 +46,7 @@ CacheDirOpt = Annotated[
     typer.Option("--cache-dir", envvar="DSPX_CACHE_DIR", help="Cache and history folder [default: ~/.cache/dspx]."),
 ]
 NoCacheOpt = Annotated[bool, typer.Option("--no-cache", help="Neither read nor write the cache for this run.")]
+CONCURRENCY_HELP = "{} in flight [default: 2 when a module runs a local model, else 16]."
 CacheOnlyOpt = Annotated[
     bool, typer.Option("--cache-only", help="Replay from the cache; a call that is not cached is an error.")
 ]
@@ -76,7 +77,7 @@ def run(
         Optional[str],
         typer.Option("--input", help="Run every JSON line of FILE ('-' for stdin); print one JSON line per input."),
     ] = None,
-    concurrency: Annotated[int, typer.Option("-j", "--concurrency", min=1, help="Rows in flight (--input).")] = 16,
+    concurrency: Annotated[Optional[int], typer.Option("-j", "--concurrency", min=1, help=CONCURRENCY_HELP.format("Rows"))] = None,
     usage_file: Annotated[
         Optional[Path], typer.Option("--usage-file", help="Write calls, tokens and cost as JSON to this file.")
     ] = None,
@@ -110,7 +111,7 @@ def evaluate(
         Optional[Path], typer.Option("--dataset", help="Score this JSONL/JSON/CSV file instead of the split's.")
     ] = None,
     limit: Annotated[Optional[int], typer.Option("--limit", help="Only the first N examples.")] = None,
-    concurrency: Annotated[int, typer.Option("-j", "--concurrency", min=1, help="Examples in flight.")] = 16,
+    concurrency: Annotated[Optional[int], typer.Option("-j", "--concurrency", min=1, help=CONCURRENCY_HELP.format("Examples"))] = None,
     output: Annotated[
         Optional[Path], typer.Option("--output", help="Run folder [default: runs/<timestamp>-<program>].")
     ] = None,
@@ -158,7 +159,7 @@ def _compile(
     output: Annotated[
         Optional[Path], typer.Option("-o", "--output", help="State file [default: runs/<timestamp>-<program>/state.json].")
     ] = None,
-    concurrency: Annotated[int, typer.Option("-j", "--concurrency", min=1, help="Examples in flight.")] = 16,
+    concurrency: Annotated[Optional[int], typer.Option("-j", "--concurrency", min=1, help=CONCURRENCY_HELP.format("Examples"))] = None,
     limit: Annotated[Optional[int], typer.Option("--limit", help="Only the first N train and dev examples.")] = None,
     teacher_lm: Annotated[
         Optional[str], typer.Option("--teacher-lm", help="Bootstrap with this model as the teacher (not changed by --lm).")
@@ -260,11 +261,12 @@ def history(
 
 def _guard(debug: bool, action) -> None:  # type: ignore[no-untyped-def]
     """One line on stderr and a documented exit code for every failure, unless --debug."""
+    from dspx_cli.cli.interrupt import guarded
     from dspx_cli.errors import EXIT_RUNTIME, DspxError
 
     _route_warnings(debug)
     try:
-        action()
+        guarded(action)()  # SIGTERM as Ctrl-C; a closed stdout ends quietly (cli/interrupt.py)
     except DspxError as exc:
         if debug:
             raise

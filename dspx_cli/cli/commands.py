@@ -63,7 +63,7 @@ def run(
     cache: CacheOptions = CacheOptions(),
     usage_file: Path | None = None,
     input_file: str | None = None,
-    concurrency: int = 16,
+    concurrency: int | None = None,
     state_file: Path | None = None,
     trace: bool = False,
 ) -> None:
@@ -98,7 +98,7 @@ def run_file(
     runner: ProgramRunner,
     input_file: str,
     context: RunContext,
-    concurrency: int,
+    concurrency: int | None,
     usage_file: Path | None,
     *,
     trace: bool = False,
@@ -111,18 +111,23 @@ def run_file(
         except OSError as exc:
             raise UsageError(f"--input {input_file}: {exc.strerror}") from None
 
+    from dspx_cli.cli.progress import Progress
+    from dspx_cli.program.batch import default_concurrency, run_batch
+
+    progress = Progress(context.meter, "run", unit="rows", scored=False)
+
     def emit(row: RowResult) -> None:
+        progress.update(None, row.error is not None)
         record = row.record()
         if trace and row.steps is not None:
             record["trace"] = {step: dict(prediction.items()) for step, prediction in row.steps.items()}
         sys.stdout.write(json.dumps(render.jsonable(record), ensure_ascii=False) + "\n")
         sys.stdout.flush()  # a consumer downstream of a pipe sees each row as it is ready
 
-    from dspx_cli.program.batch import run_batch
-
     async def go() -> tuple[int, int]:
         try:
-            return await run_batch(runner, source, emit, concurrency=concurrency)
+            with progress:
+                return await run_batch(runner, source, emit, concurrency=concurrency or default_concurrency(runner.program))
         finally:
             await context.aclose()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import sys
 import time
 from dataclasses import dataclass
@@ -12,14 +13,19 @@ from typing import Any
 
 from dspx_cli.cli import render
 from dspx_cli.cli.commands import CacheOptions, build_runner
-from dspx_cli.cli.progress import EvaluationProgress
-from dspx_cli.evaluate.datasets import configured_splits, load_examples
+from dspx_cli.cli.progress import Progress
+from dspx_cli.core import Example
+from dspx_cli.evaluate.datasets import BadRow, configured_splits, load_rows
+from dspx_cli.errors import UsageError
 from dspx_cli.evaluate.evaluator import Evaluation, evaluate
 from dspx_cli.evaluate.metrics import resolve_metric
 from dspx_cli.evaluate.report import default_run_dir, program_hash, resolved_program
 from dspx_cli.optimizers.compile import build_teacher, choose_optimizer, optimize
 from dspx_cli.optimizers.state import dump_state, named_predictors, save_state_file
+from dspx_cli.program.batch import default_concurrency
 from dspx_cli.program.loader import load_program
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -27,7 +33,7 @@ class CompileOptions:
     optimizer: str | None = None
     assignments: tuple[str, ...] = ()
     output: Path | None = None
-    concurrency: int = 16
+    concurrency: int | None = None  # None: what the program's LMs can serve (program/batch.py)
     limit: int | None = None
     as_json: bool = False
     teacher_lm: str | None = None
@@ -38,8 +44,11 @@ def run(path: Path, lm_override: str | None, options: CompileOptions, cache: Cac
     program = load_program(path, lm_override=lm_override)
     choice = choose_optimizer(program, options.optimizer, options.assignments,
                               teacher_lm=options.teacher_lm, teacher_state=options.teacher_state)
-    trainset = load_examples(program, "train", limit=options.limit)
-    devset = load_examples(program, "dev", limit=options.limit) if "dev" in configured_splits(program) else []
+    trainset = _readable(load_rows(program, "train", limit=options.limit))
+    devset = _readable(load_rows(program, "dev", limit=options.limit)) if "dev" in configured_splits(program) else []
+    if not trainset:
+        raise UsageError(f"{program.path}: no training example could be read (see the warnings above)")
+    concurrency = options.concurrency or default_concurrency(program)
     context = cache.context(program)
     metric = resolve_metric(program, context)
     runner = build_runner(program, context, None)
@@ -50,16 +59,18 @@ def run(path: Path, lm_override: str | None, options: CompileOptions, cache: Cac
     async def score(label: str) -> Evaluation | None:
         if not devset:
             return None
-        with EvaluationProgress(len(devset), label) as progress:
-            return await evaluate(runner, devset, metric, concurrency=options.concurrency,
+        with Progress(context.meter, label, total=len(devset)) as progress:
+            return await evaluate(runner, devset, metric, concurrency=concurrency,
                                   on_result=lambda r: progress.update(r.score, r.error is not None))
 
     async def go() -> tuple[Evaluation | None, dict[str, Any], Evaluation | None]:
         try:
             before = await score("dev before")
             sys.stderr.write(f"compiling with {choice.name} on {len(trainset)} training examples\n")
-            report = await optimize(runner, choice, trainset, metric, concurrency=options.concurrency,
-                                    valset=devset or None, teacher=teacher)
+            # The optimizer reports no per-example progress; the calls it makes show it is alive.
+            with Progress(context.meter, f"compile ({choice.name})", unit="", scored=False):
+                report = await optimize(runner, choice, trainset, metric, concurrency=concurrency,
+                                        valset=devset or None, teacher=teacher)
             after = await score("dev after")
             return before, report, after
         finally:
@@ -93,6 +104,14 @@ def run(path: Path, lm_override: str | None, options: CompileOptions, cache: Cac
     else:
         sys.stdout.write(_table(metadata, demos, output))
     render.usage_line(context.meter, seconds)
+
+
+def _readable(rows: list[Example | BadRow]) -> list[Example]:
+    """The rows that are examples; each bad one is skipped with a warning naming its file and line."""
+    for row in rows:
+        if isinstance(row, BadRow):
+            logger.warning("skipping %s", row)
+    return [row for row in rows if not isinstance(row, BadRow)]
 
 
 def _table(metadata: dict[str, Any], demos: dict[str, int], output: Path) -> str:

@@ -11,12 +11,13 @@ from pathlib import Path
 
 from dspx_cli.cli import render
 from dspx_cli.cli.commands import CacheOptions, build_runner
-from dspx_cli.cli.progress import EvaluationProgress
+from dspx_cli.cli.progress import Progress
 from dspx_cli.errors import LMError, ScoreBelowMinimum, UsageError
-from dspx_cli.evaluate.datasets import load_examples
+from dspx_cli.evaluate.datasets import load_rows
 from dspx_cli.evaluate.evaluator import Evaluation, ExampleResult, evaluate
 from dspx_cli.evaluate.metrics import resolve_metric
 from dspx_cli.evaluate.report import RunFolder, default_run_dir, summary_dict, write_junit
+from dspx_cli.program.batch import default_concurrency
 from dspx_cli.program.loader import load_program
 
 
@@ -25,7 +26,7 @@ class EvaluateOptions:
     split: str = "dev"
     dataset: Path | None = None
     limit: int | None = None
-    concurrency: int = 16
+    concurrency: int | None = None  # None: what the program's LMs can serve (program/batch.py)
     output: Path | None = None
     junit: Path | None = None
     junit_pass: float = 1.0
@@ -42,43 +43,52 @@ def run(path: Path, lm_override: str | None, options: EvaluateOptions, cache: Ca
     program = load_program(path, lm_override=lm_override)
     context = cache.context(program)
     runner = build_runner(program, context, options.state_file)  # a misfit state fails before any work
-    examples = load_examples(program, options.split, dataset=options.dataset, limit=options.limit)
+    # A row that cannot be read is a failed example naming its file and line, not the end of the run.
+    examples = load_rows(program, options.split, dataset=options.dataset, limit=options.limit)
     metric = resolve_metric(program, context)
+    concurrency = options.concurrency or default_concurrency(program)
     folder = RunFolder(options.output or default_run_dir(program), program)
+    finished: dict[int, ExampleResult] = {}  # filled as examples finish: kept when interrupted
 
-    async def go(progress: EvaluationProgress) -> Evaluation:
+    async def go(progress: Progress) -> Evaluation:
         def on_result(result: ExampleResult) -> None:
             folder.add(result)
             progress.update(result.score, result.error is not None)
 
         try:
             return await evaluate(
-                runner, examples, metric, concurrency=options.concurrency, failure_score=options.failure_score,
-                max_errors=options.max_errors, on_result=on_result,
+                runner, examples, metric, concurrency=concurrency, failure_score=options.failure_score,
+                max_errors=options.max_errors, on_result=on_result, finished=finished,
             )
         finally:
             await context.aclose()
 
-    started = time.perf_counter()
-    evaluation: Evaluation | None = None
-    try:
-        with EvaluationProgress(len(examples)) as progress:
-            evaluation = asyncio.run(go(progress))
-    finally:
-        seconds = time.perf_counter() - started
-        if evaluation is None:  # interrupted: keep what finished, and say so
-            folder.finish({"program": str(program.path), "aborted": "interrupted",
-                           "usage": context.meter.to_dict()}, None)
     settings = {
-        "concurrency": options.concurrency, "failure_score": options.failure_score,
+        "concurrency": concurrency, "failure_score": options.failure_score,
         "max_errors": options.max_errors, "limit": options.limit,
         "dataset": str(options.dataset) if options.dataset else None, "metric": program.spec.metric,
     }
-    summary = summary_dict(program, evaluation, split=options.split, seconds=seconds,
-                           usage=context.meter.to_dict(), min_score=options.min_score, settings=settings)
-    folder.finish(summary, evaluation)
-    if options.junit is not None:
-        write_junit(options.junit, program, evaluation, pass_score=options.junit_pass, seconds=seconds)
+
+    def report(evaluation: Evaluation, seconds: float) -> dict:
+        summary = summary_dict(program, evaluation, split=options.split, seconds=seconds,
+                               usage=context.meter.to_dict(), min_score=options.min_score, settings=settings)
+        folder.finish(summary, evaluation)
+        if options.junit is not None:
+            write_junit(options.junit, program, evaluation, pass_score=options.junit_pass, seconds=seconds)
+        return summary
+
+    started = time.perf_counter()
+    try:
+        with Progress(context.meter, "evaluate", total=len(examples)) as progress:
+            evaluation = asyncio.run(go(progress))
+    except BaseException as exc:
+        # Interrupted (SIGINT, SIGTERM) or failed: the summary and JUnit file still say what finished.
+        stopped = "interrupted" if isinstance(exc, (KeyboardInterrupt, asyncio.CancelledError)) else f"failed: {exc}"
+        report(Evaluation.partial(finished, len(examples), stopped), time.perf_counter() - started)
+        sys.stderr.write(f"{len(finished)} of {len(examples)} examples finished; results in {folder.directory}\n")
+        raise
+    seconds = time.perf_counter() - started
+    summary = report(evaluation, seconds)
 
     if options.as_json:
         sys.stdout.write(json.dumps(summary, default=str) + "\n")

@@ -128,9 +128,15 @@ def usage_summary(meter: UsageMeter, seconds: float) -> str:
 
 
 def usage_line(meter: UsageMeter, seconds: float) -> None:
+    import sys
+
+    text = usage_summary(meter, seconds)
+    if not sys.stderr.isatty():  # one line for logs and scripts: rich would wrap it at 80 columns
+        sys.stderr.write(text + "\n")
+        return
     from rich.console import Console
 
-    Console(stderr=True, highlight=False).print(usage_summary(meter, seconds), style="dim", markup=False)
+    Console(stderr=True, highlight=False).print(text, style="dim", markup=False)
 
 
 def _levels(program: Program) -> dict[str, int]:

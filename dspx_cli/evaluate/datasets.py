@@ -19,6 +19,11 @@ Program paths resolve against the program file's folder; `--dataset FILE` (relat
 directory) replaces the requested split's file and is read whole. `limit` keeps the first N
 examples of the split. Every example is `Example(record).with_inputs(*inputs)`, where `inputs` is
 `data.inputs` or, by default, the program's input names.
+
+Files are read as bytes and decoded line by line, so a bad line (not UTF-8, not JSON, nested too
+deeply, missing an input) spoils only itself. `load_examples` refuses a file with any bad line
+(for checks); `load_rows` keeps the good rows and returns each bad one as a `BadRow` in its place,
+so `evaluate` can count it as a failed example and `compile` can skip it with a warning.
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ from dspx_cli.core import Example
 from dspx_cli.errors import DspxError, Location, ProgramError, UsageError
 from dspx_cli.program.model import Program
 
-__all__ = ["SPLITS", "configured_splits", "load_examples"]
+__all__ = ["SPLITS", "BadRow", "configured_splits", "load_examples", "load_rows"]
 
 SPLITS = ("train", "dev", "test")
 _FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv"}
@@ -70,6 +75,18 @@ class _Record:
     values: dict[str, Any]
     where: str  # "line 3", "row 3" or "item 3"
     line: int | None
+    problem: str | None = None  # why this row cannot be an example
+
+
+@dataclass(frozen=True)
+class BadRow:
+    """A dataset row that cannot be an example; `where` is `file:line` (or `file: item N`)."""
+
+    where: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.message}"
 
 
 def configured_splits(program: Program) -> list[str]:
@@ -90,6 +107,33 @@ def load_examples(
     dataset: Path | None = None,
     limit: int | None = None,
 ) -> list[Example]:
+    """The split's examples; a bad row anywhere in the file is an error naming its file and line."""
+    _, records = _records(program, split, dataset, limit, strict=True)
+    inputs = _input_keys(program)
+    return [Example(record.values).with_inputs(*inputs) for record in records]
+
+
+def load_rows(
+    program: Program,
+    split: str = "dev",
+    *,
+    dataset: Path | None = None,
+    limit: int | None = None,
+) -> list[Example | BadRow]:
+    """The split's rows in order, a bad row as a `BadRow` in its place (`limit` counts it too).
+    Errors about the file as a whole (missing, not a list, no rows) are still raised."""
+    source, records = _records(program, split, dataset, limit, strict=False)
+    inputs = _input_keys(program)
+    return [
+        Example(record.values).with_inputs(*inputs) if record.problem is None
+        else BadRow(_where(source, record), record.problem)
+        for record in records
+    ]
+
+
+def _records(
+    program: Program, split: str, dataset: Path | None, limit: int | None, *, strict: bool
+) -> tuple[_File, list[_Record]]:
     if split not in SPLITS:
         raise UsageError(f"unknown split {split!r}; expected one of: {', '.join(SPLITS)}")
     if limit is not None and limit < 1:
@@ -99,22 +143,34 @@ def load_examples(
 
     if dataset is not None:
         source = _File(Path(dataset).expanduser(), None, "--dataset")
-        records = _read(source, types)
+        records = _read(source, types, strict)
         what = f"{source.path}"
     else:
-        source, records, what = _split_records(program, split, types)
-    _check_inputs(source, records, inputs)
+        source, records, what = _split_records(program, split, types, strict)
+    records = _check_inputs(records, inputs)
+    if strict:
+        for record in records:
+            if record.problem is not None:
+                # A line number goes into the location; a JSON item has none, so the message names it.
+                prefix = "" if record.line is not None else f"{record.where}: "
+                raise source.error(prefix + record.problem, record.line)
     if not records:
         raise source.config_error(f"{what} has no examples")
     if limit is not None:
         records = records[:limit]
-    return [Example(record.values).with_inputs(*inputs) for record in records]
+    return source, records
+
+
+def _where(source: _File, record: _Record) -> str:
+    return f"{source.path}:{record.line}" if record.line is not None else f"{source.path}: {record.where}"
 
 
 # ----- the data section ------------------------------------------------------------------------
 
 
-def _split_records(program: Program, split: str, types: dict[str, Any]) -> tuple[_File, list[_Record], str]:
+def _split_records(
+    program: Program, split: str, types: dict[str, Any], strict: bool
+) -> tuple[_File, list[_Record], str]:
     available = configured_splits(program)
     if split not in available:
         offered = ", ".join(available) if available else "none"
@@ -128,11 +184,12 @@ def _split_records(program: Program, split: str, types: dict[str, Any]) -> tuple
     explicit = getattr(data, split)
     if explicit is not None:
         source = _File(_resolve(program, explicit), positions.locate(("data", split)), f"data.{split}")
-        return source, _read(source, types), str(source.path)
+        return source, _read(source, types, strict), str(source.path)
 
     assert data.path is not None and data.split is not None
     source = _File(_resolve(program, data.path), positions.locate(("data", "path")), "data.path")
-    records = _read(source, types)
+    # Bad rows are shuffled with the good ones, so fixing a line never moves the others between splits.
+    records = _read(source, types, strict)
     shares = _shares(program)
     order = list(records)
     random.Random(data.split.seed).shuffle(order)
@@ -197,54 +254,92 @@ def _field_types(program: Program) -> dict[str, Any]:
     return types
 
 
-def _check_inputs(source: _File, records: list[_Record], inputs: list[str]) -> None:
+def _check_inputs(records: list[_Record], inputs: list[str]) -> list[_Record]:
+    checked = []
     for record in records:
+        problem = record.problem
         for key in inputs:
-            # A line number goes into the location; a JSON item has none, so the message names it.
-            prefix = "" if record.line is not None else f"{record.where}: "
+            if problem is not None:
+                break
             if key not in record.values:
                 present = ", ".join(record.values) or "none"
-                raise source.error(f"{prefix}the record has no input {key!r} (its keys: {present})", record.line)
-            if record.values[key] is None:
-                raise source.error(f"{prefix}input {key!r} is null", record.line)
+                problem = f"the record has no input {key!r} (its keys: {present})"
+            elif record.values[key] is None:
+                problem = f"input {key!r} is null"
+        checked.append(record if problem is record.problem else _Record({}, record.where, record.line, problem))
+    return checked
 
 
 # ----- file formats ----------------------------------------------------------------------------
 
 
-def _read(source: _File, types: dict[str, Any]) -> list[_Record]:
+def _read(source: _File, types: dict[str, Any], strict: bool) -> list[_Record]:
+    """Every row of the file, bad ones with their problem; `strict` stops at the first bad row."""
     kind = _FORMATS.get(source.path.suffix.lower())
     if kind is None:
         raise source.config_error(f"{source.path}: expected a .jsonl, .json or .csv file")
     try:
-        text = source.path.read_text(encoding="utf-8-sig")
+        data = source.path.read_bytes()
     except FileNotFoundError:
         raise source.config_error(f"file not found: {source.path}") from None
-    except UnicodeDecodeError as exc:
-        raise source.config_error(f"{source.path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     except OSError as exc:
         raise source.config_error(f"cannot read {source.path}: {exc.strerror or exc}") from None
-    if kind == "jsonl":
-        return list(_read_jsonl(source, text))
     if kind == "json":
+        try:
+            text = data.decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            raise source.config_error(f"{source.path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
         return _read_json(source, text)
-    return list(_read_csv(source, text, types))
-
-
-def _read_jsonl(source: _File, text: str) -> Iterator[_Record]:
     # Split on "\n" only: JSON strings may hold U+2028 and other breaks that splitlines() cuts at.
-    for number, line in enumerate(text.split("\n"), start=1):
+    lines = [_decode_line(raw, first=number == 1) for number, raw in enumerate(data.split(b"\n"), start=1)]
+    records = _read_jsonl(lines) if kind == "jsonl" else _read_csv(source, lines, types)
+    if strict:
+        checked = []
+        for record in records:  # stop at the first bad row, as later ones may be its consequence
+            checked.append(record)
+            if record.problem is not None:
+                break
+        return checked
+    return list(records)
+
+
+def _decode_line(raw: bytes, *, first: bool) -> tuple[str, str | None]:
+    """The line's text and, when it is not UTF-8, why (the text then has U+FFFD in its place)."""
+    if first and raw.startswith(b"\xef\xbb\xbf"):
+        raw = raw[3:]
+    try:
+        return raw.decode("utf-8"), None
+    except UnicodeDecodeError as exc:
+        return raw.decode("utf-8", "replace"), f"not UTF-8 text ({exc.reason} at column {exc.start + 1})"
+
+
+def _read_jsonl(lines: list[tuple[str, str | None]]) -> Iterator[_Record]:
+    for number, (line, undecodable) in enumerate(lines, start=1):
         if not line.strip():
+            continue
+        where = f"line {number}"
+        if undecodable is not None:
+            yield _Record({}, where, number, undecodable)
             continue
         try:
             value = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise source.error(
-                f"expected a JSON object, got invalid JSON ({exc.msg} at column {exc.colno})", number
-            ) from None
+            yield _Record({}, where, number, f"expected a JSON object, got invalid JSON ({exc.msg} at column {exc.colno})")
+            continue
+        except RecursionError:
+            yield _Record({}, where, number, "expected a JSON object, got JSON nested too deeply")
+            continue
+        except ValueError as exc:  # e.g. an integer past Python's digit limit
+            yield _Record({}, where, number, f"expected a JSON object, got invalid JSON ({_first_clause(exc)})")
+            continue
         if not isinstance(value, dict):
-            raise source.error(f"expected a JSON object, got {_json_kind(value)}", number)
-        yield _Record(value, f"line {number}", number)
+            yield _Record({}, where, number, f"expected a JSON object, got {_json_kind(value)}")
+            continue
+        yield _Record(value, where, number)
+
+
+def _first_clause(exc: Exception) -> str:
+    return str(exc).split(":")[0].split(";")[0].strip() or type(exc).__name__
 
 
 def _read_json(source: _File, text: str) -> list[_Record]:
@@ -252,24 +347,32 @@ def _read_json(source: _File, text: str) -> list[_Record]:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
         raise source.error(f"invalid JSON: {exc.msg} (column {exc.colno})", exc.lineno) from None
+    except RecursionError:
+        raise source.error("invalid JSON: nested too deeply") from None
+    except ValueError as exc:  # e.g. an integer past Python's digit limit
+        raise source.error(f"invalid JSON: {_first_clause(exc)}") from None
     if isinstance(value, dict) and isinstance(value.get("examples"), list):
         value = value["examples"]
     if not isinstance(value, list):
         raise source.error(f'expected a list of JSON objects or {{"examples": [...]}}, got {_json_kind(value)}')
     records = []
     for index, item in enumerate(value, start=1):
-        if not isinstance(item, dict):
-            raise source.error(f"item {index}: expected a JSON object, got {_json_kind(item)}")
-        records.append(_Record(item, f"item {index}", None))
+        if isinstance(item, dict):
+            records.append(_Record(item, f"item {index}", None))
+        else:
+            records.append(_Record({}, f"item {index}", None, f"expected a JSON object, got {_json_kind(item)}"))
     return records
 
 
-def _read_csv(source: _File, text: str, types: dict[str, Any]) -> Iterator[_Record]:
-    reader = csv.reader(io.StringIO(text, newline=""))
+def _read_csv(source: _File, lines: list[tuple[str, str | None]], types: dict[str, Any]) -> Iterator[_Record]:
+    undecodable = {number: why for number, (_, why) in enumerate(lines, start=1) if why is not None}
+    reader = csv.reader(io.StringIO("\n".join(text for text, _ in lines), newline=""))
     try:
         header = next(reader, None)
         if header is None or not any(cell.strip() for cell in header):
             raise source.error("expected a header row naming the columns", 1)
+        if 1 in undecodable:
+            raise source.error(f"the header row is {undecodable[1]}", 1)
         header = [cell.strip() for cell in header]
         duplicated = sorted({name for name in header if header.count(name) > 1})
         if duplicated or "" in header:
@@ -282,10 +385,14 @@ def _read_csv(source: _File, text: str, types: dict[str, Any]) -> Iterator[_Reco
                 break
             if not any(cell.strip() for cell in row):
                 continue
-            if len(row) != len(header):
-                raise source.error(f"row has {len(row)} cells, the header has {len(header)}", line)
-            values = {name: _cell(cell, types.get(name, str)) for name, cell in zip(header, row, strict=True)}
-            yield _Record(values, f"row {line}", line)
+            spoiled = next((undecodable[n] for n in range(line, reader.line_num + 1) if n in undecodable), None)
+            if spoiled is not None:
+                yield _Record({}, f"row {line}", line, spoiled)
+            elif len(row) != len(header):
+                yield _Record({}, f"row {line}", line, f"row has {len(row)} cells, the header has {len(header)}")
+            else:
+                values = {name: _cell(cell, types.get(name, str)) for name, cell in zip(header, row, strict=True)}
+                yield _Record(values, f"row {line}", line)
     except csv.Error as exc:
         raise source.error(f"invalid CSV: {exc}", reader.line_num) from None
 
@@ -295,7 +402,7 @@ def _cell(text: str, annotation: Any) -> Any:
         return text
     try:
         return json.loads(text)
-    except json.JSONDecodeError:
+    except (ValueError, RecursionError):
         return text  # not JSON: the text itself, which the adapter or the metric may still accept
 
 

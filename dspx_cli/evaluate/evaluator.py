@@ -3,6 +3,10 @@
 Semantics follow DSPy's Evaluate: an example whose run fails scores `failure_score` and still
 counts in the average; once more than `max_errors` examples have failed, no new example starts
 (the ones in flight finish, so their paid-for calls land in the cache) and the run is aborted.
+
+A dataset row that could not be read (a `BadRow`) is a failed example in its place, its error
+naming the file and line, so one bad line neither stops the run nor goes unnoticed.
+Results are kept on the `Evaluation` as they finish: an interrupted run still has them.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from typing import Any
 
 from dspx_cli.core import Example, Prediction
 from dspx_cli.errors import DspxError
+from dspx_cli.evaluate.datasets import BadRow
 from dspx_cli.evaluate.metrics import Metric
 from dspx_cli.lm.base import Usage
 from dspx_cli.program.runner import ProgramRunner
@@ -49,6 +54,11 @@ class Evaluation:
     total: int  # examples asked for
     aborted: str | None = None  # why the run stopped early, if it did
 
+    @classmethod
+    def partial(cls, finished: dict[int, ExampleResult], total: int, aborted: str | None) -> Evaluation:
+        """The examples that finished, in example order."""
+        return cls([finished[i] for i in sorted(finished)], total, aborted)
+
     @property
     def errors(self) -> int:
         return sum(1 for r in self.results if r.error is not None)
@@ -61,15 +71,18 @@ class Evaluation:
 
 async def evaluate(
     runner: ProgramRunner,
-    examples: list[Example],
+    examples: list[Example | BadRow],
     metric: Metric,
     *,
     concurrency: int = 16,
     failure_score: float = 0.0,
     max_errors: int | None = None,
     on_result: Callable[[ExampleResult], None] | None = None,
+    finished: dict[int, ExampleResult] | None = None,
 ) -> Evaluation:
-    results: dict[int, ExampleResult] = {}
+    """`finished`, when given, is filled as examples finish: after an interruption (the task
+    cancelled) it holds every example that finished, for `Evaluation.partial`."""
+    results: dict[int, ExampleResult] = {} if finished is None else finished
     next_index = 0
     errors = 0
     aborted: str | None = None
@@ -77,6 +90,8 @@ async def evaluate(
     async def score_one(index: int) -> ExampleResult:
         example = examples[index]
         started = time.perf_counter()
+        if isinstance(example, BadRow):
+            return ExampleResult(index, Example().with_inputs(), None, failure_score, str(example))
         try:
             run = await runner.run(dict(example.inputs().items()))
             prediction = Prediction(**run.outputs)
@@ -104,4 +119,4 @@ async def evaluate(
                 on_result(result)
 
     await asyncio.gather(*(worker() for _ in range(min(concurrency, len(examples)) or 1)))
-    return Evaluation([results[i] for i in sorted(results)], len(examples), aborted)
+    return Evaluation.partial(results, len(examples), aborted)
