@@ -73,3 +73,16 @@ def test_input_file_errors(tmp_path: Path) -> None:
     assert missing.returncode == 2 and "--input" in missing.stderr
     both = dspx("run", path, "--input", "-", "-i", "text=x", input="", BASE="http://127.0.0.1:9/v1")
     assert both.returncode == 2 and "not both" in both.stderr
+
+
+def test_progress_lines_while_rows_run(lm_server: LMServer, tmp_path: Path) -> None:
+    lm_server.responder = shout
+    lm_server.default_delay = 1.0
+    rows = "".join(json.dumps({"text": f"r{i}"}) + "\n" for i in range(2))
+    done = dspx("run", str(program(tmp_path)), "--input", "-", "-j", "1", input=rows, BASE=lm_server.api_base,
+                DSPX_PROGRESS_INTERVAL="0.2")
+    assert done.returncode == 0, done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.startswith("run: ")]
+    assert sum(line.startswith("run: 0 rows · 0 errors · 0 calls · ") for line in lines) >= 2, done.stderr
+    assert any(line.startswith("run: 1 rows · 0 errors · 1 call · ") for line in lines)
+    assert [json.loads(line) for line in done.stdout.splitlines()] == [{"shout": "R0"}, {"shout": "R1"}]

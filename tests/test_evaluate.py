@@ -173,3 +173,61 @@ def test_progress_bar_only_on_a_terminal(lm_server: LMServer, tmp_path: Path) ->
     assert "10/10" in text and "score 0.700" in text and "━" in text  # rich's bar
     assert "evaluate: 10/10 ·" not in text  # not the plain lines used off a terminal
     assert "━" not in dspx(str(path), "--output", str(tmp_path / "b"), BASE=lm_server.api_base).stderr
+
+
+def test_progress_lines_come_on_a_clock_before_any_example_finishes(lm_server: LMServer, tmp_path: Path) -> None:
+    # Each call takes 1.5 s: with a line every 0.2 s, lines must come while nothing has finished,
+    # and they count calls (not examples) with tokens per second.
+    lm_server.responder = shout
+    lm_server.default_delay = 1.5
+    done = dspx(str(setup(tmp_path, count=4)), "-j", "2", "--output", str(tmp_path / "a"),
+                BASE=lm_server.api_base, DSPX_PROGRESS_INTERVAL="0.2")
+    assert done.returncode == 0, done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.startswith("evaluate: ")]
+    before_any = [line for line in lines if line.startswith("evaluate: 0/4 · 0 errors · 0 calls · 0.0 tok/s")]
+    assert len(before_any) >= 3, done.stderr
+    finished = [line for line in lines if line.startswith("evaluate: 4/4 · score 0.750 · 0 errors · 4 calls · ")]
+    assert finished and finished[-1].endswith("~0 s left")
+    # After the first two calls (two examples of four, one call each) the ETA is from calls.
+    halfway = [line for line in lines if line.startswith("evaluate: 2/4 ")]
+    assert halfway and all(" · 2 calls · " in line and " s left" in line for line in halfway)
+    assert "━" not in done.stderr and "\x1b[" not in done.stderr  # plain lines: no bar, no colour
+
+
+def test_default_concurrency_fits_the_model(lm_server: LMServer, tmp_path: Path) -> None:
+    from dspx_cli.program.batch import default_concurrency
+    from dspx_cli.program.loader import load_program
+
+    lm_server.responder = shout
+    path = setup(tmp_path, count=2)
+    done = dspx(str(path), "--json", "--output", str(tmp_path / "a"), BASE=lm_server.api_base)
+    assert json.loads(done.stdout)["settings"]["concurrency"] == 16  # a remote endpoint
+    local = tmp_path / "local.yaml"
+    local.write_text(path.read_text().replace('openai/m, api_base: "${BASE}"', "local/smollm2"))
+    assert default_concurrency(load_program(local)) == 2
+    assert "default: 2 when a module runs a local model, else 16" in " ".join(run_dspx("evaluate", "--help").stdout.split())
+
+
+def test_the_usage_line_is_one_line_off_a_terminal(lm_server: LMServer, tmp_path: Path) -> None:
+    lm_server.responder = shout
+    path = setup(tmp_path, count=2)
+    long_name = "openai/" + "a-model-with-a-rather-long-name-" * 3
+    path.write_text(path.read_text().replace("openai/m", long_name))
+    done = dspx(str(path), "--output", str(tmp_path / "a"), BASE=lm_server.api_base)
+    usage = [line for line in done.stderr.splitlines() if line.startswith(long_name)]
+    assert len(usage) == 1 and len(usage[0]) > 100
+    assert usage[0].endswith(" s") and " · 2 calls · " in usage[0]
+
+
+def test_compile_shows_progress_while_bootstrapping(lm_server: LMServer, tmp_path: Path) -> None:
+    lm_server.responder = shout
+    lm_server.default_delay = 0.6
+    path = setup(tmp_path, count=3)
+    path.write_text(path.read_text().replace("data: {dev: dev.jsonl}", "data: {train: dev.jsonl}")
+                    + "optimizer: {type: bootstrap_few_shot, max_bootstrapped_demos: 2}\n")
+    done = run_dspx("compile", str(path), "-j", "1", "-o", str(tmp_path / "state.json"), BASE=lm_server.api_base,
+                    DSPX_PROGRESS_INTERVAL="0.2")
+    assert done.returncode == 0, done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.startswith("compile (bootstrap_few_shot): ")]
+    assert any(" 0 calls · 0.0 tok/s · " in line for line in lines), done.stderr
+    assert any(" 1 call · " in line for line in lines)
