@@ -1,4 +1,4 @@
-"""`dspx run --input`: many rows, concurrently, streamed back in input order with per-row errors."""
+"""`dspx run --batch`: many rows, concurrently, streamed back in input order with per-row errors."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ def shout(body: dict) -> str:
 
 
 def run(tmp_path: Path, server: LMServer, rows: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return dspx("run", str(program(tmp_path)), "--input", "-", *args, input=rows, BASE=server.api_base)
+    return dspx("run", str(program(tmp_path)), "--batch", "-", *args, input=rows, BASE=server.api_base)
 
 
 def test_rows_come_back_in_input_order_despite_latency(lm_server: LMServer, tmp_path: Path) -> None:
@@ -69,7 +69,7 @@ def test_failed_rows_keep_their_place_and_fail_the_exit_code(lm_server: LMServer
 
 def test_input_file_errors(tmp_path: Path) -> None:
     path = str(program(tmp_path))
-    missing = dspx("run", path, "--input", str(tmp_path / "nope.jsonl"), BASE="http://127.0.0.1:9/v1")
-    assert missing.returncode == 2 and "--input" in missing.stderr
-    both = dspx("run", path, "--input", "-", "-i", "text=x", input="", BASE="http://127.0.0.1:9/v1")
+    missing = dspx("run", path, "--batch", str(tmp_path / "nope.jsonl"), BASE="http://127.0.0.1:9/v1")
+    assert missing.returncode == 2 and "--batch" in missing.stderr
+    both = dspx("run", path, "--batch", "-", "-i", "text=x", input="", BASE="http://127.0.0.1:9/v1")
     assert both.returncode == 2 and "not both" in both.stderr

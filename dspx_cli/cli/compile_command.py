@@ -13,6 +13,7 @@ from typing import Any
 from dspx_cli.cli import render
 from dspx_cli.cli.commands import CacheOptions, build_runner
 from dspx_cli.cli.progress import EvaluationProgress
+from dspx_cli.errors import UsageError
 from dspx_cli.evaluate.datasets import configured_splits, load_examples
 from dspx_cli.evaluate.evaluator import Evaluation, evaluate
 from dspx_cli.evaluate.metrics import resolve_metric
@@ -38,8 +39,15 @@ def run(path: Path, lm_override: str | None, options: CompileOptions, cache: Cac
     program = load_program(path, lm_override=lm_override)
     choice = choose_optimizer(program, options.optimizer, options.assignments,
                               teacher_lm=options.teacher_lm, teacher_state=options.teacher_state)
+    splits = configured_splits(program)
+    if "train" not in splits:
+        # load_examples' own hint names evaluate's --split/--dataset, which compile does not take.
+        raise UsageError(
+            f"{program.path} configures no 'train' split (configured splits: {', '.join(splits) or 'none'}); "
+            "compile trains on it: add data.train (a file) or data.path with data.split to the program"
+        )
     trainset = load_examples(program, "train", limit=options.limit)
-    devset = load_examples(program, "dev", limit=options.limit) if "dev" in configured_splits(program) else []
+    devset = load_examples(program, "dev", limit=options.limit) if "dev" in splits else []
     context = cache.context(program)
     metric = resolve_metric(program, context)
     runner = build_runner(program, context, None)

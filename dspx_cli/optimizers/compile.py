@@ -111,7 +111,7 @@ def choose_optimizer(
     if override and override != written:
         section = {}  # the file's settings belong to another optimizer
     if name is None:
-        raise UsageError(f"{program.path} has no `optimizer:` section; pass --optimizer labeled_few_shot or ...")
+        raise UsageError(f"{program.path} has no `optimizer:` section; pass --optimizer with one of: {', '.join(DEFAULTS)}")
     if name not in DEFAULTS:
         known = ", ".join(DEFAULTS)
         if override:
