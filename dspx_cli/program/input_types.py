@@ -17,17 +17,29 @@ from typing import Any, Literal, Union
 
 from dspx_cli.core import annotation_name
 
-__all__ = ["allows_none", "type_mismatch"]
+__all__ = ["allows_none", "takes_text", "type_mismatch"]
 
 _NONE = type(None)
 
 
 def allows_none(annotation: Any) -> bool:
-    """`Optional[T]`, `T | None`, `None` and `Any`: DSPy's test for an input that may be omitted."""
+    """`Optional[T]`, `T | None` and `None` (not `Any`): DSPy's test for an input that may be omitted."""
     if annotation is None or annotation is _NONE:
         return True
     if typing.get_origin(annotation) in (Union, types.UnionType):
         return any(allows_none(arg) for arg in typing.get_args(annotation))
+    return False
+
+
+def takes_text(annotation: Any) -> bool:
+    """Whether some plain text fits: `str`, `Any`, a Literal with a string choice, a union of one."""
+    if annotation is str or annotation is Any:
+        return True
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is Literal:
+        return any(isinstance(choice, str) for choice in args)
+    if origin in (Union, types.UnionType):
+        return any(takes_text(arg) for arg in args)
     return False
 
 
@@ -116,8 +128,8 @@ def _article(name: str) -> str:
 
 def _show(value: Any) -> str:
     if isinstance(value, str):
-        text = repr(value)
-        return f"the string {text if len(text) <= 40 else text[:37] + '...'}"
+        text = repr(value)  # quoted, so the string '3' reads apart from the number 3
+        return text if len(text) <= 40 else text[:37] + "..."
     try:
         text = json.dumps(value, ensure_ascii=False)
     except (TypeError, ValueError, RecursionError):

@@ -13,7 +13,7 @@ from typing import Any
 
 from dspx_cli.core import annotation_name
 from dspx_cli.errors import UsageError
-from dspx_cli.program.input_types import allows_none, type_mismatch
+from dspx_cli.program.input_types import allows_none, takes_text, type_mismatch
 from dspx_cli.program.model import Program
 
 
@@ -68,11 +68,14 @@ def _cli_value(name: str, annotation: Any, text: str) -> Any:
         problem = type_mismatch(value, annotation)
         if problem is None:
             return value
-    if type_mismatch(text, annotation) is None:
+    text_problem = type_mismatch(text, annotation)
+    if text_problem is None:
         return text
     expected = annotation_name(annotation)
     if not parsed:
-        raise UsageError(f"-i {name}: expected JSON for type {expected}, got {_shown(text)}")
+        if not takes_text(annotation):
+            raise UsageError(f"-i {name}: expected JSON for type {expected}, got {_shown(text)}")
+        problem = text_problem
     raise UsageError(f"-i {name}: expected {expected}, got {_shown(text)} ({problem})")
 
 
