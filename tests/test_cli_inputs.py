@@ -32,6 +32,10 @@ def typed_program(tmp_path: Path) -> Path:
     return path
 
 
+def good_args_except(field: str) -> list[str]:
+    return [arg for flag, pair in zip(GOOD[::2], GOOD[1::2], strict=True) if not pair.startswith(field + "=") for arg in (flag, pair)]
+
+
 def user_message(done: Any) -> str:
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)[0]["messages"][-1]["content"]
@@ -60,12 +64,20 @@ def test_good_values_pass_as_typed(tmp_path: Path) -> None:
 )
 def test_a_value_that_does_not_fit_its_type_is_exit_2(tmp_path: Path, override: str, fragment: str) -> None:
     field = override.split("=", 1)[0]
-    args = [arg for pair in zip(GOOD[::2], GOOD[1::2], strict=True) if not pair[1].startswith(field + "=") for arg in pair]
-    done = dspx("inspect", str(typed_program(tmp_path)), *args, "-i", override)
+    done = dspx("inspect", str(typed_program(tmp_path)), *good_args_except(field), "-i", override)
     assert done.returncode == 2, done.stderr
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and fragment in lines[0], lines
     assert done.stdout == ""
+
+
+@pytest.mark.parametrize("override", ["k=" + "9" * 5000, "tags=" + "[" * 100_000, "tags=" + "[" * 900 + "]" * 900])
+def test_hostile_values_are_a_one_line_exit_2(tmp_path: Path, override: str) -> None:
+    field = override.split("=", 1)[0]
+    done = dspx("inspect", str(typed_program(tmp_path)), *good_args_except(field), "-i", override)
+    assert done.returncode == 2, done.stderr
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith(f"error: -i {field}: expected ") and len(line) < 400
 
 
 def test_a_repeated_input_is_exit_2(tmp_path: Path) -> None:

@@ -40,7 +40,9 @@ LMOpt = Annotated[
     Optional[str],
     typer.Option("--lm", envvar="DSPX_LM", help="Use this model for every module (e.g. openai/gpt-4o-mini)."),
 ]
-DebugOpt = Annotated[bool, typer.Option("--debug", help="Also print the traceback of an error (the exit code stays the same).")]
+DebugOpt = Annotated[
+    bool, typer.Option("--debug", help="Also print the traceback of an error (the exit code stays the same).")
+]
 StateOpt = Annotated[
     Optional[Path], typer.Option("--state", help="Apply a compiled state (demos, instructions; DSPy's save() layout).")
 ]

@@ -118,7 +118,7 @@ def _reads_as(key: Any, key_type: Any) -> bool:
         return False
     try:
         return type_mismatch(json.loads(key), key_type) is None
-    except (json.JSONDecodeError, RecursionError):
+    except (ValueError, RecursionError):
         return False
 
 

@@ -61,7 +61,7 @@ def _cli_value(name: str, annotation: Any, text: str) -> Any:
         return text
     try:
         value = json.loads(text)
-    except (json.JSONDecodeError, RecursionError):
+    except (ValueError, RecursionError):  # not JSON, too deep, or an integer past Python's digit limit
         parsed = False
     else:
         parsed = True
