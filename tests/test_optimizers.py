@@ -435,3 +435,29 @@ def test_bootstrap_chooses_the_demos_dspy_chooses(
     else:
         # Examples past the quota may have been started, never consumed: DSPy's calls are all there.
         assert all(request in requests for request in case["requests"])
+
+
+@pytest.mark.parametrize("case", BOOTSTRAP_GOLDEN["random_search"], ids=lambda case: case["id"])
+def test_random_search_builds_and_chooses_the_candidates_dspy_does(
+    case: dict[str, Any], lm_server: LMServer, tmp_path: Path
+) -> None:
+    from dspx_cli.optimizers.random_search import bootstrap_random_search
+
+    lm_server.responder = lambda body: bootstrap_cases.respond(case, body)
+    program = write_program(tmp_path, lm_server, FLOW if case["program"] == bootstrap_cases.DRAFT_VERIFY else QA)
+    base = bootstrap_cases.VAL_BASE
+    valset = [Example(question=f"q{i}", answer=f"a{i}").with_inputs("question") for i in range(base, base + case["val"])]
+    runner, search = asyncio.run(
+        with_runner(
+            program, tmp_path,
+            lambda r: bootstrap_random_search(
+                r, trainset(case["train"]), AnswerVerified(), valset=valset, num_threads=4, max_errors=1,
+                num_candidate_programs=case["num_candidate_programs"],
+                max_bootstrapped_demos=case["max_bootstrapped_demos"], max_labeled_demos=case["max_labeled_demos"],
+            ),
+        )
+    )
+    built = [{"seed": c.seed, "score": round(100 * c.score, 2), "demos": c.demos} for c in search.candidates]
+    assert built == case["candidates"]
+    assert search.best_seed == case["best_seed"]
+    assert {name: predictor.demos for name, predictor in named_predictors(runner)} == case["demos"]
