@@ -391,3 +391,10 @@ def test_a_bare_predict_state_into_a_multi_predictor_program_is_a_clear_error(tm
     done = dspx("inspect", str(program), "-i", "question=Q?", "-i", "context=C", "--state", str(path))
     assert done.returncode == 2, done.stderr
     assert done.stderr.strip() == f"error: {info.value}"
+
+
+def test_a_state_mixing_both_layouts_is_not_taken_for_a_bare_predict(tmp_path: Path) -> None:
+    flat = read_state_file(FIXTURES / "flat_state.json")
+    mixed = {**flat, "answer": {key: flat[key] for key in ("traces", "train", "demos", "signature", "lm")}}
+    with pytest.raises(ProgramError, match="predictor 'traces', 'train', 'demos', 'signature', 'lm' in the state"):
+        load_state(runner_for(tmp_path, ONE_PREDICT), mixed, source="mixed.json")

@@ -179,9 +179,18 @@ def _keyed_by_predictor(state: Mapping[str, Any], predictors: list[str], source:
 
 def _is_flat(state: Mapping[str, Any]) -> bool:
     # A predictor's own `signature` holds `instructions`/`fields`; a predictor *named* "signature"
-    # would hold `demos`, `signature`, ... instead, so the two cannot be confused.
+    # would hold `demos`, `signature`, ... instead, so the two cannot be confused. A file mixing both
+    # layouts is not flat: its names are then checked, and reported, as usual.
     signature = state.get("signature")
-    return "demos" in state and isinstance(signature, Mapping) and ("instructions" in signature or "fields" in signature)
+    if "demos" not in state or not isinstance(signature, Mapping):
+        return False
+    if "instructions" not in signature and "fields" not in signature:
+        return False
+    return not any(_looks_like_predictor(value) for key, value in state.items() if key != "signature")
+
+
+def _looks_like_predictor(value: Any) -> bool:
+    return isinstance(value, Mapping) and "signature" in value and "demos" in value
 
 
 def _checked_update(
