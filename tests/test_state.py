@@ -363,6 +363,14 @@ def test_a_bare_dspy_predict_state_loads_into_a_one_predictor_program(tmp_path: 
     assert predictor.signature.instructions == state["signature"]["instructions"]
     assert dump_state(runner)["answer"]["demos"] == state["demos"]
 
+    done = dspx("inspect", str(tmp_path / "program.yaml"), "-i", "question=Q?", "--json", "--state", str(path))
+    assert done.returncode == 0, done.stderr
+    sent = json.loads(done.stdout)[0]["messages"]
+    assert [m["content"] for m in sent[1:5]] == [
+        "[[ ## question ## ]]\nq1", "[[ ## answer ## ]]\na1\n\n[[ ## completed ## ]]\n",
+        "[[ ## question ## ]]\nq2", "[[ ## answer ## ]]\na2\n\n[[ ## completed ## ]]\n",
+    ]
+
 
 def test_a_bare_dspy_chain_of_thought_state_loads_into_its_module(tmp_path: Path) -> None:
     path = FIXTURES / "chain_of_thought_state.json"
