@@ -1,4 +1,4 @@
-"""`dspx run --input`: many rows, concurrently, streamed back in input order with per-row errors."""
+"""`dspx run --batch`: many rows, concurrently, streamed back in input order with per-row errors."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ def shout(body: dict) -> str:
 
 
 def run(tmp_path: Path, server: LMServer, rows: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return dspx("run", str(program(tmp_path)), "--input", "-", *args, input=rows, BASE=server.api_base)
+    return dspx("run", str(program(tmp_path)), "--batch", "-", *args, input=rows, BASE=server.api_base)
 
 
 def test_rows_come_back_in_input_order_despite_latency(lm_server: LMServer, tmp_path: Path) -> None:
@@ -69,9 +69,9 @@ def test_failed_rows_keep_their_place_and_fail_the_exit_code(lm_server: LMServer
 
 def test_input_file_errors(tmp_path: Path) -> None:
     path = str(program(tmp_path))
-    missing = dspx("run", path, "--input", str(tmp_path / "nope.jsonl"), BASE="http://127.0.0.1:9/v1")
-    assert missing.returncode == 2 and "--input" in missing.stderr
-    both = dspx("run", path, "--input", "-", "-i", "text=x", input="", BASE="http://127.0.0.1:9/v1")
+    missing = dspx("run", path, "--batch", str(tmp_path / "nope.jsonl"), BASE="http://127.0.0.1:9/v1")
+    assert missing.returncode == 2 and "--batch" in missing.stderr
+    both = dspx("run", path, "--batch", "-", "-i", "text=x", input="", BASE="http://127.0.0.1:9/v1")
     assert both.returncode == 2 and "not both" in both.stderr
 
 
@@ -79,7 +79,7 @@ def test_progress_lines_while_rows_run(lm_server: LMServer, tmp_path: Path) -> N
     lm_server.responder = shout
     lm_server.default_delay = 1.0
     rows = "".join(json.dumps({"text": f"r{i}"}) + "\n" for i in range(2))
-    done = dspx("run", str(program(tmp_path)), "--input", "-", "-j", "1", input=rows, BASE=lm_server.api_base,
+    done = dspx("run", str(program(tmp_path)), "--batch", "-", "-j", "1", input=rows, BASE=lm_server.api_base,
                 DSPX_PROGRESS_INTERVAL="0.2")
     assert done.returncode == 0, done.stderr
     lines = [line for line in done.stderr.splitlines() if line.startswith("run: ")]

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.cli_process import dspx
+from tests.lm_server import LMServer
 
 ROOT = Path(__file__).resolve().parent.parent
 PROGRAMS = ROOT / "programs"
@@ -76,12 +77,40 @@ def test_validate_bad_program_exits_2_with_one_line(tmp_path: Path) -> None:
     assert "Traceback" not in done.stderr
 
 
-def test_debug_shows_the_traceback(tmp_path: Path) -> None:
+def test_debug_shows_the_traceback_and_keeps_the_exit_code(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("modules: {}\n")
-    done = dspx("validate", str(bad), "--debug")
-    assert done.returncode != 0
-    assert "Traceback" in done.stderr and "ProgramError" in done.stderr
+    quiet, loud = dspx("validate", str(bad)), dspx("validate", str(bad), "--debug")
+    assert quiet.returncode == loud.returncode == 2
+    assert "Traceback" in loud.stderr and "ProgramError" in loud.stderr
+    # The one-line message still closes stderr, so what a script greps for is there either way.
+    assert loud.stderr.strip().splitlines()[-1] == quiet.stderr.strip()
+
+
+def test_debug_keeps_exit_1_for_a_failed_run(tmp_path: Path) -> None:
+    program = tmp_path / "p.yaml"
+    program.write_text(
+        'lm: {model: openai/m, api_base: "http://127.0.0.1:9/v1", api_key: x, num_retries: 0}\n'
+        "modules:\n  m: {signature: 'q -> a'}\n"
+    )
+    done = dspx("run", str(program), "-i", "q=x", "--no-cache", "--debug")
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" in done.stderr and done.stderr.strip().splitlines()[-1].startswith("error: ")
+
+
+def test_debug_keeps_exit_3_below_min_score(lm_server: LMServer, tmp_path: Path) -> None:
+    (tmp_path / "dev.jsonl").write_text('{"q": "a", "a": "right"}\n')
+    program = tmp_path / "p.yaml"
+    program.write_text(
+        'lm: {model: openai/m, api_base: "${BASE}", api_key: x}\n'
+        "modules:\n  m: {signature: 'q -> a'}\ndata: {dev: dev.jsonl}\nmetric: exact_match\n"
+    )
+    lm_server.responder = lambda body: "[[ ## a ## ]]\nwrong\n\n[[ ## completed ## ]]"
+    args = ("evaluate", str(program), "--min-score", "0.5", "--output", str(tmp_path / "run"))
+    quiet = dspx(*args, BASE=lm_server.api_base)
+    loud = dspx(*args, "--debug", BASE=lm_server.api_base)
+    assert quiet.returncode == loud.returncode == 3, loud.stderr
+    assert "Traceback" in loud.stderr and "is below --min-score 0.5" in loud.stderr.strip().splitlines()[-1]
 
 
 @pytest.mark.parametrize(

@@ -93,3 +93,25 @@ def test_default_output_is_a_run_folder(lm_server: LMServer, tmp_path: Path) -> 
     assert folder.parent == tmp_path / "runs"
     assert {p.name for p in folder.iterdir()} == {"state.json", "program.json", "summary.json"}
     assert json.loads((folder / "summary.json").read_text())["score_after"] == 1.0
+
+
+def test_replies_that_did_not_fit_are_counted_apart_from_the_calls_used(lm_server: LMServer, tmp_path: Path) -> None:
+    # Training examples w1 and w2 get a reply that does not parse, in chat and JSON mode alike: their
+    # rounds fail after two calls each (the chat reply and DSPy's JSON fallback).
+    lm_server.responder = lambda body: "no sections here" if "\nw1\n" in body["messages"][-1]["content"] or (
+        "\nw2\n" in body["messages"][-1]["content"]) else respond(body)
+    path = setup(tmp_path)
+    done = dspx("compile", str(path), "-o", str(tmp_path / "s.json"), "--json", "-j", "1", BASE=lm_server.api_base)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert summary["report"]["bootstrapped_examples"] == [0, 3]
+    # dev before (4) + w0 and w3 (2) + dev after (4) were used; w1 and w2 cost 4 replies nobody used.
+    assert summary["lm_calls"] == {"fresh": 10, "cached": 0, "unusable_replies": 4}
+    assert len(lm_server.requests) == 10 + 4
+    assert summary["usage"]["total"]["calls"] == 14  # the meter still counts every reply received
+
+    table = dspx("compile", str(path), "-o", str(tmp_path / "t.json"), "-j", "1", BASE=lm_server.api_base)
+    assert table.returncode == 0, table.stderr
+    line = next(row for row in table.stdout.splitlines() if row.startswith("LM calls"))
+    # The second compile replays the cache: the same calls, now cached, and the same unusable replies.
+    assert line.split(None, 2)[2] == "0 fresh, 10 cached + 4 replies that did not fit the signature"

@@ -48,7 +48,7 @@ def test_a_batch_keeps_every_row_whatever_the_bad_ones_hold(lm_server: LMServer,
         DEEP, DEEP_OBJECT, NOT_UTF8, HUGE_INT, b'{"text": "middle"}', NUL, b"[1, 2]", b'{"text": "last"}',
     ]) + b"\n")
     started = time.monotonic()
-    done = dspx("run", str(program(tmp_path)), "--input", str(rows), BASE=lm_server.api_base)
+    done = dspx("run", str(program(tmp_path)), "--batch", str(rows), BASE=lm_server.api_base)
     assert time.monotonic() - started < 60
     assert done.returncode == 1, done.stderr
     assert "internal error" not in done.stderr and "Traceback" not in done.stderr
@@ -73,7 +73,7 @@ def test_a_batch_from_stdin_survives_a_bad_byte(lm_server: LMServer, tmp_path: P
     lm_server.responder = shout
     data = b'{"text": "a"}\n' + NOT_UTF8 + b'\n{"text": "b"}\n'
     done = subprocess.run(
-        [sys.executable, "-m", "dspx_cli", "run", str(program(tmp_path)), "--input", "-"],
+        [sys.executable, "-m", "dspx_cli", "run", str(program(tmp_path)), "--batch", "-"],
         input=data, capture_output=True, cwd=ROOT, timeout=120,
         env={**__import__("os").environ, "BASE": lm_server.api_base, "NO_COLOR": "1"},
     )
@@ -92,7 +92,7 @@ def test_an_over_long_line_is_refused_without_being_held(lm_server: LMServer, tm
         handle.write(b'{"text": "a"}\n{"text": "')
         handle.write(b"x" * size)
         handle.write(b'"}\n{"text": "b"}\n')
-    done = dspx("run", str(program(tmp_path)), "--input", str(rows), BASE=lm_server.api_base)
+    done = dspx("run", str(program(tmp_path)), "--batch", str(rows), BASE=lm_server.api_base)
     records = [json.loads(line) for line in done.stdout.splitlines()]
     assert records[0] == {"answer": "A"} and records[2] == {"answer": "B"}
     assert records[1]["error"]["line"] == 2 and "longer than" in records[1]["error"]["message"]

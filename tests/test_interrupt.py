@@ -97,7 +97,7 @@ def test_a_signal_ends_evaluate_with_130_a_partial_summary_and_junit(
 def test_sigterm_ends_a_batch_waiting_on_an_idle_stdin(lm_server: LMServer, tmp_path: Path) -> None:
     # The reader thread is blocked on a pipe nobody writes to: exiting must not wait for it.
     lm_server.responder = shout
-    process = start("run", str(program(tmp_path)), "--input", "-", BASE=lm_server.api_base)
+    process = start("run", str(program(tmp_path)), "--batch", "-", BASE=lm_server.api_base)
     assert process.stdin is not None and process.stdout is not None
     process.stdin.write('{"text": "a"}\n')
     process.stdin.flush()
@@ -116,7 +116,7 @@ def test_a_closed_stdout_ends_a_batch_quietly_with_141(lm_server: LMServer, tmp_
     rows.write_text("".join(json.dumps({"text": f"r{i}"}) + "\n" for i in range(200)))
     env = {**{k: v for k, v in os.environ.items() if k != "DSPX_LM"}, "BASE": lm_server.api_base, "NO_COLOR": "1"}
     script = (
-        f"set -o pipefail; {sys.executable} -m dspx_cli run {program(tmp_path)} --input {rows} -j 4 "
+        f"set -o pipefail; {sys.executable} -m dspx_cli run {program(tmp_path)} --batch {rows} -j 4 "
         f"2>{tmp_path / 'err'} | head -1; echo \"exit=${{PIPESTATUS[0]}}\""
     )
     done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)

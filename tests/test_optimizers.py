@@ -7,6 +7,7 @@ which training examples bootstrap is known in advance, whatever order concurrent
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import re
 import textwrap
@@ -27,7 +28,10 @@ from dspx_cli.program.context import RunContext
 from dspx_cli.program.loader import load_program
 from dspx_cli.program.model import Program
 from dspx_cli.program.runner import ProgramRunner
+from tests.fixtures.bootstrap import cases as bootstrap_cases
 from tests.lm_server import LMServer, RecordedRequest, Reply
+
+BOOTSTRAP_GOLDEN = json.loads((Path(__file__).parent / "fixtures" / "bootstrap" / "golden.json").read_text())
 
 QA = """\
 signatures:
@@ -390,3 +394,70 @@ def test_a_teacher_runs_the_examples_and_a_compiled_one_keeps_its_demos(lm_serve
                 teacher=ProgramRunner(other, None),
             )
         )
+
+
+# ----- parity with DSPy 3.4.1 (tests/fixtures/bootstrap) -----------------------------------------
+
+
+class AnswerVerified:
+    """The golden cases' metric: the answer is right and, with a verifier, `ok` is true."""
+
+    name = "answer_verified"
+
+    async def __call__(self, example: Example, prediction: Prediction, trace: Any = None) -> float:
+        verified = prediction.get("ok", True) is True
+        return float(prediction.answer == example.answer and verified)
+
+
+@pytest.mark.parametrize("case", BOOTSTRAP_GOLDEN["cases"], ids=lambda case: case["id"])
+@pytest.mark.parametrize("concurrency", [1, 8])
+def test_bootstrap_chooses_the_demos_dspy_chooses(
+    case: dict[str, Any], concurrency: int, lm_server: LMServer, tmp_path: Path
+) -> None:
+    lm_server.responder = lambda body: bootstrap_cases.respond(case, body)
+    program = write_program(tmp_path, lm_server, FLOW if case["program"] == bootstrap_cases.DRAFT_VERIFY else QA)
+    settings = {key: case[key] for key in ("max_bootstrapped_demos", "max_labeled_demos") if key in case}
+    runner, _ = asyncio.run(
+        with_runner(
+            program, tmp_path,
+            lambda r: bootstrap_few_shot(
+                r, trainset(case["train"]), AnswerVerified(), max_rounds=case.get("max_rounds", 1),
+                concurrency=concurrency, max_errors=1, **settings,
+            ),
+        )
+    )
+    # Every predictor samples its raw demos from the whole pool of examples that were not
+    # bootstrapped (DSPy 3.4.1), not from the previous predictor's sample.
+    assert {name: predictor.demos for name, predictor in named_predictors(runner)} == case["demos"]
+    requests = [bootstrap_cases.request_record(r.body) for r in lm_server.requests]
+    if concurrency == 1:
+        assert requests == case["requests"]  # the same calls, in DSPy's order
+    else:
+        # Examples past the quota may have been started, never consumed: DSPy's calls are all there.
+        assert all(request in requests for request in case["requests"])
+
+
+@pytest.mark.parametrize("case", BOOTSTRAP_GOLDEN["random_search"], ids=lambda case: case["id"])
+def test_random_search_builds_and_chooses_the_candidates_dspy_does(
+    case: dict[str, Any], lm_server: LMServer, tmp_path: Path
+) -> None:
+    from dspx_cli.optimizers.random_search import bootstrap_random_search
+
+    lm_server.responder = lambda body: bootstrap_cases.respond(case, body)
+    program = write_program(tmp_path, lm_server, FLOW if case["program"] == bootstrap_cases.DRAFT_VERIFY else QA)
+    base = bootstrap_cases.VAL_BASE
+    valset = [Example(question=f"q{i}", answer=f"a{i}").with_inputs("question") for i in range(base, base + case["val"])]
+    runner, search = asyncio.run(
+        with_runner(
+            program, tmp_path,
+            lambda r: bootstrap_random_search(
+                r, trainset(case["train"]), AnswerVerified(), valset=valset, num_threads=4, max_errors=1,
+                num_candidate_programs=case["num_candidate_programs"],
+                max_bootstrapped_demos=case["max_bootstrapped_demos"], max_labeled_demos=case["max_labeled_demos"],
+            ),
+        )
+    )
+    built = [{"seed": c.seed, "score": round(100 * c.score, 2), "demos": c.demos} for c in search.candidates]
+    assert built == case["candidates"]
+    assert search.best_seed == case["best_seed"]
+    assert {name: predictor.demos for name, predictor in named_predictors(runner)} == case["demos"]

@@ -103,7 +103,7 @@ def test_batch_rows_carry_their_own_trajectories(lm_server: LMServer, tmp_path: 
     lm_server.responder = agent_responder
     path = write(tmp_path, AGENT)
     rows = "".join(json.dumps({"question": f"q{i}"}) + "\n" for i in range(6))
-    done = dspx("run", str(path), "--input", "-", "--trace", "-j", "6", input=rows, BASE=lm_server.api_base)
+    done = dspx("run", str(path), "--batch", "-", "--trace", "-j", "6", input=rows, BASE=lm_server.api_base)
     assert done.returncode == 0, done.stderr
     records = [json.loads(line) for line in done.stdout.splitlines()]
     assert len(records) == 6

@@ -141,6 +141,48 @@ def test_n_completions(lm_server: LMServer, tmp_path: Path) -> None:
     assert lm_server.requests[0].body["n"] == 3 and lm_server.requests[0].body["temperature"] == 0.7
 
 
+def test_every_completion_reaches_run_output(lm_server: LMServer, tmp_path: Path) -> None:
+    """DSPy's `completions`: `--json` lists every completion's outputs (the first at top level too),
+    text shows each under a header, and each `--batch` line carries them."""
+
+    def respond(body: dict) -> list[str]:
+        if "[[ ## reasoning ## ]]" in body["messages"][0]["content"]:
+            return [f"[[ ## reasoning ## ]]\nr{i}\n\n[[ ## answer ## ]]\na{i}\n\n[[ ## completed ## ]]" for i in range(3)]
+        return ["[[ ## ok ## ]]\nTrue\n\n[[ ## completed ## ]]"]
+
+    lm_server.responder = respond
+    path = program_file(
+        tmp_path,
+        """\
+        modules:
+          answer: {type: chain_of_thought, signature: "question -> answer", n: 3, temperature: 0.7}
+          verify: {signature: "question, answer -> ok: bool"}
+        flow:
+          - {id: draft, module: answer, with: {question: $input.question}}
+          - {id: check, module: verify, with: {question: $input.question, answer: $draft.answer}}
+        output: {answer: $draft.answer, why: $draft.reasoning, ok: $check.ok}
+        """,
+    )
+    done = dspx("run", str(path), "-i", "question=q", "--json", BASE=lm_server.api_base)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {
+        "answer": "a0", "why": "r0", "ok": True,
+        "completions": [
+            {"answer": "a0", "why": "r0", "ok": True},
+            {"answer": "a1", "why": "r1", "ok": True},
+            {"answer": "a2", "why": "r2", "ok": True},
+        ],
+    }
+    text = dspx("run", str(path), "-i", "question=q", BASE=lm_server.api_base)
+    assert text.returncode == 0, text.stderr
+    assert text.stdout == "".join(
+        f"--- completion {i + 1} of 3 ---\nanswer: a{i}\nwhy: r{i}\nok: true\n" for i in range(3)
+    )
+    batch = dspx("run", str(path), "--batch", "-", input='{"question": "q"}\n', BASE=lm_server.api_base)
+    assert batch.returncode == 0, batch.stderr
+    assert [c["answer"] for c in json.loads(batch.stdout)["completions"]] == ["a0", "a1", "a2"]
+
+
 @pytest.mark.parametrize("steps", [1, 2], ids=["one step", "two steps"])
 def test_a_failing_step_raises_its_own_error(lm_server: LMServer, tmp_path: Path, steps: int) -> None:
     # One step is awaited in place, several run in a task group: either way the caller gets the

@@ -21,6 +21,7 @@ from dspx_cli.optimizers.state import (
 )
 from dspx_cli.program.loader import load_program
 from dspx_cli.program.runner import ProgramRunner
+from tests.cli_process import dspx
 
 PROGRAM = """\
 lm:
@@ -339,3 +340,69 @@ def test_save_reports_an_unwritable_path(tmp_path: Path) -> None:
         save_state_file(tmp_path / "missing" / "state.json", {"metadata": {}})
     assert info.value.exit_code == EXIT_USAGE
     assert list(tmp_path.iterdir()) == []
+
+
+# ----- states DSPy saved from a module on its own (tests/fixtures/bootstrap, recorded from DSPy) --------
+
+FIXTURES = Path(__file__).parent / "fixtures" / "bootstrap"
+ONE_PREDICT = """\
+lm: {model: openai/test-model}
+modules:
+  answer: {signature: "question -> answer"}
+"""
+
+
+def test_a_bare_dspy_predict_state_loads_into_a_one_predictor_program(tmp_path: Path) -> None:
+    path = FIXTURES / "flat_state.json"
+    state = read_state_file(path)
+    assert "demos" in state and "signature" in state  # DSPy wrote the predictor's keys at the top level
+    runner = runner_for(tmp_path, ONE_PREDICT)
+    load_state(runner, state, source=str(path))
+    predictor = runner.modules["answer"]
+    assert predictor.demos == state["demos"]
+    assert predictor.signature.instructions == state["signature"]["instructions"]
+    assert dump_state(runner)["answer"]["demos"] == state["demos"]
+
+    done = dspx("inspect", str(tmp_path / "program.yaml"), "-i", "question=Q?", "--json", "--state", str(path))
+    assert done.returncode == 0, done.stderr
+    sent = json.loads(done.stdout)[0]["messages"]
+    assert [m["content"] for m in sent[1:5]] == [
+        "[[ ## question ## ]]\nq1", "[[ ## answer ## ]]\na1\n\n[[ ## completed ## ]]\n",
+        "[[ ## question ## ]]\nq2", "[[ ## answer ## ]]\na2\n\n[[ ## completed ## ]]\n",
+    ]
+
+
+def test_a_bare_dspy_chain_of_thought_state_loads_into_its_module(tmp_path: Path) -> None:
+    path = FIXTURES / "chain_of_thought_state.json"
+    state = read_state_file(path)
+    assert [name for name in state if name != "metadata"] == ["predict"]
+    runner = runner_for(tmp_path, ONE_PREDICT.replace('{signature:', '{type: chain_of_thought, signature:'))
+    load_state(runner, state, source=str(path))
+    assert runner.modules["answer"].predict.demos == state["predict"]["demos"]
+
+
+def test_a_bare_predict_state_into_a_multi_predictor_program_is_a_clear_error(tmp_path: Path) -> None:
+    path = FIXTURES / "flat_state.json"
+    runner = runner_for(tmp_path)
+    before = messages(runner)
+    with pytest.raises(ProgramError) as info:
+        load_state(runner, read_state_file(path), source=str(path))
+    assert info.value.exit_code == EXIT_USAGE
+    assert str(info.value) == (
+        f"{path}: the state holds one predictor saved on its own (DSPy's save() of a bare Predict: `demos` and "
+        "`signature` at the top level), but the program has 2 predictors ('draft.predict', 'verify'); save the "
+        "whole program in DSPy, or use a program with one predictor"
+    )
+    assert messages(runner) == before
+
+    program = tmp_path / "program.yaml"
+    done = dspx("inspect", str(program), "-i", "question=Q?", "-i", "context=C", "--state", str(path))
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip() == f"error: {info.value}"
+
+
+def test_a_state_mixing_both_layouts_is_not_taken_for_a_bare_predict(tmp_path: Path) -> None:
+    flat = read_state_file(FIXTURES / "flat_state.json")
+    mixed = {**flat, "answer": {key: flat[key] for key in ("traces", "train", "demos", "signature", "lm")}}
+    with pytest.raises(ProgramError, match="predictor 'traces', 'train', 'demos', 'signature', 'lm' in the state"):
+        load_state(runner_for(tmp_path, ONE_PREDICT), mixed, source="mixed.json")

@@ -31,13 +31,18 @@ ProgramArg = Annotated[
 ]
 InputOpt = Annotated[
     Optional[list[str]],
-    typer.Option("-i", "--input", help="An input as FIELD=VALUE (JSON for non-str fields). Repeatable."),
+    typer.Option(
+        "-i", "--input", metavar="FIELD=VALUE",
+        help="One input field: text for str fields, JSON for others (checked against the type). Once per field.",
+    ),
 ]
 LMOpt = Annotated[
     Optional[str],
     typer.Option("--lm", envvar="DSPX_LM", help="Use this model for every module (e.g. openai/gpt-4o-mini)."),
 ]
-DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks instead of one-line errors.")]
+DebugOpt = Annotated[
+    bool, typer.Option("--debug", help="Also print the traceback of an error (the exit code stays the same).")
+]
 StateOpt = Annotated[
     Optional[Path], typer.Option("--state", help="Apply a compiled state (demos, instructions; DSPy's save() layout).")
 ]
@@ -75,9 +80,12 @@ def run(
     as_json: Annotated[bool, typer.Option("--json", help="Print the outputs as one JSON object.")] = False,
     input_file: Annotated[
         Optional[str],
-        typer.Option("--input", help="Run every JSON line of FILE ('-' for stdin); print one JSON line per input."),
+        typer.Option(
+            "--batch", metavar="FILE",
+            help="Run every JSON line of FILE ('-' for stdin); print one JSON line per input.",
+        ),
     ] = None,
-    concurrency: Annotated[Optional[int], typer.Option("-j", "--concurrency", min=1, help=CONCURRENCY_HELP.format("Rows"))] = None,
+    concurrency: Annotated[Optional[int], typer.Option("-j", "--concurrency", min=1, help=CONCURRENCY_HELP.format("Rows (--batch)"))] = None,
     usage_file: Annotated[
         Optional[Path], typer.Option("--usage-file", help="Write calls, tokens and cost as JSON to this file.")
     ] = None,
@@ -86,11 +94,11 @@ def run(
     cache_only: CacheOnlyOpt = False,
     state: StateOpt = None,
     trace: Annotated[
-        bool, typer.Option("--trace", help="Show every step's fields and agent trajectories (stderr; with --input, a 'trace' key per row).")
+        bool, typer.Option("--trace", help="Show every step's fields and agent trajectories (stderr; with --batch, a 'trace' key per row).")
     ] = False,
     debug: DebugOpt = False,
 ) -> None:
-    """Run PROGRAM on one input (-i) and print its output fields, or on a JSONL file (--input)."""
+    """Run PROGRAM on one input (-i) and print its output fields, or on a JSONL file (--batch)."""
     from dspx_cli.cli import commands
 
     _guard(
@@ -260,7 +268,8 @@ def history(
 
 
 def _guard(debug: bool, action) -> None:  # type: ignore[no-untyped-def]
-    """One line on stderr and a documented exit code for every failure, unless --debug."""
+    """One line on stderr and a documented exit code for every failure; --debug adds the
+    traceback but keeps the exit code, so a script can turn it on without changing what it sees."""
     from dspx_cli.cli.interrupt import guarded
     from dspx_cli.errors import EXIT_RUNTIME, DspxError
 
@@ -268,18 +277,23 @@ def _guard(debug: bool, action) -> None:  # type: ignore[no-untyped-def]
     try:
         guarded(action)()  # SIGTERM as Ctrl-C; a closed stdout ends quietly (cli/interrupt.py)
     except DspxError as exc:
-        if debug:
-            raise
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(exc.exit_code) from None
+        _fail(f"error: {exc}", exc.exit_code, debug)
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         raise typer.Exit(130) from None
     except Exception as exc:  # an engine bug: say so in one line, keep the traceback for --debug
-        if debug:
-            raise
-        typer.echo(f"error: internal error: {type(exc).__name__}: {exc} (rerun with --debug for a traceback)", err=True)
-        raise typer.Exit(EXIT_RUNTIME) from None
+        hint = "" if debug else " (rerun with --debug for a traceback)"
+        _fail(f"error: internal error: {type(exc).__name__}: {exc}{hint}", EXIT_RUNTIME, debug)
+
+
+def _fail(message: str, exit_code: int, debug: bool) -> None:
+    """Called inside an `except` block: with --debug the traceback comes first, the message last."""
+    if debug:
+        import traceback
+
+        traceback.print_exc(file=sys.stderr)
+    typer.echo(message, err=True)
+    raise typer.Exit(exit_code) from None
 
 
 def _route_warnings(debug: bool) -> None:

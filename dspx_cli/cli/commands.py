@@ -69,7 +69,7 @@ def run(
 ) -> None:
     program = load_program(path, lm_override=lm_override)
     if input_file is not None and pairs:
-        raise UsageError("give inputs either with -i or with --input, not both")
+        raise UsageError("give inputs either with -i or with --batch, not both")
     context = cache.context(program)
     # Building loads no model and calls no LM, so a state that does not fit fails before any cost.
     runner = build_runner(program, context, state_file)
@@ -87,10 +87,12 @@ def run(
             usage_file.write_text(json.dumps(context.meter.to_dict(), indent=2) + "\n")
     if trace:
         sys.stderr.write(render.trace_text(program, result.steps))
+    completions = runner.completions(result)
     if as_json:
-        sys.stdout.write(json.dumps(render.jsonable(result.outputs), ensure_ascii=False) + "\n")
+        record = render.outputs_record(result.outputs, completions)
+        sys.stdout.write(json.dumps(render.jsonable(record), ensure_ascii=False) + "\n")
     else:
-        sys.stdout.write(render.fields_text(result.outputs))
+        sys.stdout.write(render.outputs_text(result.outputs, completions))
     render.usage_line(context.meter, elapsed)
 
 
@@ -109,7 +111,9 @@ def run_file(
         try:
             source = open(input_file, encoding="utf-8")  # noqa: SIM115 - closed below
         except OSError as exc:
-            raise UsageError(f"--input {input_file}: {exc.strerror}") from None
+            raise UsageError(f"--batch {input_file}: {exc.strerror}") from None
+
+    from dspx_cli.program.runner import RunResult
 
     from dspx_cli.cli.progress import Progress
     from dspx_cli.program.batch import default_concurrency, run_batch
@@ -119,6 +123,8 @@ def run_file(
     def emit(row: RowResult) -> None:
         progress.update(None, row.error is not None)
         record = row.record()
+        if row.error is None and row.steps is not None:
+            record = render.outputs_record(record, runner.completions(RunResult(record, row.steps)))
         if trace and row.steps is not None:
             record["trace"] = {step: dict(prediction.items()) for step, prediction in row.steps.items()}
         sys.stdout.write(json.dumps(render.jsonable(record), ensure_ascii=False) + "\n")

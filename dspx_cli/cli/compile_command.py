@@ -20,7 +20,7 @@ from dspx_cli.errors import UsageError
 from dspx_cli.evaluate.evaluator import Evaluation, evaluate
 from dspx_cli.evaluate.metrics import resolve_metric
 from dspx_cli.evaluate.report import default_run_dir, program_hash, resolved_program
-from dspx_cli.optimizers.compile import build_teacher, choose_optimizer, optimize
+from dspx_cli.optimizers.compile import build_teacher, call_counts, choose_optimizer, describe_calls, optimize
 from dspx_cli.optimizers.state import dump_state, named_predictors, save_state_file
 from dspx_cli.program.batch import default_concurrency
 from dspx_cli.program.loader import load_program
@@ -44,8 +44,15 @@ def run(path: Path, lm_override: str | None, options: CompileOptions, cache: Cac
     program = load_program(path, lm_override=lm_override)
     choice = choose_optimizer(program, options.optimizer, options.assignments,
                               teacher_lm=options.teacher_lm, teacher_state=options.teacher_state)
+    splits = configured_splits(program)
+    if "train" not in splits:
+        # load_examples' own hint names evaluate's --split/--dataset, which compile does not take.
+        raise UsageError(
+            f"{program.path} configures no 'train' split (configured splits: {', '.join(splits) or 'none'}); "
+            "compile trains on it: add data.train (a file) or data.path with data.split to the program"
+        )
     trainset = _readable(load_rows(program, "train", limit=options.limit))
-    devset = _readable(load_rows(program, "dev", limit=options.limit)) if "dev" in configured_splits(program) else []
+    devset = _readable(load_rows(program, "dev", limit=options.limit)) if "dev" in splits else []
     if not trainset:
         raise UsageError(f"{program.path}: no training example could be read (see the warnings above)")
     concurrency = options.concurrency or default_concurrency(program)
@@ -91,6 +98,7 @@ def run(path: Path, lm_override: str | None, options: CompileOptions, cache: Cac
         "score_after": after.score if after else None,
         "report": report,
         "usage": usage,
+        "lm_calls": call_counts(usage),
         "seconds": round(seconds, 3),
     }
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -126,10 +134,11 @@ def _table(metadata: dict[str, Any], demos: dict[str, int], output: Path) -> str
         ("dev before", pct(metadata["score_before"])),
         ("dev after", pct(metadata["score_after"])),
         *((f"demos {name}", str(count)) for name, count in demos.items()),
-        ("LM calls", f"{total['calls'] - total['cached_calls']} fresh, {total['cached_calls']} cached"),
+        ("LM calls", describe_calls(metadata["lm_calls"])),
         ("tokens", f"{total['prompt_tokens']} prompt + {total['completion_tokens']} completion{cost}"),
         ("time", f"{metadata['seconds']:.2f} s"),
         ("state", f"{output}  (use: --state {output})"),
     ]
     width = max(len(name) for name, _ in rows)
     return "".join(f"{name:<{width}}  {value}\n" for name, value in rows)
+

@@ -10,7 +10,7 @@ the generation it is in (tens of seconds on a long one), and tearing the interpr
 that thread is what crashed llama.cpp. A second signal leaves the same way at once, whatever the
 cleanup was doing.
 
-When stdout is closed under us (`dspx run --input rows.jsonl | head -1`), the lines written so far
+When stdout is closed under us (`dspx run --batch rows.jsonl | head -1`), the lines written so far
 stand, nothing more is run, and the command exits 141 (128 + SIGPIPE, what a shell reports for any
 other program in the pipe) without a word on stderr.
 """

@@ -32,6 +32,26 @@ def fields_text(outputs: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def outputs_record(outputs: dict[str, Any], completions: list[dict[str, Any]]) -> dict[str, Any]:
+    """`run --json` and each `--batch` line: the outputs, plus DSPy's `completions` (every sampled
+    completion's outputs, the first being the top-level fields) when a module sampled several."""
+    record = dict(outputs)
+    if len(completions) > 1:
+        record["completions"] = completions
+    return record
+
+
+def outputs_text(outputs: dict[str, Any], completions: list[dict[str, Any]]) -> str:
+    """The fields; with several completions, each one under its own numbered header."""
+    if len(completions) <= 1:
+        return fields_text(outputs)
+    total = len(completions)
+    return "".join(
+        f"--- completion {index} of {total} ---\n" + fields_text(completion)
+        for index, completion in enumerate(completions, start=1)
+    )
+
+
 def _compact(value: Any) -> str:
     import json
 

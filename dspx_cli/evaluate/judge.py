@@ -98,6 +98,7 @@ def build_judge(raw: Any, program: Program, context: RunContext | None, error: E
         max_tokens=config.max_tokens,
         extra=config.extra,
         on_fallback=context.meter.record_fallback if context is not None else None,
+        on_unusable_reply=context.meter.record_unusable_reply if context is not None else None,
     )
     return Judge(module, signature, output)
 

@@ -1,4 +1,4 @@
-"""Checkpoint folders (config.json + weights, what `dspx finetune` writes) through transformers, on the CPU.
+"""Checkpoint folders (config.json + weights, e.g. a model fine-tuned elsewhere) through transformers, on the CPU.
 
 Loading works like local_gguf: once per process per folder, shared by every LM instance, with a
 one-thread executor per model so generation never runs twice at once on the same weights.

@@ -26,6 +26,10 @@ class UsageMeter:
         self._models: dict[str, ModelUsage] = {}
         self._lock = threading.Lock()
         self.adapter_fallbacks = 0
+        # Replies that came back but did not fit the signature: counted in `calls` (they were made,
+        # and paid for when fresh), yet no prediction used them.
+        self.unusable_replies = 0
+        self.unusable_cached_replies = 0
 
     def record(
         self,
@@ -58,6 +62,11 @@ class UsageMeter:
         with self._lock:
             self.adapter_fallbacks += 1
 
+    def record_unusable_reply(self, cached: bool) -> None:
+        with self._lock:
+            self.unusable_replies += 1
+            self.unusable_cached_replies += int(cached)
+
     @property
     def models(self) -> dict[str, ModelUsage]:
         return dict(self._models)
@@ -78,4 +87,6 @@ class UsageMeter:
             "models": {model: asdict(usage) for model, usage in self._models.items()},
             "total": asdict(self.totals()),
             "adapter_fallbacks": self.adapter_fallbacks,
+            "unusable_replies": self.unusable_replies,
+            "unusable_cached_replies": self.unusable_cached_replies,
         }

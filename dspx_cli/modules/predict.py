@@ -31,6 +31,7 @@ class Predict:
         max_tokens: int | None = None,
         extra: Mapping[str, Any] | None = None,
         on_fallback: Callable[[], None] | None = None,
+        on_unusable_reply: Callable[[bool], None] | None = None,
     ) -> None:
         self.signature = signature
         self.lm = lm
@@ -41,6 +42,7 @@ class Predict:
         self.max_tokens = max_tokens
         self.extra = dict(extra or {})
         self.on_fallback = on_fallback
+        self.on_unusable_reply = on_unusable_reply  # called with `cached` for each reply that did not parse
         # Cleared when an endpoint rejects json_schema; json_object is then used from there on.
         self._structured_outputs = True
 
@@ -108,6 +110,8 @@ class Predict:
         """One LM call, parsed. A reply that does not fit is returned as an error, with its usage."""
         response = await self._complete(adapter, inputs)
         if not response.completions:
+            if self.on_unusable_reply is not None:
+                self.on_unusable_reply(response.cached)
             return None, AdapterParseError("the LM returned no completion", lm_response=""), response.usage
         parsed: list[dict[str, Any]] = []
         first_error: AdapterParseError | None = None
@@ -118,6 +122,8 @@ class Predict:
                 first_error = first_error or exc
         # With n > 1 a sampled completion may be malformed; keep the good ones, fail only if none is.
         if not parsed:
+            if self.on_unusable_reply is not None:
+                self.on_unusable_reply(response.cached)
             return None, first_error, response.usage
         return Prediction.from_completions(parsed), None, response.usage
 

@@ -18,8 +18,9 @@ DSPy: `dspy/teleprompt/bootstrap.py`, `BootstrapFewShot`. Matched step by step:
   max_bootstrapped_demos examples succeeded.
 - Student (`_train`): per predictor in program order, its first max_bootstrapped_demos augmented
   demos, then raw examples: the examples that were not bootstrapped (those never tried included),
-  shuffled with Random(seed), and sampled down with one Random(seed) whose draws chain from one
-  predictor to the next, exactly as DSPy's loop reassigns `raw_demos`. DSPy seeds with 0 always.
+  shuffled with Random(seed), and sampled down with one Random(seed) shared by the predictors in
+  turn, each drawing from the whole pool (DSPy 3.4.1; before it, each predictor drew from the
+  previous one's sample). DSPy seeds with 0 always. tests/fixtures/bootstrap holds DSPy's choices.
 
 Concurrency. A sequential run stops at the example that completes the quota, so what it tries
 depends on the results before. Here up to `concurrency` examples run at once, started in trainset
@@ -156,10 +157,10 @@ async def bootstrap_few_shot(
     for name, predictor in student_predictors:
         augmented = traces[name][:max_bootstrapped_demos]
         size = max(0, min(max_labeled_demos - len(augmented), len(raw_pool)))
-        # Reassigned on purpose: the next predictor samples from this one's sample, as in DSPy.
-        raw_pool = rng.sample(raw_pool, size)
-        predictor.demos = augmented + [example_demo(example) for example in raw_pool]
-        report.demos[name] = (len(augmented), len(raw_pool))
+        # Every predictor draws from the whole pool; only the RNG carries over (DSPy 3.4.1).
+        raw = rng.sample(raw_pool, size)
+        predictor.demos = augmented + [example_demo(example) for example in raw]
+        report.demos[name] = (len(augmented), len(raw))
     return report
 
 

@@ -111,7 +111,7 @@ def choose_optimizer(
     if override and override != written:
         section = {}  # the file's settings belong to another optimizer
     if name is None:
-        raise UsageError(f"{program.path} has no `optimizer:` section; pass --optimizer labeled_few_shot or ...")
+        raise UsageError(f"{program.path} has no `optimizer:` section; pass --optimizer with one of: {', '.join(DEFAULTS)}")
     if name not in DEFAULTS:
         known = ", ".join(DEFAULTS)
         if override:
@@ -229,3 +229,25 @@ async def optimize(
         "examples_tried": report.examples_tried,
         "errors": len(report.errors),
     }
+
+
+def call_counts(usage: dict[str, Any]) -> dict[str, int]:
+    """The LM calls of a run as the compile summary reports them, from a `UsageMeter.to_dict()`:
+    replies that were used (fresh, cached) apart from replies that did not fit the signature
+    (DSPy's JSON fallback and bootstrap rounds that failed make those)."""
+    total = usage["total"]
+    unusable = usage.get("unusable_replies", 0)
+    unusable_cached = usage.get("unusable_cached_replies", 0)
+    return {
+        "fresh": total["calls"] - total["cached_calls"] - (unusable - unusable_cached),
+        "cached": total["cached_calls"] - unusable_cached,
+        "unusable_replies": unusable,
+    }
+
+
+def describe_calls(counts: dict[str, int]) -> str:
+    """`12 fresh, 3 cached + 2 replies that did not fit the signature`"""
+    text = f"{counts['fresh']} fresh, {counts['cached']} cached"
+    if counts["unusable_replies"]:
+        text += f" + {counts['unusable_replies']} replies that did not fit the signature"
+    return text

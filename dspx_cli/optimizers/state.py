@@ -122,6 +122,7 @@ def load_state(runner: ProgramRunner, state: Mapping[str, Any], *, source: str) 
     if not isinstance(state, Mapping):
         raise _error(source, f"expected a JSON object of predictors, got {_kind(state)}")
     predictors = dict(named_predictors(runner))
+    state = _keyed_by_predictor(state, list(predictors), source)
     saved = [name for name in state if name != METADATA]
 
     unknown = [name for name in saved if name not in predictors]
@@ -147,6 +148,49 @@ def load_state(runner: ProgramRunner, state: Mapping[str, Any], *, source: str) 
     for name, (signature, demos) in updates.items():
         predictors[name].signature = signature
         predictors[name].demos = demos
+
+
+def _keyed_by_predictor(state: Mapping[str, Any], predictors: list[str], source: str) -> Mapping[str, Any]:
+    """`state` with the program's predictor names as keys, for states DSPy saved from a bare module.
+
+    DSPy's `save()` of a lone `dspy.Predict` writes that predictor's own keys (`demos`,
+    `signature`, ...) at the top level, with no name; a lone `dspy.ChainOfThought` names its inner
+    predictor `predict`. Both fit a program whose modules hold exactly that: the names are added."""
+    if _is_flat(state):
+        if len(predictors) != 1:
+            raise _error(
+                source,
+                "the state holds one predictor saved on its own (DSPy's save() of a bare Predict: "
+                f"`demos` and `signature` at the top level), but the program has {len(predictors)} predictors "
+                f"({_names(predictors)}); save the whole program in DSPy, or use a program with one predictor",
+            )
+        entry = {key: value for key, value in state.items() if key != METADATA}
+        return {predictors[0]: entry, **({METADATA: state[METADATA]} if METADATA in state else {})}
+    saved = [name for name in state if name != METADATA]
+    modules = {name.split(".", 1)[0] for name in predictors}
+    if len(modules) == 1 and saved and not any(name in predictors for name in saved):
+        # Saved from the one module itself, so its names lack the module's (`predict`, not `draft.predict`).
+        (module,) = modules
+        renamed = {f"{module}.{name}": state[name] for name in saved}
+        if sorted(renamed) == sorted(predictors):
+            return {**renamed, **({METADATA: state[METADATA]} if METADATA in state else {})}
+    return state
+
+
+def _is_flat(state: Mapping[str, Any]) -> bool:
+    # A predictor's own `signature` holds `instructions`/`fields`; a predictor *named* "signature"
+    # would hold `demos`, `signature`, ... instead, so the two cannot be confused. A file mixing both
+    # layouts is not flat: its names are then checked, and reported, as usual.
+    signature = state.get("signature")
+    if "demos" not in state or not isinstance(signature, Mapping):
+        return False
+    if "instructions" not in signature and "fields" not in signature:
+        return False
+    return not any(_looks_like_predictor(value) for key, value in state.items() if key != "signature")
+
+
+def _looks_like_predictor(value: Any) -> bool:
+    return isinstance(value, Mapping) and "signature" in value and "demos" in value
 
 
 def _checked_update(

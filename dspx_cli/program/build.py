@@ -61,6 +61,7 @@ def build_module(
         "max_tokens": definition.max_tokens,
         "extra": definition.lm.extra,
         "on_fallback": context.meter.record_fallback if context else None,
+        "on_unusable_reply": context.meter.record_unusable_reply if context else None,
     }
     if definition.type == "react":
         tools = [_tool(tool, context) for tool in definition.tools]

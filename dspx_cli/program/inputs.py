@@ -1,4 +1,9 @@
-"""Program inputs from the command line (`-i field=value`) or from a JSON record."""
+"""Program inputs from the command line (`-i field=value`) or from a JSON record.
+
+An input whose type admits None (`Optional[str]`, `int | None`) may be left out. It is then absent,
+not None, exactly as when a DSPy module is called without that keyword: the prompt has no section
+for it (an explicit `-i context=null` is None, which DSPy renders as the text `None`).
+"""
 
 from __future__ import annotations
 
@@ -8,34 +13,28 @@ from typing import Any
 
 from dspx_cli.core import annotation_name
 from dspx_cli.errors import UsageError
+from dspx_cli.program.input_types import allows_none, takes_text, type_mismatch
 from dspx_cli.program.model import Program
 
 
 def parse_cli_inputs(program: Program, pairs: Iterable[str]) -> dict[str, Any]:
-    """A value is JSON when its field's type is not `str`: `-i k=3`, `-i context='["a", "b"]'`."""
+    """Text for `str` fields, JSON for the others (`-i k=3`, `-i context='["a", "b"]'`), each value
+    checked against its field's type so a wrong one fails here, before any LM call, with exit 2."""
     values: dict[str, Any] = {}
     for pair in pairs:
         name, sep, text = pair.partition("=")
         name = name.strip()
         if not sep or not name:
-            raise UsageError(f"-i {pair!r}: expected FIELD=VALUE")
+            # `--input rows.jsonl` is what the batch option used to be called: point there.
+            hint = f"; to run every JSON line of a file, use --batch {pair}" if not sep and pair.strip() else ""
+            raise UsageError(f"-i {pair!r}: expected FIELD=VALUE{hint}")
         field = program.inputs.get(name)
         if field is None:
             raise UsageError(f"-i {name}: {program.path} has no input {name!r}; its inputs are: {_names(program)}")
-        if field.annotation is str:
-            values[name] = text
-            continue
-        try:
-            values[name] = json.loads(text)
-        except json.JSONDecodeError:
-            # A bare word for a Literal/Optional[str]-like field is what people type; keep it as text.
-            if _accepts_text(field.annotation):
-                values[name] = text
-            else:
-                raise UsageError(
-                    f"-i {name}: expected JSON for type {annotation_name(field.annotation)}, got {text!r}"
-                ) from None
-    missing = [name for name in program.inputs if name not in values]
+        if name in values:
+            raise UsageError(f"-i {name}: given more than once; pass each input once")
+        values[name] = _cli_value(name, field.annotation, text)
+    missing = _missing(program, values)
     if missing:
         hint = " ".join(f"-i {name}=..." for name in missing)
         raise UsageError(f"missing input(s) {', '.join(missing)} for {program.path}; pass {hint}")
@@ -43,17 +42,46 @@ def parse_cli_inputs(program: Program, pairs: Iterable[str]) -> dict[str, Any]:
 
 
 def check_inputs(program: Program, values: Mapping[str, Any]) -> dict[str, Any]:
-    """The program's inputs from a record; other keys (labels, ids) are ignored."""
-    missing = [name for name in program.inputs if name not in values]
+    """The program's inputs from a record; other keys (labels, ids) are ignored, and optional
+    inputs the record lacks stay absent."""
+    missing = _missing(program, values)
     if missing:
         raise UsageError(f"missing input(s) {', '.join(missing)}; expected keys: {', '.join(program.inputs)}")
-    return {name: values[name] for name in program.inputs}
+    return {name: values[name] for name in program.inputs if name in values}
+
+
+def _missing(program: Program, values: Mapping[str, Any]) -> list[str]:
+    return [name for name, f in program.inputs.items() if name not in values and not allows_none(f.annotation)]
+
+
+def _cli_value(name: str, annotation: Any, text: str) -> Any:
+    """The JSON reading when it fits the type, else the text itself when that fits (a bare word
+    for a Literal or `Optional[str]` field is what people type), else a one-line error."""
+    if annotation is str:
+        return text
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError):  # not JSON, too deep, or an integer past Python's digit limit
+        parsed = False
+    else:
+        parsed = True
+        problem = type_mismatch(value, annotation)
+        if problem is None:
+            return value
+    text_problem = type_mismatch(text, annotation)
+    if text_problem is None:
+        return text
+    expected = annotation_name(annotation)
+    if not parsed:
+        if not takes_text(annotation):
+            raise UsageError(f"-i {name}: expected JSON for type {expected}, got {_shown(text)}")
+        problem = text_problem
+    raise UsageError(f"-i {name}: expected {expected}, got {_shown(text)} ({problem})")
+
+
+def _shown(text: str) -> str:
+    return repr(text if len(text) <= 80 else text[:77] + "...")
 
 
 def _names(program: Program) -> str:
     return ", ".join(f"{n} ({annotation_name(f.annotation)})" for n, f in program.inputs.items()) or "none"
-
-
-def _accepts_text(annotation: Any) -> bool:
-    text = annotation_name(annotation)
-    return text.startswith(("Literal[", "Union[str", "Any")) or text == "Any"

@@ -50,7 +50,11 @@ class ProgramRunner:
             depends_on = step.depends_on
             if depends_on:
                 await asyncio.gather(*(tasks[source] for source in depends_on))
-            values = {name: self._resolve(value, inputs, predictions) for name, value in step.bindings.items()}
+            values = {
+                name: self._resolve(value, inputs, predictions)
+                for name, value in step.bindings.items()
+                if not _omitted(value, inputs)
+            }
             prediction = await self.modules[step.module].acall(**values)
             predictions[step.id] = prediction
             return prediction
@@ -78,6 +82,31 @@ class ProgramRunner:
         outputs = {name: self._resolve(ref, inputs, predictions) for name, ref in self.program.outputs.items()}
         return RunResult(outputs=outputs, steps=predictions, usage=usage)
 
+    def completions(self, result: RunResult) -> list[dict[str, Any]]:
+        """The program's outputs once per sampled completion (a module with `n > 1`), first one
+        first, as DSPy's `Prediction.completions`; empty when every step made one completion.
+
+        Each output takes completion `i` of the step it comes from; an output whose step made fewer
+        completions (or one, or a field outside them) keeps its single value in every entry."""
+        sampled: dict[str, Any] = {}
+        for ref in self.program.outputs.values():
+            prediction = result.steps.get(ref.source)
+            if prediction is not None and ref.source not in sampled and len(prediction.completions) > 1:
+                sampled[ref.source] = prediction.completions
+        if not sampled:
+            return []
+        rows = []
+        for index in range(max(len(completions) for completions in sampled.values())):
+            row = {}
+            for name, ref in self.program.outputs.items():
+                completions = sampled.get(ref.source)
+                if completions is not None and ref.field in completions and index < len(completions):
+                    row[name] = completions[ref.field][index]
+                else:
+                    row[name] = result.outputs[name]
+            rows.append(row)
+        return rows
+
     def preview(self, inputs: dict[str, Any]) -> list[tuple[Step, list[Message]]]:
         """The messages each step would send. Values that only an LM call could produce are shown
         as `{step.field}` placeholders."""
@@ -86,6 +115,7 @@ class ProgramRunner:
             values = {
                 name: self._resolve(value, inputs, {}) if _known(value) else "{" + f"{value.source}.{value.field}" + "}"
                 for name, value in step.bindings.items()
+                if not _omitted(value, inputs)
             }
             module = self.modules[step.module]
             # A retrieve step sends no messages: it searches.
@@ -97,8 +127,14 @@ class ProgramRunner:
         if not isinstance(value, Ref):
             return value
         if value.source == INPUT:
-            return inputs[value.field]
+            return inputs.get(value.field)  # an omitted optional input, if it reaches an output
         return predictions[value.source][value.field]
+
+
+def _omitted(value: Any, inputs: dict[str, Any]) -> bool:
+    """An optional program input left out stays out of the step's call, as a keyword a DSPy module
+    is not given: its prompt has no section for it (program/inputs.py)."""
+    return isinstance(value, Ref) and value.source == INPUT and value.field not in inputs
 
 
 def _known(value: Any) -> bool:
