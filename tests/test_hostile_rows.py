@@ -162,3 +162,17 @@ def test_compile_skips_a_bad_row_with_a_warning_naming_file_and_line(lm_server: 
     warnings = [line for line in done.stderr.splitlines() if line.startswith("warning: skipping")]
     assert [line.split(": ")[1].split(" ")[-1] for line in warnings] == [f"{train}:2", f"{train}:4", f"{train}:5"]
     assert json.loads(done.stdout)["demos"] == {"echo": 3}
+
+
+def test_a_json_dataset_nested_too_deeply_or_with_a_huge_integer_is_a_located_error(tmp_path: Path) -> None:
+    loaded = load_program(program(tmp_path, "data: {dev: dev.json}\n"))
+    for content, expected in [(b"[" + DEEP_OBJECT + b"]", "nested too deeply"), (b"[" + HUGE_INT + b"]", "digits")]:
+        (tmp_path / "dev.json").write_bytes(content)
+        started = time.monotonic()
+        try:
+            load_rows(loaded)
+        except ProgramError as error:
+            assert str(error).startswith(f"{tmp_path / 'dev.json'}: invalid JSON") and expected in str(error)
+        else:
+            raise AssertionError("accepted")
+        assert time.monotonic() - started < 10

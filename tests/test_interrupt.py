@@ -92,6 +92,8 @@ def test_a_signal_ends_evaluate_with_130_a_partial_summary_and_junit(
     suite = ElementTree.parse(junit).getroot().find("testsuite")
     assert suite is not None and suite.get("tests") == "30"
     assert suite.get("skipped") == str(30 - finished) and len(suite.findall("testcase")) == finished
+    properties = {prop.get("name"): prop.get("value") for prop in suite.find("properties") or []}
+    assert properties["aborted"] == "interrupted" and float(properties["score"]) == pytest.approx(summary["score"])
 
 
 def test_sigterm_ends_a_batch_waiting_on_an_idle_stdin(lm_server: LMServer, tmp_path: Path) -> None:

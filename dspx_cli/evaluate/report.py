@@ -113,6 +113,8 @@ def write_junit(path: Path, program: Program, evaluation: Evaluation, *, pass_sc
     )
     properties = ElementTree.SubElement(suite, "properties")
     ElementTree.SubElement(properties, "property", name="score", value=f"{evaluation.score:.6f}")
+    if evaluation.aborted:  # interrupted or stopped at max_errors: the unrun examples are `skipped`
+        ElementTree.SubElement(properties, "property", name="aborted", value=evaluation.aborted)
     for result in evaluation.results:
         case = ElementTree.SubElement(
             suite, "testcase", classname=program.name, name=f"example-{result.index}", time=f"{result.seconds:.3f}"
