@@ -176,3 +176,22 @@ def test_a_json_dataset_nested_too_deeply_or_with_a_huge_integer_is_a_located_er
         else:
             raise AssertionError("accepted")
         assert time.monotonic() - started < 10
+
+
+def test_a_bad_row_in_a_shared_file_fails_every_strict_split_and_moves_no_row(tmp_path: Path) -> None:
+    lines = [json.dumps({"text": f"t{i}", "answer": f"T{i}"}).encode() for i in range(20)]
+    path = tmp_path / "all.jsonl"
+    loaded = load_program(program(tmp_path, "data: {path: all.jsonl, split: {train: 0.5, dev: 0.5, seed: 3}}\n"))
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    clean = {split: [row.text for row in load_rows(loaded, split)] for split in ("train", "dev")}
+    path.write_bytes(b"\n".join([*lines[:7], NOT_UTF8, *lines[8:]]) + b"\n")
+    for split in ("train", "dev"):  # wherever the bad row falls, a strict read refuses the file
+        try:
+            load_examples(loaded, split)
+        except ProgramError as error:
+            assert str(error).startswith(f"{path}:8: not UTF-8 text")
+        else:
+            raise AssertionError(f"{split}: accepted a file with a bad row")
+    spoiled = {split: [getattr(row, "text", "BAD") for row in load_rows(loaded, split)] for split in ("train", "dev")}
+    for split in ("train", "dev"):  # the bad row takes t7's place; every other row stays in its split
+        assert spoiled[split] == ["BAD" if text == "t7" else text for text in clean[split]]

@@ -33,7 +33,7 @@ import io
 import json
 import random
 import typing
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -149,16 +149,24 @@ def _records(
         source, records, what = _split_records(program, split, types, strict)
     records = _check_inputs(records, inputs)
     if strict:
-        for record in records:
-            if record.problem is not None:
-                # A line number goes into the location; a JSON item has none, so the message names it.
-                prefix = "" if record.line is not None else f"{record.where}: "
-                raise source.error(prefix + record.problem, record.line)
+        _refuse_bad(source, records)
     if not records:
         raise source.config_error(f"{what} has no examples")
     if limit is not None:
         records = records[:limit]
     return source, records
+
+
+def _refuse_bad(source: _File, records: Iterable[_Record]) -> list[_Record]:
+    """`records`, or the error of the first bad one (read lazily: later rows are not parsed)."""
+    checked = []
+    for record in records:
+        if record.problem is not None:
+            # A line number goes into the location; a JSON item has none, so the message names it.
+            prefix = "" if record.line is not None else f"{record.where}: "
+            raise source.error(prefix + record.problem, record.line)
+        checked.append(record)
+    return checked
 
 
 def _where(source: _File, record: _Record) -> str:
@@ -289,18 +297,13 @@ def _read(source: _File, types: dict[str, Any], strict: bool) -> list[_Record]:
             text = data.decode("utf-8-sig")
         except UnicodeDecodeError as exc:
             raise source.config_error(f"{source.path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-        return _read_json(source, text)
+        records = _read_json(source, text)
+        return _refuse_bad(source, records) if strict else records
     # Split on "\n" only: JSON strings may hold U+2028 and other breaks that splitlines() cuts at.
     lines = [_decode_line(raw, first=number == 1) for number, raw in enumerate(data.split(b"\n"), start=1)]
     records = _read_jsonl(lines) if kind == "jsonl" else _read_csv(source, lines, types)
-    if strict:
-        checked = []
-        for record in records:  # stop at the first bad row, as later ones may be its consequence
-            checked.append(record)
-            if record.problem is not None:
-                break
-        return checked
-    return list(records)
+    # Strict: the whole file is checked here, before a split could hide a bad row in another split.
+    return _refuse_bad(source, records) if strict else list(records)
 
 
 def _decode_line(raw: bytes, *, first: bool) -> tuple[str, str | None]:
