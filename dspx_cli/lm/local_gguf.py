@@ -4,6 +4,12 @@ A model loads once per process and is shared by every LM instance that names the
 Generation blocks, and a llama context is not thread-safe, so each loaded model owns a
 one-thread executor: calls from any LM instance or event loop queue there, one at a time, and the
 event loop stays free meanwhile.
+
+A cancelled call that is still queued never runs (cancelling the awaiting task cancels its
+executor future). One that is generating cannot be stopped from outside: llama-cpp-python 0.3.36's
+create_chat_completion takes no stopping_criteria, and its logits processors run as C callbacks
+that cannot raise. An interrupted command therefore abandons it and leaves with os._exit, without
+waiting for the thread or running llama's destructor under it (cli/interrupt.py).
 """
 
 from __future__ import annotations
