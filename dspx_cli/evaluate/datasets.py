@@ -327,7 +327,8 @@ def _read_jsonl(lines: list[tuple[str, str | None]]) -> Iterator[_Record]:
         try:
             value = json.loads(line)
         except json.JSONDecodeError as exc:
-            yield _Record({}, where, number, f"expected a JSON object, got invalid JSON ({exc.msg} at column {exc.colno})")
+            problem = f"expected a JSON object, got invalid JSON ({exc.msg} at column {exc.colno})"
+            yield _Record({}, where, number, problem)
             continue
         except RecursionError:
             yield _Record({}, where, number, "expected a JSON object, got JSON nested too deeply")

@@ -123,7 +123,8 @@ def _emit(emit: Callable[[RowResult], None], row: RowResult) -> None:
     except OSError:
         raise  # the output itself failed (closed pipe, full disk): nothing more can be written
     except Exception as exc:  # an output that cannot be written as JSON still gets its line
-        emit(RowResult(row.line, error=f"internal error: cannot write the result: {exc}", error_type=type(exc).__name__))
+        message = f"internal error: cannot write the result: {exc}"
+        emit(RowResult(row.line, error=message, error_type=type(exc).__name__))
 
 
 async def _run_row(runner: ProgramRunner, line_number: int, line: bytes | str) -> RowResult:
@@ -146,7 +147,8 @@ async def _run_row(runner: ProgramRunner, line_number: int, line: bytes | str) -
     except RecursionError:
         return RowResult(line_number, error="expected a JSON object: nested too deeply", error_type="InputError")
     except ValueError as exc:  # an integer past Python's digit limit, ...
-        return RowResult(line_number, error=f"expected a JSON object: {str(exc).split(':')[0]}", error_type="InputError")
+        message = f"expected a JSON object: {str(exc).split(':')[0]}"
+        return RowResult(line_number, error=message, error_type="InputError")
     if not isinstance(record, dict):
         return RowResult(line_number, error="expected a JSON object", error_type="InputError")
     try:
