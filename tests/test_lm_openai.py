@@ -521,3 +521,20 @@ def test_errors_that_are_not_about_the_schema_are_not_asked_again(lm_server: LMS
     lm_server.push(Reply(status=status, json=error_body("no")))
     assert failure(make_lm(lm_server, model="openai/gpt-4o-mini"), ASK_JSON).status == status
     assert len(lm_server.requests) == 1
+
+
+def test_a_schema_the_program_sets_itself_also_falls_back_once_refused(lm_server: LMServer) -> None:
+    lm_server.rule = lambda request, attempt: (
+        Reply(status=500, json=error_body("no")) if request.body["response_format"]["type"] == "json_schema" else None
+    )
+    lm = make_lm(lm_server, model="openai/my-finetune", extra={"response_format": SCHEMA})
+
+    async def twice() -> None:
+        try:
+            await lm.complete(HELLO)
+            await lm.complete(HELLO)
+        finally:
+            await lm.aclose()
+
+    run(twice())
+    assert [r.body["response_format"]["type"] for r in lm_server.requests] == ["json_schema", "json_object", "json_object"]

@@ -104,15 +104,13 @@ class OpenAICompatLM(LM):
         if "response_format" in request.extra and "response_format" not in self.config.extra:
             # The adapter's format, which this model may not get (see structured_outputs.py); one
             # the program sets itself in the lm's extra is sent as written.
-            sent = outgoing(
-                body["response_format"],
-                self.response_format_mode,
-                self.refusals.refused(self.endpoint.url, self.endpoint.model_name),
-            )
+            sent = outgoing(body["response_format"], self.response_format_mode)
             if sent is None:
                 del body["response_format"]
             else:
                 body["response_format"] = sent
+        if asks_for_schema(body) and self.refusals.refused(self.endpoint.url, self.endpoint.model_name):
+            body["response_format"] = dict(JSON_OBJECT)
         return body
 
     async def complete(self, request: LMRequest) -> LMResponse:

@@ -103,10 +103,10 @@ class SchemaRefusals:
             return True
 
 
-def outgoing(response_format: Any, mode: Mode, refused: bool) -> Any:
+def outgoing(response_format: Any, mode: Mode) -> Any:
     """The response_format to send in place of the adapter's, or None to send none."""
     if mode == "none":
         return None
-    if mode == "json_object" or refused:
-        return dict(JSON_OBJECT) if isinstance(response_format, dict) else response_format
+    if mode == "json_object" and asks_for_schema({"response_format": response_format}):
+        return dict(JSON_OBJECT)
     return response_format
