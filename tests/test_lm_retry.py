@@ -351,3 +351,17 @@ def test_calls_are_described_with_their_cached_failed_and_retried_parts() -> Non
     assert ModelUsage(calls=3, failed_calls=1, retries=1).describe_calls() == "4 calls, 1 failed (1 retry)"
     assert ModelUsage(failed_calls=3, retries=2).describe_calls() == "3 calls failed (2 retries)"
     assert ModelUsage(failed_calls=1).describe_calls() == "1 call failed"
+
+
+def test_compile_summary_counts_retried_attempts(lm_server: LMServer, tmp_path: Path) -> None:
+    path = _program(tmp_path, 2)
+    (tmp_path / "train.jsonl").write_text((tmp_path / "dev.jsonl").read_text())
+    path.write_text(path.read_text().replace("data: {dev: dev.jsonl}", "data: {train: train.jsonl, dev: dev.jsonl}")
+                    + "optimizer: {type: labeled_few_shot, k: 1}\n")
+    lm_server.responder = _shout
+    lm_server.rule = lambda request, attempt: Reply(status=503, json=error_body("hiccup")) if attempt == 0 else None
+    done = dspx("compile", str(path), "-o", str(tmp_path / "state.json"), "--json", BASE=lm_server.api_base)
+    assert done.returncode == 0, done.stderr
+    total = json.loads(done.stdout)["usage"]["total"]
+    # Every distinct request failed once before it was answered: one retry per answered call.
+    assert total["calls"] > 0 and total["retries"] == total["calls"] and total["failed_calls"] == 0
