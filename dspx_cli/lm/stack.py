@@ -37,12 +37,9 @@ def guarded(
 
 
 def embeddings_stack(
-    config: LMConfig, meter: UsageMeter, history: History | None, *, base_delay: float = DEFAULT_BASE_DELAY
+    backend: LM, config: LMConfig, meter: UsageMeter, history: History | None, *, base_delay: float = DEFAULT_BASE_DELAY
 ) -> ObservedLM:
-    """An OpenAI-compatible `/embeddings` client with the LM stack's endpoint resolution, errors,
-    retries, limits, usage and history. Raises LMError when the config names no usable endpoint."""
-    from dspx_cli.lm.openai_compat import OpenAICompatLM
-
-    backend = OpenAICompatLM(config, what="embeddings model", section="embeddings")
+    """An embeddings backend (`OpenAICompatLM`, whose `embed` posts to `/embeddings`) inside the
+    LM stack's retries, limits, usage and history; the retriever caches, so no response cache."""
     # The embeddings section has no num_retries to raise, so the give-up message suggests none.
     return ObservedLM(guarded(backend, config, meter, base_delay=base_delay, retry_hint=""), config, meter, history)

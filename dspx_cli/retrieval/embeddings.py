@@ -82,6 +82,7 @@ class EmbeddingsRetriever:
         meter: UsageMeter | None = None,
         history: History | None = None,
     ) -> None:
+        from dspx_cli.lm.openai_compat import OpenAICompatLM
         from dspx_cli.lm.stack import embeddings_stack
 
         if batch_size < 1:
@@ -98,10 +99,12 @@ class EmbeddingsRetriever:
         )
         self.meter = meter if meter is not None else UsageMeter()
         try:
-            self._embedder = embeddings_stack(config, self.meter, history, base_delay=base_delay)
+            # The LM layer resolves the endpoint (provider prefixes, $OPENAI_API_KEY) as for chat.
+            backend = OpenAICompatLM(config, what="embeddings model", section="embeddings")
         except LMError as exc:
             raise RetrievalError(str(exc)) from None
-        endpoint = _backend(self._embedder).endpoint
+        self._embedder = embeddings_stack(backend, config, self.meter, history, base_delay=base_delay)
+        endpoint = backend.endpoint
         self.api_base = endpoint.api_base
         self.model_name = endpoint.model_name
         self.url = endpoint.embeddings_url
@@ -224,13 +227,6 @@ class EmbeddingsRetriever:
 
     async def aclose(self) -> None:
         await self._embedder.aclose()
-
-
-def _backend(lm: Any) -> Any:
-    """The innermost layer of a stack: the HTTP backend, which knows the endpoint."""
-    while hasattr(lm, "inner"):
-        lm = lm.inner
-    return lm
 
 
 def _unit_rows(matrix: np.ndarray) -> np.ndarray:
