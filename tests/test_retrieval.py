@@ -520,3 +520,12 @@ def test_a_runs_embeddings_calls_reach_its_usage_line_usage_file_and_history(
     kinds = [json.loads(line).get("kind", "chat") for line in history.splitlines()]
     assert sorted(kinds) == ["chat", "embeddings", "embeddings"]
     assert SECRET not in history
+
+
+def test_messages_point_to_the_embeddings_section(lm_server: LMServer, facts: Corpus) -> None:
+    lm_server.push(Reply(status=401, json=error_body("who are you")))
+    error = embeddings_failure(make_embedder(lm_server, facts, api_key=None))
+    assert "no API key was sent; set api_key in the embeddings section" in str(error)
+    lm_server.push(Reply.stall(2.0))
+    error = embeddings_failure(make_embedder(lm_server, facts, timeout=0.3, num_retries=0))
+    assert "timed out after 0.3s waiting for" in str(error) and "raise the embeddings timeout" in str(error)

@@ -63,7 +63,7 @@ class OpenAICompatLM(LM):
         self.model = config.model
         self.config = config
         self.endpoint = resolve_endpoint(config, what, section)
-        self.errors = ErrorMapper(self.endpoint, config.timeout)
+        self.errors = ErrorMapper(self.endpoint, config.timeout, section)
         self.response_format_mode = catalog_mode(split_provider(config.model)[0], self.endpoint.model_name)
         self.refusals = refusals if refusals is not None else SchemaRefusals()
         self._client: httpx.AsyncClient | None = None

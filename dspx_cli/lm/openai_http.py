@@ -111,9 +111,10 @@ class ErrorMapper:
     """Turns what went wrong with one HTTP call into one `LMRequestError` line that says what to
     fix, for chat completions and embeddings alike. The API key never reaches a message."""
 
-    def __init__(self, endpoint: Endpoint, timeout: float) -> None:
+    def __init__(self, endpoint: Endpoint, timeout: float, section: str = "lm") -> None:
         self.endpoint = endpoint
         self.timeout = timeout
+        self.section = section  # the program-file section whose settings a message points to
 
     def transport(self, exc: httpx.HTTPError, url: str) -> LMRequestError:
         if isinstance(exc, httpx.TimeoutException):
@@ -122,7 +123,7 @@ class ErrorMapper:
             stage = "connecting to" if connecting else "waiting for"
             return self.error(
                 f"timed out after {seconds:g}s {stage} {url}: the server is slow or stalled "
-                f"(raise the lm timeout if it is just slow)",
+                f"(raise the {self.section} timeout if it is just slow)",
                 retryable=True,
             )
         if isinstance(exc, httpx.ConnectError):
@@ -180,7 +181,7 @@ class ErrorMapper:
     def _key_advice(self) -> str:
         if self.endpoint.api_key is None:
             return (
-                f"no API key was sent; set api_key in the lm section (api_key: ${{{_KEY_ENV_CONVENTION}}}) "
+                f"no API key was sent; set api_key in the {self.section} section (api_key: ${{{_KEY_ENV_CONVENTION}}}) "
                 f"and export {_KEY_ENV_CONVENTION}"
             )
         source = f"from {self.endpoint.key_env} " if self.endpoint.key_env else ""
