@@ -7,17 +7,24 @@ never loads httpx, llama_cpp, torch or transformers.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from dspx_cli.errors import LMError
 from dspx_cli.lm.base import LM
 from dspx_cli.lm.config import LMConfig
 
+if TYPE_CHECKING:
+    from dspx_cli.lm.structured_outputs import SchemaRefusals
+
 EMBEDDED_NAMES = ("local/smollm2", "smollm2")
 LOCAL_PREFIX = "local/"
 
 
-def create_lm(config: LMConfig, base_dir: Path | None = None) -> LM:
+def create_lm(config: LMConfig, base_dir: Path | None = None, *, refusals: SchemaRefusals | None = None) -> LM:
     """The LM a config names. Relative paths are resolved against `base_dir` (the program's folder).
+
+    `refusals` is where HTTP backends remember endpoints that refused a json_schema response_format;
+    a run context shares one among all its LMs.
 
     Local forms win over `api_base`: `--lm local/smollm2` or `--lm ./checkpoint` replaces only the
     model of a program, which may still carry the api_base of the hosted model it was written for.
@@ -36,12 +43,12 @@ def create_lm(config: LMConfig, base_dir: Path | None = None) -> LM:
     from dspx_cli.lm.openai_compat import PROVIDERS, OpenAICompatLM, split_provider
 
     if split_provider(model)[0] is not None:
-        return OpenAICompatLM(config)
+        return OpenAICompatLM(config, refusals=refusals)
     path = _resolve(model, base_dir)
     if (path.is_file() and path.suffix == ".gguf") or (path.is_dir() and (path / "config.json").is_file()):
         return _local(config, path)
     if config.api_base:
-        return OpenAICompatLM(config)
+        return OpenAICompatLM(config, refusals=refusals)
     if model.endswith(".gguf") or model.startswith((".", "/", "~")):
         raise LMError(f"local model {model!r}: no such file or folder: {path}")
     providers = ", ".join(f"{name}/<model>" for name in PROVIDERS)
