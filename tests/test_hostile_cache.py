@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from dspx_cli.lm.base import LMRequest
+from dspx_cli.lm.cache import request_key
 from tests.cli_process import ROOT, dspx
 from tests.lm_server import LMServer
 
@@ -47,12 +49,17 @@ class TouchOnUnpickle:
 
 
 def record_one(server: LMServer, path: Path, cache: Path, question: str = "q") -> str:
-    """Run once to store an answer; returns its cache key as the history shows it."""
+    """Run once to store an answer; returns its cache key, computed from what the server got."""
     server.responder = lambda body: REPLY
     done = dspx("run", str(path), "-i", f"question={question}", "--cache-dir", str(cache), BASE=server.api_base)
     assert done.returncode == 0, done.stderr
-    shown = dspx("history", "--json", "--cache-dir", str(cache))
-    return str(json.loads(shown.stdout.splitlines()[-1])["cache_key"])
+    sent = server.requests[-1].body
+    return request_key("openai/test-model", LMRequest(messages=tuple(sent["messages"])))
+
+
+def database_file(cache: Path) -> Path:
+    """The SQLite file holding the responses (older dspx kept them in a diskcache folder)."""
+    return cache / STORE if (cache / STORE).exists() else cache / "responses" / "cache.db"
 
 
 def warnings_in(stderr: str) -> list[str]:
@@ -117,7 +124,7 @@ def test_a_legacy_diskcache_folder_is_never_read_and_clear_stays_inside(lm_serve
     with sqlite3.connect(cache / "responses" / "cache.db") as db:
         db.execute("UPDATE Cache SET mode = 4, value = ? WHERE key != ?", (pickle.dumps(TouchOnUnpickle(marker)), b"x"))
         db.execute("UPDATE Cache SET filename = ? WHERE rowid = (SELECT max(rowid) FROM Cache)", (str(victim),))
-    (cache / STORE).unlink()  # only the legacy folder is left to answer from
+    (cache / STORE).unlink(missing_ok=True)  # only the legacy folder is left to answer from
     replay = dspx("run", str(path), "-i", "question=q", "--cache-dir", str(cache), "--cache-only", BASE=lm_server.api_base)
     assert replay.returncode == 1 and not marker.exists()
     cleared = dspx("cache", "clear", "--cache-dir", str(cache))
@@ -229,16 +236,17 @@ def test_a_damaged_store_is_named_and_repaired_by_cache_clear(lm_server: LMServe
     cache = tmp_path / "cache"
     path = program(tmp_path)
     record_one(lm_server, path, cache)
-    with (cache / STORE).open("r+b") as handle:
+    damaged = database_file(cache)
+    with damaged.open("r+b") as handle:
         handle.write(b"this is not a database at all!!!" * 4)
     history_before = (cache / "history.jsonl").read_bytes()
     done = dspx("run", str(path), "-i", "question=q", "--cache-dir", str(cache), BASE=lm_server.api_base)
     assert done.returncode == 0 and done.stdout == "answer: Paris\n"
     [warning] = warnings_in(done.stderr)
-    assert f"the cache file {cache / STORE} is damaged" in warning and f"dspx cache clear --cache-dir {cache}" in warning
+    assert f"the cache file {damaged} is damaged" in warning and f"dspx cache clear --cache-dir {cache}" in warning
     stats = dspx("cache", "stats", "--cache-dir", str(cache))
     assert stats.returncode == 1 and len(stats.stderr.strip().splitlines()) == 1
-    assert stats.stderr.startswith("error: the cache file") and str(cache / STORE) in stats.stderr
+    assert stats.stderr.startswith("error: the cache file") and str(damaged) in stats.stderr
     assert "Traceback" not in stats.stderr
     cleared = dspx("cache", "clear", "--cache-dir", str(cache))
     assert cleared.returncode == 0 and "deleted the damaged cache file" in cleared.stdout, cleared.stderr
