@@ -232,22 +232,25 @@ def test_a_cache_folder_that_cannot_be_created_means_a_run_without_cache(lm_serv
 # -- 8. a damaged store names itself and is repaired by `cache clear` ------------------------
 
 
-def test_a_damaged_store_is_named_and_repaired_by_cache_clear(lm_server: LMServer, tmp_path: Path) -> None:
+@pytest.mark.parametrize("offset", [0, 4096], ids=["header", "table-page"])
+def test_a_damaged_store_is_named_and_repaired_by_cache_clear(lm_server: LMServer, tmp_path: Path, offset: int) -> None:
     cache = tmp_path / "cache"
     path = program(tmp_path)
     record_one(lm_server, path, cache)
     damaged = database_file(cache)
     with damaged.open("r+b") as handle:
+        handle.seek(offset)
         handle.write(b"this is not a database at all!!!" * 4)
     history_before = (cache / "history.jsonl").read_bytes()
     done = dspx("run", str(path), "-i", "question=q", "--cache-dir", str(cache), BASE=lm_server.api_base)
     assert done.returncode == 0 and done.stdout == "answer: Paris\n"
     [warning] = warnings_in(done.stderr)
     assert f"the cache file {damaged} is damaged" in warning and f"dspx cache clear --cache-dir {cache}" in warning
-    stats = dspx("cache", "stats", "--cache-dir", str(cache))
-    assert stats.returncode == 1 and len(stats.stderr.strip().splitlines()) == 1
-    assert stats.stderr.startswith("error: the cache file") and str(damaged) in stats.stderr
-    assert "Traceback" not in stats.stderr
+    if offset == 0:  # a damaged page is found when it is read: counting entries may not read it
+        stats = dspx("cache", "stats", "--cache-dir", str(cache))
+        assert stats.returncode == 1 and len(stats.stderr.strip().splitlines()) == 1
+        assert stats.stderr.startswith("error: the cache file") and str(damaged) in stats.stderr
+        assert "Traceback" not in stats.stderr
     cleared = dspx("cache", "clear", "--cache-dir", str(cache))
     assert cleared.returncode == 0 and "deleted the damaged cache file" in cleared.stdout, cleared.stderr
     assert (cache / "history.jsonl").read_bytes().startswith(history_before)  # only the store went

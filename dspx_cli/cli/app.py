@@ -256,7 +256,7 @@ def cache_clear(cache_dir: CacheDirOpt = None, debug: DebugOpt = False) -> None:
 @cache_app.command("rm")
 def cache_rm(
     keys: Annotated[
-        list[str], typer.Argument(metavar="KEY...", help="Cache keys (`dspx history` shows them) or unique prefixes.")
+        list[str], typer.Argument(metavar="KEY", help="One or more cache keys (`dspx history` shows them) or unique prefixes.")
     ],
     cache_dir: CacheDirOpt = None,
     debug: DebugOpt = False,

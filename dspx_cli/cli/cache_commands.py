@@ -16,6 +16,7 @@ from dspx_cli.lm.cache_disk import (
     remove_legacy_folder,
     remove_store_files,
     store_path,
+    store_volume,
 )
 from dspx_cli.lm.history import History
 
@@ -37,9 +38,10 @@ def stats(directory: Path | None, as_json: bool) -> None:
     if store_path(folder).exists() or store_path(folder).is_symlink():
         store = ResponseStore(folder, create=False)
         try:
-            figures["entries"], figures["bytes"] = store.count(), store.volume()
+            figures["entries"] = store.count()
         finally:
             store.close()
+        figures["bytes"] = store_volume(folder)
     figures["history_bytes"] = History(folder).size() if figures["exists"] else 0
     if as_json:
         sys.stdout.write(json.dumps(figures) + "\n")
@@ -64,15 +66,14 @@ def clear(directory: Path | None) -> None:
     if store_path(folder).exists() or store_path(folder).is_symlink():
         try:
             store = ResponseStore(folder, create=False)
-        except CacheFileError as exc:
-            if not exc.damaged:
-                raise
-            damaged = remove_store_files(folder)
-        else:
             try:
                 removed = store.clear()
             finally:
                 store.close()
+        except CacheFileError as exc:
+            if not exc.damaged:
+                raise
+            damaged = remove_store_files(folder)  # found on open, or only when its pages were read
     legacy = remove_legacy_folder(folder)
     sys.stdout.write(f"removed {removed} cached responses from {folder}\n")
     if damaged:

@@ -22,7 +22,7 @@ import orjson
 
 from dspx_cli.errors import LMError
 from dspx_cli.lm.base import LM, LMRequest, LMResponse, Usage
-from dspx_cli.lm.cache_disk import CacheFileError, ResponseStore, store_path
+from dspx_cli.lm.cache_disk import CacheFileError, ResponseStore, store_path, store_volume
 
 CACHE_DIR_ENV = "DSPX_CACHE_DIR"
 KEY_VERSION = 1  # bump when the key recipe changes, so old entries are not misread
@@ -161,7 +161,7 @@ class ResponseCache:
     def stats(self) -> dict[str, Any]:
         store = self._disk()
         entries = store.count() if store is not None else 0
-        return {"path": str(self.directory), "entries": entries, "bytes": store.volume() if store else 0}
+        return {"path": str(self.directory), "entries": entries, "bytes": store_volume(self.directory)}
 
     def close(self) -> None:
         if self._store is not None:

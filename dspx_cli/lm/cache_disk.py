@@ -154,16 +154,6 @@ class ResponseStore:
     def count(self) -> int:
         return int(self._scalar("SELECT count(*) FROM responses"))
 
-    def volume(self) -> int:
-        """Bytes on disk: the database and its write-ahead log."""
-        total = 0
-        for suffix in ("", *_COMPANIONS):
-            try:
-                total += self.path.with_name(self.path.name + suffix).lstat().st_size
-            except FileNotFoundError:
-                pass
-        return total
-
     def clear(self) -> int:
         removed = self._change("DELETE FROM responses")
         try:
@@ -222,6 +212,19 @@ class ResponseStore:
     @property
     def fix(self) -> str:
         return f"repair it with `dspx cache clear --cache-dir {self.directory}`"
+
+
+def store_volume(directory: Path) -> int:
+    """Bytes on disk: the database and SQLite's files beside it (measure with the store closed:
+    an open connection has a write-ahead log of its own)."""
+    base = store_path(directory)
+    total = 0
+    for suffix in ("", *_COMPANIONS):
+        try:
+            total += base.with_name(base.name + suffix).lstat().st_size
+        except FileNotFoundError:
+            pass
+    return total
 
 
 def remove_store_files(directory: Path) -> list[Path]:
