@@ -72,7 +72,8 @@ class ResponseStore:
             try:
                 self.directory.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
-                raise CacheFileError(f"cannot create the cache folder {self.directory}: {exc.strerror or exc}", damaged=False) from None
+                reason = exc.strerror or exc
+                raise CacheFileError(f"cannot create the cache folder {self.directory}: {reason}", damaged=False) from None
         mode = "rwc" if create else "rw"
         uri = f"file:{urllib.parse.quote(str(self.path))}?mode={mode}"
         try:
@@ -81,7 +82,7 @@ class ResponseStore:
             raise self._error(exc) from None
         try:
             db.execute("PRAGMA trusted_schema = OFF")
-            self._check_or_create(db)
+            self._check_or_create(db, create)
         except sqlite3.Error as exc:
             db.close()
             raise self._error(exc) from None
@@ -90,8 +91,8 @@ class ResponseStore:
             raise
         return db
 
-    def _check_or_create(self, db: sqlite3.Connection) -> None:
-        if not self._schema(db):
+    def _check_or_create(self, db: sqlite3.Connection, create: bool) -> None:
+        if create and not self._schema(db):
             db.execute("BEGIN IMMEDIATE")  # another process may be creating it at this moment
             try:
                 if not self._schema(db):
@@ -100,11 +101,14 @@ class ResponseStore:
                     db.execute(f"PRAGMA user_version = {LAYOUT_VERSION}")
                 db.execute("COMMIT")
             except BaseException:
-                db.execute("ROLLBACK")
+                with contextlib.suppress(sqlite3.Error):
+                    db.execute("ROLLBACK")
                 raise
             # WAL: readers never block the writer, so processes sharing the folder run in parallel.
             db.execute("PRAGMA journal_mode = WAL")
         schema = self._schema(db)
+        if not schema:
+            raise self._refused("holds no table of responses")
         if schema != _EXPECTED_SCHEMA:
             extra = sorted(f"{kind} {name}" for kind, name, _ in schema - _EXPECTED_SCHEMA)
             raise self._refused(f"holds a schema dspx did not create ({', '.join(extra) or 'changed table'})")

@@ -50,7 +50,7 @@ class History:
         except (OSError, orjson.JSONEncodeError) as exc:
             self._failed = True
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-            logger.warning("cannot write the history %s (%s); the run goes on without recording its calls", self.path, reason)
+            logger.warning("cannot write the history %s (%s); the run goes on without it", self.path, reason)
 
     def _open(self) -> int:
         self.path.parent.mkdir(parents=True, exist_ok=True)
