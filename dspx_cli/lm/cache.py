@@ -22,7 +22,7 @@ import orjson
 
 from dspx_cli.errors import LMError
 from dspx_cli.lm.base import LM, LMRequest, LMResponse, Usage
-from dspx_cli.lm.cache_disk import CacheFileError, ResponseStore, store_path, store_volume
+from dspx_cli.lm.cache_disk import CacheFileError, ResponseStore, store_volume
 
 CACHE_DIR_ENV = "DSPX_CACHE_DIR"
 KEY_VERSION = 1  # bump when the key recipe changes, so old entries are not misread
@@ -72,22 +72,20 @@ class ResponseCache:
         self.memory_items = memory_items
         self._memory: OrderedDict[str, LMResponse] = OrderedDict()
         self._lock = threading.Lock()
+        self._opening = threading.Lock()  # one store per cache, however many threads ask first
         self._store: ResponseStore | None = None
         self._unusable = False  # opening or reading failed: no more disk reads or writes
         self._unwritable = False  # a write failed: later answers stay in memory only
         self._warned: set[str] = set()
 
-    @property
-    def path(self) -> Path:
-        return store_path(self.directory)
-
     def _disk(self) -> ResponseStore | None:
-        if self._store is None and not self._unusable:
-            try:
-                self._store = ResponseStore(self.directory, create=True)
-            except CacheFileError as exc:
-                self._give_up(exc)
-        return self._store
+        with self._opening:
+            if self._store is None and not self._unusable:
+                try:
+                    self._store = ResponseStore(self.directory, create=True)
+                except CacheFileError as exc:
+                    self._give_up(exc)
+            return self._store
 
     def get(self, key: str, *, memory_only: bool = False) -> LMResponse | None:
         with self._lock:
