@@ -11,6 +11,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -105,6 +106,20 @@ def test_a_value_of_the_wrong_shape_is_a_miss_with_one_warning(lm_server: LMServ
     assert done.returncode == 0 and done.stdout == "answer: Paris\n", done.stderr
     assert len(warnings_in(done.stderr)) == 1 and key[:12] in done.stderr
     assert len(lm_server.requests) == 2
+
+
+def test_an_oversized_value_is_refused_before_it_is_read(lm_server: LMServer, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    path = program(tmp_path)
+    key = record_one(lm_server, path, cache)
+    with sqlite3.connect(cache / STORE) as db:
+        db.execute("UPDATE responses SET value = printf('%.*c', 70000000, 'x') WHERE key = ?", (key,))
+    started = time.monotonic()
+    done = dspx("run", str(path), "-i", "question=q", "--cache-dir", str(cache), BASE=lm_server.api_base)
+    assert done.returncode == 0 and done.stdout == "answer: Paris\n"
+    [warning] = warnings_in(done.stderr)
+    assert "70000000 characters, more than dspx stores" in warning
+    assert time.monotonic() - started < 60  # generous: the value is never loaded
 
 
 def test_a_legacy_diskcache_folder_is_never_read_and_clear_stays_inside(lm_server: LMServer, tmp_path: Path) -> None:

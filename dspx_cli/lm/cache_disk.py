@@ -135,11 +135,15 @@ class ResponseStore:
         if row is None:
             return None
         kind, size, text = row
+        if text is None and kind == "text":
+            raise ValueError(f"its value has {size} characters, more than dspx stores")
         if text is None:
-            raise ValueError(f"its value is {kind} of length {size}, not JSON text")
+            raise ValueError(f"its value is a {kind}, not JSON text")
         return str(text)
 
     def put(self, key: str, text: str) -> None:
+        if len(text) > MAX_VALUE_CHARS:
+            return  # it could not be read back: a miss next time, as if never stored
         self._change("INSERT OR REPLACE INTO responses (key, value, stored_at) VALUES (?, ?, ?)", (key, text, time.time()))
         self._puts += 1
         if self._puts % _CULL_EVERY == 0:
