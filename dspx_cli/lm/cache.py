@@ -16,18 +16,21 @@ import threading
 from collections import OrderedDict
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from dspx_cli.errors import LMError
 from dspx_cli.lm.base import LM, LMRequest, LMResponse, Usage
-from dspx_cli.lm.cache_disk import CacheFileError, ResponseStore, store_volume
 
 CACHE_DIR_ENV = "DSPX_CACHE_DIR"
 KEY_VERSION = 1  # bump when the key recipe changes, so old entries are not misread
 
 logger = logging.getLogger(__name__)
+
+if TYPE_CHECKING:
+    # Imported when the cache is first used: `dspx validate` and `--help` do not load sqlite3.
+    from dspx_cli.lm.cache_disk import CacheFileError, ResponseStore
 
 
 def default_cache_dir() -> Path:
@@ -79,6 +82,8 @@ class ResponseCache:
         self._warned: set[str] = set()
 
     def _disk(self) -> ResponseStore | None:
+        from dspx_cli.lm.cache_disk import CacheFileError, ResponseStore
+
         with self._opening:
             if self._store is None and not self._unusable:
                 try:
@@ -96,6 +101,8 @@ class ResponseCache:
         store = None if memory_only else self._disk()
         if store is None:
             return None
+        from dspx_cli.lm.cache_disk import CacheFileError
+
         try:
             text = store.get(key)
             if text is None:
@@ -116,6 +123,8 @@ class ResponseCache:
         store = None if self._unwritable else self._disk()
         if store is None:
             return
+        from dspx_cli.lm.cache_disk import CacheFileError
+
         try:
             store.put(key, _encode(cached))
         except CacheFileError as exc:
@@ -129,6 +138,8 @@ class ResponseCache:
         store = None if self._unwritable else self._disk()
         if store is None:
             return
+        from dspx_cli.lm.cache_disk import CacheFileError
+
         try:
             store.delete([key])
         except CacheFileError as exc:
@@ -157,6 +168,8 @@ class ResponseCache:
         logger.log(logging.WARNING if first else logging.DEBUG, message)
 
     def stats(self) -> dict[str, Any]:
+        from dspx_cli.lm.cache_disk import store_volume
+
         store = self._disk()
         entries = store.count() if store is not None else 0
         return {"path": str(self.directory), "entries": entries, "bytes": store_volume(self.directory)}
