@@ -230,6 +230,11 @@ def test_a_full_disk_costs_no_answer(lm_server: LMServer, tmp_path: Path) -> Non
     assert len([w for w in found if "cache file" in w]) == 1, done.stderr
     assert len([w for w in found if "history" in w]) <= 1 and len(found) <= 2
     assert len(lm_server.requests) == 1 + 30
+    # The history line cut short by the full disk does not swallow the next run's record.
+    lm_server.responder = lambda body: REPLY
+    assert dspx("run", str(path), "-i", "question=after", "--cache-dir", str(cache), BASE=lm_server.api_base).returncode == 0
+    last = dspx("history", "--json", "--cache-dir", str(cache))
+    assert "after" in json.loads(last.stdout)["messages"][-1]["content"]
 
 
 def test_a_cache_folder_that_cannot_be_created_means_a_run_without_cache(lm_server: LMServer, tmp_path: Path) -> None:

@@ -60,7 +60,12 @@ class History:
         except FileNotFoundError:
             pass
         # O_NOFOLLOW: a history.jsonl committed as a link must not make dspx append to another file.
-        return os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        descriptor = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        size = os.fstat(descriptor).st_size
+        if size and os.pread(descriptor, 1, size - 1) != b"\n":
+            # A line cut short (full disk, crash) is ended here, so it does not swallow the next record.
+            os.write(descriptor, b"\n")
+        return descriptor
 
     def close(self) -> None:
         with self._lock:
