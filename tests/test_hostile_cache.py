@@ -181,6 +181,9 @@ def test_links_in_the_folder_are_neither_followed_nor_written_through(lm_server:
     assert done.returncode == 0 and done.stdout == "answer: Paris\n"
     assert len(warnings_in(done.stderr)) == 2  # one for the store, one for the history
     assert target_log.read_text() == "mine\n" and target_db.stat().st_size == 0
+    shown = dspx("history", "--cache-dir", str(cache))
+    assert shown.returncode == 1 and shown.stderr.startswith("error: cannot read the history")
+    assert len(shown.stderr.strip().splitlines()) == 1
     assert dspx("cache", "clear", "--cache-dir", str(cache)).returncode == 0
     assert target_db.exists() and not (cache / STORE).is_symlink()
 
