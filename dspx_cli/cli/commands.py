@@ -46,11 +46,17 @@ class CacheOptions:
     directory: Path | None = None
     no_cache: bool = False
     cache_only: bool = False
+    refresh: bool = False
 
     def context(self, program: Program) -> RunContext:
-        if self.no_cache and self.cache_only:
-            raise UsageError("--no-cache and --cache-only contradict each other; pick one")
-        mode = CacheMode.OFF if self.no_cache else CacheMode.ONLY if self.cache_only else CacheMode.ON
+        chosen = [name for name, on in (("--no-cache", self.no_cache), ("--cache-only", self.cache_only),
+                                         ("--refresh", self.refresh)) if on]
+        if len(chosen) > 1:
+            raise UsageError(f"{' and '.join(chosen)} contradict each other; pick one")
+        mode = (
+            CacheMode.OFF if self.no_cache else CacheMode.ONLY if self.cache_only
+            else CacheMode.REFRESH if self.refresh else CacheMode.ON
+        )
         return RunContext(base_dir=program.base_dir, cache_dir=self.directory, cache_mode=mode)
 
 

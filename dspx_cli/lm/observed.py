@@ -6,6 +6,7 @@ import time
 from datetime import datetime, timezone
 
 from dspx_cli.lm.base import LM, LMRequest, LMResponse
+from dspx_cli.lm.cache import request_key
 from dspx_cli.lm.config import LMConfig
 from dspx_cli.lm.embeddings import EmbeddingsRequest, EmbeddingsResponse
 from dspx_cli.lm.history import History
@@ -101,6 +102,8 @@ class ObservedLM(LM):
                 "rollout_id": request.rollout_id,
             },
             "latency_s": round(seconds, 6),
+            # What `dspx cache rm` takes, so a bad answer found here can be evicted.
+            "cache_key": request_key(self.model, request),
         }
         if response is not None:
             record["outputs"] = response.completions
@@ -109,7 +112,7 @@ class ObservedLM(LM):
             record["cached"] = response.cached
         if error is not None:
             record["error"] = error
-        self.history.append(record)
+        self.history.append(record)  # a write that fails is one warning, never the call's failure
 
     async def aclose(self) -> None:
         await self.inner.aclose()
