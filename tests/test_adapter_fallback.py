@@ -101,7 +101,7 @@ def test_a_server_that_answers_the_schema_with_500_gets_json_object_without_spen
     lm_server.responder = lambda body: json_reply(body) if "response_format" in body else "four stars, good"
     rows = tmp_path / "rows.jsonl"
     rows.write_text("".join(json.dumps({"review": f"nice {i}"}) + "\n" for i in range(3)))
-    done = dspx("run", str(program(tmp_path, retries=3)), "--input", str(rows), "-j", "1", BASE=lm_server.api_base)
+    done = dspx("run", str(program(tmp_path, retries=3)), "--batch", str(rows), "-j", "1", BASE=lm_server.api_base)
     assert done.returncode == 0, done.stderr
     assert [json.loads(line) for line in done.stdout.splitlines()] == [{"stars": 4, "label": "good"}] * 3
     formats = [(r.body.get("response_format") or {}).get("type") for r in lm_server.requests]

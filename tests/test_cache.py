@@ -239,12 +239,16 @@ def test_a_reply_that_does_not_parse_is_not_cached(lm_server: LMServer, tmp_path
 
 
 def test_the_json_fallback_answer_is_cached_but_the_bad_chat_reply_is_not(lm_server: LMServer, tmp_path: Path) -> None:
-    lm_server.responder = lambda body: '{"answer": "Paris"}' if "response_format" in body else BAD
+    # A custom server gets no response_format (as in DSPy): the JSON fallback shows in its prompt.
+    def asks_json(body: dict) -> bool:
+        return "Respond with a JSON object" in json.dumps(body)
+
+    lm_server.responder = lambda body: '{"answer": "Paris"}' if asks_json(body) else BAD
     path = program(tmp_path)
     for _ in range(2):
         done = dspx("run", str(path), "-i", "question=q", BASE=lm_server.api_base)
         assert done.returncode == 0 and done.stdout == "answer: Paris\n", done.stderr
-    asked_json = ["response_format" in r.body for r in lm_server.requests]
+    asked_json = [asks_json(r.body) for r in lm_server.requests]
     assert asked_json == [False, True, False]  # the replay asks chat again, the JSON answer is a hit
 
 

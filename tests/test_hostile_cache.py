@@ -223,7 +223,7 @@ def test_a_full_disk_costs_no_answer(lm_server: LMServer, tmp_path: Path) -> Non
     rows = tmp_path / "rows.jsonl"
     rows.write_text("".join(json.dumps({"question": f"row{i:03d}"}) + "\n" for i in range(30)))
     done = dspx_with_file_size_limit(
-        100_000, "run", str(path), "--input", str(rows), "-j", "4", "--cache-dir", str(cache), BASE=lm_server.api_base
+        100_000, "run", str(path), "--batch", str(rows), "-j", "4", "--cache-dir", str(cache), BASE=lm_server.api_base
     )
     assert done.returncode == 0, done.stderr
     lines = [json.loads(line) for line in done.stdout.splitlines()]

@@ -103,7 +103,7 @@ def test_json_schema_refused_with_500_falls_back_to_json_object_once_per_run(
         + json.dumps({"question": "What is the capital of Japan?"}) + "\n"
     )
     before = log.read_text(errors="replace")
-    done = dspx("run", str(program), "--input", str(rows), "-j", "1", BASE=api_base)
+    done = dspx("run", str(program), "--batch", str(rows), "-j", "1", BASE=api_base)
     assert done.returncode == 0, done.stderr
     outputs = [json.loads(line) for line in done.stdout.splitlines()]
     assert len(outputs) == 2 and all(set(output) == {"answer"} for output in outputs), done.stdout

@@ -320,7 +320,7 @@ def test_a_run_whose_every_call_failed_says_so_with_its_retries(lm_server: LMSer
     rows = tmp_path / "rows.jsonl"
     rows.write_text('{"text": "a"}\n{"text": "b"}\n')
     usage = tmp_path / "usage.json"
-    done = dspx("run", str(_program(tmp_path, 1)), "--input", str(rows), "--usage-file", str(usage),
+    done = dspx("run", str(_program(tmp_path, 1)), "--batch", str(rows), "--usage-file", str(usage),
                 BASE=lm_server.api_base)
     assert done.returncode != 0
     assert "no LM calls" not in done.stderr
