@@ -51,12 +51,17 @@ YAML_CASES = [
     (
         "unknown top-level key",
         GOOD + "modles: {}\n",
-        12, 1, ["unknown key 'modles' in the top level", "expected one of:", "modules"],
+        12, 1, ["unknown key 'modles' in the top level; did you mean 'modules'?"],
     ),
     (
         "unknown module key",
         GOOD + "    temprature: 0.5\n",
-        12, 5, ["unknown key 'temprature' in modules.answer", "temperature"],
+        12, 5, ["unknown key 'temprature' in modules.answer; did you mean 'temperature'?"],
+    ),
+    (
+        "unknown key with nothing close",
+        GOOD + "    colour: blue\n",
+        12, 5, ["unknown key 'colour' in modules.answer; expected one of: ", "temperature"],
     ),
     (
         "wrong type",
@@ -180,12 +185,26 @@ def test_flow_errors(tmp_path: Path, case: tuple) -> None:
 
 
 def test_required_env_var(tmp_path: Path) -> None:
-    path = write(tmp_path, GOOD.replace("dspx: 1\n", "dspx: 1\nlm:\n  model: openai/x\n  api_key: ${MY_KEY:?export MY_KEY first}\n"))
+    path = write(tmp_path, GOOD.replace("dspx: 1\n", "dspx: 1\nlm:\n  model: ${MODEL:?export MODEL first}\n"))
     error = error_of(path)
-    assert (error.location.line, error.location.column) == (4, 3)
-    assert "environment variable MY_KEY is not set: export MY_KEY first" in str(error)
-    program = load_program(path, env={"MY_KEY": "sk-test"})
-    assert program.modules["answer"].lm.api_key == "sk-test"
+    assert (error.location.line, error.location.column) == (3, 3)
+    assert "environment variable MODEL is not set: export MODEL first" in str(error)
+    program = load_program(path, env={"MODEL": "openai/x"})
+    assert program.modules["answer"].lm.model == "openai/x"
+
+
+def test_unset_required_key_fails_only_when_an_lm_would_send_it(tmp_path: Path) -> None:
+    """validate and inspect create no LM, so they need no key; creating the LM names file:line."""
+    from dspx_cli.lm.registry import create_lm
+
+    path = write(tmp_path, GOOD.replace("dspx: 1\n", "dspx: 1\nlm:\n  model: openai/x\n  api_key: ${MY_KEY:?export MY_KEY first}\n"))
+    program = load_program(path, env={})  # no error at load
+    config = program.modules["answer"].lm
+    with pytest.raises(ProgramError) as info:
+        create_lm(config)
+    assert info.value.exit_code == EXIT_USAGE
+    assert str(info.value) == f"{path}:4:3: environment variable MY_KEY is not set: export MY_KEY first"
+    assert load_program(path, env={"MY_KEY": "sk-test"}).modules["answer"].lm.api_key == "sk-test"
 
 
 def test_env_defaults_and_escapes(tmp_path: Path) -> None:
@@ -270,3 +289,16 @@ def test_unreachable_step(tmp_path: Path) -> None:
     error = error_of(write(tmp_path, text))
     assert (error.location.line, error.location.column) == (18, 5)
     assert "step 'second' is unreachable" in str(error)
+
+
+def test_readme_validate_example_is_the_real_output(tmp_path: Path) -> None:
+    """The README shows a bad file and the exact line `dspx validate` prints for it."""
+    from tests.cli_process import ROOT, dspx
+
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("$ cat bad.yaml\n", 1)[1].split("```", 1)[0]
+    content, command_and_output = block.split("$ dspx validate bad.yaml\n")
+    (tmp_path / "bad.yaml").write_text(content)
+    done = dspx("validate", "bad.yaml", cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr == command_and_output

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dspx_cli.cli import render
+from dspx_cli.core.redact import redact
 from dspx_cli.errors import DspxError, UsageError
 from dspx_cli.lm.cache import CacheMode
 from dspx_cli.program.context import RunContext
@@ -84,7 +85,7 @@ def run(
         # Even a failed run reports what it spent.
         elapsed = time.perf_counter() - started
         if usage_file is not None:
-            usage_file.write_text(json.dumps(context.meter.to_dict(), indent=2) + "\n")
+            usage_file.write_text(json.dumps(redact(context.meter.to_dict()), indent=2) + "\n")
     if trace:
         sys.stderr.write(render.trace_text(program, result.steps))
     if as_json:
@@ -133,7 +134,7 @@ def run_file(
         if source is not sys.stdin:
             source.close()
         if usage_file is not None:
-            usage_file.write_text(json.dumps(context.meter.to_dict(), indent=2) + "\n")
+            usage_file.write_text(json.dumps(redact(context.meter.to_dict()), indent=2) + "\n")
     render.usage_line(context.meter, time.perf_counter() - started)
     if failed:
         raise RowsFailedError(f"{failed} of {rows} rows failed; their error records are in the output")

@@ -13,6 +13,7 @@ from typing import Any
 from dspx_cli.cli import render
 from dspx_cli.cli.commands import CacheOptions, build_runner
 from dspx_cli.cli.progress import EvaluationProgress
+from dspx_cli.core.redact import redact
 from dspx_cli.evaluate.datasets import configured_splits, load_examples
 from dspx_cli.evaluate.evaluator import Evaluation, evaluate
 from dspx_cli.evaluate.metrics import resolve_metric
@@ -69,7 +70,7 @@ def run(path: Path, lm_override: str | None, options: CompileOptions, cache: Cac
     before, report, after = asyncio.run(go())
     seconds = time.perf_counter() - started
     usage = context.meter.to_dict()
-    metadata = {
+    metadata = redact({
         "optimizer": choice.name,
         "settings": choice.settings,
         "program": str(program.path),
@@ -81,7 +82,7 @@ def run(path: Path, lm_override: str | None, options: CompileOptions, cache: Cac
         "report": report,
         "usage": usage,
         "seconds": round(seconds, 3),
-    }
+    })
     output.parent.mkdir(parents=True, exist_ok=True)
     save_state_file(output, dump_state(runner, metadata=metadata))
     if options.output is None:  # a run folder of its own: keep what evaluate keeps there too
