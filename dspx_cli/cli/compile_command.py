@@ -11,13 +11,14 @@ from pathlib import Path
 from typing import Any
 
 from dspx_cli.cli import render
-from dspx_cli.cli.commands import CacheOptions, build_runner
+from dspx_cli.cli.commands import CacheOptions, build_runner, check_teacher
 from dspx_cli.cli.progress import EvaluationProgress
 from dspx_cli.core.redact import redact
 from dspx_cli.evaluate.datasets import configured_splits, load_examples
 from dspx_cli.evaluate.evaluator import Evaluation, evaluate
 from dspx_cli.evaluate.metrics import resolve_metric
 from dspx_cli.evaluate.report import default_run_dir, program_hash, resolved_program
+from dspx_cli.lm.registry import anchor_model_path
 from dspx_cli.optimizers.compile import build_teacher, choose_optimizer, optimize
 from dspx_cli.optimizers.state import dump_state, named_predictors, save_state_file
 from dspx_cli.program.loader import load_program
@@ -37,8 +38,11 @@ class CompileOptions:
 
 def run(path: Path, lm_override: str | None, options: CompileOptions, cache: CacheOptions) -> None:
     program = load_program(path, lm_override=lm_override)
+    # A path in --teacher-lm is relative to the working directory, as in --lm.
+    teacher_lm = anchor_model_path(options.teacher_lm, Path.cwd()) if options.teacher_lm else None
     choice = choose_optimizer(program, options.optimizer, options.assignments,
-                              teacher_lm=options.teacher_lm, teacher_state=options.teacher_state)
+                              teacher_lm=teacher_lm, teacher_state=options.teacher_state)
+    check_teacher(program, choice.teacher, teacher_lm)
     trainset = load_examples(program, "train", limit=options.limit)
     devset = load_examples(program, "dev", limit=options.limit) if "dev" in configured_splits(program) else []
     context = cache.context(program)

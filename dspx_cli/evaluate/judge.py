@@ -33,6 +33,7 @@ from dspx_cli.core import Example, Prediction, Signature
 from dspx_cli.errors import DspxError, SignatureError
 from dspx_cli.evaluate.metrics import MetricError, as_score
 from dspx_cli.lm.config import LMConfig
+from dspx_cli.lm.registry import model_problem
 
 # The loader's own spec-to-config mapping, so LM settings added to the schema later carry over.
 from dspx_cli.program.loader import lm_config
@@ -120,7 +121,11 @@ def _judge_lm(raw: Any, program: Program, error: ErrorAt) -> LMConfig:
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first["loc"])
         raise error(f"judge.lm{'.' + where if where else ''}: {first['msg']}", "judge", "lm", *first["loc"][:1]) from None
-    return lm_config(spec, None)
+    config = lm_config(spec, None)
+    problem = model_problem(config, program.base_dir)
+    if problem is not None:
+        raise error(f"judge.lm: {problem}", "judge", "lm")
+    return config
 
 
 def _signature(raw: Any, program: Program, error: ErrorAt) -> Signature:

@@ -14,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from dspx_cli.core.redact import UnsetSecret
 from dspx_cli.lm.base import LM
 from dspx_cli.lm.cache import CachedLM, CacheMode, ResponseCache, default_cache_dir
 from dspx_cli.lm.config import LMConfig
@@ -74,6 +75,9 @@ class RunContext:
                 retriever: Retriever = BM25Retriever(corpus, cache_dir=self.cache_dir, use_cache=use_cache)
             else:
                 from dspx_cli.retrieval import EmbeddingsRetriever
+
+                if isinstance(e.api_key, UnsetSecret):  # its ${VAR:?...} was unset when the program loaded
+                    raise e.api_key.error
 
                 retriever = EmbeddingsRetriever(
                     corpus, e.model, api_base=e.api_base, api_key=e.api_key, batch_size=e.batch_size,
