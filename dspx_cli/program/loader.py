@@ -22,7 +22,7 @@ from dspx_cli.lm.registry import anchor_model_path, model_problem
 from dspx_cli.program.diagnostics import to_program_error
 from dspx_cli.program.flow import build_flow
 from dspx_cli.program.interpolate import interpolate
-from dspx_cli.program.model import Program
+from dspx_cli.program.model import ModuleDef, Program
 from dspx_cli.program.module_defs import build_module_defs
 from dspx_cli.program.schema import LMSpec, ProgramSpec
 from dspx_cli.program.source import KeyPath, Positions, read_source
@@ -41,6 +41,7 @@ def load_program(
     """`lm_override` (from `--lm` or DSPX_LM) replaces the model of every LM in the program; a
     path in it is relative to the working directory. `run_code=False` parses Python tools
     instead of importing them (their ToolDef has no `tool`)."""
+    given_override = lm_override
     if lm_override is not None:
         lm_override = anchor_model_path(lm_override, Path.cwd())
     source = read_source(Path(path))
@@ -56,7 +57,6 @@ def load_program(
         for name in spec.signatures
     }
     default_lm = lm_config(spec.lm, lm_override)
-    _check_models(spec, default_lm, lm_override, source.path.parent, positions)
     tools = build_tools(spec.tools, source.path.parent, positions, run_code=run_code)
     modules = build_module_defs(
         spec.modules,
@@ -68,6 +68,7 @@ def load_program(
         source.path.parent,
         positions,
     )
+    _check_models(spec, modules, given_override, source.path.parent, positions)
     steps, outputs, inputs = build_flow(spec, data, modules, positions)
     return Program(
         path=source.path,
@@ -84,18 +85,17 @@ def load_program(
 
 
 def _check_models(
-    spec: ProgramSpec, default_lm: LMConfig, override: str | None, base_dir: Path, positions: Positions
+    spec: ProgramSpec, modules: Mapping[str, ModuleDef], given_override: str | None, base_dir: Path,
+    positions: Positions,
 ) -> None:
     """A model no backend takes is an error where it is written (or of `--lm`), not at the first call."""
-    configs: list[tuple[LMConfig, KeyPath]] = [(default_lm, ("lm",))]
-    configs += [(lm_config(module.lm, override), ("modules", name, "lm")) for name, module in spec.modules.items()
-                if module.lm is not None]
-    for config, key_path in configs:
-        problem = model_problem(config, base_dir)
+    for name, module in modules.items():
+        problem = model_problem(module.lm, base_dir)
         if problem is None:
             continue
-        if override:
-            raise UsageError(f"--lm {override}: {problem}")
+        if given_override:
+            raise UsageError(f"--lm {given_override}: {problem}")
+        key_path: KeyPath = ("modules", name, "lm") if spec.modules[name].lm is not None else ("lm",)
         raise ProgramError(problem, positions.locate((*key_path, "model")))
 
 
