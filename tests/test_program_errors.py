@@ -467,3 +467,16 @@ def test_validate_and_inspect_need_no_key_that_only_a_call_uses(tmp_path: Path) 
     done = dspx("run", str(path), "-i", "question=q")
     assert done.returncode == 2
     assert done.stderr == f"error: {path}:4:3: environment variable DSPX_TEST_KEY is not set: export DSPX_TEST_KEY\n"
+
+
+def test_embeddings_without_a_server_is_a_load_error(tmp_path: Path) -> None:
+    (tmp_path / "corpus.txt").write_text("a passage\n")
+    path = write(tmp_path, """\
+        modules:
+          find: {type: retrieve, corpus: corpus.txt, embeddings: text-embedding-3-small}
+        """)
+    error = error_of(path)
+    assert (error.location.line, error.location.column) == (2, 46)
+    assert "embeddings model 'text-embedding-3-small' names no server" in str(error)
+    path.write_text(path.read_text().replace("text-embedding-3-small", "openai/text-embedding-3-small"))
+    assert load_program(path, env={}).modules["find"].retriever.embeddings.model == "openai/text-embedding-3-small"

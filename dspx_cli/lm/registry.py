@@ -34,7 +34,7 @@ def create_lm(config: LMConfig, base_dir: Path | None = None) -> LM:
     if model.startswith(LOCAL_PREFIX):
         return _local(config, _resolve(model[len(LOCAL_PREFIX) :], base_dir))
     path = _resolve(model, base_dir)
-    if not _names_provider(model) and _is_local_model(path):
+    if not names_provider(model) and _is_local_model(path):
         return _local(config, path)
     if isinstance(config.api_key, UnsetSecret):
         # `api_key: ${VAR:?...}` with VAR unset: loading the program deferred the error to here,
@@ -58,7 +58,7 @@ def model_problem(config: LMConfig, base_dir: Path | None = None) -> str | None:
         if not _is_local_model(path):
             return f"local model {path}: expected a .gguf file or a checkpoint folder with config.json"
         return None
-    if _names_provider(model):
+    if names_provider(model):
         return None
     path = _resolve(model, base_dir)
     if _is_local_model(path) or config.api_base:
@@ -85,7 +85,7 @@ def anchor_model_path(model: str, base_dir: Path) -> str:
         return text
     prefix = LOCAL_PREFIX if text.startswith(LOCAL_PREFIX) else ""
     rest = text[len(prefix) :]
-    if not prefix and (_names_provider(text) or not (_looks_like_path(text) or (base_dir / text).exists())):
+    if not prefix and (names_provider(text) or not (_looks_like_path(text) or (base_dir / text).exists())):
         return text
     path = Path(rest).expanduser()
     return prefix + str(path if path.is_absolute() else (base_dir / path).resolve())
@@ -95,7 +95,8 @@ def _looks_like_path(model: str) -> bool:
     return model.endswith(".gguf") or model.startswith((".", "/", "~"))
 
 
-def _names_provider(model: str) -> bool:
+def names_provider(model: str) -> bool:
+    """`openai/gpt-4o-mini`: a prefix naming a known OpenAI-compatible provider."""
     prefix, sep, rest = model.partition("/")
     if not (sep and rest and prefix.isidentifier()) or prefix == LOCAL_PREFIX.rstrip("/"):
         return False

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from dspx_cli.core.pyfile import PyFileError, find_function, load_function
 from dspx_cli.errors import ProgramError
+from dspx_cli.lm.registry import names_provider
 from dspx_cli.program.model import EmbeddingsDef, RetrieverDef, ToolDef
 from dspx_cli.program.schema import TOOL_TYPES, RetrievalKeys, ToolSpec
 from dspx_cli.program.source import KeyPath, Positions
@@ -89,7 +90,7 @@ def build_retriever(spec: RetrievalKeys, base_dir: Path, key_path: KeyPath, posi
     embeddings = None
     if spec.embeddings is not None:
         e = spec.embeddings
-        if not e.api_base and not _names_embeddings_provider(e.model):
+        if not e.api_base and not names_provider(e.model):
             raise ProgramError(
                 f"embeddings model {e.model!r} names no server: give api_base, or use a provider prefix (openai/...)",
                 positions.locate((*key_path, "embeddings")),
