@@ -31,7 +31,8 @@ def test_the_rule() -> None:
 
 
 PROGRAM = f"""\
-lm: {{model: openai/student, api_base: "${{BASE}}", api_key: {MARKER}, num_retries: 0}}
+lm: {{model: openai/student, api_base: "${{BASE}}", api_key: {MARKER}, num_retries: 0,
+     extra: {{metadata: {{session_token: {MARKER}}}}}}}
 modules:
   find:
     type: retrieve
@@ -111,7 +112,9 @@ def test_a_marker_key_reaches_the_server_and_no_output(lm_server: LMServer, proj
     assert {("/v1/chat/completions", m) for m in ("student", "judge", "teacher")} <= sent
     assert ("/v1/embeddings", "embed") in sent
     assert list(project.glob("runs/*/summary.json")) and list(project.glob("runs/*/state.json"))
-    assert (cache / "history.jsonl").is_file()
+    history = [json.loads(line) for line in (cache / "history.jsonl").read_text().splitlines()]
+    assert {"session_token": REDACTED} in [r["params"]["extra"].get("metadata") for r in history]
+    assert any(MARKER in json.dumps(request.body) for request in lm_server.requests)  # extra is sent as written
 
     for text in outputs:
         assert MARKER not in text

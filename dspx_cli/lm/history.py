@@ -3,7 +3,8 @@
 JSONL rather than SQLite: it is append-only (no schema to migrate), readable with `tail` and
 `jq`, and each record is written with a single `write()` on a file opened with O_APPEND, so
 processes sharing the folder append whole lines without a lock. It holds no secrets: requests
-carry none (the API key lives in the backend), and only the redacted LM settings are recorded.
+carry none (the API key lives in the backend), and every record passes through `redact` (the one
+rule for secret settings) on its way in, whoever writes it.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+
+from dspx_cli.core.redact import redact
 
 HISTORY_FILE = "history.jsonl"
 ROTATE_BYTES = 64 * 2**20  # past this the log moves to history.1.jsonl (one generation kept)
@@ -26,7 +29,7 @@ class History:
         self._lock = threading.Lock()
 
     def append(self, record: dict[str, Any]) -> None:
-        line = orjson.dumps(record, default=str) + b"\n"
+        line = orjson.dumps(redact(record), default=str) + b"\n"
         with self._lock:
             if self._fd is None:
                 self._fd = self._open()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from datetime import datetime, timezone
 
-from dspx_cli.core.redact import redact
 from dspx_cli.lm.base import LM, LMRequest, LMResponse
 from dspx_cli.lm.config import LMConfig
 from dspx_cli.lm.history import History
@@ -19,7 +18,7 @@ class ObservedLM(LM):
         self.config = config
         self.meter = meter
         self.history = history
-        self._settings = redact(config.redacted())  # computed once: never holds the API key
+        self._settings = config.redacted()  # computed once: never holds the API key
 
     async def complete(self, request: LMRequest) -> LMResponse:
         started = time.perf_counter()
@@ -51,7 +50,7 @@ class ObservedLM(LM):
                 "temperature": request.temperature,
                 "max_tokens": request.max_tokens,
                 "n": request.n,
-                "extra": redact(request.extra),
+                "extra": request.extra,
                 "rollout_id": request.rollout_id,
             },
             "latency_s": round(seconds, 6),
