@@ -480,3 +480,22 @@ def test_embeddings_without_a_server_is_a_load_error(tmp_path: Path) -> None:
     assert "embeddings model 'text-embedding-3-small' names no server" in str(error)
     path.write_text(path.read_text().replace("text-embedding-3-small", "openai/text-embedding-3-small"))
     assert load_program(path, env={}).modules["find"].retriever.embeddings.model == "openai/text-embedding-3-small"
+
+
+def test_provider_names_known_at_load_are_the_clients() -> None:
+    """The loader checks model prefixes without importing the HTTP client; the two lists agree."""
+    from dspx_cli.lm.openai_compat import PROVIDERS
+    from dspx_cli.lm.registry import PROVIDER_NAMES
+
+    assert set(PROVIDER_NAMES) == set(PROVIDERS)
+
+
+def test_validate_of_a_hosted_program_does_not_import_the_http_client(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    path = write(tmp_path, "lm: openai/gpt-4o-mini\nmodules: {m: {signature: 'q -> a'}}\n")
+    code = ("import sys\nfrom dspx_cli.cli.commands import validate\nfrom pathlib import Path\n"
+            f"validate(Path({str(path)!r}))\nprint(sorted(m for m in ('httpx', 'aiohttp') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.stdout.splitlines()[-1] == "[]", done.stderr

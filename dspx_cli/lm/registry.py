@@ -14,6 +14,9 @@ from dspx_cli.lm.base import LM
 from dspx_cli.lm.config import LMConfig
 
 EMBEDDED_NAMES = ("local/smollm2", "smollm2")
+# The prefixes of openai_compat.PROVIDERS (a test keeps them equal), so checking a model name at
+# load does not import httpx and aiohttp: `dspx validate` stays fast.
+PROVIDER_NAMES = ("openai", "vllm", "ollama", "llamacpp")
 LOCAL_PREFIX = "local/"
 
 
@@ -65,9 +68,7 @@ def model_problem(config: LMConfig, base_dir: Path | None = None) -> str | None:
         return None
     if _looks_like_path(model):
         return f"local model {model!r}: no such file or folder: {path}"
-    from dspx_cli.lm.openai_compat import PROVIDERS
-
-    providers = ", ".join(f"{name}/<model>" for name in PROVIDERS)
+    providers = ", ".join(f"{name}/<model>" for name in PROVIDER_NAMES)
     return (
         f"unknown model {model!r}: use local/smollm2 (the embedded model), a .gguf file or checkpoint folder "
         f"(optionally as local/<path>), {providers}, or any model name with api_base set to an "
@@ -98,11 +99,7 @@ def _looks_like_path(model: str) -> bool:
 def names_provider(model: str) -> bool:
     """`openai/gpt-4o-mini`: a prefix naming a known OpenAI-compatible provider."""
     prefix, sep, rest = model.partition("/")
-    if not (sep and rest and prefix.isidentifier()) or prefix == LOCAL_PREFIX.rstrip("/"):
-        return False
-    from dspx_cli.lm.openai_compat import PROVIDERS  # only for a model with a prefix: httpx is not free
-
-    return prefix in PROVIDERS
+    return bool(sep and rest) and prefix in PROVIDER_NAMES
 
 
 def _is_local_model(path: Path) -> bool:
