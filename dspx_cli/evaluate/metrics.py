@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import difflib
 import inspect
 import numbers
 import re
@@ -198,10 +199,14 @@ class _Scored:
 
 def _builtin(name: Any, options: dict[str, Any], origin: _Origin) -> Metric:
     if name not in BUILTIN_METRICS:
-        raise origin.error(f"unknown metric {name!r}; expected {_FORMS}", *(("name",) if options else ()))
+        close = difflib.get_close_matches(str(name), BUILTIN_METRICS, n=1)
+        hint = f"did you mean {close[0]!r}?" if close else f"expected {_FORMS}"
+        raise origin.error(f"unknown metric {name!r}; {hint}", *(("name",) if options else ()))
     for key in options:
         if key not in _OPTIONS[name]:
-            raise origin.error(f"unknown option {key!r} for metric {name}; its options: {', '.join(sorted(_OPTIONS[name]))}", key)
+            close = difflib.get_close_matches(str(key), sorted(_OPTIONS[name]), n=1)
+            hint = f"did you mean {close[0]!r}?" if close else f"its options: {', '.join(sorted(_OPTIONS[name]))}"
+            raise origin.error(f"unknown option {key!r} for metric {name}; {hint}", key)
     outputs = [n for n in origin.program.outputs]
     if name == "exact_match":
         fields = options.get("field")
