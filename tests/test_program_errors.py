@@ -499,3 +499,22 @@ def test_validate_of_a_hosted_program_does_not_import_the_http_client(tmp_path: 
             f"validate(Path({str(path)!r}))\nprint(sorted(m for m in ('httpx', 'aiohttp') if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.stdout.splitlines()[-1] == "[]", done.stderr
+
+
+def test_an_unset_judge_key_fails_evaluate_at_its_line_before_any_call(tmp_path: Path) -> None:
+    from tests.cli_process import dspx
+
+    (tmp_path / "dev.jsonl").write_text('{"question": "q", "answer": "a"}\n')
+    path = write(tmp_path, """\
+        lm: {model: openai/m, api_base: "http://127.0.0.1:9/v1"}
+        modules: {m: {signature: "question -> answer"}}
+        data: {dev: dev.jsonl}
+        metric:
+          judge:
+            signature: "question, answer, gold_answer -> correct: bool"
+            lm: {model: openai/j, api_base: "http://127.0.0.1:9/v1", api_key: "${DSPX_JUDGE_KEY:?set DSPX_JUDGE_KEY}"}
+        """)
+    assert dspx("validate", str(path)).returncode == 0
+    done = dspx("evaluate", str(path), "--output", str(tmp_path / "run"))
+    assert done.returncode == 2
+    assert done.stderr == f"error: {path}:7:62: environment variable DSPX_JUDGE_KEY is not set: set DSPX_JUDGE_KEY\n"
