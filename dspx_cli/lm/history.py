@@ -3,7 +3,8 @@
 JSONL rather than SQLite: it is append-only (no schema to migrate), readable with `tail` and
 `jq`, and each record is written with a single `write()` on a file opened with O_APPEND, so
 processes sharing the folder append whole lines without a lock. It holds no secrets: requests
-carry none (the API key lives in the backend), and only the redacted LM settings are recorded.
+carry none (the API key lives in the backend), and every record passes through `redact` (the one
+rule for secret settings) on its way in, whoever writes it.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 
 import orjson
 
+from dspx_cli.core.redact import redact
 from dspx_cli.errors import DspxError
 
 logger = logging.getLogger(__name__)
@@ -40,7 +42,7 @@ class History:
         if self._failed:
             return
         try:
-            line = orjson.dumps(record, default=str) + b"\n"
+            line = orjson.dumps(redact(record), default=str) + b"\n"
             with self._lock:
                 if self._fd is None:
                     self._fd = self._open()

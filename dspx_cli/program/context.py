@@ -14,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from dspx_cli.core.redact import UnsetSecret
 from dspx_cli.lm.base import LM
 from dspx_cli.lm.cache import CachedLM, CacheMode, ResponseCache, default_cache_dir
 from dspx_cli.lm.config import LMConfig
@@ -76,6 +77,9 @@ class RunContext:
                 retriever: Retriever = BM25Retriever(corpus, cache_dir=self.cache_dir, use_cache=use_cache)
             else:
                 from dspx_cli.retrieval import EmbeddingsRetriever
+
+                if isinstance(e.api_key, UnsetSecret):  # its ${VAR:?...} was unset when the program loaded
+                    raise e.api_key.error
 
                 # Its calls go through the LM stack: counted in this run's usage, logged in its history.
                 retriever = EmbeddingsRetriever(
