@@ -1,4 +1,4 @@
-"""The response cache on a real diskcache directory, through the real CLI and a loopback server."""
+"""The response cache on a real SQLite folder, through the real CLI and a loopback server."""
 
 from __future__ import annotations
 
@@ -218,3 +218,83 @@ def test_cache_path_stats_and_clear(lm_server: LMServer, tmp_path: Path, isolate
     assert len(lm_server.requests) == 3  # cleared entries are fetched again
     other = tmp_path / "elsewhere"
     assert dspx("cache", "path", "--cache-dir", str(other)).stdout.strip() == str(other)
+
+
+BAD = "I think the answer is Paris."  # well formed text, but no [[ ## answer ## ]] field
+
+
+def test_a_reply_that_does_not_parse_is_not_cached(lm_server: LMServer, tmp_path: Path) -> None:
+    lm_server.responder = lambda body: BAD
+    path = program(tmp_path)
+    first = dspx("run", str(path), "-i", "question=q", BASE=lm_server.api_base)
+    assert first.returncode == 1 and "the LM replied" in first.stderr
+    assert len(lm_server.requests) == 2  # the chat call and its JSON fallback
+    assert json.loads(dspx("cache", "stats", "--json").stdout)["entries"] == 0
+    # Next time the model answers properly: the failure is not replayed, the LM is asked again.
+    lm_server.responder = lambda body: REPLY
+    second = dspx("run", str(path), "-i", "question=q", BASE=lm_server.api_base)
+    assert second.returncode == 0 and second.stdout == "answer: Paris\n", second.stderr
+    assert len(lm_server.requests) == 3
+    assert json.loads(dspx("cache", "stats", "--json").stdout)["entries"] == 1
+
+
+def test_the_json_fallback_answer_is_cached_but_the_bad_chat_reply_is_not(lm_server: LMServer, tmp_path: Path) -> None:
+    # A custom server gets no response_format (as in DSPy): the JSON fallback shows in its prompt.
+    def asks_json(body: dict) -> bool:
+        return "Respond with a JSON object" in json.dumps(body)
+
+    lm_server.responder = lambda body: '{"answer": "Paris"}' if asks_json(body) else BAD
+    path = program(tmp_path)
+    for _ in range(2):
+        done = dspx("run", str(path), "-i", "question=q", BASE=lm_server.api_base)
+        assert done.returncode == 0 and done.stdout == "answer: Paris\n", done.stderr
+    asked_json = [asks_json(r.body) for r in lm_server.requests]
+    assert asked_json == [False, True, False]  # the replay asks chat again, the JSON answer is a hit
+
+
+def test_cache_rm_evicts_by_the_key_history_shows(lm_server: LMServer, tmp_path: Path) -> None:
+    lm_server.responder = lambda body: REPLY
+    path = program(tmp_path)
+    for question in ("a", "b"):
+        assert dspx("run", str(path), "-i", f"question={question}", BASE=lm_server.api_base).returncode == 0
+    records = [json.loads(line) for line in dspx("history", "-n", "2", "--json").stdout.splitlines()]
+    key = records[0]["cache_key"]
+    assert len(key) == 64 and key != records[1]["cache_key"]
+    assert f"key {key[:16]}" in dspx("history", "-n", "2").stdout
+    removed = dspx("cache", "rm", key[:10])
+    assert removed.returncode == 0 and "removed 1 cached response " in removed.stdout, removed.stderr
+    assert dspx("run", str(path), "-i", "question=a", BASE=lm_server.api_base).returncode == 0
+    assert dspx("run", str(path), "-i", "question=b", BASE=lm_server.api_base).returncode == 0
+    assert len(lm_server.requests) == 3  # only the evicted call was made again
+    assert dspx("cache", "rm", key[:10]).returncode == 0  # stored again by the rerun
+    missing = dspx("cache", "rm", key)
+    assert missing.returncode == 1 and "no cached response has a key starting with" in missing.stderr
+    wrong = dspx("cache", "rm", "not-a-key")
+    assert wrong.returncode == 2 and "is not a cache key" in wrong.stderr
+
+
+def test_cache_rm_refuses_an_ambiguous_prefix(isolated_cache: Path) -> None:
+    cache = ResponseCache(isolated_cache)
+    for key in ("abcd01", "abcd02", "ef"):
+        cache.put(key, LMResponse(["x"], Usage(1, 1), "m"))
+    cache.close()
+    ambiguous = dspx("cache", "rm", "abcd")
+    assert ambiguous.returncode == 2 and "matches more than one" in ambiguous.stderr
+    both = dspx("cache", "rm", "abcd01", "ABCD02")
+    assert both.returncode == 0 and "removed 2 cached responses" in both.stdout
+    assert json.loads(dspx("cache", "stats", "--json").stdout)["entries"] == 1
+
+
+def test_refresh_asks_again_and_stores_the_new_answer(lm_server: LMServer, tmp_path: Path) -> None:
+    answers = iter(["Paris", "Lyon"])
+    lm_server.responder = lambda body: f"[[ ## answer ## ]]\n{next(answers)}\n\n[[ ## completed ## ]]"
+    path = program(tmp_path)
+    assert dspx("run", str(path), "-i", "question=q", BASE=lm_server.api_base).stdout == "answer: Paris\n"
+    fresh = dspx("run", str(path), "-i", "question=q", "--refresh", BASE=lm_server.api_base)
+    assert fresh.returncode == 0 and fresh.stdout == "answer: Lyon\n" and "cached" not in fresh.stderr
+    replay = dspx("run", str(path), "-i", "question=q", "--cache-only", BASE=lm_server.api_base)
+    assert replay.stdout == "answer: Lyon\n" and len(lm_server.requests) == 2
+    clash = dspx("run", str(path), "-i", "question=q", "--refresh", "--cache-only", BASE=lm_server.api_base)
+    assert clash.returncode == 2 and "--cache-only and --refresh" in clash.stderr
+    for command in ("evaluate", "compile"):
+        assert "--refresh" in dspx(command, "--help").stdout

@@ -73,7 +73,7 @@ def test_validate_bad_program_exits_2_with_one_line(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert done.stdout == ""
     lines = done.stderr.strip().splitlines()
-    assert lines == [f"error: {bad}:4:5: unknown key 'temprature' in modules.m; expected one of: " + lines[0].split("expected one of: ")[1]]
+    assert lines == [f"error: {bad}:4:5: unknown key 'temprature' in modules.m; did you mean 'temperature'?"]
     assert "Traceback" not in done.stderr
 
 

@@ -106,7 +106,7 @@ def test_replies_that_did_not_fit_are_counted_apart_from_the_calls_used(lm_serve
     summary = json.loads(done.stdout)
     assert summary["report"]["bootstrapped_examples"] == [0, 3]
     # dev before (4) + w0 and w3 (2) + dev after (4) were used; w1 and w2 cost 4 replies nobody used.
-    assert summary["lm_calls"] == {"fresh": 10, "cached": 0, "unusable_replies": 4}
+    assert summary["lm_calls"] == {"fresh": 10, "cached": 0, "unusable_replies": 4, "failed": 0, "retries": 0}
     assert len(lm_server.requests) == 10 + 4
     assert summary["usage"]["total"]["calls"] == 14  # the meter still counts every reply received
 

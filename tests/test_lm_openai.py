@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
 import socket
 from collections.abc import Coroutine
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
@@ -12,7 +15,9 @@ import pytest
 from dspx_cli.errors import LMError
 from dspx_cli.lm import LMConfig, LMRequest, LMResponse, create_lm
 from dspx_cli.lm.openai_compat import LMRequestError, OpenAICompatLM, resolve_endpoint
-from tests.lm_server import LMServer, Reply, error_body
+from dspx_cli.lm.retry import RetryingLM
+from dspx_cli.lm.structured_outputs import SchemaRefusals, catalog_mode
+from tests.lm_server import LMServer, RecordedRequest, Reply, error_body
 
 T = TypeVar("T")
 SECRET = "sk-test-0123456789abcdef-SECRET"
@@ -79,7 +84,7 @@ def test_unset_sampling_settings_are_left_to_the_server(lm_server: LMServer) -> 
     run(call(make_lm(lm_server)))
     body = lm_server.requests[-1].body
     assert "temperature" not in body and "max_tokens" not in body
-    assert body["n"] == 1
+    assert "n" not in body  # DSPy leaves n = 1 out, and some servers reject the parameter
 
 
 def test_named_settings_win_over_extra(lm_server: LMServer) -> None:
@@ -416,3 +421,120 @@ def test_fast_path_steps_aside_for_a_transport_without_its_internals() -> None:
 
     client = httpx.AsyncClient()
     assert AiohttpPost.over(client, object(), "http://127.0.0.1:9/v1/chat/completions", {}) is None
+
+
+# -- response_format: which models get a schema, and servers that refuse one ------------------
+
+SCHEMA = {"type": "json_schema", "json_schema": {"name": "DSPyProgramOutputs", "strict": True, "schema": {"type": "object"}}}
+ASK_JSON = LMRequest(messages=HELLO.messages, extra={"response_format": SCHEMA})
+FIXTURES = Path(__file__).parent / "fixtures"
+# Entries of DSPy's (LiteLLM's) catalog that no family rule reproduces: one-off flags on single models.
+CATALOG_ODDITIES = {
+    "daybreak-blue-latest", "daybreak-red-latest", "gpt-5.5-cyber", "gpt-5.5-cyber-preview", "gpt-6-astra-law",
+    "gpt-6-cyber", "gpt-6-rosalind", "gpt-6.1-terra", "gpt-audio-mini-2025-10-06",
+}
+
+
+def test_response_format_modes_follow_dspy_for_its_catalog() -> None:
+    recorded = json.loads((FIXTURES / "dspy_response_format_modes.json").read_text())["modes"]
+    assert len(recorded) > 100
+    differ = {name: (mode, catalog_mode(None, name)) for name, mode in recorded.items() if catalog_mode(None, name) != mode}
+    assert set(differ) == CATALOG_ODDITIES
+    # The cases that matter most: names DSPy does not know (any custom server) get no response_format.
+    assert recorded["smollm2"] == catalog_mode(None, "smollm2") == "none"
+    assert recorded["gpt-4o-mini"] == catalog_mode("openai", "gpt-4o-mini") == "json_schema"
+    assert recorded["gpt-4"] == catalog_mode(None, "gpt-4") == "json_object"
+    assert catalog_mode("vllm", "gpt-4o-mini") == catalog_mode("ollama", "llama3") == "none"
+
+
+@pytest.mark.parametrize(
+    ("model", "sent"),
+    [
+        ("openai/gpt-4o-mini", SCHEMA),
+        ("gpt-4.1", SCHEMA),  # a bare name on an api_base is DSPy's openai/<name>
+        ("openai/gpt-4-turbo", {"type": "json_object"}),
+        ("openai/my-finetune", None),
+        ("HuggingFaceTB/SmolLM2-135M-Instruct", None),
+        ("vllm/gpt-4o-mini", None),
+    ],
+)
+def test_the_adapters_response_format_is_sent_only_to_models_that_take_it(
+    lm_server: LMServer, model: str, sent: dict[str, Any] | None
+) -> None:
+    run(call(make_lm(lm_server, model=model), ASK_JSON))
+    assert lm_server.requests[-1].body.get("response_format") == sent
+
+
+def test_a_response_format_the_program_sets_is_sent_as_written(lm_server: LMServer) -> None:
+    mine = {"type": "json_object"}
+    lm = make_lm(lm_server, model="openai/my-finetune", extra={"response_format": mine})
+    run(call(lm, LMRequest(messages=HELLO.messages, extra={"response_format": mine})))
+    assert lm_server.requests[-1].body["response_format"] == mine
+
+
+@pytest.mark.parametrize("status", [400, 422, 500])
+def test_a_refused_schema_is_asked_again_at_once_in_json_mode_and_remembered(
+    lm_server: LMServer, status: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    # llama-cpp-python's server answers a json_schema request with HTTP 500.
+    def rule(request: RecordedRequest, attempt: int) -> Reply | None:
+        if request.body["response_format"]["type"] == "json_schema":
+            return Reply(status=status, json=error_body("cannot handle this response_format"))
+        return None
+
+    lm_server.rule = rule
+    refusals = SchemaRefusals()
+
+    async def go() -> list[LMResponse]:
+        # Behind the retry layer, as a run builds it: a refusal must not cost the retries.
+        lm = RetryingLM(make_lm(lm_server, model="openai/gpt-4o-mini", num_retries=3), 3, base_delay=0.0)
+        other = make_lm(lm_server, model="openai/gpt-4o-mini", timeout=30.0)
+        other.refusals = refusals
+        assert isinstance(lm.inner, OpenAICompatLM)
+        lm.inner.refusals = refusals
+        try:
+            return [await lm.complete(ASK_JSON), await lm.complete(ASK_JSON), await other.complete(ASK_JSON)]
+        finally:
+            await lm.aclose()
+            await other.aclose()
+
+    with caplog.at_level(logging.WARNING, logger="dspx_cli"):
+        responses = run(go())
+    assert [r.completions for r in responses] == [["echo: hello"]] * 3
+    formats = [r.body["response_format"]["type"] for r in lm_server.requests]
+    assert formats == ["json_schema", "json_object", "json_object", "json_object"]
+    warnings = [r.getMessage() for r in caplog.records if "refused response_format json_schema" in r.getMessage()]
+    assert len(warnings) == 1 and f"HTTP {status}" in warnings[0]
+
+
+def test_a_server_failing_in_json_mode_too_is_not_marked_as_refusing_the_schema(lm_server: LMServer) -> None:
+    lm_server.rule = lambda request, attempt: Reply(status=503, json=error_body("overloaded"))
+    lm = make_lm(lm_server, model="openai/gpt-4o-mini")
+    error = failure(lm, ASK_JSON)
+    assert error.status == 503 and error.retryable
+    assert not lm.refusals.refused(lm.endpoint.url, lm.endpoint.model_name)
+    assert [r.body["response_format"]["type"] for r in lm_server.requests] == ["json_schema", "json_object"]
+
+
+@pytest.mark.parametrize("status", [401, 404, 429])
+def test_errors_that_are_not_about_the_schema_are_not_asked_again(lm_server: LMServer, status: int) -> None:
+    lm_server.push(Reply(status=status, json=error_body("no")))
+    assert failure(make_lm(lm_server, model="openai/gpt-4o-mini"), ASK_JSON).status == status
+    assert len(lm_server.requests) == 1
+
+
+def test_a_schema_the_program_sets_itself_also_falls_back_once_refused(lm_server: LMServer) -> None:
+    lm_server.rule = lambda request, attempt: (
+        Reply(status=500, json=error_body("no")) if request.body["response_format"]["type"] == "json_schema" else None
+    )
+    lm = make_lm(lm_server, model="openai/my-finetune", extra={"response_format": SCHEMA})
+
+    async def twice() -> None:
+        try:
+            await lm.complete(HELLO)
+            await lm.complete(HELLO)
+        finally:
+            await lm.aclose()
+
+    run(twice())
+    assert [r.body["response_format"]["type"] for r in lm_server.requests] == ["json_schema", "json_object", "json_object"]

@@ -4,12 +4,15 @@ large concurrent batch with injected faults that must come out exactly as a faul
 from __future__ import annotations
 
 import asyncio
+import json
 import random
+import textwrap
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime, parsedate_to_datetime
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
@@ -19,6 +22,8 @@ from dspx_cli.lm.base import LMRequest, LMResponse
 from dspx_cli.lm.config import LMConfig
 from dspx_cli.lm.openai_compat import LMRequestError, OpenAICompatLM
 from dspx_cli.lm.retry import RetriesExhaustedError, RetryingLM
+from dspx_cli.lm.usage import ModelUsage
+from tests.cli_process import dspx
 from tests.lm_server import LMServer, RecordedRequest, Reply, error_body
 
 T = TypeVar("T")
@@ -283,3 +288,80 @@ def test_a_batch_with_injected_faults_equals_a_fault_free_run(lm_server: LMServe
     assert lm.retries == injected
     # Generous: httpcore spends seconds of CPU queueing 200 requests on a 100-connection pool.
     assert elapsed < 25, f"the batch took {elapsed:.1f}s"
+
+
+# -- retries and failures are visible in the usage line, --usage-file and summary.json ---------
+
+
+def _program(tmp_path: Path, num_retries: int) -> Path:
+    (tmp_path / "dev.jsonl").write_text("".join(json.dumps({"text": f"t{i}", "answer": f"T{i}"}) + "\n" for i in range(3)))
+    path = tmp_path / "p.yaml"
+    path.write_text(
+        textwrap.dedent(
+            f"""\
+            lm: {{model: openai/m, api_base: "${{BASE}}", num_retries: {num_retries}}}
+            modules:
+              echo: {{signature: "text -> answer"}}
+            data: {{dev: dev.jsonl}}
+            metric: exact_match
+            """
+        )
+    )
+    return path
+
+
+def _shout(body: dict[str, Any]) -> str:
+    text = body["messages"][-1]["content"].split("\n")[1]
+    return f"[[ ## answer ## ]]\n{text.upper()}\n\n[[ ## completed ## ]]"
+
+
+def test_a_run_whose_every_call_failed_says_so_with_its_retries(lm_server: LMServer, tmp_path: Path) -> None:
+    lm_server.rule = lambda request, attempt: Reply(status=503, json=error_body("overloaded"))
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text('{"text": "a"}\n{"text": "b"}\n')
+    usage = tmp_path / "usage.json"
+    done = dspx("run", str(_program(tmp_path, 1)), "--batch", str(rows), "--usage-file", str(usage),
+                BASE=lm_server.api_base)
+    assert done.returncode != 0
+    assert "no LM calls" not in done.stderr
+    assert "openai/m · 2 calls failed (2 retries)" in done.stderr
+    total = json.loads(usage.read_text())["total"]
+    assert (total["calls"], total["failed_calls"], total["retries"]) == (0, 2, 2)
+    assert len(lm_server.requests) == 4
+
+
+def test_evaluate_summary_counts_retried_attempts(lm_server: LMServer, tmp_path: Path) -> None:
+    lm_server.responder = _shout
+    # Every example's first attempt fails with a 500; its retry succeeds.
+    lm_server.rule = lambda request, attempt: Reply(status=500, json=error_body("hiccup")) if attempt == 0 else None
+    out = tmp_path / "run"
+    done = dspx("evaluate", str(_program(tmp_path, 2)), "--output", str(out),
+                BASE=lm_server.api_base)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["score"] == 1.0
+    total = summary["usage"]["total"]
+    assert (total["calls"], total["failed_calls"], total["retries"]) == (3, 0, 3)
+    assert "openai/m · 3 calls (3 retries)" in done.stderr
+
+
+def test_calls_are_described_with_their_cached_failed_and_retried_parts() -> None:
+    assert ModelUsage(calls=1).describe_calls() == "1 call"
+    assert ModelUsage(calls=3, cached_calls=1).describe_calls() == "3 calls (1 cached)"
+    assert ModelUsage(calls=3, failed_calls=1, retries=1).describe_calls() == "4 calls, 1 failed (1 retry)"
+    assert ModelUsage(failed_calls=3, retries=2).describe_calls() == "3 calls failed (2 retries)"
+    assert ModelUsage(failed_calls=1).describe_calls() == "1 call failed"
+
+
+def test_compile_summary_counts_retried_attempts(lm_server: LMServer, tmp_path: Path) -> None:
+    path = _program(tmp_path, 2)
+    (tmp_path / "train.jsonl").write_text((tmp_path / "dev.jsonl").read_text())
+    path.write_text(path.read_text().replace("data: {dev: dev.jsonl}", "data: {train: train.jsonl, dev: dev.jsonl}")
+                    + "optimizer: {type: labeled_few_shot, k: 1}\n")
+    lm_server.responder = _shout
+    lm_server.rule = lambda request, attempt: Reply(status=503, json=error_body("hiccup")) if attempt == 0 else None
+    done = dspx("compile", str(path), "-o", str(tmp_path / "state.json"), "--json", BASE=lm_server.api_base)
+    assert done.returncode == 0, done.stderr
+    total = json.loads(done.stdout)["usage"]["total"]
+    # Every distinct request failed once before it was answered: one retry per answered call.
+    assert total["calls"] > 0 and total["retries"] == total["calls"] and total["failed_calls"] == 0

@@ -189,7 +189,13 @@ def test_metric_spec_errors_are_located(tmp_path: Path) -> None:
 
     program = make_program(tmp_path, "metric:\n  name: f1\n  feild: answer\n")
     error = pytest.raises(ProgramError, resolve_metric, program, None).value
-    assert located(error, program, "feild") == "unknown option 'feild' for metric f1; its options: field"
+    assert located(error, program, "feild") == "unknown option 'feild' for metric f1; did you mean 'field'?"
+    program = make_program(tmp_path, "metric:\n  name: f1\n  colour: answer\n")
+    error = pytest.raises(ProgramError, resolve_metric, program, None).value
+    assert located(error, program, "colour") == "unknown option 'colour' for metric f1; its options: field"
+    program = make_program(tmp_path, "metric: exact_macth\n")
+    error = pytest.raises(ProgramError, resolve_metric, program, None).value
+    assert located(error, program, "metric:") == "unknown metric 'exact_macth'; did you mean 'exact_match'?"
 
     program = make_program(tmp_path, 'metric:\n  name: regex\n  pattern: "(unclosed"\n')
     error = pytest.raises(ProgramError, resolve_metric, program, None).value

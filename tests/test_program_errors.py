@@ -51,12 +51,17 @@ YAML_CASES = [
     (
         "unknown top-level key",
         GOOD + "modles: {}\n",
-        12, 1, ["unknown key 'modles' in the top level", "expected one of:", "modules"],
+        12, 1, ["unknown key 'modles' in the top level; did you mean 'modules'?"],
     ),
     (
         "unknown module key",
         GOOD + "    temprature: 0.5\n",
-        12, 5, ["unknown key 'temprature' in modules.answer", "temperature"],
+        12, 5, ["unknown key 'temprature' in modules.answer; did you mean 'temperature'?"],
+    ),
+    (
+        "unknown key with nothing close",
+        GOOD + "    colour: blue\n",
+        12, 5, ["unknown key 'colour' in modules.answer; expected one of: ", "temperature"],
     ),
     (
         "wrong type",
@@ -180,12 +185,26 @@ def test_flow_errors(tmp_path: Path, case: tuple) -> None:
 
 
 def test_required_env_var(tmp_path: Path) -> None:
-    path = write(tmp_path, GOOD.replace("dspx: 1\n", "dspx: 1\nlm:\n  model: openai/x\n  api_key: ${MY_KEY:?export MY_KEY first}\n"))
+    path = write(tmp_path, GOOD.replace("dspx: 1\n", "dspx: 1\nlm:\n  model: ${MODEL:?export MODEL first}\n"))
     error = error_of(path)
-    assert (error.location.line, error.location.column) == (4, 3)
-    assert "environment variable MY_KEY is not set: export MY_KEY first" in str(error)
-    program = load_program(path, env={"MY_KEY": "sk-test"})
-    assert program.modules["answer"].lm.api_key == "sk-test"
+    assert (error.location.line, error.location.column) == (3, 3)
+    assert "environment variable MODEL is not set: export MODEL first" in str(error)
+    program = load_program(path, env={"MODEL": "openai/x"})
+    assert program.modules["answer"].lm.model == "openai/x"
+
+
+def test_unset_required_key_fails_only_when_an_lm_would_send_it(tmp_path: Path) -> None:
+    """validate and inspect create no LM, so they need no key; creating the LM names file:line."""
+    from dspx_cli.lm.registry import create_lm
+
+    path = write(tmp_path, GOOD.replace("dspx: 1\n", "dspx: 1\nlm:\n  model: openai/x\n  api_key: ${MY_KEY:?export MY_KEY first}\n"))
+    program = load_program(path, env={})  # no error at load
+    config = program.modules["answer"].lm
+    with pytest.raises(ProgramError) as info:
+        create_lm(config)
+    assert info.value.exit_code == EXIT_USAGE
+    assert str(info.value) == f"{path}:4:3: environment variable MY_KEY is not set: export MY_KEY first"
+    assert load_program(path, env={"MY_KEY": "sk-test"}).modules["answer"].lm.api_key == "sk-test"
 
 
 def test_env_defaults_and_escapes(tmp_path: Path) -> None:
@@ -270,3 +289,232 @@ def test_unreachable_step(tmp_path: Path) -> None:
     error = error_of(write(tmp_path, text))
     assert (error.location.line, error.location.column) == (18, 5)
     assert "step 'second' is unreachable" in str(error)
+
+
+def test_readme_validate_example_is_the_real_output(tmp_path: Path) -> None:
+    """The README shows a bad file and the exact line `dspx validate` prints for it."""
+    from tests.cli_process import ROOT, dspx
+
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("$ cat bad.yaml\n", 1)[1].split("```", 1)[0]
+    content, command_and_output = block.split("$ dspx validate bad.yaml\n")
+    (tmp_path / "bad.yaml").write_text(content)
+    done = dspx("validate", "bad.yaml", cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr == command_and_output
+
+
+# ----- dspx validate: every later rejection, without running the program's code ----------------
+
+SIDE_EFFECT = """\
+import pathlib
+pathlib.Path(__file__).with_suffix(".imported").write_text("ran")
+"""
+
+
+def _code_project(tmp_path: Path) -> Path:
+    (tmp_path / "tools.py").write_text(SIDE_EFFECT + "def lookup(order: str) -> str:\n    return order\n")
+    (tmp_path / "metrics.py").write_text(SIDE_EFFECT + "def score(example, prediction, trace=None):\n    return 1.0\n")
+    (tmp_path / "rewards.py").write_text(SIDE_EFFECT + "def short(example, prediction):\n    return 1.0\n")
+    (tmp_path / "dev.jsonl").write_text('{"question": "q", "answer": "a"}\n')
+    return write(tmp_path, """\
+        tools:
+          lookup: {python: "tools.py:lookup"}
+        modules:
+          agent: {type: react, signature: "question -> answer", tools: [lookup]}
+          best: {type: best_of_n, module: agent, N: 2, reward: {python: "rewards.py:short"}}
+        data: {dev: dev.jsonl}
+        metric: {python: "metrics.py:score"}
+        optimizer: {type: labeled_few_shot, k: 2}
+        flow:
+          - {id: best, module: best, with: {question: $input.question}}
+        """)
+
+
+def test_validate_checks_python_files_without_running_them(tmp_path: Path) -> None:
+    from tests.cli_process import dspx
+
+    path = _code_project(tmp_path)
+    done = dspx("validate", str(path))
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in tmp_path.glob("*.imported")) == []
+    # inspect (which renders each tool's schema) and run still build the tools, once.
+    assert dspx("inspect", str(path), "-i", "question=q").returncode == 0
+    assert (tmp_path / "tools.imported").exists()
+
+
+@pytest.mark.parametrize(
+    ("change", "fragments"),
+    [
+        (("tools.py:lookup", "tools.py:find"), ["tool 'lookup': python:", "defines no function 'find'", "lookup"]),
+        (("tools.py:lookup", "nowhere.py:lookup"), ["tool 'lookup': python: file not found:", "nowhere.py"]),
+        (("metrics.py:score", "metrics.py:grade"), ["python:", "defines no function 'grade'"]),
+        (("rewards.py:short", "rewards.py:long"), ["python:", "defines no function 'long'"]),
+    ],
+)
+def test_validate_reports_python_references_where_written(tmp_path: Path, change: tuple[str, str],
+                                                         fragments: list[str]) -> None:
+    from tests.cli_process import dspx
+
+    path = _code_project(tmp_path)
+    text = path.read_text().replace(*change)
+    path.write_text(text)
+    done = dspx("validate", str(path))
+    assert done.returncode == 2, done.stderr
+    line = next(i for i, row in enumerate(text.splitlines(), 1) if change[1] in row)
+    assert done.stderr.startswith(f"error: {path}:{line}:"), done.stderr
+    for fragment in fragments:
+        assert fragment in done.stderr
+    assert not list(tmp_path.glob("*.imported"))
+
+
+def test_static_check_reads_syntax_errors_and_arity(tmp_path: Path) -> None:
+    path = _code_project(tmp_path)
+    from dspx_cli.evaluate.metrics import resolve_metric
+
+    (tmp_path / "metrics.py").write_text("def score(example):\n    return 1\n")
+    program = load_program(path, env={}, run_code=False)
+    with pytest.raises(ProgramError, match=r"metrics.py:score must take \(example, prediction\).*it takes \(example\)"):
+        resolve_metric(program, None, run_code=False)
+    (tmp_path / "metrics.py").write_text("def score(example, prediction:\n")
+    with pytest.raises(ProgramError, match=r"metrics.py:1: invalid Python"):
+        resolve_metric(program, None, run_code=False)
+    # Bound by import or assignment also counts: what running the file would define.
+    (tmp_path / "metrics.py").write_text("from os.path import join as score\n")
+    resolve_metric(program, None, run_code=False)
+
+
+@pytest.mark.parametrize(
+    ("edit", "fragments"),
+    [
+        (lambda t: t.replace("dev: dev.jsonl", "dev: missing.jsonl"), ["missing.jsonl"]),
+        (lambda t: t.replace("metric: {python: \"metrics.py:score\"}", "metric: exact_matsch"), ["unknown metric 'exact_matsch'"]),
+        (lambda t: t.replace("labeled_few_shot, k: 2", "labeled_few_shots"), ["unknown optimizer 'labeled_few_shots'"]),
+        (lambda t: t.replace("k: 2", "kk: 2"), ["optimizer labeled_few_shot has no setting 'kk'"]),
+        (lambda t: t.replace("data: {dev: dev.jsonl}", "data: {path: dev.jsonl, split: {train: 0.9, dev: 0.9}}"), ["data.split"]),
+        (lambda t: t.replace("type: labeled_few_shot, k: 2", "type: bootstrap_few_shot, teacher: {lm: gpt-9}"),
+         ["teacher: unknown model 'gpt-9'"]),
+    ],
+)
+def test_validate_rejects_what_a_later_command_would(tmp_path: Path, edit, fragments: list[str]) -> None:  # type: ignore[no-untyped-def]
+    from tests.cli_process import dspx
+
+    path = _code_project(tmp_path)
+    path.write_text(edit(path.read_text()))
+    done = dspx("validate", str(path))
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+    for fragment in fragments:
+        assert fragment in done.stderr
+
+
+def test_validate_reads_the_data_files(tmp_path: Path) -> None:
+    from tests.cli_process import dspx
+
+    path = _code_project(tmp_path)
+    (tmp_path / "dev.jsonl").write_text('{"question": "q", "answer": "a"}\n{"question": \n')
+    done = dspx("validate", str(path))
+    assert done.returncode == 2
+    assert f"{tmp_path / 'dev.jsonl'}:2" in done.stderr
+
+
+@pytest.mark.parametrize("where", ["lm", "module", "judge"])
+def test_unknown_model_is_a_load_error_at_its_line(tmp_path: Path, where: str) -> None:
+    from tests.cli_process import dspx
+
+    text = {
+        "lm": "lm: gpt-4o-mini\nmodules: {m: {signature: 'q -> a'}}\n",
+        "module": "modules:\n  m: {signature: 'q -> a', lm: {model: antrhopic/claude}}\n",
+        "judge": "modules: {m: {signature: 'q -> a'}}\nmetric:\n  judge: {signature: 'q, a -> correct: bool', lm: mistral/x}\n",
+    }[where]
+    path = write(tmp_path, text)
+    line = {"lm": 1, "module": 2, "judge": 3}[where]
+    for command in (("validate", str(path)), ("run", str(path), "-i", "q=x")):
+        done = dspx(*command)
+        assert done.returncode == 2, done.stderr
+        if where != "judge" or command[0] == "validate":  # run does not use the metric
+            assert done.stderr.startswith(f"error: {path}:{line}:"), done.stderr
+            assert "unknown model" in done.stderr and done.stderr.count("\n") == 1
+        if where == "judge":
+            break
+
+
+def test_lm_flag_paths_are_relative_to_the_working_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "programs").mkdir()
+    (tmp_path / "work").mkdir()
+    path = write(tmp_path / "programs", GOOD.replace("dspx: 1\n", "dspx: 1\nlm: my.gguf\n"))
+    (tmp_path / "programs" / "my.gguf").write_bytes(b"GGUF")  # the file's own model: next to the file
+    (tmp_path / "work" / "my.gguf").write_bytes(b"GGUF")
+    monkeypatch.chdir(tmp_path / "work")
+    assert load_program(path, env={}).modules["answer"].lm.model == "my.gguf"
+    assert load_program(path, env={}, lm_override="./my.gguf").modules["answer"].lm.model == str(tmp_path / "work" / "my.gguf")
+    assert load_program(path, env={}, lm_override="local/my.gguf").modules["answer"].lm.model == (
+        "local/" + str(tmp_path / "work" / "my.gguf"))
+    from dspx_cli.errors import UsageError
+
+    with pytest.raises(UsageError, match=r"--lm \./other.gguf: local model .*work/other.gguf"):
+        load_program(path, env={}, lm_override="./other.gguf")
+    assert load_program(path, env={}, lm_override="openai/gpt-4o-mini").modules["answer"].lm.model == "openai/gpt-4o-mini"
+
+
+def test_validate_and_inspect_need_no_key_that_only_a_call_uses(tmp_path: Path) -> None:
+    from tests.cli_process import dspx
+
+    path = write(tmp_path, GOOD.replace(
+        "dspx: 1\n", "dspx: 1\nlm:\n  model: openai/gpt-4o-mini\n  api_key: ${DSPX_TEST_KEY:?export DSPX_TEST_KEY}\n"))
+    assert dspx("validate", str(path)).returncode == 0
+    assert dspx("inspect", str(path), "-i", "question=q").returncode == 0
+    done = dspx("run", str(path), "-i", "question=q")
+    assert done.returncode == 2
+    assert done.stderr == f"error: {path}:4:3: environment variable DSPX_TEST_KEY is not set: export DSPX_TEST_KEY\n"
+
+
+def test_embeddings_without_a_server_is_a_load_error(tmp_path: Path) -> None:
+    (tmp_path / "corpus.txt").write_text("a passage\n")
+    path = write(tmp_path, """\
+        modules:
+          find: {type: retrieve, corpus: corpus.txt, embeddings: text-embedding-3-small}
+        """)
+    error = error_of(path)
+    assert (error.location.line, error.location.column) == (2, 46)
+    assert "embeddings model 'text-embedding-3-small' names no server" in str(error)
+    path.write_text(path.read_text().replace("text-embedding-3-small", "openai/text-embedding-3-small"))
+    assert load_program(path, env={}).modules["find"].retriever.embeddings.model == "openai/text-embedding-3-small"
+
+
+def test_provider_names_known_at_load_are_the_clients() -> None:
+    """The loader checks model prefixes without importing the HTTP client; the two lists agree."""
+    from dspx_cli.lm.openai_compat import PROVIDERS
+    from dspx_cli.lm.registry import PROVIDER_NAMES
+
+    assert set(PROVIDER_NAMES) == set(PROVIDERS)
+
+
+def test_validate_of_a_hosted_program_does_not_import_the_http_client(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    path = write(tmp_path, "lm: openai/gpt-4o-mini\nmodules: {m: {signature: 'q -> a'}}\n")
+    code = ("import sys\nfrom dspx_cli.cli.commands import validate\nfrom pathlib import Path\n"
+            f"validate(Path({str(path)!r}))\nprint(sorted(m for m in ('httpx', 'aiohttp') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.stdout.splitlines()[-1] == "[]", done.stderr
+
+
+def test_an_unset_judge_key_fails_evaluate_at_its_line_before_any_call(tmp_path: Path) -> None:
+    from tests.cli_process import dspx
+
+    (tmp_path / "dev.jsonl").write_text('{"question": "q", "answer": "a"}\n')
+    path = write(tmp_path, """\
+        lm: {model: openai/m, api_base: "http://127.0.0.1:9/v1"}
+        modules: {m: {signature: "question -> answer"}}
+        data: {dev: dev.jsonl}
+        metric:
+          judge:
+            signature: "question, answer, gold_answer -> correct: bool"
+            lm: {model: openai/j, api_base: "http://127.0.0.1:9/v1", api_key: "${DSPX_JUDGE_KEY:?set DSPX_JUDGE_KEY}"}
+        """)
+    assert dspx("validate", str(path)).returncode == 0
+    done = dspx("evaluate", str(path), "--output", str(tmp_path / "run"))
+    assert done.returncode == 2
+    assert done.stderr == f"error: {path}:7:62: environment variable DSPX_JUDGE_KEY is not set: set DSPX_JUDGE_KEY\n"

@@ -28,6 +28,9 @@ from dspx_cli.retrieval import (
     load_corpus,
     plural_stem,
 )
+from dspx_cli.lm.history import History
+from dspx_cli.lm.usage import UsageMeter
+from tests.cli_process import dspx
 from tests.lm_server import LMServer, RecordedRequest, Reply, error_body
 
 T = TypeVar("T")
@@ -357,7 +360,7 @@ def test_the_key_comes_from_openai_api_key_for_openai_models(
 ) -> None:
     with pytest.raises(RetrievalError, match="needs an API key: export OPENAI_API_KEY"):
         EmbeddingsRetriever(facts, "openai/text-embedding-3-small")
-    with pytest.raises(RetrievalError, match="names no server: give api_base"):
+    with pytest.raises(RetrievalError, match="embeddings model 'some-model' names no OpenAI-compatible server: give api_base"):
         EmbeddingsRetriever(facts, "some-model")
     monkeypatch.setenv("OPENAI_API_KEY", SECRET)
     run(search(EmbeddingsRetriever(facts, "openai/text-embedding-3-small", api_base=lm_server.api_base), "x"))
@@ -398,14 +401,16 @@ def test_transient_failures_are_retried(lm_server: LMServer, facts: Corpus, tmp_
     # A server that asks for a longer pause than anyone should wait fails the search at once.
     lm_server.push(Reply(status=429, json=error_body("quota"), headers={"Retry-After": "3600"}))
     error = embeddings_failure(make_embedder(lm_server, facts, cache_dir=tmp_path / "patient"))
-    assert str(error).endswith(": quota (retry after 3600s) (not waiting that long)")
+    assert str(error).endswith(": quota; the server asked to wait 3600s before retrying, longer than the 60s dspx waits: "
+                               "try again later")
 
     lm_server.rule = lambda request, attempt: Reply(status=500, json=error_body("down"))
     # Another cache folder, so the corpus is embedded (and fails) again.
     retriever = make_embedder(lm_server, facts, base_delay=0.01, num_retries=2, cache_dir=tmp_path)
     error = embeddings_failure(retriever)
-    assert str(error) == f"HTTP 500 from {lm_server.api_base}/embeddings (model 'text-embed-test'): down " \
-        "(gave up after 3 attempts)"
+    assert str(error) == f"gave up after 3 attempts: HTTP 500 server error from {lm_server.api_base}/embeddings: down " \
+        "(num_retries is 2)"
+    assert error.status == 500
 
 
 def test_an_unreachable_server_is_a_clean_error(facts: Corpus) -> None:
@@ -414,7 +419,7 @@ def test_an_unreachable_server_is_a_clean_error(facts: Corpus) -> None:
         port = probe.getsockname()[1]
     retriever = EmbeddingsRetriever(facts, "m", api_base=f"http://127.0.0.1:{port}/v1", api_key=SECRET, num_retries=0)
     error = embeddings_failure(retriever)
-    assert str(error).startswith(f"cannot connect to http://127.0.0.1:{port}/v1: is the embeddings server running?")
+    assert str(error).startswith(f"cannot connect to http://127.0.0.1:{port}/v1: is the server running?")
 
 
 # -- the Retrieve module ----------------------------------------------------------------------
@@ -437,3 +442,90 @@ def test_retrieve_module_returns_passage_texts_like_dspy(facts: Corpus) -> None:
     assert two.usage.total_tokens == 0
     with pytest.raises(ValueError):
         Retrieve(BM25Retriever(facts), k=0)
+
+
+# -- embeddings calls go through the LM stack: usage, history, limits, retries ----------------
+
+
+def test_embeddings_calls_are_counted_and_logged_without_the_key(
+    lm_server: LMServer, facts: Corpus, tmp_path: Path
+) -> None:
+    meter, history = UsageMeter(), History(tmp_path)
+    lm_server.push(Reply(status=503, json=error_body("busy")))
+    retriever = make_embedder(lm_server, facts, batch_size=3, base_delay=0.0, meter=meter, history=history)
+    run(search(retriever, "capital"))
+    history.close()
+    usage = meter.models["openai/text-embed-test"]
+    # 6 passages in batches of 3, then the query; one 503 retried.
+    assert (usage.calls, usage.failed_calls, usage.retries) == (3, 0, 1)
+    assert usage.prompt_tokens == sum(len(r.body["input"][i].split()) for r in embedding_requests(lm_server)[1:]
+                                      for i in range(len(r.body["input"])))
+    records = [json.loads(line) for line in (tmp_path / "history.jsonl").read_text().splitlines()]
+    assert [r["kind"] for r in records] == ["embeddings"] * 3
+    assert records[-1]["inputs"] == ["capital"] and records[-1]["embeddings"] == {"count": 1, "dimensions": 64}
+    assert records[-1]["lm"]["model"] == "openai/text-embed-test" and "api_key" not in records[-1]["lm"]
+    assert SECRET not in (tmp_path / "history.jsonl").read_text()
+
+
+def test_a_failed_embeddings_call_is_counted_and_logged(lm_server: LMServer, facts: Corpus, tmp_path: Path) -> None:
+    meter, history = UsageMeter(), History(tmp_path)
+    lm_server.rule = lambda request, attempt: Reply(status=500, json=error_body("down"))
+    embeddings_failure(make_embedder(lm_server, facts, num_retries=1, base_delay=0.0, meter=meter, history=history,
+                                     cache_dir=tmp_path))
+    history.close()
+    usage = meter.models["openai/text-embed-test"]
+    assert (usage.calls, usage.failed_calls, usage.retries) == (0, 1, 1)
+    (record,) = [json.loads(line) for line in (tmp_path / "history.jsonl").read_text().splitlines()]
+    assert "HTTP 500" in record["error"] and SECRET not in record["error"]
+
+
+def test_corpus_batches_respect_the_concurrency_limit(lm_server: LMServer, tmp_path: Path) -> None:
+    rows = [{"id": i, "text": f"passage {i}"} for i in range(12)]
+    corpus = load_corpus(write_jsonl(tmp_path / "twelve.jsonl", rows))
+    lm_server.default_delay = 0.05
+    run(search(make_embedder(lm_server, corpus, batch_size=1, max_concurrency=2), "passage"))
+    assert len(embedding_requests(lm_server)) == 13 and lm_server.max_in_flight == 2
+
+
+def test_a_404_from_the_embeddings_endpoint_asks_whether_it_exists(lm_server: LMServer, facts: Corpus) -> None:
+    lm_server.push(Reply(status=404, json=error_body("no route")))
+    assert "(does the server offer /embeddings?)" in str(embeddings_failure(make_embedder(lm_server, facts)))
+
+
+def test_a_runs_embeddings_calls_reach_its_usage_line_usage_file_and_history(
+    lm_server: LMServer, tmp_path: Path, isolated_cache: Path
+) -> None:
+    write_jsonl(tmp_path / "corpus.jsonl", FACTS)
+    lm_server.responder = lambda body: "[[ ## answer ## ]]\nParis\n\n[[ ## completed ## ]]"
+    program = tmp_path / "rag.yaml"
+    program.write_text(
+        'lm: {model: openai/m, api_base: "${BASE}", num_retries: 0}\n'
+        "modules:\n"
+        '  search: {type: retrieve, corpus: corpus.jsonl, k: 1, embeddings: {model: openai/emb, api_base: "${BASE}", '
+        'api_key: "${KEY}"}}\n'
+        '  answer: {signature: "context: list[str], question -> answer"}\n'
+        "flow:\n"
+        "  - {id: search, module: search, with: {query: $input.question}}\n"
+        "  - {id: answer, module: answer, with: {context: $search.passages, question: $input.question}}\n"
+        "output: {answer: $answer.answer}\n"
+    )
+    usage_file = tmp_path / "usage.json"
+    done = dspx("run", str(program), "-i", "question=capital of France?", "--usage-file", str(usage_file),
+                BASE=lm_server.api_base, KEY=SECRET)
+    assert done.returncode == 0, done.stderr
+    assert "openai/emb · 2 calls" in done.stderr and "openai/m · 1 call" in done.stderr
+    usage = json.loads(usage_file.read_text())["models"]
+    assert usage["openai/emb"]["calls"] == 2 and usage["openai/emb"]["prompt_tokens"] > 0
+    history = (isolated_cache / "history.jsonl").read_text()
+    kinds = [json.loads(line).get("kind", "chat") for line in history.splitlines()]
+    assert sorted(kinds) == ["chat", "embeddings", "embeddings"]
+    assert SECRET not in history
+
+
+def test_messages_point_to_the_embeddings_section(lm_server: LMServer, facts: Corpus) -> None:
+    lm_server.push(Reply(status=401, json=error_body("who are you")))
+    error = embeddings_failure(make_embedder(lm_server, facts, api_key=None))
+    assert "no API key was sent; set api_key in the embeddings section" in str(error)
+    lm_server.push(Reply.stall(2.0))
+    error = embeddings_failure(make_embedder(lm_server, facts, timeout=0.3, num_retries=0))
+    assert "timed out after 0.3s waiting for" in str(error) and "raise the embeddings timeout" in str(error)

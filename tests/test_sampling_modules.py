@@ -470,7 +470,7 @@ def test_multi_chain_comparison_samples_its_own_attempts_when_not_given(lm_serve
     # The sampler: a ChainOfThought at n=M, raised to 0.7 as DSPy raises greedy n > 1 calls.
     assert (sample["n"], sample["temperature"]) == (3, 0.7)
     assert "`reasoning` (str)" in sample["messages"][0]["content"]
-    assert (compare["n"], compare["temperature"]) == (1, 0.0)
+    assert ("n" not in compare, compare["temperature"]) == (True, 0.0)  # n = 1 is left out, as DSPy does
     assert compare["messages"][1]["content"] == (
         f"[[ ## question ## ]]\n{QUESTION}\n\n"
         "[[ ## reasoning_attempt_1 ## ]]\n«I'm trying to Recall it. I'm not sure but my prediction is Brussels»\n\n"

@@ -55,6 +55,9 @@ CONCURRENCY_HELP = "{} in flight [default: 2 when a module runs a local model, e
 CacheOnlyOpt = Annotated[
     bool, typer.Option("--cache-only", help="Replay from the cache; a call that is not cached is an error.")
 ]
+RefreshOpt = Annotated[
+    bool, typer.Option("--refresh", help="Do not read the cache: call the LM again and store its answers over the old ones.")
+]
 
 
 def _version(value: bool) -> None:
@@ -92,6 +95,7 @@ def run(
     cache_dir: CacheDirOpt = None,
     no_cache: NoCacheOpt = False,
     cache_only: CacheOnlyOpt = False,
+    refresh: RefreshOpt = False,
     state: StateOpt = None,
     trace: Annotated[
         bool, typer.Option("--trace", help="Show every step's fields and agent trajectories (stderr; with --batch, a 'trace' key per row).")
@@ -105,7 +109,7 @@ def run(
         debug,
         lambda: commands.run(
             program, inputs or [], lm, as_json,
-            cache=commands.CacheOptions(cache_dir, no_cache, cache_only), usage_file=usage_file,
+            cache=commands.CacheOptions(cache_dir, no_cache, cache_only, refresh), usage_file=usage_file,
             input_file=input_file, concurrency=concurrency, state_file=state, trace=trace,
         ),
     )
@@ -139,6 +143,7 @@ def evaluate(
     cache_dir: CacheDirOpt = None,
     no_cache: NoCacheOpt = False,
     cache_only: CacheOnlyOpt = False,
+    refresh: RefreshOpt = False,
     state: StateOpt = None,
     debug: DebugOpt = False,
 ) -> None:
@@ -150,7 +155,7 @@ def evaluate(
         junit_pass=junit_pass, min_score=min_score, failure_score=failure_score, max_errors=max_errors,
         as_json=as_json, state_file=state,
     )
-    _guard(debug, lambda: evaluate_command.run(program, lm, options, commands.CacheOptions(cache_dir, no_cache, cache_only)))
+    _guard(debug, lambda: evaluate_command.run(program, lm, options, commands.CacheOptions(cache_dir, no_cache, cache_only, refresh)))
 
 
 def _compile(
@@ -180,6 +185,7 @@ def _compile(
     cache_dir: CacheDirOpt = None,
     no_cache: NoCacheOpt = False,
     cache_only: CacheOnlyOpt = False,
+    refresh: RefreshOpt = False,
     debug: DebugOpt = False,
 ) -> None:
     """Optimize PROGRAM's demos on its train split and save a state file for --state."""
@@ -189,7 +195,7 @@ def _compile(
         optimizer=optimizer, assignments=tuple(assignments or ()), output=output, concurrency=concurrency,
         limit=limit, as_json=as_json, teacher_lm=teacher_lm, teacher_state=teacher_state,
     )
-    _guard(debug, lambda: compile_command.run(program, lm, options, commands.CacheOptions(cache_dir, no_cache, cache_only)))
+    _guard(debug, lambda: compile_command.run(program, lm, options, commands.CacheOptions(cache_dir, no_cache, cache_only, refresh)))
 
 
 app.command("compile")(_compile)
@@ -229,30 +235,45 @@ app.add_typer(cache_app, name="cache")
 
 
 @cache_app.command("path")
-def cache_path(cache_dir: CacheDirOpt = None) -> None:
+def cache_path(cache_dir: CacheDirOpt = None, debug: DebugOpt = False) -> None:
     """Print the cache folder."""
     from dspx_cli.cli import cache_commands
 
-    cache_commands.path(cache_dir)
+    _guard(debug, lambda: cache_commands.path(cache_dir))
 
 
 @cache_app.command("stats")
 def cache_stats(
     cache_dir: CacheDirOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False,
+    debug: DebugOpt = False,
 ) -> None:
     """Print how many responses are cached and how much room they take."""
     from dspx_cli.cli import cache_commands
 
-    cache_commands.stats(cache_dir, as_json)
+    _guard(debug, lambda: cache_commands.stats(cache_dir, as_json))
 
 
 @cache_app.command("clear")
-def cache_clear(cache_dir: CacheDirOpt = None) -> None:
-    """Delete every cached response (the history is kept)."""
+def cache_clear(cache_dir: CacheDirOpt = None, debug: DebugOpt = False) -> None:
+    """Delete every cached response (the history is kept); also repairs a damaged cache."""
     from dspx_cli.cli import cache_commands
 
-    cache_commands.clear(cache_dir)
+    _guard(debug, lambda: cache_commands.clear(cache_dir))
+
+
+@cache_app.command("rm")
+def cache_rm(
+    keys: Annotated[
+        list[str], typer.Argument(metavar="KEY", help="One or more cache keys (`dspx history` shows them) or unique prefixes.")
+    ],
+    cache_dir: CacheDirOpt = None,
+    debug: DebugOpt = False,
+) -> None:
+    """Delete the cached responses with these keys, so their calls are made again."""
+    from dspx_cli.cli import cache_commands
+
+    _guard(debug, lambda: cache_commands.remove(cache_dir, keys))
 
 
 @app.command()
@@ -260,11 +281,12 @@ def history(
     count: Annotated[int, typer.Option("-n", "--count", help="How many of the last calls to show.")] = 1,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON record per line.")] = False,
     cache_dir: CacheDirOpt = None,
+    debug: DebugOpt = False,
 ) -> None:
-    """Show the last LM calls: messages, outputs, usage, latency, cached or not."""
+    """Show the last LM calls: messages, outputs, usage, latency, cached or not, cache key."""
     from dspx_cli.cli import cache_commands
 
-    cache_commands.history(cache_dir, count, as_json)
+    _guard(debug, lambda: cache_commands.history(cache_dir, count, as_json))
 
 
 def _guard(debug: bool, action) -> None:  # type: ignore[no-untyped-def]

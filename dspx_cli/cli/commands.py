@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dspx_cli.cli import render
+from dspx_cli.core.redact import redact
 from dspx_cli.errors import DspxError, UsageError
 from dspx_cli.lm.cache import CacheMode
 from dspx_cli.program.context import RunContext
@@ -46,11 +47,17 @@ class CacheOptions:
     directory: Path | None = None
     no_cache: bool = False
     cache_only: bool = False
+    refresh: bool = False
 
     def context(self, program: Program) -> RunContext:
-        if self.no_cache and self.cache_only:
-            raise UsageError("--no-cache and --cache-only contradict each other; pick one")
-        mode = CacheMode.OFF if self.no_cache else CacheMode.ONLY if self.cache_only else CacheMode.ON
+        chosen = [name for name, on in (("--no-cache", self.no_cache), ("--cache-only", self.cache_only),
+                                         ("--refresh", self.refresh)) if on]
+        if len(chosen) > 1:
+            raise UsageError(f"{' and '.join(chosen)} contradict each other; pick one")
+        mode = (
+            CacheMode.OFF if self.no_cache else CacheMode.ONLY if self.cache_only
+            else CacheMode.REFRESH if self.refresh else CacheMode.ON
+        )
         return RunContext(base_dir=program.base_dir, cache_dir=self.directory, cache_mode=mode)
 
 
@@ -84,7 +91,7 @@ def run(
         # Even a failed run reports what it spent.
         elapsed = time.perf_counter() - started
         if usage_file is not None:
-            usage_file.write_text(json.dumps(context.meter.to_dict(), indent=2) + "\n")
+            usage_file.write_text(json.dumps(redact(context.meter.to_dict()), indent=2) + "\n")
     if trace:
         sys.stderr.write(render.trace_text(program, result.steps))
     completions = runner.completions(result)
@@ -144,7 +151,7 @@ def run_file(
         if source is not sys.stdin:
             source.close()
         if usage_file is not None:
-            usage_file.write_text(json.dumps(context.meter.to_dict(), indent=2) + "\n")
+            usage_file.write_text(json.dumps(redact(context.meter.to_dict()), indent=2) + "\n")
     render.usage_line(context.meter, time.perf_counter() - started)
     if failed:
         raise RowsFailedError(f"{failed} of {rows} rows failed; their error records are in the output")
@@ -175,22 +182,43 @@ def inspect(
 
 
 def validate(path: Path, *, graph: bool = False, mermaid: bool = False) -> None:
-    program = load_program(path)
-    # The data and metric sections are checked too, without reading datasets or creating LMs.
+    """Everything a later command would reject, without running the program's code or any LM:
+    Python tools, metrics and rewards are parsed, not imported; data files are read."""
+    program = load_program(path, run_code=False)
     if program.spec.data is not None:
-        from dspx_cli.evaluate.datasets import configured_splits
+        from dspx_cli.evaluate.datasets import configured_splits, load_examples
 
-        configured_splits(program)
+        for split in configured_splits(program):
+            load_examples(program, split)
     if program.spec.metric is not None:
         from dspx_cli.evaluate.metrics import resolve_metric
 
-        resolve_metric(program, None)
+        resolve_metric(program, None, run_code=False)
     from dspx_cli.evaluate.rewards import build_rewards
 
-    build_rewards(program, None)  # each best_of_n/refine reward: a metric checked where it is written
+    build_rewards(program, None, run_code=False)  # each best_of_n/refine reward, checked where it is written
+    if program.spec.optimizer is not None:
+        from dspx_cli.optimizers.compile import choose_optimizer
+
+        check_teacher(program, choose_optimizer(program, None, ()).teacher)
     if mermaid:
         sys.stdout.write(render.graph_mermaid(program))
         return
     sys.stdout.write(render.program_summary(program))
     if graph:
         sys.stdout.write(render.graph_text(program))
+
+
+def check_teacher(program: Program, teacher: Any, flag: str | None = None) -> None:
+    """A teacher model no backend takes fails before compiling, where the file (or `flag`,
+    --teacher-lm) names it."""
+    from dspx_cli.errors import ProgramError
+    from dspx_cli.lm.registry import model_problem
+
+    if teacher is None or teacher.lm is None:
+        return
+    problem = model_problem(teacher.lm, program.base_dir)
+    if problem is not None and flag:
+        raise UsageError(f"--teacher-lm {flag}: {problem}")
+    if problem is not None:
+        raise ProgramError(f"teacher: {problem}", program.positions.locate(("optimizer", "teacher", "lm")))

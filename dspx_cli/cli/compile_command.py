@@ -12,14 +12,16 @@ from pathlib import Path
 from typing import Any
 
 from dspx_cli.cli import render
-from dspx_cli.cli.commands import CacheOptions, build_runner
+from dspx_cli.cli.commands import CacheOptions, build_runner, check_teacher
 from dspx_cli.cli.progress import Progress
 from dspx_cli.core import Example
+from dspx_cli.core.redact import redact
 from dspx_cli.evaluate.datasets import BadRow, configured_splits, load_rows
 from dspx_cli.errors import UsageError
 from dspx_cli.evaluate.evaluator import Evaluation, evaluate
 from dspx_cli.evaluate.metrics import resolve_metric
 from dspx_cli.evaluate.report import default_run_dir, program_hash, resolved_program
+from dspx_cli.lm.registry import anchor_model_path
 from dspx_cli.optimizers.compile import build_teacher, call_counts, choose_optimizer, describe_calls, optimize
 from dspx_cli.optimizers.state import dump_state, named_predictors, save_state_file
 from dspx_cli.program.batch import default_concurrency
@@ -42,8 +44,11 @@ class CompileOptions:
 
 def run(path: Path, lm_override: str | None, options: CompileOptions, cache: CacheOptions) -> None:
     program = load_program(path, lm_override=lm_override)
+    # A path in --teacher-lm is relative to the working directory, as in --lm.
+    teacher_lm = anchor_model_path(options.teacher_lm, Path.cwd()) if options.teacher_lm else None
     choice = choose_optimizer(program, options.optimizer, options.assignments,
-                              teacher_lm=options.teacher_lm, teacher_state=options.teacher_state)
+                              teacher_lm=teacher_lm, teacher_state=options.teacher_state)
+    check_teacher(program, choice.teacher, teacher_lm)
     splits = configured_splits(program)
     if "train" not in splits:
         # load_examples' own hint names evaluate's --split/--dataset, which compile does not take.
@@ -87,7 +92,7 @@ def run(path: Path, lm_override: str | None, options: CompileOptions, cache: Cac
     before, report, after = asyncio.run(go())
     seconds = time.perf_counter() - started
     usage = context.meter.to_dict()
-    metadata = {
+    metadata = redact({
         "optimizer": choice.name,
         "settings": choice.settings,
         "program": str(program.path),
@@ -100,7 +105,7 @@ def run(path: Path, lm_override: str | None, options: CompileOptions, cache: Cac
         "usage": usage,
         "lm_calls": call_counts(usage),
         "seconds": round(seconds, 3),
-    }
+    })
     output.parent.mkdir(parents=True, exist_ok=True)
     save_state_file(output, dump_state(runner, metadata=metadata))
     if options.output is None:  # a run folder of its own: keep what evaluate keeps there too

@@ -134,10 +134,7 @@ def usage_summary(meter: UsageMeter, seconds: float) -> str:
     """`local/smollm2 · 3 calls (1 cached) · 812 prompt + 40 completion tokens · $0.0004 · 1.93 s`"""
     parts = []
     for model, usage in meter.models.items():
-        calls = f"{usage.calls} call{'s' if usage.calls != 1 else ''}"
-        if usage.cached_calls:
-            calls += f" ({usage.cached_calls} cached)"
-        text = f"{model} · {calls} · {usage.prompt_tokens} prompt + {usage.completion_tokens} completion tokens"
+        text = f"{model} · {usage.describe_calls()} · {usage.prompt_tokens} prompt + {usage.completion_tokens} completion tokens"
         if usage.cost is not None:
             text += f" · ${usage.cost:.4f}"
         parts.append(text)

@@ -2,19 +2,26 @@
 
 The file is imported under a private module name derived from its absolute path, so two files
 named `tools.py` in different folders do not collide and loading the same file twice reuses it.
+
+`find_function` checks the same reference without running the file (for `dspx validate`): the
+file exists, parses, and binds the name at its top level.
 """
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 import inspect
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-__all__ = ["PyFileError", "load_function", "split_target"]
+__all__ = ["PyFileError", "StaticFunction", "find_function", "load_function", "split_target"]
+
+MAX_SOURCE_BYTES = 8 * 1024 * 1024  # a metric or tool file larger than this is not source code
 
 
 class PyFileError(ValueError):
@@ -28,6 +35,64 @@ def split_target(target: Any, base_dir: Path) -> tuple[Path, str]:
         raise PyFileError(f'expected "file.py:function", got {target!r}')
     path = Path(file_text).expanduser()
     return (path if path.is_absolute() else base_dir / path), function_name
+
+
+@dataclass(frozen=True)
+class StaticFunction:
+    """What parsing found: the file, and the `def` itself when the name is bound by one."""
+
+    path: Path
+    name: str
+    definition: ast.FunctionDef | ast.AsyncFunctionDef | None
+
+
+def find_function(target: Any, base_dir: Path) -> StaticFunction:
+    """Check `"file.py:function"` by reading the file, never running it."""
+    path, function_name = split_target(target, base_dir)
+    if not path.is_file():
+        raise PyFileError(f"file not found: {path}")
+    if path.stat().st_size > MAX_SOURCE_BYTES:
+        raise PyFileError(f"{path} is larger than {MAX_SOURCE_BYTES // (1024 * 1024)} MB; expected Python source")
+    try:
+        tree = ast.parse(path.read_bytes(), filename=str(path))
+    except SyntaxError as exc:
+        raise PyFileError(f"{path}:{exc.lineno}: invalid Python: {exc.msg}") from None
+    except (ValueError, RecursionError, MemoryError) as exc:  # NUL bytes, absurd nesting
+        raise PyFileError(f"{path}: cannot parse it as Python: {type(exc).__name__}") from None
+    bindings = _top_level_bindings(tree.body)
+    if function_name in bindings:
+        return StaticFunction(path, function_name, bindings[function_name])
+    if any(isinstance(n, ast.ImportFrom) and any(a.name == "*" for a in n.names) for n in ast.walk(tree)):
+        return StaticFunction(path, function_name, None)  # `from x import *` may bind it: cannot tell
+    defined = sorted(name for name, node in bindings.items() if node is not None)
+    raise PyFileError(f"{path} defines no function {function_name!r}; its functions: {', '.join(defined) or 'none'}")
+
+
+def _top_level_bindings(body: list[ast.stmt]) -> dict[str, ast.FunctionDef | ast.AsyncFunctionDef | None]:
+    """Names the module binds when it runs, inside top-level if/try/with blocks too; a `def`
+    maps to itself, any other binding (assignment, import, class) to None."""
+    found: dict[str, ast.FunctionDef | ast.AsyncFunctionDef | None] = {}
+    for node in body:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            found[node.name] = node
+        elif isinstance(node, ast.ClassDef):
+            found[node.name] = None
+        elif isinstance(node, ast.Import | ast.ImportFrom):
+            for alias in node.names:
+                found.setdefault((alias.asname or alias.name).split(".")[0], None)
+        elif isinstance(node, ast.Assign | ast.AnnAssign | ast.AugAssign):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            for target in targets:
+                for name in ast.walk(target):
+                    if isinstance(name, ast.Name):
+                        found.setdefault(name.id, None)
+        elif isinstance(node, ast.If | ast.Try | ast.With | ast.For | ast.While):
+            blocks = [node.body, getattr(node, "orelse", []), getattr(node, "finalbody", [])]
+            blocks += [handler.body for handler in getattr(node, "handlers", [])]
+            for block in blocks:
+                for name, definition in _top_level_bindings(block).items():
+                    found.setdefault(name, definition)
+    return found
 
 
 def load_function(target: Any, base_dir: Path, *, prefix: str = "dspx_user") -> tuple[Callable[..., Any], Path]:

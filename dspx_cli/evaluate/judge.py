@@ -33,8 +33,10 @@ from dspx_cli.core import Example, Prediction, Signature
 from dspx_cli.errors import DspxError, SignatureError
 from dspx_cli.evaluate.metrics import MetricError, as_score
 from dspx_cli.lm.config import LMConfig
+from dspx_cli.lm.registry import model_problem
 
 # The loader's own spec-to-config mapping, so LM settings added to the schema later carry over.
+from dspx_cli.program.diagnostics import unknown_name_hint
 from dspx_cli.program.loader import lm_config
 from dspx_cli.program.model import Program
 from dspx_cli.program.schema import LMSpec
@@ -75,7 +77,7 @@ def build_judge(raw: Any, program: Program, context: RunContext | None, error: E
         raise error("judge: expected a mapping with signature (and optionally lm, instructions, type)", "judge")
     for key in raw:
         if key not in _KEYS:
-            raise error(f"unknown key {key!r} in the judge; expected one of: {', '.join(_KEYS)}", "judge", key)
+            raise error(f"unknown key {key!r} in the judge{unknown_name_hint(str(key), list(_KEYS))}", "judge", key)
     if "signature" not in raw:
         raise error('the judge needs a signature, e.g. signature: "question, answer, gold_answer -> correct: bool"', "judge")
     signature = _signature(raw["signature"], program, error)
@@ -121,7 +123,11 @@ def _judge_lm(raw: Any, program: Program, error: ErrorAt) -> LMConfig:
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first["loc"])
         raise error(f"judge.lm{'.' + where if where else ''}: {first['msg']}", "judge", "lm", *first["loc"][:1]) from None
-    return lm_config(spec, None)
+    config = lm_config(spec, None)
+    problem = model_problem(config, program.base_dir)
+    if problem is not None:
+        raise error(f"judge.lm: {problem}", "judge", "lm")
+    return config
 
 
 def _signature(raw: Any, program: Program, error: ErrorAt) -> Signature:

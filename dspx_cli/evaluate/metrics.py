@@ -25,7 +25,9 @@ program output.
 
 from __future__ import annotations
 
+import ast
 import asyncio
+import difflib
 import inspect
 import numbers
 import re
@@ -38,7 +40,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from dspx_cli.core import Example, Prediction
-from dspx_cli.core.pyfile import PyFileError, load_function
+from dspx_cli.core.pyfile import PyFileError, find_function, load_function
 from dspx_cli.errors import DspxError, ProgramError, UsageError
 from dspx_cli.program.model import Program
 from dspx_cli.program.source import KeyPath
@@ -147,11 +149,13 @@ class _Origin:
 
 
 def resolve_metric(
-    program: Program, context: RunContext | None = None, spec: str | dict[str, Any] | None = None, *, where: KeyPath | None = None
+    program: Program, context: RunContext | None = None, spec: str | dict[str, Any] | None = None, *,
+    where: KeyPath | None = None, run_code: bool = True,
 ) -> Metric:
     """The program's `metric:`, or `spec` instead (from the command line unless `where` locates it
     in the program file). Every check happens here, before any example is scored; `context` (a
-    RunContext) is needed only to call an LM judge, so `context=None` validates without LMs."""
+    RunContext) is needed only to call an LM judge, so `context=None` validates without LMs, and
+    `run_code=False` checks a Python metric by parsing its file instead of importing it."""
     if spec is None:
         spec, where = program.spec.metric, ("metric",)
         if spec is None:
@@ -168,7 +172,7 @@ def resolve_metric(
         return _builtin(spec["name"], {k: v for k, v in spec.items() if k != "name"}, origin)
     _no_other_keys(spec, kinds[0], origin)
     if kinds == ["python"]:
-        return _python_metric(spec["python"], origin)
+        return _python_metric(spec["python"], origin) if run_code else _parsed_python_metric(spec["python"], origin)
     # Imported here: the modules layer loads only when a judge is used.
     from dspx_cli.evaluate.judge import build_judge
 
@@ -195,10 +199,14 @@ class _Scored:
 
 def _builtin(name: Any, options: dict[str, Any], origin: _Origin) -> Metric:
     if name not in BUILTIN_METRICS:
-        raise origin.error(f"unknown metric {name!r}; expected {_FORMS}", *(("name",) if options else ()))
+        close = difflib.get_close_matches(str(name), BUILTIN_METRICS, n=1)
+        hint = f"did you mean {close[0]!r}?" if close else f"expected {_FORMS}"
+        raise origin.error(f"unknown metric {name!r}; {hint}", *(("name",) if options else ()))
     for key in options:
         if key not in _OPTIONS[name]:
-            raise origin.error(f"unknown option {key!r} for metric {name}; its options: {', '.join(sorted(_OPTIONS[name]))}", key)
+            close = difflib.get_close_matches(str(key), sorted(_OPTIONS[name]), n=1)
+            hint = f"did you mean {close[0]!r}?" if close else f"its options: {', '.join(sorted(_OPTIONS[name]))}"
+            raise origin.error(f"unknown option {key!r} for metric {name}; {hint}", key)
     outputs = [n for n in origin.program.outputs]
     if name == "exact_match":
         fields = options.get("field")
@@ -376,12 +384,42 @@ def _arity(function: Callable[..., Any], shown: str, origin: _Origin) -> int:
     positional = [p for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
     required = [p for p in positional if p.default is p.empty]
     variadic = any(p.kind is p.VAR_POSITIONAL for p in parameters)
-    keyword_only = [p.name for p in parameters if p.kind is p.KEYWORD_ONLY and p.default is p.empty]
-    if keyword_only or len(required) > 3 or (len(positional) < 2 and not variadic):
+    keyword_only = any(p.kind is p.KEYWORD_ONLY and p.default is p.empty for p in parameters)
+    return _checked_arity(len(positional), len(required), variadic, keyword_only, f"{shown}", str(signature), origin)
+
+
+def _checked_arity(
+    positional: int, required: int, variadic: bool, keyword_only: bool, shown: str, takes: str, origin: _Origin
+) -> int:
+    if keyword_only or required > 3 or (positional < 2 and not variadic):
         raise origin.error(
-            f"python: {shown} must take (example, prediction) or (example, prediction, trace); "
-            f"it takes {signature}",
+            f"python: {shown} must take (example, prediction) or (example, prediction, trace); it takes {takes}",
             "python",
         )
-    return 3 if variadic or len(positional) >= 3 else 2
+    return 3 if variadic or positional >= 3 else 2
+
+
+@dataclass
+class _ParsedPythonMetric:
+    """A Python metric checked by reading its file (`dspx validate`): it cannot score."""
+
+    name: str
+
+    async def __call__(self, example: Example, prediction: Prediction, trace: Any = None) -> float:
+        raise MetricError(f"metric {self.name} was only checked, not loaded; resolve it with run_code=True")
+
+
+def _parsed_python_metric(target: Any, origin: _Origin) -> Metric:
+    try:
+        found = find_function(target, origin.base_dir)
+    except PyFileError as exc:
+        raise origin.error(f"python: {exc}", "python") from None
+    definition = found.definition
+    if definition is not None:
+        args = definition.args
+        positional = len(args.posonlyargs) + len(args.args)
+        keyword_only = any(default is None for default in args.kw_defaults)
+        _checked_arity(positional, positional - len(args.defaults), args.vararg is not None, keyword_only,
+                       f"{found.path.name}:{found.name}", f"({ast.unparse(args)})", origin)
+    return _ParsedPythonMetric(found.name)
 

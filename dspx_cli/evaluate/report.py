@@ -17,10 +17,9 @@ from pathlib import Path
 from typing import Any
 from xml.etree import ElementTree
 
+from dspx_cli.core.redact import redact
 from dspx_cli.evaluate.evaluator import Evaluation, ExampleResult
 from dspx_cli.program.model import Program
-
-REDACTED = "<redacted>"
 
 
 def default_run_dir(program: Program, root: Path = Path("runs")) -> Path:
@@ -30,21 +29,7 @@ def default_run_dir(program: Program, root: Path = Path("runs")) -> Path:
 
 
 def resolved_program(program: Program) -> dict[str, Any]:
-    data = program.spec.model_dump(by_alias=True, mode="json")
-    _redact(data)
-    return data
-
-
-def _redact(node: Any) -> None:
-    if isinstance(node, dict):
-        for key, value in node.items():
-            if key == "api_key" and value:
-                node[key] = REDACTED
-            else:
-                _redact(value)
-    elif isinstance(node, list):
-        for item in node:
-            _redact(item)
+    return redact(program.spec.model_dump(by_alias=True, mode="json"))
 
 
 def program_hash(program: Program) -> str:
@@ -73,14 +58,14 @@ class RunFolder:
             with (self.directory / "examples.jsonl").open("w", encoding="utf-8") as handle:
                 for result in evaluation.results:
                     handle.write(json.dumps(result.record(), ensure_ascii=False, default=str) + "\n")
-        (self.directory / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+        (self.directory / "summary.json").write_text(json.dumps(redact(summary), indent=2, default=str) + "\n")
 
 
 def summary_dict(
     program: Program, evaluation: Evaluation, *, split: str, seconds: float, usage: dict[str, Any],
     min_score: float | None, settings: dict[str, Any],
 ) -> dict[str, Any]:
-    return {
+    return redact({
         "program": str(program.path),
         "program_name": program.name,
         "program_sha256": program_hash(program),
@@ -96,7 +81,7 @@ def summary_dict(
         "seconds": round(seconds, 3),
         "usage": usage,
         "settings": settings,
-    }
+    })
 
 
 def write_junit(path: Path, program: Program, evaluation: Evaluation, *, pass_score: float, seconds: float) -> None:

@@ -21,13 +21,15 @@ if TYPE_CHECKING:
 __all__ = ["build_rewards"]
 
 
-def build_rewards(program: Program, context: RunContext | None) -> dict[str, RewardFn]:
-    """Checked before any LM call; `context=None` only validates (an LM judge needs a context to run)."""
+def build_rewards(program: Program, context: RunContext | None, *, run_code: bool = True) -> dict[str, RewardFn]:
+    """Checked before any LM call; `context=None` only validates (an LM judge needs a context to run),
+    and `run_code=False` checks Python rewards by parsing their files."""
     rewards: dict[str, RewardFn] = {}
     for name, definition in program.modules.items():
         if definition.reward is None:
             continue
-        metric = resolve_metric(program, context, definition.reward, where=("modules", name, "reward"))
+        metric = resolve_metric(program, context, definition.reward, where=("modules", name, "reward"),
+                                run_code=run_code)
 
         async def reward(inputs: dict[str, Any], prediction: Prediction, metric: Any = metric) -> float:
             return await metric(Example(inputs).with_inputs(*inputs), prediction)

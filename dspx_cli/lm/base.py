@@ -63,5 +63,13 @@ class LM(abc.ABC):
     async def complete(self, request: LMRequest) -> LMResponse:
         """Run one request. Raises dspx_cli.errors.LMError with a message that says what to fix."""
 
+    def forget(self, request: LMRequest) -> None:
+        """Drop any stored answer to `request`: its reply did not fit the signature, so replaying
+        it would replay the failure. Wrappers (which keep the LM below as `inner`) pass it down;
+        only the cache acts on it."""
+        inner = getattr(self, "inner", None)
+        if isinstance(inner, LM):
+            inner.forget(request)
+
     async def aclose(self) -> None:
         """Release connections; local models stay loaded for the life of the process."""

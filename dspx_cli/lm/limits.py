@@ -18,8 +18,13 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from dspx_cli.lm.base import LM, LMRequest, LMResponse
+from dspx_cli.lm.embeddings import EmbeddingsRequest, EmbeddingsResponse
+from dspx_cli.lm.embeddings import estimate_tokens as estimate_embedding_tokens
+
+R = TypeVar("R")
 
 # Roughly what chat templates add per message (role markers, separators), in tokens.
 _TOKENS_PER_MESSAGE = 4
@@ -169,25 +174,33 @@ class LimitedLM(LM):
         return f"LimitedLM({self.inner!r}, max_concurrency={self.max_concurrency}, rpm={rpm}, tpm={tpm})"
 
     async def complete(self, request: LMRequest) -> LMResponse:
-        if self.slots is None:
-            return await self._paced(request)
-        async with self.slots:
-            return await self._paced(request)
+        estimated = estimate_tokens(request) if self.pacer is not None and self.pacer.tpm is not None else 0
+        call = lambda: self.inner.complete(request)  # noqa: E731
+        # A cached reply cost nothing; a server that reports no usage leaves the estimate standing.
+        return await self._limited(call, estimated, lambda r: 0 if r.cached else r.usage.total_tokens or estimated)
 
-    async def _paced(self, request: LMRequest) -> LMResponse:
+    async def embed(self, request: EmbeddingsRequest) -> EmbeddingsResponse:
+        estimated = estimate_embedding_tokens(request) if self.pacer is not None and self.pacer.tpm is not None else 0
+        call = lambda: self.inner.embed(request)  # type: ignore[attr-defined]  # noqa: E731
+        return await self._limited(call, estimated, lambda r: r.usage.total_tokens or estimated)
+
+    async def _limited(self, call: Callable[[], Awaitable[R]], estimated: int, used: Callable[[R], int]) -> R:
+        if self.slots is None:
+            return await self._paced(call, estimated, used)
+        async with self.slots:
+            return await self._paced(call, estimated, used)
+
+    async def _paced(self, call: Callable[[], Awaitable[R]], estimated: int, used: Callable[[R], int]) -> R:
         if self.pacer is None:
-            return await self.inner.complete(request)
-        estimated = estimate_tokens(request) if self.pacer.tpm is not None else 0
+            return await call()
         wait = self.pacer.reserve(estimated)
         if wait > 0:
             self.waited_s += wait
             await self._sleep(wait)
         # A failed call keeps its estimate: the provider may well have counted it.
-        response = await self.inner.complete(request)
+        response = await call()
         if estimated:
-            used = 0 if response.cached else response.usage.total_tokens or estimated
-            # (A server that reports no usage leaves the estimate standing; a cached reply cost nothing.)
-            self.pacer.settle(estimated, used)
+            self.pacer.settle(estimated, used(response))
         return response
 
     async def aclose(self) -> None:

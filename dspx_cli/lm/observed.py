@@ -6,7 +6,9 @@ import time
 from datetime import datetime, timezone
 
 from dspx_cli.lm.base import LM, LMRequest, LMResponse
+from dspx_cli.lm.cache import request_key
 from dspx_cli.lm.config import LMConfig
+from dspx_cli.lm.embeddings import EmbeddingsRequest, EmbeddingsResponse
 from dspx_cli.lm.history import History
 from dspx_cli.lm.usage import UsageMeter
 
@@ -25,6 +27,8 @@ class ObservedLM(LM):
         try:
             response = await self.inner.complete(request)
         except Exception as exc:
+            # Counted so that a run whose every call failed does not report "no LM calls".
+            self.meter.record_failure(self.model)
             self._log(request, None, time.perf_counter() - started, error=str(exc))
             raise
         self.meter.record(
@@ -37,6 +41,50 @@ class ObservedLM(LM):
         )
         self._log(request, response, time.perf_counter() - started)
         return response
+
+    async def embed(self, request: EmbeddingsRequest) -> EmbeddingsResponse:
+        """An embeddings call, counted (its input tokens) and written to the history like a chat call."""
+        started = time.perf_counter()
+        try:
+            response: EmbeddingsResponse = await self.inner.embed(request)  # type: ignore[attr-defined]
+        except Exception as exc:
+            self.meter.record_failure(self.model)
+            self._log_embeddings(request, None, time.perf_counter() - started, error=str(exc))
+            raise
+        self.meter.record(
+            self.model,
+            response.usage.total_tokens,
+            0,
+            cached=False,
+            price_input=self.config.price_input,
+            price_output=self.config.price_output,
+        )
+        self._log_embeddings(request, response, time.perf_counter() - started)
+        return response
+
+    def _log_embeddings(
+        self, request: EmbeddingsRequest, response: EmbeddingsResponse | None, seconds: float, error: str | None = None
+    ) -> None:
+        if self.history is None:
+            return
+        record: dict[str, object] = {
+            "timestamp": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+            "kind": "embeddings",
+            "model": self.model,
+            "lm": self._settings,
+            "inputs": list(request.texts),
+            "params": {"extra": request.extra},
+            "latency_s": round(seconds, 6),
+        }
+        if response is not None:
+            # The vectors themselves would make the history mostly numbers: their shape says enough.
+            rows, dimensions = response.vectors.shape
+            record["embeddings"] = {"count": int(rows), "dimensions": int(dimensions)}
+            record["usage"] = {"prompt_tokens": response.usage.total_tokens, "completion_tokens": 0}
+            record["cached"] = False
+        if error is not None:
+            record["error"] = error
+        self.history.append(record)
 
     def _log(self, request: LMRequest, response: LMResponse | None, seconds: float, error: str | None = None) -> None:
         if self.history is None:
@@ -54,6 +102,8 @@ class ObservedLM(LM):
                 "rollout_id": request.rollout_id,
             },
             "latency_s": round(seconds, 6),
+            # What `dspx cache rm` takes, so a bad answer found here can be evicted.
+            "cache_key": request_key(self.model, request),
         }
         if response is not None:
             record["outputs"] = response.completions
@@ -62,7 +112,7 @@ class ObservedLM(LM):
             record["cached"] = response.cached
         if error is not None:
             record["error"] = error
-        self.history.append(record)
+        self.history.append(record)  # a write that fails is one warning, never the call's failure
 
     async def aclose(self) -> None:
         await self.inner.aclose()

@@ -1,119 +1,71 @@
-"""The OpenAI-compatible chat-completions client: OpenAI itself, vLLM, Ollama, llama.cpp's server.
+"""The OpenAI-compatible client: chat completions and embeddings from OpenAI itself, vLLM, Ollama,
+llama.cpp's server or anything else that speaks the API.
 
-Every failure becomes one `LMRequestError` line that says what to fix. The API key goes into the
-Authorization header and nowhere else: messages are scrubbed of it, and neither the LM's repr nor
-its endpoint's shows it.
+Endpoints, providers and error messages are in `openai_http.py`; which `response_format` a model
+is sent, and the fallback for servers that refuse a schema, in `structured_outputs.py`.
 """
 
 from __future__ import annotations
 
-import email.utils
 import json
-import math
-import os
+import logging
 import time
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 import orjson
 
-from dspx_cli.errors import LMError
 from dspx_cli.lm.aiohttp_post import AiohttpPost, PlainReply
-from dspx_cli.lm.base import LM, LMRequest, LMResponse, Usage
+from dspx_cli.lm.base import LM, LMRequest, LMResponse
 from dspx_cli.lm.config import LMConfig
+from dspx_cli.lm.embeddings import EmbeddingsRequest, EmbeddingsResponse, EmbeddingsShapeError, parse_vectors
+from dspx_cli.lm.openai_http import (
+    CONNECT_TIMEOUT,
+    PROVIDERS,
+    Endpoint,
+    ErrorMapper,
+    aiohttp_transport,
+    LMRequestError,
+    Provider,
+    reclassify,
+    resolve_endpoint,
+    shorten,
+    snippet,
+    split_provider,
+    usage_of,
+)
+from dspx_cli.lm.structured_outputs import (
+    JSON_OBJECT,
+    SchemaRefusals,
+    asks_for_schema,
+    catalog_mode,
+    may_refuse_schema,
+    outgoing,
+)
 
+# Re-exported: callers name these as part of the client's interface.
+__all__ = [
+    "PROVIDERS", "Endpoint", "LMRequestError", "OpenAICompatLM", "Provider", "resolve_endpoint", "split_provider",
+]
 
-@dataclass(frozen=True)
-class Provider:
-    api_base: str
-    # Read when the program gives no api_key; only for hosted APIs where a key is always needed.
-    key_env: str | None = None
-
-
-PROVIDERS: dict[str, Provider] = {
-    "openai": Provider("https://api.openai.com/v1", key_env="OPENAI_API_KEY"),
-    "vllm": Provider("http://localhost:8000/v1"),
-    "ollama": Provider("http://localhost:11434/v1"),
-    "llamacpp": Provider("http://localhost:8080/v1"),
-}
-
-# A server that does not accept a connection within this is down or unreachable, whatever the
-# lm timeout allows for generating a reply.
-_CONNECT_TIMEOUT = 10.0
-
-# Named in messages about keys: the convention program files use (`api_key: ${OPENAI_API_KEY}`).
-_KEY_ENV_CONVENTION = "OPENAI_API_KEY"
-
+logger = logging.getLogger(__name__)
 
 _DEFAULT_POOL = 1024
 _JSON_HEADERS = {"Content-Type": "application/json"}
 
 
-class LMRequestError(LMError):
-    """An LMError from one HTTP call, with what a retry layer needs to decide."""
-
-    def __init__(
-        self, message: str, *, status: int | None = None, retryable: bool = False, retry_after: float | None = None
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.retryable = retryable
-        self.retry_after = retry_after
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    """Where a config's requests go and under which model name."""
-
-    api_base: str
-    model_name: str  # what is sent as "model": the user's name without the provider prefix
-    api_key: str | None = field(default=None, repr=False)
-    key_env: str | None = None  # the variable the key was read from, if it came from the environment
-
-    @property
-    def url(self) -> str:
-        return f"{self.api_base}/chat/completions"
-
-
-def split_provider(model: str) -> tuple[str | None, str]:
-    """`vllm/meta-llama/Llama-3-8B` -> ("vllm", "meta-llama/Llama-3-8B"); unknown prefixes stay in the name."""
-    prefix, sep, rest = model.partition("/")
-    if sep and prefix in PROVIDERS and rest:
-        return prefix, rest
-    return None, model
-
-
-def resolve_endpoint(config: LMConfig) -> Endpoint:
-    provider_name, model_name = split_provider(config.model)
-    provider = PROVIDERS.get(provider_name) if provider_name else None
-    api_base = config.api_base or (provider.api_base if provider else None)
-    if not api_base:
-        raise LMError(
-            f"model {config.model!r} names no OpenAI-compatible server: give api_base, "
-            f"or use a provider prefix ({', '.join(p + '/' for p in PROVIDERS)})"
-        )
-    api_key, key_env = config.api_key, None
-    if api_key is None and provider and provider.key_env:
-        api_key = os.environ.get(provider.key_env) or None
-        key_env = provider.key_env if api_key else None
-        if api_key is None and config.api_base is None:
-            # The hosted API always answers 401 without a key: say so before any call is made.
-            raise LMError(
-                f"model {config.model!r} needs an API key: export {provider.key_env}, "
-                f"or set api_key in the lm section (api_key: ${{{provider.key_env}}})"
-            )
-    return Endpoint(api_base.rstrip("/"), model_name, api_key, key_env)
-
-
 class OpenAICompatLM(LM):
     """One instance per endpoint and model; its httpx client pools connections across calls."""
 
-    def __init__(self, config: LMConfig) -> None:
+    def __init__(
+        self, config: LMConfig, *, refusals: SchemaRefusals | None = None, what: str = "model", section: str = "lm"
+    ) -> None:
         self.model = config.model
         self.config = config
-        self.endpoint = resolve_endpoint(config)
+        self.endpoint = resolve_endpoint(config, what, section)
+        self.errors = ErrorMapper(self.endpoint, config.timeout, section)
+        self.response_format_mode = catalog_mode(split_provider(config.model)[0], self.endpoint.model_name)
+        self.refusals = refusals if refusals is not None else SchemaRefusals()
         self._client: httpx.AsyncClient | None = None
         self._fast: AiohttpPost | None = None
 
@@ -124,12 +76,12 @@ class OpenAICompatLM(LM):
         # Created on first use so it belongs to the event loop that runs the calls.
         if self._client is None:
             headers = {"Authorization": f"Bearer {self.endpoint.api_key}"} if self.endpoint.api_key else {}
-            timeout = httpx.Timeout(self.config.timeout, connect=min(self.config.timeout, _CONNECT_TIMEOUT))
+            timeout = httpx.Timeout(self.config.timeout, connect=min(self.config.timeout, CONNECT_TIMEOUT))
             # The pool must not be the limit on concurrency: evaluate runs up to -j calls at once,
             # and max_concurrency (when set) already bounds requests in flight.
             pool = self.config.max_concurrency or _DEFAULT_POOL
             limits = httpx.Limits(max_connections=pool, max_keepalive_connections=pool)
-            transport = _transport(limits)
+            transport = aiohttp_transport(limits)
             self._client = httpx.AsyncClient(headers=headers, timeout=timeout, limits=limits, transport=transport)
             if transport is not None:
                 self._fast = AiohttpPost.over(self._client, transport, self.endpoint.url, _JSON_HEADERS)
@@ -146,232 +98,109 @@ class OpenAICompatLM(LM):
             body["temperature"] = temperature
         if max_tokens is not None:
             body["max_tokens"] = max_tokens
-        body["n"] = request.n
+        if request.n != 1:
+            # DSPy leaves n out when it is 1, and some servers reject the parameter altogether.
+            body["n"] = request.n
+        if "response_format" in request.extra and "response_format" not in self.config.extra:
+            # The adapter's format, which this model may not get (see structured_outputs.py); one
+            # the program sets itself in the lm's extra is sent as written.
+            sent = outgoing(body["response_format"], self.response_format_mode)
+            if sent is None:
+                del body["response_format"]
+            else:
+                body["response_format"] = sent
+        if asks_for_schema(body) and self.refusals.refused(self.endpoint.url, self.endpoint.model_name):
+            body["response_format"] = dict(JSON_OBJECT)
         return body
 
     async def complete(self, request: LMRequest) -> LMResponse:
-        url = self.endpoint.url
         started = time.perf_counter()
+        body = self.body(request)
+        reply = await self._send(body)
+        if reply.status_code >= 400 and asks_for_schema(body) and may_refuse_schema(reply.status_code):
+            # The server may be refusing the schema (llama-cpp-python answers 500): ask again at once
+            # in JSON mode rather than spend the retries on a request that cannot succeed.
+            refusal = self.errors.status(reply, self.endpoint.url)
+            reply = await self._send({**body, "response_format": dict(JSON_OBJECT)})
+            if reply.status_code < 400 and self.refusals.remember(self.endpoint.url, self.endpoint.model_name):
+                logger.warning(
+                    "%s refused response_format json_schema (%s); asking %s for json_object from now on",
+                    self.endpoint.url, refusal, self.endpoint.model_name,
+                )
+        latency = time.perf_counter() - started
+        if reply.status_code >= 400:
+            raise self.errors.status(reply, self.endpoint.url)
+        return self._parse(reply, latency)
+
+    async def _send(self, body: dict[str, Any]) -> httpx.Response | PlainReply:
+        url = self.endpoint.url
         try:
             # orjson on both ends: the stdlib json is a visible share of each call at high concurrency.
-            content = orjson.dumps(self.body(request))
+            content = orjson.dumps(body)
             client = self._http()
             fast = self._fast
             if fast is not None and not client.cookies:
-                reply = await fast.post(content)
-            else:
-                reply = await client.post(url, content=content, headers=_JSON_HEADERS)
+                return await fast.post(content)
+            return await client.post(url, content=content, headers=_JSON_HEADERS)
         except httpx.HTTPError as raw:
-            raise self._transport_error(_reclassify(raw), url) from None
-        latency = time.perf_counter() - started
-        if reply.status_code >= 400:
-            raise self._status_error(reply)
-        return self._parse(reply, latency)
-
-    def _transport_error(self, exc: httpx.HTTPError, url: str) -> LMRequestError:
-        if isinstance(exc, httpx.TimeoutException):
-            connecting = isinstance(exc, httpx.ConnectTimeout)
-            seconds = _CONNECT_TIMEOUT if connecting and self.config.timeout > _CONNECT_TIMEOUT else self.config.timeout
-            stage = "connecting to" if connecting else "waiting for"
-            return self._error(
-                f"timed out after {seconds:g}s {stage} {url}: the server is slow or stalled "
-                f"(raise the lm timeout if it is just slow)",
-                retryable=True,
-            )
-        if isinstance(exc, httpx.ConnectError):
-            return self._error(
-                f"cannot connect to {self.endpoint.api_base}: is the server running? ({_one_line(str(exc))})",
-                retryable=True,
-            )
-        if isinstance(exc, (httpx.RemoteProtocolError, httpx.NetworkError)):
-            # NetworkError covers resets (ReadError), failed sends (WriteError) and CloseError.
-            return self._error(
-                f"the connection to {url} closed before a reply ({_one_line(str(exc)) or type(exc).__name__})",
-                retryable=True,
-            )
-        if isinstance(exc, httpx.DecodingError):
-            # A body whose Content-Encoding does not decode is a damaged reply, like one that is not JSON.
-            return self._error(f"{url} replied with a body that cannot be decoded ({_one_line(str(exc))})", retryable=True)
-        return self._error(f"request to {url} failed: {type(exc).__name__}: {_one_line(str(exc))}")
-
+            raise self.errors.transport(reclassify(raw), url) from None
     def _parse(self, reply: httpx.Response | PlainReply, latency: float) -> LMResponse:
         url = self.endpoint.url
         try:
             data = orjson.loads(reply.content)
         except ValueError:
-            raise self._error(
-                f"{url} replied HTTP {reply.status_code} with a body that is not JSON: {_snippet(reply.text)} "
+            raise self.errors.error(
+                f"{url} replied HTTP {reply.status_code} with a body that is not JSON: {snippet(reply.text)} "
                 f"(is api_base an OpenAI-compatible /v1 endpoint?)",
                 retryable=True,
             ) from None
         choices = data.get("choices") if isinstance(data, dict) else None
         if not isinstance(choices, list) or not choices:
-            raise self._error(f"{url} replied without choices: {_shorten(json.dumps(data))}", retryable=True)
+            raise self.errors.error(f"{url} replied without choices: {shorten(json.dumps(data))}", retryable=True)
         try:
             ordered = sorted(choices, key=lambda choice: choice.get("index", 0))
             completions = [choice["message"].get("content") or "" for choice in ordered]
             finish_reasons = [choice.get("finish_reason") for choice in ordered]
         except (AttributeError, KeyError, TypeError):
             # Like a body that is not JSON: a proxy or an overloaded server mangled it; the next one may be fine.
-            raise self._error(
-                f"{url} replied with choices that have no message: {_shorten(json.dumps(data))}", retryable=True
+            raise self.errors.error(
+                f"{url} replied with choices that have no message: {shorten(json.dumps(data))}", retryable=True
             ) from None
         return LMResponse(
             completions=completions,
-            usage=_usage(data.get("usage")),
+            usage=usage_of(data.get("usage")),
             model=self.model,
             latency_s=latency,
             finish_reasons=finish_reasons,
         )
-
-    def _status_error(self, reply: httpx.Response) -> LMRequestError:
-        status, url = reply.status_code, self.endpoint.url
-        server = _server_message(reply)
-        said = f": {server}" if server else ""
-        if status in (401, 403):
-            return self._error(f"HTTP {status} from {url}: {self._key_advice()}{said}", status=status)
-        if status == 404:
-            hint = "" if self.endpoint.api_base.endswith("/v1") else "; OpenAI-compatible api_base usually ends in /v1"
-            return self._error(
-                f"HTTP 404 from {url}: the model {self.endpoint.model_name!r} or the api_base is wrong{hint}{said}",
-                status=status,
-            )
-        if status == 429:
-            retry_after = _retry_after(reply.headers.get("retry-after"))
-            wait = f" (retry after {retry_after:g}s)" if retry_after is not None else ""
-            return self._error(
-                f"HTTP 429 rate limited by {url}{wait}{said}", status=status, retryable=True, retry_after=retry_after
-            )
-        if status >= 500:
-            return self._error(
-                f"HTTP {status} server error from {url}{said}",
-                status=status,
+    async def embed(self, request: EmbeddingsRequest) -> EmbeddingsResponse:
+        """One `/embeddings` call: a vector per text, through the same client and error mapping."""
+        url = self.endpoint.embeddings_url
+        body = {**self.config.extra, **request.extra, "model": self.endpoint.model_name, "input": list(request.texts)}
+        started = time.perf_counter()
+        try:
+            reply = await self._http().post(url, content=orjson.dumps(body), headers=_JSON_HEADERS)
+        except httpx.HTTPError as raw:
+            raise self.errors.transport(reclassify(raw), url) from None
+        latency = time.perf_counter() - started
+        if reply.status_code >= 400:
+            raise self.errors.status(reply, url)
+        try:
+            data = orjson.loads(reply.content)
+        except ValueError:
+            raise self.errors.error(
+                f"{url} replied HTTP {reply.status_code} with a body that is not JSON: {snippet(reply.text)}",
                 retryable=True,
-                retry_after=_retry_after(reply.headers.get("retry-after")),
-            )
-        # 400 and the rest of 4xx: the server's own words say what was wrong with the request.
-        return self._error(
-            f"HTTP {status} from {url} (model {self.endpoint.model_name!r}){said or ': the request was rejected'}",
-            status=status,
-            # 408 (the server timed out reading us) and 409 (a conflict, e.g. a concurrent update) are
-            # transient; every other 4xx will fail the same way again.
-            retryable=status in (408, 409),
-            retry_after=_retry_after(reply.headers.get("retry-after")) if status in (408, 409) else None,
-        )
-
-    def _key_advice(self) -> str:
-        if self.endpoint.api_key is None:
-            return (
-                f"no API key was sent; set api_key in the lm section (api_key: ${{{_KEY_ENV_CONVENTION}}}) "
-                f"and export {_KEY_ENV_CONVENTION}"
-            )
-        source = f"from {self.endpoint.key_env} " if self.endpoint.key_env else ""
-        return f"the API key {source}was rejected or lacks access; check api_key (e.g. api_key: ${{{_KEY_ENV_CONVENTION}}})"
-
-    def _error(self, message: str, **details: Any) -> LMRequestError:
-        # The last line of defence: whatever a server echoed back, the key never reaches a message.
-        key = self.endpoint.api_key
-        if key:
-            message = message.replace(key, "***")
-        return LMRequestError(message, **details)
+            ) from None
+        try:
+            vectors = parse_vectors(data, len(request.texts))
+        except EmbeddingsShapeError as exc:
+            raise self.errors.error(f"{url} {exc}") from None
+        usage = usage_of(data.get("usage"))
+        return EmbeddingsResponse(vectors, usage, self.model, latency)
 
     async def aclose(self) -> None:
         if self._client is not None:
             await self._client.aclose()
             self._client = None
             self._fast = None
-
-
-def _server_message(reply: httpx.Response) -> str:
-    """The error text of the usual shapes: {"error": {"message"}}, {"error": "..."}, {"detail"}, {"message"}."""
-    try:
-        data = reply.json()
-    except ValueError:
-        return _one_line(reply.text)[:300]
-    if isinstance(data, dict):
-        error = data.get("error")
-        if isinstance(error, dict) and error.get("message"):
-            return _one_line(str(error["message"]))[:500]
-        for value in (error, data.get("detail"), data.get("message")):
-            if isinstance(value, str) and value:
-                return _one_line(value)[:500]
-            if value:
-                return _one_line(json.dumps(value))[:500]
-    return _one_line(reply.text)[:300]
-
-
-def _usage(usage: Any) -> Usage:
-    """Token counts; a server that reports none (or nonsense) counts as zero rather than failing the reply."""
-    if not isinstance(usage, dict):
-        return Usage()
-
-    def count(name: str) -> int:
-        try:
-            return max(0, int(usage.get(name) or 0))
-        except (TypeError, ValueError):
-            return 0
-
-    return Usage(count("prompt_tokens"), count("completion_tokens"))
-
-
-def _retry_after(value: str | None) -> float | None:
-    """Retry-After is either seconds or an HTTP date."""
-    if not value:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        pass
-    else:
-        # "inf" and "nan" parse as floats but are no instruction anyone can follow.
-        return max(0.0, seconds) if math.isfinite(seconds) else None
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
-
-
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
-
-
-def _shorten(text: str, limit: int = 200) -> str:
-    return text if len(text) <= limit else text[:limit] + " [...]"
-
-
-def _snippet(text: str) -> str:
-    """A raw body, quoted as JSON so that it stays on one line."""
-    return json.dumps(_shorten(text), ensure_ascii=False)
-
-
-def _transport(limits: Any) -> Any:
-    """httpx's own pool rescans every connection for every queued request, which costs ~30 ms of CPU
-    per call at 64 in flight (benchmarks/evaluate_throughput.py); aiohttp's connector does not."""
-    if os.environ.get("DSPX_HTTP_TRANSPORT") == "httpx":
-        return None
-    from httpx_aiohttp import AiohttpTransport
-
-    return AiohttpTransport(limits=limits)
-
-
-def _reclassify(exc: httpx.HTTPError) -> httpx.HTTPError:
-    """The aiohttp transport files every dropped connection under ConnectTimeout; sort them again
-    by the aiohttp error underneath, so refused, reset and stalled connections read differently."""
-    cause = exc.__cause__
-    if cause is None or not type(cause).__module__.startswith("aiohttp"):
-        return exc
-    import aiohttp
-
-    text = str(cause) or type(cause).__name__
-    if isinstance(cause, aiohttp.ConnectionTimeoutError):
-        return httpx.ConnectTimeout(text)
-    if isinstance(cause, aiohttp.ServerTimeoutError):
-        return httpx.ReadTimeout(text)
-    if isinstance(cause, aiohttp.ClientConnectorError):
-        return httpx.ConnectError(text)
-    if isinstance(cause, (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError, aiohttp.ClientPayloadError)):
-        return httpx.ReadError(text)
-    return exc

@@ -15,11 +15,14 @@ import asyncio
 import logging
 import random
 from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from dspx_cli.errors import LMError
 from dspx_cli.lm.base import LM, LMRequest, LMResponse
+from dspx_cli.lm.embeddings import EmbeddingsRequest, EmbeddingsResponse
 
 Sleep = Callable[[float], Awaitable[None]]
+T = TypeVar("T")
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +78,8 @@ class RetryingLM(LM):
         max_retry_after: float = DEFAULT_MAX_RETRY_AFTER,
         sleep: Sleep = asyncio.sleep,
         rng: random.Random | None = None,
+        on_retry: Callable[[], None] | None = None,
+        hint: str = "raise it in the lm section if the server is only busy",
     ) -> None:
         if num_retries < 0:
             raise ValueError(f"num_retries must be 0 or more, not {num_retries}")
@@ -87,6 +92,8 @@ class RetryingLM(LM):
         self.max_delay = max_delay
         self.max_retry_after = max_retry_after
         self.retries = 0  # retries made over the life of this LM, for run summaries
+        self._on_retry = on_retry  # told of each retry as it is decided (the run's usage meter)
+        self._hint = hint  # what to do about it, after "num_retries is N"; empty where it is no setting
         self._sleep = sleep
         self._rng = rng or random.Random()
 
@@ -101,11 +108,17 @@ class RetryingLM(LM):
         return self._rng.uniform(0.0, ceiling)
 
     async def complete(self, request: LMRequest) -> LMResponse:
+        return await self._retrying(lambda: self.inner.complete(request))
+
+    async def embed(self, request: EmbeddingsRequest) -> EmbeddingsResponse:
+        return await self._retrying(lambda: self.inner.embed(request))  # type: ignore[attr-defined]
+
+    async def _retrying(self, attempt: Callable[[], Awaitable[T]]) -> T:
         attempts = 0
         while True:
             attempts += 1
             try:
-                return await self.inner.complete(request)
+                return await attempt()
             except LMError as error:
                 if not is_retryable(error):
                     raise
@@ -121,12 +134,14 @@ class RetryingLM(LM):
                 if attempts > self.num_retries:
                     raise RetriesExhaustedError(
                         f"gave up after {_attempts(attempts)}: {error} "
-                        f"(num_retries is {self.num_retries}; raise it in the lm section if the server is only busy)",
+                        f"(num_retries is {self.num_retries}{'; ' + self._hint if self._hint else ''})",
                         attempts=attempts,
                         last=error,
                     ) from error
                 delay = self.backoff(attempts - 1, retry_after)
                 self.retries += 1
+                if self._on_retry is not None:
+                    self._on_retry()
                 logger.debug("%s: attempt %d failed (%s); retrying in %.3fs", self.model, attempts, error, delay)
             await self._sleep(delay)
 

@@ -1,4 +1,5 @@
-"""Token usage and cost of a run, split into fresh calls and calls served from the cache."""
+"""Token usage and cost of a run, split into fresh calls and calls served from the cache, with
+the calls that failed and the attempts that were retried (each costs a request, maybe tokens)."""
 
 from __future__ import annotations
 
@@ -9,14 +10,29 @@ from typing import Any
 
 @dataclass
 class ModelUsage:
-    calls: int = 0
+    calls: int = 0  # calls that got a reply (cached ones included)
     cached_calls: int = 0
+    failed_calls: int = 0  # calls that ended in an error, after their retries
+    retries: int = 0  # attempts made again after a transient error, whether the call then succeeded or not
     prompt_tokens: int = 0  # fresh calls only: what was paid for
     completion_tokens: int = 0
     cached_prompt_tokens: int = 0  # what the cache saved
     cached_completion_tokens: int = 0
     cost: float | None = None  # USD for fresh calls, when the program gives prices
     saved_cost: float | None = None
+
+    def describe_calls(self) -> str:
+        """`3 calls (1 cached)`, `4 calls, 1 failed (2 retries)`, `3 calls failed (2 retries)`."""
+        total = self.calls + self.failed_calls
+        text = f"{total} call{'s' if total != 1 else ''}"
+        if self.failed_calls:
+            text += " failed" if not self.calls else f", {self.failed_calls} failed"
+        details = []
+        if self.cached_calls:
+            details.append(f"{self.cached_calls} cached")
+        if self.retries:
+            details.append(f"{self.retries} retr{'ies' if self.retries != 1 else 'y'}")
+        return f"{text} ({', '.join(details)})" if details else text
 
 
 class UsageMeter:
@@ -58,6 +74,14 @@ class UsageMeter:
                 if cost is not None:
                     usage.cost = (usage.cost or 0.0) + cost
 
+    def record_failure(self, model: str) -> None:
+        with self._lock:
+            self._models.setdefault(model, ModelUsage()).failed_calls += 1
+
+    def record_retry(self, model: str) -> None:
+        with self._lock:
+            self._models.setdefault(model, ModelUsage()).retries += 1
+
     def record_fallback(self) -> None:
         with self._lock:
             self.adapter_fallbacks += 1
@@ -74,7 +98,7 @@ class UsageMeter:
     def totals(self) -> ModelUsage:
         total = ModelUsage()
         for usage in self._models.values():
-            for name in ("calls", "cached_calls", "prompt_tokens", "completion_tokens",
+            for name in ("calls", "cached_calls", "failed_calls", "retries", "prompt_tokens", "completion_tokens",
                          "cached_prompt_tokens", "cached_completion_tokens"):
                 setattr(total, name, getattr(total, name) + getattr(usage, name))
             for name in ("cost", "saved_cost"):

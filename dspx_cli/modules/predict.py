@@ -107,8 +107,11 @@ class Predict:
     async def _call(
         self, adapter: ChatAdapter, inputs: dict[str, Any]
     ) -> tuple[Prediction | None, AdapterParseError | None, Usage]:
-        """One LM call, parsed. A reply that does not fit is returned as an error, with its usage."""
-        response = await self._complete(adapter, inputs)
+        """One LM call, parsed. A reply that does not fit is returned as an error, with its usage.
+
+        Such a reply is also dropped from the cache: replayed, it would fail the same way forever.
+        """
+        request, response = await self._complete(adapter, inputs)
         if not response.completions:
             if self.on_unusable_reply is not None:
                 self.on_unusable_reply(response.cached)
@@ -124,20 +127,22 @@ class Predict:
         if not parsed:
             if self.on_unusable_reply is not None:
                 self.on_unusable_reply(response.cached)
+            self.lm.forget(request)  # type: ignore[union-attr]  # _complete checked it
             return None, first_error, response.usage
         return Prediction.from_completions(parsed), None, response.usage
 
-    async def _complete(self, adapter: ChatAdapter, inputs: dict[str, Any]) -> LMResponse:
+    async def _complete(self, adapter: ChatAdapter, inputs: dict[str, Any]) -> tuple[LMRequest, LMResponse]:
         assert self.lm is not None
         request = self.request(inputs, adapter)
         try:
-            return await self.lm.complete(request)
+            return request, await self.lm.complete(request)
         except LMError as exc:
             # Not every OpenAI-compatible server knows json_schema; json_object is widely supported.
             if not (isinstance(adapter, JSONAdapter) and self._structured_outputs and _rejects_schema(exc)):
                 raise
             self._structured_outputs = False
-            return await self.lm.complete(self.request(inputs, adapter))
+            request = self.request(inputs, adapter)
+            return request, await self.lm.complete(request)
 
 
 def _rejects_schema(error: LMError) -> bool:

@@ -242,6 +242,8 @@ def call_counts(usage: dict[str, Any]) -> dict[str, int]:
         "fresh": total["calls"] - total["cached_calls"] - (unusable - unusable_cached),
         "cached": total["cached_calls"] - unusable_cached,
         "unusable_replies": unusable,
+        "failed": total.get("failed_calls", 0),
+        "retries": total.get("retries", 0),
     }
 
 
@@ -250,4 +252,8 @@ def describe_calls(counts: dict[str, int]) -> str:
     text = f"{counts['fresh']} fresh, {counts['cached']} cached"
     if counts["unusable_replies"]:
         text += f" + {counts['unusable_replies']} replies that did not fit the signature"
+    if counts.get("failed"):
+        text += f" + {counts['failed']} failed"
+    if counts.get("retries"):
+        text += f" ({counts['retries']} retried attempts)"
     return text

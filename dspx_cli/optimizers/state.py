@@ -23,6 +23,7 @@ from typing import Any
 
 from dspx_cli import __version__
 from dspx_cli.core import Signature
+from dspx_cli.core.redact import redact
 from dspx_cli.errors import ProgramError, UsageError
 from dspx_cli.modules import Predict
 from dspx_cli.program.runner import ProgramRunner
@@ -82,7 +83,7 @@ def dump_state(runner: ProgramRunner, *, metadata: Mapping[str, Any] | None = No
         # know, so only `python` is written; dspx's version lives under `dspx`.
         "dependency_versions": {"python": f"{sys.version_info.major}.{sys.version_info.minor}"},
         "dspx": {
-            **(metadata or {}),
+            **redact(dict(metadata or {})),
             "version": __version__,
             "program_hash": program_hash(runner),
             "predictors": {name: str(predictor.signature) for name, predictor in named_predictors(runner)},

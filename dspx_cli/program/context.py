@@ -14,11 +14,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from dspx_cli.core.redact import UnsetSecret
 from dspx_cli.lm.base import LM
 from dspx_cli.lm.cache import CachedLM, CacheMode, ResponseCache, default_cache_dir
 from dspx_cli.lm.config import LMConfig
 from dspx_cli.lm.history import History
 from dspx_cli.lm.observed import ObservedLM
+from dspx_cli.lm.structured_outputs import SchemaRefusals
 from dspx_cli.lm.usage import UsageMeter
 from dspx_cli.program.model import RetrieverDef
 
@@ -42,6 +44,7 @@ class RunContext:
         self._cache: ResponseCache | None = None
         self._history = History(self.cache_dir) if history else None
         self._lms: dict[tuple[object, ...], LM] = {}
+        self._schema_refusals = SchemaRefusals()
         self._retrievers: dict[tuple[object, ...], Retriever] = {}
 
     @property
@@ -75,25 +78,23 @@ class RunContext:
             else:
                 from dspx_cli.retrieval import EmbeddingsRetriever
 
+                if isinstance(e.api_key, UnsetSecret):  # its ${VAR:?...} was unset when the program loaded
+                    raise e.api_key.error
+
+                # Its calls go through the LM stack: counted in this run's usage, logged in its history.
                 retriever = EmbeddingsRetriever(
                     corpus, e.model, api_base=e.api_base, api_key=e.api_key, batch_size=e.batch_size,
                     timeout=e.timeout, cache_dir=self.cache_dir, use_cache=use_cache,
+                    meter=self.meter, history=self._history,
                 )
             self._retrievers[definition.key] = retriever
         return self._retrievers[definition.key]
 
     def _build(self, config: LMConfig) -> LM:
-        from dspx_cli.lm.limits import LimitedLM
         from dspx_cli.lm.registry import create_lm
-        from dspx_cli.lm.retry import RetryingLM
+        from dspx_cli.lm.stack import guarded
 
-        lm: LM = create_lm(config, base_dir=self.base_dir)
-        # Limits inside retries: every attempt is paced and counted against rpm/tpm, and a call
-        # that backs off does not hold a concurrency slot while it sleeps.
-        if config.max_concurrency or config.rpm or config.tpm:
-            lm = LimitedLM(lm, max_concurrency=config.max_concurrency, rpm=config.rpm, tpm=config.tpm)
-        if config.num_retries > 0:
-            lm = RetryingLM(lm, config.num_retries)
+        lm = guarded(create_lm(config, base_dir=self.base_dir, refusals=self._schema_refusals), config, self.meter)
         mode = self.cache_mode if config.cache else CacheMode.OFF
         if mode is not CacheMode.OFF:
             lm = CachedLM(lm, self.cache, mode)

@@ -7,12 +7,14 @@ Pydantic reports every failed union branch; we keep the error that went deepest 
 
 from __future__ import annotations
 
+import difflib
 import types
 import typing
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from dspx_cli.core.redact import REDACTED, is_secret_name
 from dspx_cli.errors import ProgramError
 from dspx_cli.program.source import KeyPath, Positions
 
@@ -39,11 +41,13 @@ def to_program_error(exc: ValidationError, data: Any, positions: Positions, root
     where = positions.locate(path)
     dotted = ".".join(str(p) for p in path) or "the top level"
     kind = best["type"]
+    if path and is_secret_name(path[-1]):  # an error message must not quote a key
+        best = {**best, "input": REDACTED}
     if kind == "missing":
         return ProgramError(f"missing required key {missing!r} in {dotted}", where)
     if kind == "extra_forbidden":
         allowed = _allowed_keys(root, path[:-1])
-        hint = f"; expected one of: {', '.join(allowed)}" if allowed else ""
+        hint = unknown_name_hint(str(path[-1]), allowed)
         parent = ".".join(str(p) for p in path[:-1]) or "the top level"
         return ProgramError(f"unknown key {path[-1]!r} in {parent}{hint}", where)
     # Several failed union branches at the same depth: say what each would have accepted.
@@ -56,6 +60,14 @@ def to_program_error(exc: ValidationError, data: Any, positions: Positions, root
         return ProgramError(f"{dotted}: expected {best['ctx']['expected']}, got {_describe(best.get('input'))}", where)
     message = best["msg"].replace("Input should be", "expected").replace("Value error, ", "")
     return ProgramError(f"{dotted}: {message}, got {_describe(best.get('input'))}", where)
+
+
+def unknown_name_hint(name: str, allowed: list[str]) -> str:
+    """"; did you mean 'temperature'?" for a near miss, else the list of what is allowed."""
+    close = difflib.get_close_matches(name, allowed, n=1)
+    if close:
+        return f"; did you mean {close[0]!r}?"
+    return f"; expected one of: {', '.join(allowed)}" if allowed else ""
 
 
 def _depth(data: Any, error: Any) -> int:

@@ -2,6 +2,10 @@
 
 Interpolation runs on every string value after parsing, so YAML and TOML behave the same and an
 error can point at the key whose value asked for the variable. `$${` writes a literal `${`.
+
+A secret (`api_key: ${OPENAI_API_KEY:?set it}`, any key `is_secret_name` matches) that is unset
+does not fail the load: it becomes an `UnsetSecret` holding the error, raised only when an LM
+that would send it is created, so `validate` and `inspect` work without keys.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from dspx_cli.core.redact import UnsetSecret, is_secret_name
 from dspx_cli.errors import ProgramError
 from dspx_cli.program.source import KeyPath, Positions
 
@@ -22,8 +27,18 @@ def interpolate(data: Any, env: Mapping[str, str], positions: Positions, key_pat
     if isinstance(data, list):
         return [interpolate(v, env, positions, (*key_path, i)) for i, v in enumerate(data)]
     if isinstance(data, str) and "${" in data:
-        return _expand(data, env, positions, key_path)
+        try:
+            return _expand(data, env, positions, key_path)
+        except _Unset as unset:
+            if key_path and is_secret_name(key_path[-1]):
+                return UnsetSecret(unset.error)
+            raise unset.error from None
     return data
+
+
+class _Unset(Exception):
+    def __init__(self, error: ProgramError) -> None:
+        self.error = error
 
 
 def _expand(text: str, env: Mapping[str, str], positions: Positions, key_path: KeyPath) -> str:
@@ -45,7 +60,7 @@ def _expand(text: str, env: Mapping[str, str], positions: Positions, key_path: K
         if operator in ("?", ":?"):
             if unset:
                 reason = f"is not set: {argument}" if argument else "is not set"
-                raise ProgramError(f"environment variable {name} {reason}", positions.locate(key_path))
+                raise _Unset(ProgramError(f"environment variable {name} {reason}", positions.locate(key_path)))
             return value  # type: ignore[return-value]
         return value or ""
 

@@ -1,6 +1,8 @@
 """Load a program file: parse, interpolate, validate, and resolve every reference.
 
-Every error is raised before any LM is created, and names the file, line and column.
+Every error is raised before any LM is created, and names the file, line and column. Program
+files are code, like a Makefile: a Python tool's file is imported when the program loads, unless
+`run_code=False` (`dspx validate`), which only parses it.
 """
 
 from __future__ import annotations
@@ -14,12 +16,13 @@ from typing import Any
 from pydantic import ValidationError
 
 from dspx_cli.core import Signature, parse_type
-from dspx_cli.errors import ProgramError, SignatureError
+from dspx_cli.errors import ProgramError, SignatureError, UsageError
 from dspx_cli.lm.config import LMConfig
+from dspx_cli.lm.registry import anchor_model_path, model_problem
 from dspx_cli.program.diagnostics import to_program_error
 from dspx_cli.program.flow import build_flow
 from dspx_cli.program.interpolate import interpolate
-from dspx_cli.program.model import Program
+from dspx_cli.program.model import ModuleDef, Program
 from dspx_cli.program.module_defs import build_module_defs
 from dspx_cli.program.schema import LMSpec, ProgramSpec
 from dspx_cli.program.source import KeyPath, Positions, read_source
@@ -33,8 +36,14 @@ def load_program(
     *,
     env: Mapping[str, str] | None = None,
     lm_override: str | None = None,
+    run_code: bool = True,
 ) -> Program:
-    """`lm_override` (from `--lm` or DSPX_LM) replaces the model of every LM in the program."""
+    """`lm_override` (from `--lm` or DSPX_LM) replaces the model of every LM in the program; a
+    path in it is relative to the working directory. `run_code=False` parses Python tools
+    instead of importing them (their ToolDef has no `tool`)."""
+    given_override = lm_override
+    if lm_override is not None:
+        lm_override = anchor_model_path(lm_override, Path.cwd())
     source = read_source(Path(path))
     positions = source.positions
     data = interpolate(source.data, os.environ if env is None else env, positions)
@@ -48,7 +57,7 @@ def load_program(
         for name in spec.signatures
     }
     default_lm = lm_config(spec.lm, lm_override)
-    tools = build_tools(spec.tools, source.path.parent, positions)
+    tools = build_tools(spec.tools, source.path.parent, positions, run_code=run_code)
     modules = build_module_defs(
         spec.modules,
         data["modules"],
@@ -59,6 +68,7 @@ def load_program(
         source.path.parent,
         positions,
     )
+    _check_models(spec, modules, given_override, source.path.parent, positions)
     steps, outputs, inputs = build_flow(spec, data, modules, positions)
     return Program(
         path=source.path,
@@ -72,6 +82,21 @@ def load_program(
         outputs=outputs,
         inputs=inputs,
     )
+
+
+def _check_models(
+    spec: ProgramSpec, modules: Mapping[str, ModuleDef], given_override: str | None, base_dir: Path,
+    positions: Positions,
+) -> None:
+    """A model no backend takes is an error where it is written (or of `--lm`), not at the first call."""
+    for name, module in modules.items():
+        problem = model_problem(module.lm, base_dir)
+        if problem is None:
+            continue
+        if given_override:
+            raise UsageError(f"--lm {given_override}: {problem}")
+        key_path: KeyPath = ("modules", name, "lm") if spec.modules[name].lm is not None else ("lm",)
+        raise ProgramError(problem, positions.locate((*key_path, "model")))
 
 
 def lm_config(spec: LMSpec | None, override: str | None) -> LMConfig:

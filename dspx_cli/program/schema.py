@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidatorFunctionWrapHandler, field_validator
+
+from dspx_cli.core.redact import UnsetSecret
 
 MODULE_TYPES = (
     "predict", "chain_of_thought", "react", "multi_chain_comparison", "best_of_n", "refine", "retrieve",
@@ -25,6 +27,14 @@ _MODULE_ALIASES = {
     "bestofn": "best_of_n",
 }
 TOOL_TYPES = ("calculator", "retrieve", "python")
+
+
+def _api_key(cls: Any, value: Any, handler: ValidatorFunctionWrapHandler) -> str | None:
+    # An UnsetSecret passes as it is (pydantic would copy it into a plain str and lose its error);
+    # `api_key: ${OPENAI_API_KEY}` with the variable unset interpolates to "", which means no key.
+    if isinstance(value, UnsetSecret):
+        return value
+    return handler(value) or None
 
 
 class _Strict(BaseModel):
@@ -55,11 +65,7 @@ class LMSpec(_Strict):
     prices: Prices | None = None
     cache: bool = True
 
-    @field_validator("api_key", mode="after")
-    @classmethod
-    def _empty_key_is_none(cls, value: str | None) -> str | None:
-        # `api_key: ${OPENAI_API_KEY}` with the variable unset interpolates to "".
-        return value or None
+    _api_key = field_validator("api_key", mode="wrap")(_api_key)
 
 
 def _lm_shorthand(value: Any) -> Any:
@@ -86,7 +92,7 @@ class EmbeddingsSpec(_Strict):
     batch_size: int = Field(default=128, ge=1)
     timeout: float = Field(default=60.0, gt=0)
 
-    _empty_key_is_none = field_validator("api_key", mode="after")(lambda cls, v: v or None)
+    _api_key = field_validator("api_key", mode="wrap")(_api_key)
 
 
 class RetrievalKeys(_Strict):

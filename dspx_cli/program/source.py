@@ -2,6 +2,7 @@
 
 Validation happens later on plain dicts and lists; when it finds a problem it asks the
 `Positions` table where the offending key was written, so every error names file:line:column.
+YAML is read in `yaml_source.py`, TOML here; both within the limits below.
 """
 
 from __future__ import annotations
@@ -39,18 +40,23 @@ class Source:
     positions: Positions
 
 
+# Limits on what one program file may cost to read: it is trusted like a Makefile, but a typo or a
+# hostile download must end in a clear error, not minutes of CPU and gigabytes of memory.
+MAX_FILE_BYTES = 16 * 1024 * 1024  # datasets belong in data files
+MAX_DEPTH = 100  # nesting of mappings and lists, aliases followed
+MAX_ALIAS_EXPANSION = 100_000  # values that aliases may add beyond those written in the file
+MAX_INT_DIGITS = 4300  # Python's own limit on converting decimal text to int
+
+
 def read_source(path: Path) -> Source:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ProgramError(f"program file not found: {path}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ProgramError(f"cannot read program file {path}: {exc}") from None
+    text = _read_text(path)
     suffix = path.suffix.lower()
     if suffix == ".toml":
         data, positions = _read_toml(path, text)
     elif suffix in (".yaml", ".yml", ".json"):
-        data, positions = _read_yaml(path, text)
+        from dspx_cli.program.yaml_source import read_yaml  # it needs this module's Positions
+
+        data, positions = read_yaml(path, text)
     else:
         raise ProgramError(f"{path}: expected a .yaml, .yml or .toml program file")
     if not isinstance(data, dict):
@@ -58,62 +64,49 @@ def read_source(path: Path) -> Source:
     return Source(path, data, positions)
 
 
-# ---------------------------------------------------------------- YAML
-
-
-def _read_yaml(path: Path, text: str) -> tuple[Any, Positions]:
-    import yaml
-
-    loader_cls = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    loader = loader_cls(text)
-    positions = Positions(path)
+def _read_text(path: Path) -> str:
     try:
-        node = loader.get_single_node()
-        if node is None:
-            return {}, positions
-        data = _convert_yaml(loader, node, (), positions)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        where = Location(path, mark.line + 1, mark.column + 1) if mark else Location(path)
-        raise ProgramError(f"invalid YAML: {exc.problem or exc.context}", where) from None
-    except yaml.YAMLError as exc:
-        raise ProgramError(f"invalid YAML: {exc}", Location(path)) from None
-    finally:
-        loader.dispose()
-    return data, positions
+        with path.open("rb") as handle:
+            raw = handle.read(MAX_FILE_BYTES + 1)
+    except FileNotFoundError:
+        raise ProgramError(f"program file not found: {path}") from None
+    except IsADirectoryError:
+        raise ProgramError(f"{path}: is a folder; expected a program file") from None
+    except OSError as exc:
+        raise ProgramError(f"cannot read program file {path}: {exc.strerror or exc}") from None
+    if len(raw) > MAX_FILE_BYTES:
+        raise ProgramError(
+            f"{path}: the program file is larger than {MAX_FILE_BYTES // (1024 * 1024)} MB; "
+            "keep datasets in data files (data: train/dev/test)"
+        )
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        offset = exc.start + (3 if raw.startswith(b"\xef\xbb\xbf") else 0)
+        raise ProgramError(
+            f"byte 0x{raw[offset]:02x} is not UTF-8; expected a UTF-8 text file", location_of(path, raw, offset)
+        ) from None
+    nul = text.find("\x00")
+    if nul >= 0:
+        raise ProgramError("NUL byte in the file; expected text", location_of(path, text, nul))
+    return text
 
 
-def _convert_yaml(loader: Any, node: Any, key_path: KeyPath, positions: Positions) -> Any:
-    import yaml
+def location_of(path: Path, text: str | bytes, offset: int) -> Location:
+    newline = b"\n" if isinstance(text, bytes) else "\n"
+    line = text.count(newline, 0, offset) + 1  # type: ignore[arg-type]
+    column = offset - (text.rfind(newline, 0, offset) + 1)  # type: ignore[arg-type]
+    return Location(path, line, column + 1)
 
-    if isinstance(node, yaml.MappingNode):
-        loader.flatten_mapping(node)  # resolves YAML merge keys (<<: *anchor)
-        result: dict[str, Any] = {}
-        for key_node, value_node in node.value:
-            key = loader.construct_object(key_node, deep=True)
-            where = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
-            if not isinstance(key, (str, int, float, bool)):
-                raise ProgramError("expected a plain key", Location(positions.path, *where))
-            key = str(key)
-            if key in result:
-                raise ProgramError(f"duplicate key {key!r}", Location(positions.path, *where))
-            child = (*key_path, key)
-            positions.lines[child] = where
-            result[key] = _convert_yaml(loader, value_node, child, positions)
-        return result
-    if isinstance(node, yaml.SequenceNode):
-        items = []
-        for index, item_node in enumerate(node.value):
-            child = (*key_path, index)
-            positions.lines[child] = (item_node.start_mark.line + 1, item_node.start_mark.column + 1)
-            items.append(_convert_yaml(loader, item_node, child, positions))
-        return items
-    return loader.construct_object(node, deep=True)
+
+def one_line(text: object) -> str:
+    return " ".join(str(text).split())
 
 
 # ---------------------------------------------------------------- TOML
 
-_TABLE = re.compile(r"^\s*(\[\[?)\s*([^\]]+?)\s*\]\]?\s*(#.*)?$")
+# No nested or lazy quantifiers: a valid file may hold 100,000 spaces on one line.
+_TABLE = re.compile(r"^\s*(\[\[?)([^\]]*)\]\]?\s*(#.*)?$")
 _KEY = re.compile(r"""^\s*((?:[A-Za-z0-9_-]+|"[^"]*"|'[^']*')(?:\s*\.\s*(?:[A-Za-z0-9_-]+|"[^"]*"|'[^']*'))*)\s*=""")
 _INLINE_KEY = re.compile(r"""(?:[{,]\s*)([A-Za-z0-9_-]+|"[^"]*"|'[^']*')\s*=""")
 
@@ -131,7 +124,43 @@ def _read_toml(path: Path, text: str) -> tuple[Any, Positions]:
         else:  # "(at end of document)"
             where = Location(path, max(1, len(text.splitlines())), 1)
         raise ProgramError(f"invalid TOML: {re.sub(r' [(]at (line|end).*', '', message)}", where) from None
-    return data, _toml_positions(path, text)
+    except RecursionError:  # tomllib recurses into nested arrays and inline tables
+        raise ProgramError(f"nested more than {MAX_DEPTH} levels deep", _deep_toml_line(path, text)) from None
+    except ValueError as exc:  # int() refusing more than MAX_INT_DIGITS digits
+        long_number = re.search(rf"[0-9][0-9_]{{{MAX_INT_DIGITS},}}", text)
+        where = location_of(path, text, long_number.start()) if long_number else Location(path)
+        if long_number:
+            raise ProgramError(f"an integer of more than {MAX_INT_DIGITS} digits", where) from None
+        raise ProgramError(f"invalid TOML: {one_line(exc)}", where) from None
+    positions = _toml_positions(path, text)
+    _check_depth(data, positions)
+    return data, positions
+
+
+def _deep_toml_line(path: Path, text: str) -> Location:
+    """Where brackets first open deeper than MAX_DEPTH (quotes ignored: only to point at a line)."""
+    depth = 0
+    for offset, char in enumerate(text):
+        if char in "[{":
+            depth += 1
+            if depth > MAX_DEPTH:
+                return location_of(path, text, offset)
+        elif char in "]}":
+            depth = max(0, depth - 1)
+    return Location(path, 1, 1)
+
+
+def _check_depth(data: Any, positions: Positions) -> None:
+    """Dotted keys nest without recursion in tomllib: bound the depth of the data itself."""
+    stack: list[tuple[Any, KeyPath]] = [(data, ())]
+    while stack:
+        node, key_path = stack.pop()
+        if len(key_path) > MAX_DEPTH:
+            raise ProgramError(f"nested more than {MAX_DEPTH} levels deep", positions.locate(key_path))
+        if isinstance(node, dict):
+            stack.extend((value, (*key_path, key)) for key, value in node.items())
+        elif isinstance(node, list):
+            stack.extend((value, (*key_path, index)) for index, value in enumerate(node))
 
 
 def _split_dotted(key: str) -> list[str]:
@@ -159,7 +188,7 @@ def _toml_positions(path: Path, text: str) -> Positions:
             continue
         header = _TABLE.match(line)
         if header and "=" not in line.split("#")[0]:
-            name = tuple(_split_dotted(header.group(2)))
+            name = tuple(_split_dotted(header.group(2).strip()))
             if header.group(1) == "[[":
                 index = array_counts.get(name, 0)
                 array_counts[name] = index + 1

@@ -7,15 +7,17 @@
 
 A Python tool's file is imported and its signature turned into a JSON schema at load time, so a
 missing file, a missing function or a parameter type with no JSON schema is an error at the
-line that names it, before any LM call.
+line that names it, before any LM call. `dspx validate` loads without running code: it checks
+that the file exists, parses and defines the function, and builds no tool.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from dspx_cli.core.pyfile import PyFileError, load_function
+from dspx_cli.core.pyfile import PyFileError, find_function, load_function
 from dspx_cli.errors import ProgramError
+from dspx_cli.lm.registry import names_provider
 from dspx_cli.program.model import EmbeddingsDef, RetrieverDef, ToolDef
 from dspx_cli.program.schema import TOOL_TYPES, RetrievalKeys, ToolSpec
 from dspx_cli.program.source import KeyPath, Positions
@@ -24,11 +26,14 @@ DEFAULT_K = 3  # DSPy's Retrieve default
 _RETRIEVAL_KEYS = ("corpus", "k", "text_field", "embeddings")
 
 
-def build_tools(tools: dict[str, ToolSpec], base_dir: Path, positions: Positions) -> dict[str, ToolDef]:
-    return {name: _build_tool(name, spec, base_dir, positions) for name, spec in tools.items()}
+def build_tools(
+    tools: dict[str, ToolSpec], base_dir: Path, positions: Positions, *, run_code: bool = True
+) -> dict[str, ToolDef]:
+    """`run_code=False` checks Python tools by parsing their files; their `tool` stays None."""
+    return {name: _build_tool(name, spec, base_dir, positions, run_code) for name, spec in tools.items()}
 
 
-def _build_tool(name: str, spec: ToolSpec, base_dir: Path, positions: Positions) -> ToolDef:
+def _build_tool(name: str, spec: ToolSpec, base_dir: Path, positions: Positions, run_code: bool) -> ToolDef:
     key_path: KeyPath = ("tools", name)
     kind = spec.type or ("python" if spec.python else name)
     if kind not in TOOL_TYPES:
@@ -51,6 +56,12 @@ def _build_tool(name: str, spec: ToolSpec, base_dir: Path, positions: Positions)
         retriever = build_retriever(spec, base_dir, key_path, positions)
         return ToolDef(name, kind, where, desc=spec.desc, timeout=spec.timeout, retriever=retriever)
     python_at = positions.locate((*key_path, "python"))
+    if not run_code:
+        try:
+            find_function(spec.python, base_dir)
+        except PyFileError as exc:
+            raise ProgramError(f"tool {name!r}: python: {exc}", python_at) from None
+        return ToolDef(name, kind, where, desc=spec.desc, timeout=spec.timeout)
     from dspx_cli.modules.tool import (  # only programs with Python tools pay for it
         Tool,
         ToolSchemaError,
@@ -79,5 +90,10 @@ def build_retriever(spec: RetrievalKeys, base_dir: Path, key_path: KeyPath, posi
     embeddings = None
     if spec.embeddings is not None:
         e = spec.embeddings
+        if not e.api_base and not names_provider(e.model):
+            raise ProgramError(
+                f"embeddings model {e.model!r} names no server: give api_base, or use a provider prefix (openai/...)",
+                positions.locate((*key_path, "embeddings")),
+            )
         embeddings = EmbeddingsDef(e.model, e.api_base, e.api_key, e.batch_size, e.timeout)
     return RetrieverDef(corpus, spec.text_field or "text", spec.k or DEFAULT_K, embeddings)

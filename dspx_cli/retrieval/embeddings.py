@@ -8,9 +8,10 @@ request parameters. A second retriever over the same corpus reads that file and 
 queries. The API key travels in the Authorization header and nowhere else: it is not part of the
 cache key, not written to disk, and scrubbed from every message.
 
-Failures are `RetrievalError`s of one line. Rate limits (429), server errors (5xx), dropped
-connections and timeouts are retried with exponential backoff and full jitter; other statuses
-fail at once with the server's own words.
+Requests go through the LM stack (`dspx_cli/lm/stack.py`): the same endpoint resolution, error
+messages, retries (429, 5xx, dropped connections, timeouts, with backoff), limits (at most
+`max_concurrency` requests in flight), usage meter and history as chat calls, so a run's usage line
+and history show them. Failures reach callers as `EmbeddingsError`s of one line.
 """
 
 from __future__ import annotations
@@ -18,19 +19,20 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import os
-import random
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-import httpx
 import orjson
 
-from dspx_cli.lm.openai_compat import PROVIDERS, _one_line, _retry_after, _server_message, split_provider
-from dspx_cli.lm.retry import DEFAULT_BASE_DELAY, DEFAULT_MAX_DELAY, DEFAULT_MAX_RETRY_AFTER
+from dspx_cli.errors import LMError
+from dspx_cli.lm.config import LMConfig
+from dspx_cli.lm.embeddings import EmbeddingsRequest
+from dspx_cli.lm.history import History
+from dspx_cli.lm.retry import DEFAULT_BASE_DELAY
+from dspx_cli.lm.usage import UsageMeter
 from dspx_cli.retrieval.base import Passage, RetrievalError, check_k, retrieval_cache_dir, write_atomically
 from dspx_cli.retrieval.corpus import Corpus
 
@@ -42,20 +44,15 @@ __all__ = ["EmbeddingsError", "EmbeddingsRetriever"]
 logger = logging.getLogger(__name__)
 
 EMBEDDINGS_VERSION = 1  # bump when what goes into a cached matrix changes
-_CONNECT_TIMEOUT = 10.0
 _QUERY_MEMORY = 1024  # query vectors kept per retriever: optimizers ask the same questions again
 
 
 class EmbeddingsError(RetrievalError):
-    """One failed request to the embeddings endpoint, with what the retry loop needs to decide."""
+    """A failed embeddings request, in the LM layer's words (`status` is the HTTP status, if any)."""
 
-    def __init__(
-        self, message: str, *, status: int | None = None, retryable: bool = False, retry_after: float | None = None
-    ) -> None:
+    def __init__(self, message: str, *, status: int | None = None) -> None:
         super().__init__(message)
         self.status = status
-        self.retryable = retryable
-        self.retry_after = retry_after
 
 
 class EmbeddingsRetriever:
@@ -82,47 +79,44 @@ class EmbeddingsRetriever:
         extra: Mapping[str, Any] | None = None,
         cache_dir: Path | None = None,
         use_cache: bool = True,
+        meter: UsageMeter | None = None,
+        history: History | None = None,
     ) -> None:
+        from dspx_cli.lm.openai_compat import OpenAICompatLM
+        from dspx_cli.lm.stack import embeddings_stack
+
         if batch_size < 1:
             raise ValueError(f"batch_size must be 1 or more, not {batch_size}")
         if max_concurrency < 1:
             raise ValueError(f"max_concurrency must be 1 or more, not {max_concurrency}")
         self.corpus = corpus
         self.model = model
-        provider_name, self.model_name = split_provider(model)
-        provider = PROVIDERS.get(provider_name) if provider_name else None
-        base = api_base or (provider.api_base if provider else None)
-        if not base:
-            raise RetrievalError(
-                f"embeddings model {model!r} names no server: give api_base, "
-                f"or use a provider prefix ({', '.join(p + '/' for p in PROVIDERS)})"
-            )
-        if api_key is None and provider is not None and provider.key_env:
-            api_key = os.environ.get(provider.key_env) or None
-            if api_key is None and api_base is None:
-                raise RetrievalError(f"embeddings model {model!r} needs an API key: export {provider.key_env}")
-        self.api_base = base.rstrip("/")
-        self._api_key = api_key  # only ever sent in the Authorization header
         self.batch_size = batch_size
-        self.max_concurrency = max_concurrency
-        self.timeout = timeout
-        self.num_retries = num_retries
-        self.base_delay = base_delay
         self.extra = dict(extra or {})
+        config = LMConfig(
+            model=model, api_base=api_base, api_key=api_key, timeout=timeout, extra=self.extra,
+            num_retries=num_retries, max_concurrency=max_concurrency, cache=False,
+        )
+        self.meter = meter if meter is not None else UsageMeter()
+        try:
+            # The LM layer resolves the endpoint (provider prefixes, $OPENAI_API_KEY) as for chat.
+            backend = OpenAICompatLM(config, what="embeddings model", section="embeddings")
+        except LMError as exc:
+            raise RetrievalError(str(exc)) from None
+        self._embedder = embeddings_stack(backend, config, self.meter, history, base_delay=base_delay)
+        endpoint = backend.endpoint
+        self.api_base = endpoint.api_base
+        self.model_name = endpoint.model_name
+        self.url = endpoint.embeddings_url
         self.use_cache = use_cache
         self.cache_file = retrieval_cache_dir(cache_dir, "embeddings") / f"{self.cache_key()}.npy"
         self.embeddings_source: Literal["computed", "cache"] | None = None
         self._matrix: np.ndarray | None = None  # corpus vectors, each of length 1
         self._queries: OrderedDict[str, np.ndarray] = OrderedDict()
-        self._client: httpx.AsyncClient | None = None
         self._loading = asyncio.Lock()
 
     def __repr__(self) -> str:
-        return f"EmbeddingsRetriever(corpus={self.corpus.name!r}, model={self.model!r}, url={self.url!r})"
-
-    @property
-    def url(self) -> str:
-        return f"{self.api_base}/embeddings"
+        return f"EmbeddingsRetriever(corpus={self.corpus.name!r}, model={self.model!r}, url={getattr(self, 'url', None)!r})"
 
     def cache_key(self) -> str:
         # No key: another key for the same endpoint returns the same vectors, and it must not reach disk.
@@ -204,16 +198,11 @@ class EmbeddingsRetriever:
 
         texts = self.corpus.texts
         batches = [texts[start : start + self.batch_size] for start in range(0, len(texts), self.batch_size)]
-        gate = asyncio.Semaphore(self.max_concurrency)
-
-        async def embed(batch: list[str]) -> np.ndarray:
-            async with gate:
-                return await self._embed(batch)
-
         try:
-            # A TaskGroup cancels the other batches as soon as one fails for good.
+            # A TaskGroup cancels the other batches as soon as one fails for good; the stack's
+            # max_concurrency bounds how many are in flight.
             async with asyncio.TaskGroup() as group:
-                tasks = [group.create_task(embed(batch)) for batch in batches]
+                tasks = [group.create_task(self._embed(batch)) for batch in batches]
         except* RetrievalError as failures:
             raise failures.exceptions[0] from None
         return np.concatenate([task.result() for task in tasks])
@@ -229,115 +218,15 @@ class EmbeddingsRetriever:
             self._queries.move_to_end(query)
         return vector
 
-    # -- HTTP ----------------------------------------------------------------------------------
-
-    def _http(self) -> httpx.AsyncClient:
-        # Created on first use so that it belongs to the event loop that runs the searches.
-        if self._client is None:
-            headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
-            timeout = httpx.Timeout(self.timeout, connect=min(self.timeout, _CONNECT_TIMEOUT))
-            self._client = httpx.AsyncClient(headers=headers, timeout=timeout)
-        return self._client
-
     async def _embed(self, texts: list[str]) -> np.ndarray:
-        """One batch, retried while its failures are transient."""
-        attempt = 0
-        while True:
-            try:
-                return await self._post(texts)
-            except EmbeddingsError as exc:
-                if not exc.retryable or attempt >= self.num_retries:
-                    if exc.retryable and attempt:
-                        raise EmbeddingsError(f"{exc} (gave up after {attempt + 1} attempts)", status=exc.status) from None
-                    raise
-                if exc.retry_after is not None and exc.retry_after > DEFAULT_MAX_RETRY_AFTER:
-                    raise EmbeddingsError(f"{exc} (not waiting that long)", status=exc.status) from None
-                backoff = random.uniform(0, min(DEFAULT_MAX_DELAY, self.base_delay * 2**attempt))
-                delay = exc.retry_after + random.uniform(0, self.base_delay) if exc.retry_after is not None else backoff
-                logger.info("retrying %s in %.2fs: %s", self.url, delay, exc)
-                await asyncio.sleep(delay)
-                attempt += 1
-
-    async def _post(self, texts: list[str]) -> np.ndarray:
-        body = {**self.extra, "model": self.model_name, "input": texts}
         try:
-            reply = await self._http().post(
-                self.url, content=orjson.dumps(body), headers={"Content-Type": "application/json"}
-            )
-        except httpx.TimeoutException as exc:
-            stage = "connecting to" if isinstance(exc, httpx.ConnectTimeout) else "waiting for"
-            raise self._error(f"timed out {stage} {self.url}", retryable=True) from None
-        except httpx.ConnectError as exc:
-            raise self._error(
-                f"cannot connect to {self.api_base}: is the embeddings server running? ({_one_line(str(exc))})",
-                retryable=True,
-            ) from None
-        except httpx.HTTPError as exc:
-            raise self._error(
-                f"the connection to {self.url} failed: {type(exc).__name__}: {_one_line(str(exc))}", retryable=True
-            ) from None
-        if reply.status_code >= 400:
-            raise self._status_error(reply)
-        return self._parse(reply, len(texts))
-
-    def _status_error(self, reply: httpx.Response) -> EmbeddingsError:
-        status = reply.status_code
-        server = _server_message(reply)
-        said = f": {server}" if server else ""
-        if status in (401, 403):
-            advice = "the API key was rejected or lacks access" if self._api_key else "no API key was sent"
-            return self._error(f"HTTP {status} from {self.url}: {advice}{said}", status=status)
-        if status == 404:
-            return self._error(
-                f"HTTP 404 from {self.url}: the model {self.model_name!r} or the api_base is wrong"
-                f" (does the server offer /embeddings?){said}",
-                status=status,
-            )
-        transient = status in (408, 409, 429) or status >= 500
-        retry_after = _retry_after(reply.headers.get("retry-after")) if transient else None
-        wait = f" (retry after {retry_after:g}s)" if retry_after is not None else ""
-        return self._error(
-            f"HTTP {status} from {self.url} (model {self.model_name!r}){said or ': the request was rejected'}{wait}",
-            status=status,
-            retryable=transient,
-            retry_after=retry_after,
-        )
-
-    def _parse(self, reply: httpx.Response, count: int) -> np.ndarray:
-        import numpy as np
-
-        try:
-            data = orjson.loads(reply.content)
-        except ValueError:
-            raise self._error(f"{self.url} replied with a body that is not JSON", retryable=True) from None
-        items = data.get("data") if isinstance(data, dict) else None
-        if not isinstance(items, list) or len(items) != count:
-            got = f"{len(items)} embeddings" if isinstance(items, list) else "no 'data' list"
-            raise self._error(f"{self.url} replied with {got} for {count} inputs")
-        try:
-            ordered = sorted(items, key=lambda item: item["index"])
-            if [item["index"] for item in ordered] != list(range(count)):
-                raise ValueError("indexes are not 0..n-1")
-            matrix = np.asarray([item["embedding"] for item in ordered], dtype=np.float32)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise self._error(
-                f"{self.url} replied with embeddings that are not lists of numbers with indexes 0..{count - 1} "
-                f"({_one_line(str(exc))[:200]})"
-            ) from None
-        if matrix.ndim != 2 or matrix.shape[1] == 0:
-            raise self._error(f"{self.url} replied with embeddings of different or zero lengths")
-        return matrix
-
-    def _error(self, message: str, **details: Any) -> EmbeddingsError:
-        # Whatever a server echoed back, the key never reaches a message.
-        if self._api_key:
-            message = message.replace(self._api_key, "***")
-        return EmbeddingsError(message, **details)
+            response = await self._embedder.embed(EmbeddingsRequest(tuple(texts)))
+        except LMError as exc:
+            raise EmbeddingsError(str(exc), status=getattr(exc, "status", None)) from exc
+        return response.vectors
 
     async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+        await self._embedder.aclose()
 
 
 def _unit_rows(matrix: np.ndarray) -> np.ndarray:

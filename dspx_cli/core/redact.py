@@ -1,0 +1,58 @@
+"""The one rule for secrets in what dspx writes: settings are redacted by the name of their key.
+
+Every settings record that leaves the process (program.json, summary.json, a state's metadata,
+`--json` summaries, the usage file, history records) goes through `redact`. A key counts as a
+secret when its name is, or ends in, one of `key`, `token`, `secret`, `password`, `passwd`,
+`authorization`, `credential(s)` (case ignored, after `_`, `-` or `.`): `api_key`, `OPENAI_API_KEY`,
+`x-api-key`, `access_token`, `Authorization`. `max_tokens` and `prompt_tokens` are not secrets.
+
+Only settings are redacted: examples, messages and outputs are the user's data and stay as they are.
+
+The same rule says which values are secrets when a program is loaded: `api_key: ${KEY:?message}`
+with KEY unset becomes an `UnsetSecret`, so `validate` and `inspect`, which call nothing, do not
+need the key; the error is raised when an LM that would send it is created.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from dspx_cli.errors import ProgramError
+
+__all__ = ["REDACTED", "UnsetSecret", "is_secret_name", "redact"]
+
+REDACTED = "<redacted>"
+
+_SECRET_NAME = re.compile(
+    r"(?:^|[_.\-])(?:api_?key|key|token|secret|password|passwd|authorization|credentials?)$", re.IGNORECASE
+)
+
+
+def is_secret_name(name: object) -> bool:
+    return isinstance(name, str) and _SECRET_NAME.search(name) is not None
+
+
+def redact(value: Any) -> Any:
+    """A copy of `value` (dicts, lists, tuples, scalars) with the value of every secret key, at any
+    depth, replaced by `<redacted>`. An empty or absent secret stays as it is, so "no key" shows."""
+    if isinstance(value, dict):
+        return {
+            key: (REDACTED if is_secret_name(key) and item not in (None, "") else redact(item))
+            for key, item in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [redact(item) for item in value]
+    return value
+
+
+class UnsetSecret(str):
+    """An empty secret whose environment variable was required but unset: carries the error
+    (file:line of the value) for whoever is about to use it."""
+
+    error: ProgramError
+
+    def __new__(cls, error: ProgramError) -> UnsetSecret:
+        secret = super().__new__(cls, "")
+        secret.error = error
+        return secret
