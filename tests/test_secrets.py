@@ -22,7 +22,7 @@ def test_the_rule() -> None:
     for name in ("api_key", "API_KEY", "OPENAI_API_KEY", "x-api-key", "apikey", "key", "token", "access_token",
                  "secret", "client_secret", "password", "Authorization", "credentials"):
         assert is_secret_name(name), name
-    for name in ("max_tokens", "prompt_tokens", "model", "keys", "tokenizer", "k", "monkey", "text_field"):
+    for name in ("max_tokens", "prompt_tokens", "model", "keys", "tokenizer", "k", "monkey", "text_field", "cache_key"):
         assert not is_secret_name(name), name
     settings = {"lm": {"model": "m", "api_key": MARKER}, "teachers": [{"Token": MARKER}], "extra": {"key": ""}}
     assert redact(settings) == {"lm": {"model": "m", "api_key": REDACTED}, "teachers": [{"Token": REDACTED}],

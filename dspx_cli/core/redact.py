@@ -29,8 +29,13 @@ _SECRET_NAME = re.compile(
 )
 
 
+# Names that match the rule yet identify rather than unlock: the cache key of a history record is
+# how `dspx cache rm` finds an answer.
+_NOT_SECRETS = frozenset({"cache_key"})
+
+
 def is_secret_name(name: object) -> bool:
-    return isinstance(name, str) and _SECRET_NAME.search(name) is not None
+    return isinstance(name, str) and name.lower() not in _NOT_SECRETS and _SECRET_NAME.search(name) is not None
 
 
 def redact(value: Any) -> Any:
