@@ -31,7 +31,7 @@ from pydantic import ValidationError
 
 from dspx_cli.core import Example, Prediction, Signature
 from dspx_cli.errors import DspxError, SignatureError
-from dspx_cli.evaluate.metrics import MetricError, as_score
+from dspx_cli.evaluate.metric_base import MetricError, as_score
 from dspx_cli.lm.config import LMConfig
 from dspx_cli.lm.registry import model_problem
 
