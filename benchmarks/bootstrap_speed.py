@@ -48,7 +48,7 @@ def main() -> None:
     parser.add_argument("--latency", type=float, default=0.05)
     parser.add_argument("-j", "--concurrency", type=int, default=16)
     args = parser.parse_args()
-    with echo_program(args.latency) as (port, program):
+    with echo_program(args.latency) as (_port, program):
         scratch = program.parent  # the program's temporary folder also holds the cache
         # The server upper-cases; lower-case labels never match, so every example is tried.
         examples = [Example(text=f"t{i}", answer=f"t{i}").with_inputs("text") for i in range(args.examples)]

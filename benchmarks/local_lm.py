@@ -72,7 +72,7 @@ def main() -> None:
         replies = direct()
         direct_times.append(time.perf_counter() - t0)
 
-    correct = sum(a == row["sentiment"] for a, row in zip(answers, rows))
+    correct = sum(a == row["sentiment"] for a, row in zip(answers, rows, strict=True))
     parsed_direct = sum("[[ ## sentiment ## ]]" in r for r in replies)
     dspx_s, direct_s = statistics.median(dspx_times), statistics.median(direct_times)
     ratio = dspx_s / direct_s

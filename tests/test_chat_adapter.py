@@ -188,7 +188,7 @@ def test_parse_value_direct() -> None:
 
 def test_system_messages_are_kept_per_signature_object_not_per_equal_signature() -> None:
     # Optional[int] == int | None, yet they print differently: a cache by equality would mix them up.
-    written_optional = Signature((Field("q"),), (Field("x", Optional[int]),))  # noqa: UP045
+    written_optional = Signature((Field("q"),), (Field("x", Optional[int]),))
     written_union = Signature((Field("q"),), (Field("x", int | None),))
     assert written_optional == written_union
     adapter = ChatAdapter()

@@ -204,10 +204,10 @@ def test_bad_jsonl_lines_name_file_and_line(tmp_path: Path) -> None:
     assert str(error).startswith(f"{path}:3: expected a JSON object, got invalid JSON (")
 
     path.write_text(json.dumps(record(1)) + "\n[1, 2]\n")
-    assert str(raised(load_examples, program)) == f"{path}:2: expected a JSON object, got an array"
+    assert str(raised(load_examples, program)) == f"{path}:2: expected a JSON object, got a list"
     # The same file named on the command line: the same message, as a usage error.
     error = raised(load_examples, program, dataset=path)
-    assert isinstance(error, UsageError) and str(error) == f"{path}:2: expected a JSON object, got an array"
+    assert isinstance(error, UsageError) and str(error) == f"{path}:2: expected a JSON object, got a list"
 
 
 def test_bad_json_files(tmp_path: Path) -> None:

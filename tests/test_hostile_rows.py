@@ -12,8 +12,8 @@ import textwrap
 import time
 from pathlib import Path
 
-from dspx_cli.evaluate.datasets import BadRow, load_examples, load_rows
 from dspx_cli.errors import ProgramError
+from dspx_cli.evaluate.datasets import BadRow, load_examples, load_rows
 from dspx_cli.program.loader import load_program
 from tests.cli_process import dspx
 from tests.lm_server import LMServer

@@ -166,7 +166,7 @@ def test_concurrent_calls_on_a_shared_model_are_serialized(smollm2: LocalGGUFLM)
 
     async def together() -> list[LMResponse]:
         lms = [smollm2, other, smollm2]
-        return await asyncio.gather(*(lm.complete(r) for lm, r in zip(lms, requests)))
+        return await asyncio.gather(*(lm.complete(r) for lm, r in zip(lms, requests, strict=True)))
 
     assert [response.completions for response in asyncio.run(together())] == alone
 
@@ -178,7 +178,7 @@ def test_a_prompt_longer_than_the_context_is_an_lm_error(smollm2: LocalGGUFLM) -
 
 
 def test_a_missing_gguf_is_named(tmp_path: Path) -> None:
-    with pytest.raises(LMError, match="no such file or folder: .*nothing.gguf"):
+    with pytest.raises(LMError, match=r"no such file or folder: .*nothing\.gguf"):
         create_lm(LMConfig(model="local/nothing.gguf"), base_dir=tmp_path)
 
 

@@ -329,7 +329,7 @@ def test_unknown_model_lists_the_accepted_forms() -> None:
 
 
 def test_missing_local_file_is_named(tmp_path: Any) -> None:
-    with pytest.raises(LMError, match="no such file or folder: .*missing.gguf"):
+    with pytest.raises(LMError, match=r"no such file or folder: .*missing\.gguf"):
         create_lm(LMConfig(model="missing.gguf"), base_dir=tmp_path)
 
 

@@ -117,7 +117,7 @@ def test_exact_match_is_strict_on_every_label_field_the_program_outputs(tmp_path
     assert score(both, {"label": "a", "note": "n"}, {"label": "a", "note": "m"}) == 0.0
     only_label = builtin(tmp_path, "{name: exact_match, field: label}", TWO_OUTPUTS)
     assert score(only_label, {"label": "a", "note": "n"}, {"label": "a", "note": "m"}) == 1.0
-    with pytest.raises(MetricError, match="none of the example's fields .*is a program output"):
+    with pytest.raises(MetricError, match=r"none of the example's fields .*is a program output"):
         score(metric, {"id": 1}, {"answer": "x"})
 
 

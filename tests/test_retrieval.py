@@ -16,6 +16,8 @@ import pytest
 
 from dspx_cli.core import Prediction
 from dspx_cli.errors import EXIT_RUNTIME, EXIT_USAGE
+from dspx_cli.lm.history import History
+from dspx_cli.lm.usage import UsageMeter
 from dspx_cli.modules.retrieve import Retrieve
 from dspx_cli.retrieval import (
     BM25Retriever,
@@ -28,8 +30,6 @@ from dspx_cli.retrieval import (
     load_corpus,
     plural_stem,
 )
-from dspx_cli.lm.history import History
-from dspx_cli.lm.usage import UsageMeter
 from tests.cli_process import dspx
 from tests.lm_server import LMServer, RecordedRequest, Reply, error_body
 
@@ -114,7 +114,7 @@ def test_txt_passages_are_separated_by_blank_lines(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("lines", "line", "message"),
     [
-        (['{"text": "ok"}', "", '{"text": "unterminated'], 3, "not valid JSON"),
+        (['{"text": "ok"}', "", '{"text": "unterminated'], 3, "expected a JSON object, got invalid JSON"),
         (['{"text": "ok"}', '["a list"]'], 2, "expected a JSON object, got a list"),
         (['{"text": "ok"}', '{"title": "T"}'], 2, "no 'text' field (keys here: title)"),
         (['{"text": 42}'], 1, "'text' is a number, expected a string"),
@@ -347,7 +347,7 @@ def test_the_api_key_is_a_bearer_header_and_never_reaches_disk(
     assert all(r.headers["authorization"] == f"Bearer {SECRET}" for r in embedding_requests(lm_server))
     assert all(SECRET not in json.dumps(r.body) for r in lm_server.requests)
     assert SECRET not in repr(retriever)
-    stored = [p for p in isolated_cache.rglob("*")]
+    stored = list(isolated_cache.rglob("*"))
     assert retriever.cache_file in stored
     for path in stored:
         assert SECRET not in str(path)
@@ -408,8 +408,10 @@ def test_transient_failures_are_retried(lm_server: LMServer, facts: Corpus, tmp_
     # Another cache folder, so the corpus is embedded (and fails) again.
     retriever = make_embedder(lm_server, facts, base_delay=0.01, num_retries=2, cache_dir=tmp_path)
     error = embeddings_failure(retriever)
-    assert str(error) == f"gave up after 3 attempts: HTTP 500 server error from {lm_server.api_base}/embeddings: down " \
+    assert str(error) == (
+        f"gave up after 3 attempts: HTTP 500 server error from {lm_server.api_base}/embeddings: down "
         "(num_retries is 2)"
+    )
     assert error.status == 500
 
 

@@ -136,7 +136,7 @@ def takes_tree(root: Node) -> int:
 
 
 def test_recursive_model_is_rejected() -> None:
-    with pytest.raises(ToolSchemaError, match="takes_tree.*'root'.*recursive"):
+    with pytest.raises(ToolSchemaError, match=r"takes_tree.*'root'.*recursive"):
         Tool(takes_tree)
 
 
@@ -164,7 +164,7 @@ def test_unresolvable_hint_is_rejected() -> None:
     def broken(x: NoSuchType) -> str:  # type: ignore[name-defined]  # noqa: F821
         return "never"
 
-    with pytest.raises(ToolSchemaError, match="broken.*type hints"):
+    with pytest.raises(ToolSchemaError, match=r"broken.*type hints"):
         Tool(broken)
 
 
@@ -246,7 +246,7 @@ def test_timeout(kind: str) -> None:
 
     async def main() -> float:
         started = time.perf_counter()
-        with pytest.raises(TimeoutError, match="^slow did not finish within 0.1 seconds$"):
+        with pytest.raises(TimeoutError, match=r"^slow did not finish within 0\.1 seconds$"):
             await tool.acall()
         return time.perf_counter() - started
 
@@ -260,7 +260,7 @@ def test_a_tools_own_timeout_error_is_not_relabelled() -> None:
     async def gives_up() -> str:
         raise TimeoutError("upstream took too long")
 
-    with pytest.raises(TimeoutError, match="^upstream took too long$"):
+    with pytest.raises(TimeoutError, match=r"^upstream took too long$"):
         call(Tool(gives_up, timeout=5))
 
 

@@ -20,10 +20,10 @@ from dspx_cli.adapters.values import (
     annotation_allows_none,
     describe_error,
     parse_value,
-    serialize_for_json,
     type_placeholder,
 )
 from dspx_cli.core import Field, Signature, annotation_name
+from dspx_cli.core.json_values import jsonable
 from dspx_cli.errors import AdapterParseError
 
 __all__ = ["STRUCTURED_OUTPUT_NAME", "JSONAdapter"]
@@ -63,7 +63,7 @@ class JSONAdapter(ChatAdapter):
         self, signature: Signature, outputs: Mapping[str, Any], missing_field_message: str | None = None
     ) -> str:
         values = {f.name: outputs.get(f.name, missing_field_message) for f in signature.outputs}
-        return json.dumps(serialize_for_json(values), indent=2, ensure_ascii=False)
+        return json.dumps(jsonable(values), indent=2, ensure_ascii=False)
 
     # ----- parsing ---------------------------------------------------------------------------------
 
@@ -118,8 +118,8 @@ class JSONAdapter(ChatAdapter):
         if isinstance(stored, bytes):
             import orjson
 
-            return orjson.loads(stored)  # type: ignore[no-any-return]
-        return copy.deepcopy(stored)  # type: ignore[no-any-return]
+            return orjson.loads(stored)
+        return copy.deepcopy(stored)
 
 
 _RESPONSE_FORMATS = PerSignature()
@@ -130,7 +130,7 @@ def _response_format(signature: Signature) -> dict[str, Any]:
         return dict(_JSON_OBJECT_MODE)
     try:
         schema = _outputs_schema(signature)
-    except Exception:
+    except Exception:  # noqa: BLE001 - any failure means the JSON-mode fallback, as in DSPy
         # DSPy retries in JSON mode whenever building the schema fails (e.g. a field name
         # pydantic refuses); the reply is still parsed the same way.
         return dict(_JSON_OBJECT_MODE)
@@ -176,7 +176,7 @@ def _find_object(completion: str) -> dict[str, Any] | None:
 def _repair(json_repair: types.ModuleType, text: str) -> Any:
     try:
         return json_repair.loads(text)
-    except Exception:  # json_repair promises not to raise, but a reply is untrusted input
+    except Exception:  # noqa: BLE001 - json_repair promises not to raise, but a reply is untrusted input
         return None
 
 

@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Literal, Union, get_args, get_origin
 
+from dspx_cli.core.json_values import jsonable
+
 if TYPE_CHECKING:
     from pydantic import TypeAdapter
 
@@ -22,7 +24,6 @@ __all__ = [
     "format_field_value",
     "json_schema",
     "parse_value",
-    "serialize_for_json",
     "type_placeholder",
 ]
 
@@ -48,25 +49,15 @@ def _type_adapter(annotation: Any) -> TypeAdapter[Any]:
 # ----- values to text ----------------------------------------------------------------------------
 
 
-def serialize_for_json(value: Any) -> Any:
-    """A JSON-compatible form of `value` (via pydantic), or its str() when pydantic cannot."""
-    if type(value) is str:
-        return value
-    try:
-        return _type_adapter(type(value)).dump_python(value, mode="json")
-    except Exception:
-        return str(value)
-
-
 def format_field_value(annotation: Any, value: Any) -> str:
     """DSPy's rendering of a field value: «» lists for text fields, JSON for containers, else str()."""
     if isinstance(value, list) and annotation is str:
         return _numbered_list(value)
-    jsonable = serialize_for_json(value)
-    if isinstance(jsonable, dict | list):
-        return json.dumps(jsonable, ensure_ascii=False)
+    data = jsonable(value)
+    if isinstance(data, dict | list):
+        return json.dumps(data, ensure_ascii=False)
     # Strings stay bare: quoting them would change what the LM reads (and, e.g., its length).
-    return str(jsonable)
+    return str(data)
 
 
 def _numbered_list(items: list[Any]) -> str:
@@ -202,7 +193,7 @@ def describe_error(exc: Exception) -> str:
     if callable(errors):
         try:
             details = errors()
-        except Exception:
+        except Exception:  # noqa: BLE001 - the message is then built without the details
             details = None
         if details:
             parts = []

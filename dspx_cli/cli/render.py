@@ -5,19 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from dspx_cli.core import annotation_name
+from dspx_cli.core.json_values import jsonable
 from dspx_cli.lm.base import Message
 from dspx_cli.lm.usage import UsageMeter
 from dspx_cli.program.model import ModuleDef, Program, Step
-
-
-def jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
-    if value is None or isinstance(value, (str, int, float, bool)):
-        return value
-    return str(value)
 
 
 def fields_text(outputs: dict[str, Any]) -> str:

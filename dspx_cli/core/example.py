@@ -133,7 +133,7 @@ class Example:
         """A plain dict, nested records and pydantic models converted too (JSON-friendly)."""
         return {k: _plain(v) for k, v in self._store.items()}
 
-    toDict = to_dict  # noqa: N815 - DSPy's spelling, for metric code written against DSPy
+    toDict = to_dict  # DSPy's spelling, for metric code written against DSPy
 
 
 def _plain(value: Any) -> Any:

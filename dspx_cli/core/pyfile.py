@@ -90,8 +90,8 @@ def _top_level_bindings(body: list[ast.stmt]) -> dict[str, ast.FunctionDef | ast
             blocks = [node.body, getattr(node, "orelse", []), getattr(node, "finalbody", [])]
             blocks += [handler.body for handler in getattr(node, "handlers", [])]
             for block in blocks:
-                for name, definition in _top_level_bindings(block).items():
-                    found.setdefault(name, definition)
+                for bound, definition in _top_level_bindings(block).items():
+                    found.setdefault(bound, definition)
     return found
 
 

@@ -132,7 +132,7 @@ class _Parser:
             self.take()
             members.append(self.atom())
         # Like DSPy, `A | B` becomes typing.Union, so it renders as `Union[A, B]` in prompts.
-        return members[0] if len(members) == 1 else Union[tuple(members)]
+        return members[0] if len(members) == 1 else Union[tuple(members)]  # noqa: UP007
 
     def atom(self) -> Any:
         token = self.take()
@@ -189,8 +189,8 @@ class _Parser:
         if name == "Optional":
             if len(args) != 1:
                 raise self.fail(f"Optional takes 1 type argument, got {len(args)}")
-            return Optional[args[0]]
-        return Union[tuple(args)]
+            return Optional[args[0]]  # noqa: UP045 - rendered as Optional[...] in prompts, as DSPy
+        return Union[tuple(args)]  # noqa: UP007
 
     def literal_value(self) -> Any:
         token = self.take()

@@ -39,6 +39,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from dspx_cli.core import Example
+from dspx_cli.core.json_values import json_kind
+from dspx_cli.core.jsonl import BadLine, decode_line, first_clause, read_objects
 from dspx_cli.errors import DspxError, Location, ProgramError, UsageError
 from dspx_cli.program.model import Program
 
@@ -297,53 +299,25 @@ def _read(source: _File, types: dict[str, Any], strict: bool) -> list[_Record]:
             text = data.decode("utf-8-sig")
         except UnicodeDecodeError as exc:
             raise source.config_error(f"{source.path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-        records = _read_json(source, text)
-        return _refuse_bad(source, records) if strict else records
-    # Split on "\n" only: JSON strings may hold U+2028 and other breaks that splitlines() cuts at.
-    lines = [_decode_line(raw, first=number == 1) for number, raw in enumerate(data.split(b"\n"), start=1)]
-    records = _read_jsonl(lines) if kind == "jsonl" else _read_csv(source, lines, types)
+        items = _read_json(source, text)
+        return _refuse_bad(source, items) if strict else items
+    records: Iterable[_Record]
+    if kind == "jsonl":
+        records = _read_jsonl(data)
+    else:
+        # Split on "\n" only, as the JSONL reader: CSV cells may hold U+2028, which splitlines() cuts at.
+        lines = [decode_line(raw, first=number == 1) for number, raw in enumerate(data.split(b"\n"), start=1)]
+        records = _read_csv(source, lines, types)
     # Strict: the whole file is checked here, before a split could hide a bad row in another split.
     return _refuse_bad(source, records) if strict else list(records)
 
 
-def _decode_line(raw: bytes, *, first: bool) -> tuple[str, str | None]:
-    """The line's text and, when it is not UTF-8, why (the text then has U+FFFD in its place)."""
-    if first and raw.startswith(b"\xef\xbb\xbf"):
-        raw = raw[3:]
-    try:
-        return raw.decode("utf-8"), None
-    except UnicodeDecodeError as exc:
-        return raw.decode("utf-8", "replace"), f"not UTF-8 text ({exc.reason} at column {exc.start + 1})"
-
-
-def _read_jsonl(lines: list[tuple[str, str | None]]) -> Iterator[_Record]:
-    for number, (line, undecodable) in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        where = f"line {number}"
-        if undecodable is not None:
-            yield _Record({}, where, number, undecodable)
-            continue
-        try:
-            value = json.loads(line)
-        except json.JSONDecodeError as exc:
-            problem = f"expected a JSON object, got invalid JSON ({exc.msg} at column {exc.colno})"
-            yield _Record({}, where, number, problem)
-            continue
-        except RecursionError:
-            yield _Record({}, where, number, "expected a JSON object, got JSON nested too deeply")
-            continue
-        except ValueError as exc:  # e.g. an integer past Python's digit limit
-            yield _Record({}, where, number, f"expected a JSON object, got invalid JSON ({_first_clause(exc)})")
-            continue
-        if not isinstance(value, dict):
-            yield _Record({}, where, number, f"expected a JSON object, got {_json_kind(value)}")
-            continue
-        yield _Record(value, where, number)
-
-
-def _first_clause(exc: Exception) -> str:
-    return str(exc).split(":")[0].split(";")[0].strip() or type(exc).__name__
+def _read_jsonl(data: bytes) -> Iterator[_Record]:
+    for number, value in read_objects(data):
+        if isinstance(value, BadLine):
+            yield _Record({}, f"line {number}", number, value.problem)
+        else:
+            yield _Record(value, f"line {number}", number)
 
 
 def _read_json(source: _File, text: str) -> list[_Record]:
@@ -354,17 +328,17 @@ def _read_json(source: _File, text: str) -> list[_Record]:
     except RecursionError:
         raise source.error("invalid JSON: nested too deeply") from None
     except ValueError as exc:  # e.g. an integer past Python's digit limit
-        raise source.error(f"invalid JSON: {_first_clause(exc)}") from None
+        raise source.error(f"invalid JSON: {first_clause(exc)}") from None
     if isinstance(value, dict) and isinstance(value.get("examples"), list):
         value = value["examples"]
     if not isinstance(value, list):
-        raise source.error(f'expected a list of JSON objects or {{"examples": [...]}}, got {_json_kind(value)}')
+        raise source.error(f'expected a list of JSON objects or {{"examples": [...]}}, got {json_kind(value)}')
     records = []
     for index, item in enumerate(value, start=1):
         if isinstance(item, dict):
             records.append(_Record(item, f"item {index}", None))
         else:
-            records.append(_Record({}, f"item {index}", None, f"expected a JSON object, got {_json_kind(item)}"))
+            records.append(_Record({}, f"item {index}", None, f"expected a JSON object, got {json_kind(item)}"))
     return records
 
 
@@ -422,17 +396,3 @@ def _wants_text(annotation: Any) -> bool:
         members = [arg for arg in args if arg is not type(None)]
         return bool(members) and all(_wants_text(arg) for arg in members)
     return False
-
-
-def _json_kind(value: Any) -> str:
-    if isinstance(value, list):
-        return "an array"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if value is None:
-        return "null"
-    return "an object"

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -71,7 +71,7 @@ class Evaluation:
 
 async def evaluate(
     runner: ProgramRunner,
-    examples: list[Example | BadRow],
+    examples: Sequence[Example | BadRow],
     metric: Metric,
     *,
     concurrency: int = 16,
@@ -100,7 +100,7 @@ async def evaluate(
                                  seconds=time.perf_counter() - started)
         except DspxError as exc:
             return ExampleResult(index, example, None, failure_score, str(exc), seconds=time.perf_counter() - started)
-        except Exception as exc:  # a bug in a user's metric must not lose the other examples
+        except Exception as exc:  # noqa: BLE001 - a bug in a user's metric must not lose the other examples
             message = f"{type(exc).__name__}: {exc}"
             return ExampleResult(index, example, None, failure_score, message, seconds=time.perf_counter() - started)
 

@@ -12,7 +12,7 @@ import hashlib
 import json
 import re
 import threading
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from xml.etree import ElementTree
@@ -69,7 +69,7 @@ def summary_dict(
         "program": str(program.path),
         "program_name": program.name,
         "program_sha256": program_hash(program),
-        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "split": split,
         "examples": evaluation.total,
         "finished": len(evaluation.results),
@@ -112,8 +112,9 @@ def write_junit(path: Path, program: Program, evaluation: Evaluation, *, pass_sc
             detail = json.dumps({"inputs": result.record()["inputs"], "labels": result.record()["labels"],
                                  "outputs": result.outputs}, ensure_ascii=False, default=str)
             ElementTree.SubElement(case, "failure", message=f"score {result.score:g} < {pass_score:g}").text = detail
-    tree = ElementTree.ElementTree(ElementTree.Element("testsuites"))
-    tree.getroot().append(suite)
+    root = ElementTree.Element("testsuites")
+    root.append(suite)
+    tree = ElementTree.ElementTree(root)
     ElementTree.indent(tree)
     path.parent.mkdir(parents=True, exist_ok=True)
     tree.write(path, encoding="utf-8", xml_declaration=True)

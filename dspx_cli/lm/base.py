@@ -71,5 +71,5 @@ class LM(abc.ABC):
         if isinstance(inner, LM):
             inner.forget(request)
 
-    async def aclose(self) -> None:
+    async def aclose(self) -> None:  # noqa: B027 - optional: most backends hold nothing to release
         """Release connections; local models stay loaded for the life of the process."""

@@ -185,7 +185,7 @@ class ResponseStore:
 
     def _one(self, sql: str, parameters: tuple[object, ...] = ()) -> tuple[object, ...] | None:
         with self._lock, self._mapped():
-            return self._db.execute(sql, parameters).fetchone()  # type: ignore[no-any-return]
+            return self._db.execute(sql, parameters).fetchone()
 
     def _all(self, sql: str, parameters: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
         with self._lock, self._mapped():

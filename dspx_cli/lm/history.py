@@ -93,7 +93,7 @@ class History:
             lines = self._last_lines(count)
         except OSError as exc:
             raise HistoryError(f"cannot read the history {self.path}: {exc.strerror or exc}") from None
-        records = []
+        records: list[dict[str, Any]] = []
         skipped = 0
         for line in reversed(lines):
             if len(records) == count:

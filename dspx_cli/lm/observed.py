@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from dspx_cli.lm.base import LM, LMRequest, LMResponse
 from dspx_cli.lm.cache import request_key
@@ -68,7 +68,7 @@ class ObservedLM(LM):
         if self.history is None:
             return
         record: dict[str, object] = {
-            "timestamp": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+            "timestamp": datetime.now(UTC).isoformat(timespec="milliseconds"),
             "kind": "embeddings",
             "model": self.model,
             "lm": self._settings,
@@ -90,7 +90,7 @@ class ObservedLM(LM):
         if self.history is None:
             return
         record = {
-            "timestamp": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+            "timestamp": datetime.now(UTC).isoformat(timespec="milliseconds"),
             "model": self.model,
             "lm": self._settings,
             "messages": request.messages,

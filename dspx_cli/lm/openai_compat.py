@@ -24,9 +24,9 @@ from dspx_cli.lm.openai_http import (
     PROVIDERS,
     Endpoint,
     ErrorMapper,
-    aiohttp_transport,
     LMRequestError,
     Provider,
+    aiohttp_transport,
     reclassify,
     resolve_endpoint,
     shorten,
@@ -120,6 +120,7 @@ class OpenAICompatLM(LM):
         if reply.status_code >= 400 and asks_for_schema(body) and may_refuse_schema(reply.status_code):
             # The server may be refusing the schema (llama-cpp-python answers 500): ask again at once
             # in JSON mode rather than spend the retries on a request that cannot succeed.
+            assert isinstance(reply, httpx.Response)  # only successful replies come back plain
             refusal = self.errors.status(reply, self.endpoint.url)
             reply = await self._send({**body, "response_format": dict(JSON_OBJECT)})
             if reply.status_code < 400 and self.refusals.remember(self.endpoint.url, self.endpoint.model_name):
@@ -129,6 +130,7 @@ class OpenAICompatLM(LM):
                 )
         latency = time.perf_counter() - started
         if reply.status_code >= 400:
+            assert isinstance(reply, httpx.Response)  # only successful replies come back plain
             raise self.errors.status(reply, self.endpoint.url)
         return self._parse(reply, latency)
 

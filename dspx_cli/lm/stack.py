@@ -30,9 +30,11 @@ def guarded(
     if config.max_concurrency or config.rpm or config.tpm:
         lm = LimitedLM(lm, max_concurrency=config.max_concurrency, rpm=config.rpm, tpm=config.tpm)
     if config.num_retries > 0:
-        hint = {} if retry_hint is None else {"hint": retry_hint}
         on_retry = partial(meter.record_retry, config.model)
-        lm = RetryingLM(lm, config.num_retries, base_delay=base_delay, on_retry=on_retry, **hint)
+        if retry_hint is None:
+            lm = RetryingLM(lm, config.num_retries, base_delay=base_delay, on_retry=on_retry)
+        else:
+            lm = RetryingLM(lm, config.num_retries, base_delay=base_delay, on_retry=on_retry, hint=retry_hint)
     return lm
 
 

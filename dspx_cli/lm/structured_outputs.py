@@ -26,20 +26,18 @@ JSON_OBJECT: dict[str, str] = {"type": "json_object"}
 _DATE = r"(-\d{4}-\d{2}-\d{2})?"
 # First match wins. Families are written as patterns rather than a copied model list, so a newly
 # dated snapshot of a known family gets the family's answer.
-_CATALOG: tuple[tuple[re.Pattern[str], Mode], ...] = tuple(
-    (re.compile(pattern), mode)
-    for pattern, mode in (
-        # gpt-4o before structured outputs, and the audio models: JSON mode only.
-        (r"gpt-4o-2024-05-13", "json_object"),
-        (r"gpt-4o(-mini)?-audio-preview.*|gpt-audio.*", "json_object"),
-        (r"gpt-4o(-mini)?" + _DATE + r"|gpt-4o(-mini)?-search-preview|chatgpt-4o-latest|chat-latest", "json_schema"),
-        (r"gpt-4\.1(-mini|-nano)?" + _DATE, "json_schema"),
-        (r"gpt-[5-9](\.\d+)?(-[a-z]+)*" + _DATE, "json_schema"),
-        (r"o1" + _DATE + r"|o3(-mini)?" + _DATE + r"|o4-mini" + _DATE, "json_schema"),
-        (r"gpt-3\.5-turbo(-\d{4})?|gpt-4(-\d{4})?|gpt-4-turbo" + _DATE + r"|gpt-4-\d{4}-preview", "json_object"),
-        (r"computer-use-preview", "json_object"),
-    )
+_PATTERNS: tuple[tuple[str, Mode], ...] = (
+    # gpt-4o before structured outputs, and the audio models: JSON mode only.
+    (r"gpt-4o-2024-05-13", "json_object"),
+    (r"gpt-4o(-mini)?-audio-preview.*|gpt-audio.*", "json_object"),
+    (r"gpt-4o(-mini)?" + _DATE + r"|gpt-4o(-mini)?-search-preview|chatgpt-4o-latest|chat-latest", "json_schema"),
+    (r"gpt-4\.1(-mini|-nano)?" + _DATE, "json_schema"),
+    (r"gpt-[5-9](\.\d+)?(-[a-z]+)*" + _DATE, "json_schema"),
+    (r"o1" + _DATE + r"|o3(-mini)?" + _DATE + r"|o4-mini" + _DATE, "json_schema"),
+    (r"gpt-3\.5-turbo(-\d{4})?|gpt-4(-\d{4})?|gpt-4-turbo" + _DATE + r"|gpt-4-\d{4}-preview", "json_object"),
+    (r"computer-use-preview", "json_object"),
 )
+_CATALOG = tuple((re.compile(pattern), mode) for pattern, mode in _PATTERNS)
 
 # Providers whose models DSPy's catalog does not describe: they get no response_format.
 _UNCATALOGUED_PROVIDERS = frozenset({"vllm", "ollama", "llamacpp"})

@@ -23,6 +23,7 @@ from typing import Any
 
 from dspx_cli import __version__
 from dspx_cli.core import Signature
+from dspx_cli.core.json_values import jsonable
 from dspx_cli.core.redact import redact
 from dspx_cli.errors import ProgramError, UsageError
 from dspx_cli.modules import Predict
@@ -74,7 +75,7 @@ def dump_state(runner: ProgramRunner, *, metadata: Mapping[str, Any] | None = No
         state[name] = {
             "traces": [],
             "train": [],
-            "demos": [_jsonable(dict(demo)) for demo in predictor.demos],
+            "demos": [jsonable(dict(demo)) for demo in predictor.demos],
             "signature": _dump_signature(predictor.signature),
             "lm": None,  # the LM comes from the program file; a state never carries endpoints
         }
@@ -99,17 +100,6 @@ def _dump_signature(signature: Signature) -> dict[str, Any]:
             {"prefix": f.prefix, "description": f.desc or f"${{{f.name}}}"} for f in signature.fields.values()
         ],
     }
-
-
-def _jsonable(value: Any) -> Any:
-    """Demo values as JSON data, as DSPy's `serialize_object` makes them (pydantic models dumped)."""
-    if hasattr(value, "model_dump"):
-        return value.model_dump(mode="json")
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    return value
 
 
 # ----- load ------------------------------------------------------------------------------------

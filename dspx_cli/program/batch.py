@@ -12,13 +12,13 @@ BrokenPipeError reaches the caller, which ends quietly.
 from __future__ import annotations
 
 import asyncio
-import json
 import queue
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import IO, Any
 
+from dspx_cli.core.jsonl import BadLine, parse_object
 from dspx_cli.errors import DspxError
 from dspx_cli.lm.registry import EMBEDDED_NAMES, LOCAL_PREFIX
 from dspx_cli.program.inputs import check_inputs
@@ -122,7 +122,7 @@ def _emit(emit: Callable[[RowResult], None], row: RowResult) -> None:
         emit(row)
     except OSError:
         raise  # the output itself failed (closed pipe, full disk): nothing more can be written
-    except Exception as exc:  # an output that cannot be written as JSON still gets its line
+    except Exception as exc:  # noqa: BLE001 - an output that cannot be written as JSON still gets its line
         message = f"internal error: cannot write the result: {exc}"
         emit(RowResult(row.line, error=message, error_type=type(exc).__name__))
 
@@ -130,27 +130,10 @@ def _emit(emit: Callable[[RowResult], None], row: RowResult) -> None:
 async def _run_row(runner: ProgramRunner, line_number: int, line: bytes | str) -> RowResult:
     if isinstance(line, _TooLong):
         return RowResult(line_number, error=f"line longer than {MAX_LINE_BYTES // 2**20} MiB", error_type="InputError")
-    if isinstance(line, bytes):
-        try:
-            text = line.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            error = f"not UTF-8 text ({exc.reason} at column {exc.start + 1})"
-            return RowResult(line_number, error=error, error_type="InputError")
-    else:
-        text = line
-    if line_number == 1:
-        text = text.removeprefix("\ufeff")
     try:
-        record = json.loads(text)
-    except json.JSONDecodeError as exc:
-        return RowResult(line_number, error=f"expected a JSON object: {exc.msg}", error_type="InputError")
-    except RecursionError:
-        return RowResult(line_number, error="expected a JSON object: nested too deeply", error_type="InputError")
-    except ValueError as exc:  # an integer past Python's digit limit, ...
-        message = f"expected a JSON object: {str(exc).split(':')[0]}"
-        return RowResult(line_number, error=message, error_type="InputError")
-    if not isinstance(record, dict):
-        return RowResult(line_number, error="expected a JSON object", error_type="InputError")
+        record = parse_object(line, first=line_number == 1)
+    except BadLine as bad:
+        return RowResult(line_number, error=bad.problem, error_type="InputError")
     try:
         inputs = check_inputs(runner.program, record)
         result = await runner.run(inputs)
@@ -158,7 +141,7 @@ async def _run_row(runner: ProgramRunner, line_number: int, line: bytes | str) -
         return RowResult(line_number, error=str(exc), error_type=type(exc).__name__)
     except RecursionError:
         return RowResult(line_number, error="an input is nested too deeply", error_type="InputError")
-    except Exception as exc:  # an engine bug must still not lose the row
+    except Exception as exc:  # noqa: BLE001 - an engine bug must still not lose the row
         return RowResult(line_number, error=f"internal error: {exc}", error_type=type(exc).__name__)
     return RowResult(line_number, outputs=result.outputs, steps=result.steps)
 
@@ -192,7 +175,7 @@ class _LineReader:
         while (future := self._requests.get()) is not None:
             try:
                 outcome: tuple[bool, Any] = (True, self._read())
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - handed to the awaiting task, which raises it
                 outcome = (False, exc)
             try:
                 self._loop.call_soon_threadsafe(_settle, future, outcome)

@@ -210,8 +210,8 @@ def _toml_positions(path: Path, text: str) -> Positions:
         full: KeyPath = (*table, *parts)
         rest = line[key.end():]
         for inner in _INLINE_KEY.finditer(rest):
-            name = inner.group(1).strip("\"'")
-            positions.lines.setdefault((*full, name), (number, key.end() + inner.start(1) + 1))
+            inner_key = inner.group(1).strip("\"'")
+            positions.lines.setdefault((*full, inner_key), (number, key.end() + inner.start(1) + 1))
         for quote in ('"""', "'''"):
             if rest.count(quote) % 2 == 1:
                 in_multiline = quote

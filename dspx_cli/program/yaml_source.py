@@ -64,9 +64,8 @@ def _check_event_depth(path: Path, loader_cls: Any, text: str) -> None:
                 depth += 1
                 if depth > MAX_DEPTH:
                     mark = event.start_mark
-                    raise ProgramError(
-                        f"nested more than {MAX_DEPTH} levels deep", Location(path, mark.line + 1, mark.column + 1)
-                    )
+                    where = Location(path, mark.line + 1, mark.column + 1) if mark is not None else Location(path)
+                    raise ProgramError(f"nested more than {MAX_DEPTH} levels deep", where)
             elif isinstance(event, yaml.CollectionEndEvent):
                 depth -= 1
     finally:

@@ -26,6 +26,8 @@ from typing import Any
 
 import orjson
 
+from dspx_cli.core.json_values import json_kind
+from dspx_cli.core.jsonl import BadLine, read_objects
 from dspx_cli.errors import Location
 from dspx_cli.retrieval.base import CorpusError, Passage
 
@@ -86,15 +88,15 @@ def load_corpus(path: str | Path, *, text_field: str = "text", title_field: str 
         raise CorpusError(f"{path}: is a directory, expected a corpus file") from None
     except OSError as exc:
         raise CorpusError(f"{path}: cannot read the corpus ({exc.strerror or exc})") from None
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        raise CorpusError("not UTF-8 text", Location(path, line)) from None
     if kind == "jsonl":
-        passages = _read_jsonl(path, text, text_field, title_field)
+        passages = _read_jsonl(path, data, text_field, title_field)
         settings: dict[str, Any] = {"format": kind, "text_field": text_field, "title_field": title_field}
     else:
+        try:
+            text = data.decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            line = data.count(b"\n", 0, exc.start) + 1
+            raise CorpusError("not UTF-8 text", Location(path, line)) from None
         passages = _read_text(text)
         settings = {"format": kind}
     if not passages:
@@ -102,21 +104,13 @@ def load_corpus(path: str | Path, *, text_field: str = "text", title_field: str 
     return Corpus(str(path), tuple(passages), hashlib.sha256(data).hexdigest(), settings)
 
 
-def _read_jsonl(path: Path, text: str, text_field: str, title_field: str | None) -> list[Passage]:
+def _read_jsonl(path: Path, data: bytes, text_field: str, title_field: str | None) -> list[Passage]:
     passages: list[Passage] = []
     seen_ids: dict[str | int, int] = {}
-    # split("\n"), not splitlines(): JSON strings may hold U+2028 and friends, which splitlines()
-    # would count as line breaks, and the line numbers in messages would stop matching an editor's.
-    for number, line in enumerate(text.split("\n"), start=1):
-        if not line.strip():
-            continue
+    for number, record in read_objects(data):
         where = Location(path, number)
-        try:
-            record = orjson.loads(line)
-        except orjson.JSONDecodeError as exc:
-            raise CorpusError(f"not valid JSON ({exc})", where) from None
-        if not isinstance(record, dict):
-            raise CorpusError(f"expected a JSON object, got {_json_type(record)}", where)
+        if isinstance(record, BadLine):
+            raise CorpusError(record.problem, where)
         if text_field not in record:
             keys = ", ".join(record) or "none"
             raise CorpusError(
@@ -125,13 +119,13 @@ def _read_jsonl(path: Path, text: str, text_field: str, title_field: str | None)
             )
         body = record[text_field]
         if not isinstance(body, str):
-            raise CorpusError(f"{text_field!r} is {_json_type(body)}, expected a string", where)
+            raise CorpusError(f"{text_field!r} is {json_kind(body)}, expected a string", where)
         if not body.strip():
             raise CorpusError(f"{text_field!r} is empty", where)
         passage_id = record.get("id")
         if passage_id is not None:
             if isinstance(passage_id, bool) or not isinstance(passage_id, str | int):
-                raise CorpusError(f"'id' is {_json_type(passage_id)}, expected a string or an integer", where)
+                raise CorpusError(f"'id' is {json_kind(passage_id)}, expected a string or an integer", where)
             if passage_id in seen_ids:
                 raise CorpusError(f"duplicate id {passage_id!r} (first on line {seen_ids[passage_id]})", where)
             seen_ids[passage_id] = number
@@ -139,7 +133,7 @@ def _read_jsonl(path: Path, text: str, text_field: str, title_field: str | None)
         title = record.get(title_field) if title_field else None
         if title is not None:
             if not isinstance(title, str):
-                raise CorpusError(f"{title_field!r} is {_json_type(title)}, expected a string", where)
+                raise CorpusError(f"{title_field!r} is {json_kind(title)}, expected a string", where)
             if title.strip():
                 shown = f"{title.strip()}{TITLE_SEPARATOR}{body}"
         metadata = {key: value for key, value in record.items() if key not in (text_field, "id")}
@@ -157,17 +151,3 @@ def _read_text(text: str) -> list[Passage]:
             passages.append(Passage(text="\n".join(block).strip(), index=len(passages)))
             block = []
     return passages
-
-
-def _json_type(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "a list"
-    return "an object"
