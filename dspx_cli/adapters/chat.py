@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 import textwrap
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from dspx_cli.adapters.values import (
@@ -70,7 +70,7 @@ class ChatAdapter:
 
     # ----- the whole prompt ----------------------------------------------------------------------
 
-    def format(self, signature: Signature, demos: list[Mapping[str, Any]], inputs: Mapping[str, Any]) -> list[Message]:
+    def format(self, signature: Signature, demos: Sequence[Mapping[str, Any]], inputs: Mapping[str, Any]) -> list[Message]:
         system = self._per_signature.get(signature, "system", self.format_system_message)
         messages: list[Message] = [{"role": "system", "content": system}]
         messages.extend(self.format_demos(signature, demos))
@@ -82,7 +82,7 @@ class ChatAdapter:
     def format_finetune_data(
         self,
         signature: Signature,
-        demos: list[Mapping[str, Any]],
+        demos: Sequence[Mapping[str, Any]],
         inputs: Mapping[str, Any],
         outputs: Mapping[str, Any],
     ) -> dict[str, list[Message]]:
@@ -171,7 +171,7 @@ class ChatAdapter:
         )
         return f"{sections}\n\n{_COMPLETED}\n"
 
-    def format_demos(self, signature: Signature, demos: list[Mapping[str, Any]]) -> list[Message]:
+    def format_demos(self, signature: Signature, demos: Sequence[Mapping[str, Any]]) -> list[Message]:
         """Demos as user/assistant pairs: partial ones first (flagged as such), then complete ones.
 
         A demo lacking every input or every output teaches nothing and is dropped, as in DSPy.

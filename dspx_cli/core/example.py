@@ -6,7 +6,7 @@ fields, every sampled completion, and the LM usage that produced it).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 __all__ = ["Completions", "Example", "Prediction"]
@@ -159,7 +159,7 @@ class Prediction(Example):
         self.__dict__.update(_completions=None, _usage=None)
 
     @classmethod
-    def from_completions(cls, completions: list[Mapping[str, Any]] | Mapping[str, list[Any]]) -> Prediction:
+    def from_completions(cls, completions: Sequence[Mapping[str, Any]] | Mapping[str, list[Any]]) -> Prediction:
         prediction = cls()
         prediction._completions = Completions(completions)
         prediction._store = {k: v[0] for k, v in prediction._completions.items() if v}
@@ -192,7 +192,7 @@ class Prediction(Example):
 class Completions:
     """Every sampled completion of one call: `len`, `[i]` (a Prediction), `.field` (a list)."""
 
-    def __init__(self, completions: list[Mapping[str, Any]] | Mapping[str, list[Any]]) -> None:
+    def __init__(self, completions: Sequence[Mapping[str, Any]] | Mapping[str, list[Any]]) -> None:
         columns: dict[str, list[Any]] = {}
         if isinstance(completions, Mapping):
             columns = {k: list(v) for k, v in completions.items()}
