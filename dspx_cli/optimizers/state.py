@@ -23,7 +23,7 @@ from typing import Any
 
 from dspx_cli import __version__
 from dspx_cli.core import Signature
-from dspx_cli.core.json_values import jsonable
+from dspx_cli.core.json_values import json_kind, jsonable
 from dspx_cli.core.redact import redact
 from dspx_cli.errors import ProgramError, UsageError
 from dspx_cli.modules import Predict
@@ -111,7 +111,7 @@ def load_state(runner: ProgramRunner, state: Mapping[str, Any], *, source: str) 
     Accepts what dspx and DSPy write. Everything is checked before any predictor changes, so a state
     that does not fit leaves the runner as it was. Errors name `source` (the state file)."""
     if not isinstance(state, Mapping):
-        raise _error(source, f"expected a JSON object of predictors, got {_kind(state)}")
+        raise _error(source, f"expected a JSON object of predictors, got {json_kind(state)}")
     predictors = dict(named_predictors(runner))
     state = _keyed_by_predictor(state, list(predictors), source)
     saved = [name for name in state if name != METADATA]
@@ -189,7 +189,7 @@ def _checked_update(
 ) -> tuple[Signature, list[dict[str, Any]]]:
     where = f"predictor {name!r}"
     if not isinstance(entry, Mapping):
-        raise _error(source, f"{where}: expected an object with demos and signature, got {_kind(entry)}")
+        raise _error(source, f"{where}: expected an object with demos and signature, got {json_kind(entry)}")
     if "extended_signature" in entry:
         raise _error(
             source, f"{where}: `extended_signature` is the layout of DSPy 2.5 and earlier; save it again with DSPy 2.6+"
@@ -198,13 +198,13 @@ def _checked_update(
 
     saved_signature = entry.get("signature")
     if not isinstance(saved_signature, Mapping):
-        raise _error(source, f"{where}: expected `signature` to be an object, got {_kind(saved_signature)}")
+        raise _error(source, f"{where}: expected `signature` to be an object, got {json_kind(saved_signature)}")
     instructions = saved_signature.get("instructions")
     if not isinstance(instructions, str):
-        raise _error(source, f"{where}: expected `signature.instructions` to be text, got {_kind(instructions)}")
+        raise _error(source, f"{where}: expected `signature.instructions` to be text, got {json_kind(instructions)}")
     saved_fields = saved_signature.get("fields")
     if not isinstance(saved_fields, list):
-        raise _error(source, f"{where}: expected `signature.fields` to be a list, got {_kind(saved_fields)}")
+        raise _error(source, f"{where}: expected `signature.fields` to be a list, got {json_kind(saved_fields)}")
 
     fields = list(signature.fields.values())
     if len(saved_fields) != len(fields):
@@ -245,11 +245,11 @@ def _checked_update(
 
 def _checked_demos(where: str, demos: Any, signature: Signature, source: str) -> list[dict[str, Any]]:
     if not isinstance(demos, list):
-        raise _error(source, f"{where}: expected `demos` to be a list, got {_kind(demos)}")
+        raise _error(source, f"{where}: expected `demos` to be a list, got {json_kind(demos)}")
     checked = []
     for index, demo in enumerate(demos):
         if not isinstance(demo, Mapping):
-            raise _error(source, f"{where}: expected demo {index + 1} to be an object, got {_kind(demo)}")
+            raise _error(source, f"{where}: expected demo {index + 1} to be an object, got {json_kind(demo)}")
         stray = [key for key in demo if key not in signature.fields and not _BOOKKEEPING_KEY.fullmatch(str(key))]
         if stray:
             raise _error(
@@ -266,7 +266,7 @@ def _recorded_signatures(metadata: Any, source: str) -> dict[str, str]:
     if metadata is None:
         return {}
     if not isinstance(metadata, Mapping):
-        raise _error(source, f"expected `metadata` to be an object, got {_kind(metadata)}")
+        raise _error(source, f"expected `metadata` to be an object, got {json_kind(metadata)}")
     dspx = metadata.get("dspx")
     recorded = dspx.get("predictors") if isinstance(dspx, Mapping) else None
     if not isinstance(recorded, Mapping):
@@ -311,7 +311,7 @@ def read_state_file(path: str | Path) -> dict[str, Any]:
     except json.JSONDecodeError as exc:
         raise _error(f"{path}:{exc.lineno}:{exc.colno}", f"the state file is not valid JSON: {exc.msg}") from None
     if not isinstance(data, dict):
-        raise _error(str(path), f"expected a JSON object of predictors, got {_kind(data)}")
+        raise _error(str(path), f"expected a JSON object of predictors, got {json_kind(data)}")
     return data
 
 
@@ -324,9 +324,3 @@ def _error(source: str, message: str) -> ProgramError:
 
 def _names(names: Any) -> str:
     return ", ".join(repr(str(name)) for name in names)
-
-
-def _kind(value: Any) -> str:
-    return {dict: "an object", list: "a list", str: "text", type(None): "null", bool: "a boolean"}.get(
-        type(value), type(value).__name__
-    )
