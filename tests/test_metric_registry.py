@@ -14,7 +14,7 @@ import pytest
 from dspx_cli.core import Example, Prediction
 from dspx_cli.errors import ProgramError
 from dspx_cli.evaluate.metric_base import METRICS, Metric, MetricOrigin, register_metric
-from dspx_cli.evaluate.metrics import BUILTIN_METRICS, resolve_metric
+from dspx_cli.evaluate.metrics import BUILTIN_METRICS, describe_metric, resolve_metric
 from dspx_cli.program.loader import load_program
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -75,6 +75,15 @@ def test_a_registered_metric_resolves_checks_its_options_and_shows_in_messages(
     path.write_text(QA + "metric: zzzz\n")
     with pytest.raises(ProgramError, match=r"expected a built-in \(exact_match, .*shorter_than\)"):
         resolve_metric(load_program(path, env={}), None)
+
+
+def test_a_summary_line_reads_the_registry(length_metric: str) -> None:
+    assert describe_metric("f1") == f"f1: {METRICS['f1'].doc}"
+    assert describe_metric({"name": "shorter_than", "limit": 5}) == (
+        "shorter_than (limit: 5): 1 if the answer has fewer than `limit` characters"
+    )
+    assert describe_metric({"python": "m.py:score"}) == "python m.py:score"
+    assert describe_metric({"judge": {"signature": "a, gold_a -> correct: bool"}}) == "LM judge (a, gold_a -> correct: bool)"
 
 
 def test_a_name_cannot_be_registered_twice() -> None:

@@ -34,8 +34,8 @@ if TYPE_CHECKING:
     from dspx_cli.program.context import RunContext
 
 __all__ = [
-    "BUILTIN_METRICS", "Metric", "MetricError", "as_score", "f1_score", "normalize_text", "passage_match",
-    "resolve_metric",
+    "BUILTIN_METRICS", "Metric", "MetricError", "as_score", "describe_metric", "f1_score", "normalize_text",
+    "passage_match", "resolve_metric",
 ]
 
 BUILTIN_METRICS = tuple(METRICS)
@@ -73,6 +73,24 @@ def resolve_metric(
     from dspx_cli.evaluate.judge import build_judge
 
     return build_judge(spec["judge"], program, context, origin.error)
+
+
+def describe_metric(spec: str | Mapping[str, Any]) -> str:
+    """One line for summaries (`validate`): the metric's name and what it scores, from the registry.
+    `spec` is assumed checked (by `resolve_metric`)."""
+    if isinstance(spec, str):
+        spec = {"name": spec}
+    if "python" in spec:
+        return f"python {spec['python']}"
+    if "judge" in spec:
+        judge = spec["judge"]
+        signature = judge.get("signature") if isinstance(judge, Mapping) else None
+        return f"LM judge ({signature})" if isinstance(signature, str) else "LM judge"
+    kind = METRICS.get(spec.get("name"))  # type: ignore[arg-type]
+    if kind is None:
+        return str(spec.get("name"))
+    options = ", ".join(f"{key}: {value}" for key, value in spec.items() if key != "name")
+    return f"{kind.name}{f' ({options})' if options else ''}: {kind.doc}"
 
 
 def _no_other_keys(spec: Mapping[str, Any], kind: str, origin: MetricOrigin) -> None:
