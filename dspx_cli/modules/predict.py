@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
+import copy
+from typing import Any, Self
 
 from dspx_cli.adapters import ChatAdapter, JSONAdapter
 from dspx_cli.core import Prediction, Signature
@@ -48,6 +49,12 @@ class Predict:
 
     def named_predictors(self) -> list[tuple[str, Predict]]:
         return [("", self)]
+
+    def copy(self) -> Self:
+        clone = copy.copy(self)
+        clone.demos = list(self.demos)
+        clone.extra = dict(self.extra)
+        return clone
 
     def messages(self, inputs: Mapping[str, Any], adapter: ChatAdapter | None = None) -> list[Message]:
         signature, inputs = self._with_hint(inputs)

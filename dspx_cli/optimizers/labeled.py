@@ -16,7 +16,6 @@ from collections.abc import Sequence
 from typing import Any
 
 from dspx_cli.core import Example
-from dspx_cli.modules.copies import copy_module
 from dspx_cli.optimizers.state import named_predictors
 from dspx_cli.program.runner import ProgramRunner
 
@@ -35,7 +34,7 @@ def clone_runner(runner: ProgramRunner) -> ProgramRunner:
     sampling extras are copied. Cheaper and safer than a deepcopy, which would copy the LM stack.
     """
     clone = copy.copy(runner)
-    clone.modules = {name: copy_module(module) for name, module in runner.modules.items()}
+    clone.modules = {name: module.copy() for name, module in runner.modules.items()}
     return clone
 
 
