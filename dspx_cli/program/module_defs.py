@@ -34,9 +34,6 @@ def _keys_by_type() -> dict[str, set[str]]:
     return owners
 
 
-_KEYS_BY_TYPE = _keys_by_type()
-
-
 def build_module_defs(
     specs: Mapping[str, ModuleSpec],
     raw_modules: Mapping[str, Any],
@@ -79,7 +76,7 @@ def build_module_defs(
 
 
 def _check_keys(name: str, spec: ModuleSpec, positions: Positions) -> None:
-    for key, types in _KEYS_BY_TYPE.items():
+    for key, types in _keys_by_type().items():
         if getattr(spec, key) is not None and spec.type not in types:
             raise ProgramError(
                 f"module {name!r}: {key!r} applies to type {' and '.join(sorted(types))}, not {spec.type}",

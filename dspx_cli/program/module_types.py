@@ -25,7 +25,9 @@ if TYPE_CHECKING:
     from dspx_cli.program.schema import ModuleSpec
     from dspx_cli.program.source import Positions
 
-__all__ = ["MODULE_TYPES", "DefineArgs", "ModuleType", "module_type", "predictor_names"]
+__all__ = [
+    "MODULE_ALIASES", "MODULE_TYPES", "DefineArgs", "ModuleType", "predictor_names", "register",
+]
 
 Leading = tuple[tuple[str, Any], ...]
 
@@ -71,8 +73,9 @@ class ModuleType:
     calls_lm: bool = True  # a wrapper needs a module that calls one
     leading_outputs: Callable[[ModuleSpec], Leading] = _no_leading
     demo_fields: Callable[[ModuleSpec], frozenset[str]] = _no_demo_fields  # beyond signature + leading
-    # Type-specific fields of the ModuleDef (checked where they are written); a wrapper's `N`,
-    # `reward`, ... are set by module_defs, which builds wrappers after the module they wrap.
+    # Type-specific fields of the ModuleDef, checked where they are written: its own fields
+    # (tools, M, retriever) or, for a new type, `options`. A wrapper's `N`, `reward`, ... are set
+    # by module_defs, which builds wrappers after the module they wrap.
     define: Callable[[DefineArgs], dict[str, Any]] = _nothing
     key_docs: str = ""  # the docs table's "keys" column
     outputs_doc: str = "—"  # the docs table's "outputs (before the signature's)" column
@@ -181,11 +184,19 @@ def _build_retrieve(definition: ModuleDef, builder: Builder) -> Module:
     return Retrieve(builder.retriever(definition.retriever), k=definition.retriever.k)
 
 
-def _registry(*types: ModuleType) -> dict[str, ModuleType]:
-    return {record.name: record for record in types}
+MODULE_TYPES: dict[str, ModuleType] = {}
+# Every spelling `type:` accepts, normalised (lower case, `_` for `-`), to its type's name.
+MODULE_ALIASES: dict[str, str] = {}
 
 
-MODULE_TYPES: dict[str, ModuleType] = _registry(
+def register(*records: ModuleType) -> None:
+    """Add module types. The schema reads the registry when it is imported: register first."""
+    for record in records:
+        MODULE_TYPES[record.name] = record
+        MODULE_ALIASES.update({spelling: record.name for spelling in (record.name, *record.aliases)})
+
+
+register(
     ModuleType("predict", "one LM call", _build_predict),
     ModuleType(
         "chain_of_thought", "one LM call with a reasoning field first", _build_chain_of_thought,
@@ -223,15 +234,6 @@ MODULE_TYPES: dict[str, ModuleType] = _registry(
         key_docs="`corpus` (required), `k` (3), `text_field` (`text`), `embeddings`",
     ),
 )
-
-# Every spelling `type:` accepts, normalised (lower case, `_` for `-`), to its type's name.
-MODULE_ALIASES: dict[str, str] = {
-    spelling: record.name for record in MODULE_TYPES.values() for spelling in (record.name, *record.aliases)
-}
-
-
-def module_type(name: str) -> ModuleType:
-    return MODULE_TYPES[name]
 
 
 def predictor_names(definition: ModuleDef, modules: Mapping[str, ModuleDef]) -> list[str]:
