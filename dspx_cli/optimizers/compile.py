@@ -120,7 +120,7 @@ def _checked_settings(
     from pydantic import TypeAdapter
 
     try:
-        checked = TypeAdapter(record.settings).validate_python(settings)
+        checked: Any = TypeAdapter(record.settings).validate_python(settings)
     except ValidationError as exc:
         first = exc.errors()[0]
         key = str(first["loc"][0]) if first["loc"] else "?"

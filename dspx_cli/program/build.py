@@ -76,13 +76,13 @@ class Builder:
 
 
 def _tool(definition: ToolDef, context: RunContext | None) -> Tool:
-    named = {"name": definition.name, "desc": definition.desc, "timeout": definition.timeout}
+    name, desc, timeout = definition.name, definition.desc, definition.timeout
     if definition.kind == "calculator":
-        return Tool(calculator, **named)
+        return Tool(calculator, name=name, desc=desc, timeout=timeout)
     if definition.kind == "retrieve":
         assert definition.retriever is not None
         search = Retrieve(_retriever(definition.retriever, context), k=definition.retriever.k)
-        return search.as_tool(**named)
+        return search.as_tool(name=name, desc=desc, timeout=timeout)
     assert definition.tool is not None
     return definition.tool
 

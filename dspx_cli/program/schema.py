@@ -6,7 +6,7 @@ the loader, which knows where each key was written.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidatorFunctionWrapHandler, field_validator
 
@@ -15,7 +15,10 @@ from dspx_cli.core.redact import UnsetSecret
 from dspx_cli.program.module_types import MODULE_ALIASES, MODULE_TYPES
 
 # The registered type names (program/module_types.py), so an unknown type lists them all.
-ModuleTypeName = Literal[tuple(MODULE_TYPES)]  # type: ignore[valid-type]
+if TYPE_CHECKING:
+    ModuleTypeName = str
+else:
+    ModuleTypeName = Literal[tuple(MODULE_TYPES)]
 TOOL_TYPES = ("calculator", "retrieve", "python")
 
 
