@@ -9,7 +9,6 @@ holds other modules inherits `Composite` and names them in `parts`; its `copy()`
 
 from __future__ import annotations
 
-import copy
 from typing import Any, ClassVar, Self
 
 __all__ = ["Composite"]

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
 import copy
+from collections.abc import Callable, Mapping
 from typing import Any, Self
 
 from dspx_cli.adapters import ChatAdapter, JSONAdapter

@@ -24,6 +24,7 @@ from dspx_cli.program.model import Program
 from dspx_cli.program.runner import ProgramRunner
 from dspx_cli.program.schema import LMSpec
 
+
 @dataclass(frozen=True)
 class Teacher:
     """Who runs the training examples while bootstrapping (DSPy's `teacher=`).

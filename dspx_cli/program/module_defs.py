@@ -17,12 +17,11 @@ from dspx_cli.core import Signature
 from dspx_cli.errors import ProgramError
 from dspx_cli.lm.config import LMConfig
 from dspx_cli.program.model import ModuleDef, ToolDef
-from dspx_cli.program.schema import ModuleSpec
 from dspx_cli.program.module_types import MODULE_TYPES, DefineArgs
+from dspx_cli.program.schema import ModuleSpec
 from dspx_cli.program.source import KeyPath, Positions
 
 SignatureBuilder = Callable[[Any, KeyPath], Signature]
-
 
 
 def _keys_by_type() -> dict[str, set[str]]:

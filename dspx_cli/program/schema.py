@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidatorFunctionWrapHandler, field_validator
 
 from dspx_cli.core.redact import UnsetSecret
-
 from dspx_cli.program.module_types import MODULE_ALIASES, MODULE_TYPES
 
 # The registered type names (program/module_types.py), so an unknown type lists them all.
