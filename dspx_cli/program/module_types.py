@@ -3,7 +3,7 @@
 Everything that differs by type is read from here: the schema's `type:` values and aliases, which
 keys a type takes (a key of another type is an error at its line), what its signature is, the
 outputs it puts first, what `modules.<name>` defines besides the common settings, how the live
-module is built, which predictors it names, and its one-line description (docs, `validate`).
+module is built, which predictors it names, its one-line description, and its docs-table cells.
 
 Importing this file must stay cheap (`dspx validate` loads it): the live module classes are
 imported inside `build`, which only runs when a program runs.
