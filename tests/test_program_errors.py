@@ -482,14 +482,6 @@ def test_embeddings_without_a_server_is_a_load_error(tmp_path: Path) -> None:
     assert load_program(path, env={}).modules["find"].retriever.embeddings.model == "openai/text-embedding-3-small"
 
 
-def test_provider_names_known_at_load_are_the_clients() -> None:
-    """The loader checks model prefixes without importing the HTTP client; the two lists agree."""
-    from dspx_cli.lm.openai_compat import PROVIDERS
-    from dspx_cli.lm.registry import PROVIDER_NAMES
-
-    assert set(PROVIDER_NAMES) == set(PROVIDERS)
-
-
 def test_validate_of_a_hosted_program_does_not_import_the_http_client(tmp_path: Path) -> None:
     import subprocess
     import sys

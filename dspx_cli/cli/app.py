@@ -13,6 +13,7 @@ from typing import Annotated, Optional
 import typer
 
 from dspx_cli import __version__
+from dspx_cli.optimizers.registry import optimizer_names
 
 app = typer.Typer(
     name="dspx",
@@ -163,7 +164,7 @@ def _compile(
     optimizer: Annotated[
         Optional[str], typer.Option(
             "--optimizer",
-            help="labeled_few_shot, bootstrap_few_shot or bootstrap_random_search (default: the file's).",
+            help=f"{optimizer_names()} (default: the file's).",
         )
     ] = None,
     assignments: Annotated[

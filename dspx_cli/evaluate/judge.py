@@ -173,4 +173,4 @@ def _value(name: str, example: Example, prediction: Prediction) -> Any:
 
 
 def _module_lm(module: Module) -> Any:
-    return module.predict.lm if hasattr(module, "predict") else module.lm
+    return module.named_predictors()[0][1].lm  # a judge is a Predict or ChainOfThought: one predictor

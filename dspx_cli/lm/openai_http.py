@@ -21,21 +21,13 @@ import httpx
 from dspx_cli.errors import LMError
 from dspx_cli.lm.base import Usage
 from dspx_cli.lm.config import LMConfig
+from dspx_cli.lm.providers import PROVIDERS, Provider, split_provider
 
+__all__ = [
+    "CONNECT_TIMEOUT", "PROVIDERS", "Endpoint", "ErrorMapper", "LMRequestError", "Provider", "resolve_endpoint",
+    "split_provider",
+]
 
-@dataclass(frozen=True)
-class Provider:
-    api_base: str
-    # Read when the program gives no api_key; only for hosted APIs where a key is always needed.
-    key_env: str | None = None
-
-
-PROVIDERS: dict[str, Provider] = {
-    "openai": Provider("https://api.openai.com/v1", key_env="OPENAI_API_KEY"),
-    "vllm": Provider("http://localhost:8000/v1"),
-    "ollama": Provider("http://localhost:11434/v1"),
-    "llamacpp": Provider("http://localhost:8080/v1"),
-}
 
 # A server that does not accept a connection within this is down or unreachable, whatever the
 # lm timeout allows for generating a reply.
@@ -73,14 +65,6 @@ class Endpoint:
     @property
     def embeddings_url(self) -> str:
         return f"{self.api_base}/embeddings"
-
-
-def split_provider(model: str) -> tuple[str | None, str]:
-    """`vllm/meta-llama/Llama-3-8B` -> ("vllm", "meta-llama/Llama-3-8B"); unknown prefixes stay in the name."""
-    prefix, sep, rest = model.partition("/")
-    if sep and prefix in PROVIDERS and rest:
-        return prefix, rest
-    return None, model
 
 
 def resolve_endpoint(config: LMConfig, what: str = "model", section: str = "lm") -> Endpoint:

@@ -13,14 +13,12 @@ from dspx_cli.core.redact import UnsetSecret
 from dspx_cli.errors import LMError
 from dspx_cli.lm.base import LM
 from dspx_cli.lm.config import LMConfig
+from dspx_cli.lm.providers import OPENAI_COMPATIBLE, PROVIDERS, load_backend, split_provider
 
 if TYPE_CHECKING:
     from dspx_cli.lm.structured_outputs import SchemaRefusals
 
 EMBEDDED_NAMES = ("local/smollm2", "smollm2")
-# The prefixes of openai_compat.PROVIDERS (a test keeps them equal), so checking a model name at
-# load does not import httpx and aiohttp: `dspx validate` stays fast.
-PROVIDER_NAMES = ("openai", "vllm", "ollama", "llamacpp")
 LOCAL_PREFIX = "local/"
 
 
@@ -50,9 +48,10 @@ def create_lm(config: LMConfig, base_dir: Path | None = None, *, refusals: Schem
         # `api_key: ${VAR:?...}` with VAR unset: loading the program deferred the error to here,
         # where a call would need the key.
         raise config.api_key.error
-    from dspx_cli.lm.openai_compat import OpenAICompatLM
-
-    return OpenAICompatLM(config, refusals=refusals)
+    # A provider's own backend; any other name with api_base set speaks OpenAI's API.
+    provider_name, _ = split_provider(model)
+    backend = PROVIDERS[provider_name].backend if provider_name else OPENAI_COMPATIBLE
+    return load_backend(backend)(config, refusals=refusals)  # type: ignore[no-any-return]
 
 
 def model_problem(config: LMConfig, base_dir: Path | None = None) -> str | None:
@@ -75,7 +74,7 @@ def model_problem(config: LMConfig, base_dir: Path | None = None) -> str | None:
         return None
     if _looks_like_path(model):
         return f"local model {model!r}: no such file or folder: {path}"
-    providers = ", ".join(f"{name}/<model>" for name in PROVIDER_NAMES)
+    providers = ", ".join(f"{name}/<model>" for name in PROVIDERS)
     return (
         f"unknown model {model!r}: use local/smollm2 (the embedded model), a .gguf file or checkpoint folder "
         f"(optionally as local/<path>), {providers}, or any model name with api_base set to an "
@@ -105,8 +104,7 @@ def _looks_like_path(model: str) -> bool:
 
 def names_provider(model: str) -> bool:
     """`openai/gpt-4o-mini`: a prefix naming a known OpenAI-compatible provider."""
-    prefix, sep, rest = model.partition("/")
-    return bool(sep and rest) and prefix in PROVIDER_NAMES
+    return split_provider(model)[0] is not None
 
 
 def _is_local_model(path: Path) -> bool:

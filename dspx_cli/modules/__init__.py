@@ -1,5 +1,6 @@
 """Modules: async building blocks that turn inputs into a Prediction."""
 
+from dspx_cli.modules.base import Module
 from dspx_cli.modules.best_of_n import BestOfN, RewardFn
 from dspx_cli.modules.calculator import calculator
 from dspx_cli.modules.chain_of_thought import ChainOfThought
@@ -9,8 +10,6 @@ from dspx_cli.modules.react import ReAct
 from dspx_cli.modules.refine import Refine
 from dspx_cli.modules.retrieve import Retrieve
 from dspx_cli.modules.tool import Tool
-
-Module = Predict | ChainOfThought | ReAct | MultiChainComparison | BestOfN | Refine | Retrieve
 
 # The types an LM judge metric may use.
 MODULE_CLASSES: dict[str, type[Predict] | type[ChainOfThought]] = {

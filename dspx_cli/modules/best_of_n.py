@@ -17,7 +17,7 @@ from __future__ import annotations
 import inspect
 import logging
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -25,11 +25,12 @@ from typing import Any, Protocol
 from dspx_cli.core import Prediction, Signature
 from dspx_cli.lm.base import Message, Usage
 from dspx_cli.modules import trace as tracing
-from dspx_cli.modules.copies import OwnPredictorsOnCopy
+from dspx_cli.modules.base import Module
+from dspx_cli.modules.copies import Composite
 from dspx_cli.modules.predict import Predict
 from dspx_cli.modules.trace import TraceStep
 
-__all__ = ["Attempt", "BestOfN", "RewardFn", "SampledModule"]
+__all__ = ["Attempt", "BestOfN", "RewardFn"]
 
 logger = logging.getLogger(__name__)
 
@@ -38,22 +39,6 @@ logger = logging.getLogger(__name__)
 RewardFn = Callable[[dict[str, Any], Prediction], Any | Awaitable[Any]]
 
 ATTEMPT_TEMPERATURE = 1.0  # DSPy's: diverse attempts even when the program samples greedily
-
-
-class SampledModule(Protocol):
-    """What BestOfN and Refine wrap: any dspx module."""
-
-    @property
-    def signature(self) -> Signature: ...
-
-    def named_predictors(self) -> list[tuple[str, Predict]]: ...
-
-    def messages(self, inputs: dict[str, Any]) -> list[Message]: ...
-
-    @property
-    def acall(self) -> Callable[..., Awaitable[Prediction]]:
-        """Called with keyword inputs; declared loosely so a module may name its inputs."""
-        ...
 
 
 @dataclass(frozen=True)
@@ -83,7 +68,7 @@ class _Plain:
         return Usage()
 
 
-class BestOfN(OwnPredictorsOnCopy):
+class BestOfN(Composite):
     """`await BestOfN(module, N=3, reward_fn=..., threshold=1.0).acall(**inputs)` -> the best Prediction.
 
     `fail_count` (default `N`, as is 0: DSPy's `fail_count or N`) bounds failed attempts with
@@ -93,9 +78,11 @@ class BestOfN(OwnPredictorsOnCopy):
     that rule raises the last error instead of returning None. `threshold=None` never stops early.
     """
 
+    parts = ("module",)
+
     def __init__(
         self,
-        module: SampledModule,
+        module: Module,
         N: int,  # DSPy's name
         reward_fn: RewardFn,
         threshold: float | None,
@@ -121,7 +108,7 @@ class BestOfN(OwnPredictorsOnCopy):
             (f"module.{name}" if name else "module", predictor) for name, predictor in self.module.named_predictors()
         ]
 
-    def messages(self, inputs: dict[str, Any]) -> list[Message]:
+    def messages(self, inputs: Mapping[str, Any]) -> list[Message]:
         """The first attempt's messages (temperature and rollout id are request settings, not messages)."""
         return self.module.messages(inputs)
 

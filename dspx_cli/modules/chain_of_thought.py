@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from dspx_cli.core import Prediction, Signature
 from dspx_cli.lm.base import LM, Message
+from dspx_cli.modules.copies import Composite
 from dspx_cli.modules.predict import Predict
 
 
-class ChainOfThought:
+class ChainOfThought(Composite):
+    parts = ("predict",)
+
     def __init__(self, signature: Signature, lm: LM | None = None, **predict_options: Any) -> None:
         # DSPy keeps the original instructions: they still name only the declared outputs.
         extended = signature.prepend_output("reasoning", str, "")
@@ -23,7 +27,7 @@ class ChainOfThought:
         # Same name DSPy gives the inner predictor, so saved states line up.
         return [("predict", self.predict)]
 
-    def messages(self, inputs: dict[str, Any]) -> list[Message]:
+    def messages(self, inputs: Mapping[str, Any]) -> list[Message]:
         return self.predict.messages(inputs)
 
     async def acall(self, **inputs: Any) -> Prediction:

@@ -1,50 +1,33 @@
 """Copies of composite modules whose predictors are their own.
 
-Optimizers copy a program before changing demos (`optimizers/labeled.py:clone_runner`): a
-`copy.copy` of each module, then a copy of every attribute that is a `Predict`. That reaches the
-predictor of a ChainOfThought, but not the predictors of a module nested one level deeper, such as
-the ChainOfThought inside a BestOfN. Without their own copies, concurrent bootstrap runs would
-change the demos of the program being optimized. Modules that hold other modules inherit
-`OwnPredictorsOnCopy`, so `copy.copy` gives them copies of every predictor at any depth.
+Optimizers copy a program before changing demos (`optimizers/labeled.py:clone_runner`). A plain
+`copy.copy` of a ChainOfThought inside a BestOfN would share its predictor with the original, and
+concurrent bootstrap runs would change the demos of the program being optimized. A module that
+holds other modules inherits `Composite` and names them in `parts`; its `copy()` (and
+`copy.copy`) copies each part with that part's own `copy()`, so every predictor at any depth is new.
 """
 
 from __future__ import annotations
 
-import copy
-from typing import Any, Self, TypeVar
+from typing import Any, ClassVar, Self
 
-from dspx_cli.modules.predict import Predict
-
-__all__ = ["OwnPredictorsOnCopy", "copy_module"]
-
-T = TypeVar("T")
+__all__ = ["Composite"]
 
 
-def copy_module(module: T) -> T:
-    """A shallow copy whose predictors, however deep, are copies with their own demos and extras.
+class Composite:
+    """Mixin for modules made of other modules (held in the attributes named by `parts`)."""
 
-    LMs, adapters and callbacks stay shared: they hold connections, caches and meters.
-    """
-    if isinstance(module, Predict):
-        clone = copy.copy(module)
-        clone.demos = list(module.demos)
-        clone.extra = dict(module.extra)
-        return clone  # type: ignore[return-value]
-    # Built by hand rather than with copy.copy, which would call OwnPredictorsOnCopy.__copy__ again.
-    composite: Any = object.__new__(type(module))
-    composite.__dict__.update(vars(module))
-    for name, value in vars(module).items():
-        if _is_module(value):
-            setattr(composite, name, copy_module(value))
-    return composite  # type: ignore[no-any-return]
+    parts: ClassVar[tuple[str, ...]] = ()
 
-
-def _is_module(value: Any) -> bool:
-    return isinstance(value, Predict) or callable(getattr(value, "named_predictors", None))
-
-
-class OwnPredictorsOnCopy:
-    """Mixin: `copy.copy(module)` copies the predictors of every nested module too."""
+    def copy(self) -> Self:
+        # Built by hand rather than with copy.copy, which would call __copy__ (this method) again.
+        clone: Any = object.__new__(type(self))
+        clone.__dict__.update(vars(self))
+        for name in self.parts:
+            part = getattr(self, name)
+            if part is not None:
+                setattr(clone, name, part.copy())
+        return clone  # type: ignore[no-any-return]
 
     def __copy__(self) -> Self:
-        return copy_module(self)
+        return self.copy()

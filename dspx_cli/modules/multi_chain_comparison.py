@@ -23,7 +23,7 @@ from dspx_cli.core import Prediction, Signature
 from dspx_cli.errors import LMError
 from dspx_cli.lm.base import LM, Message, Usage
 from dspx_cli.modules.chain_of_thought import ChainOfThought
-from dspx_cli.modules.copies import OwnPredictorsOnCopy
+from dspx_cli.modules.copies import Composite
 from dspx_cli.modules.predict import Predict
 
 __all__ = ["MultiChainComparison", "format_attempt"]
@@ -47,12 +47,14 @@ def format_attempt(completion: Mapping[str, Any], last_key: str) -> str:
     return f"«I'm trying to {rationale} I'm not sure but my prediction is {answer}»"
 
 
-class MultiChainComparison(OwnPredictorsOnCopy):
+class MultiChainComparison(Composite):
     """`await MultiChainComparison(signature, lm, M=3).acall(completions=[...], **inputs)` -> rationale + outputs.
 
     `predict_options` are Predict's (demos, adapter, max_tokens, extra, ...) for the comparison
     predictor; the sampler shares its adapter, max_tokens and extra, but not its demos.
     """
+
+    parts = ("predict", "sample")
 
     def __init__(
         self,
@@ -108,7 +110,7 @@ class MultiChainComparison(OwnPredictorsOnCopy):
             )
         return {f"reasoning_attempt_{index}": attempt for index, attempt in enumerate(attempts, start=1)}
 
-    def messages(self, inputs: dict[str, Any]) -> list[Message]:
+    def messages(self, inputs: Mapping[str, Any]) -> list[Message]:
         """With `completions` among the inputs, the comparison prompt; without, the first call: the sampler's."""
         inputs = dict(inputs)
         completions = inputs.pop("completions", None)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Self
 
 from dspx_cli.adapters import ChatAdapter, JSONAdapter
 from dspx_cli.core import Prediction, Signature
@@ -49,9 +50,16 @@ class Predict:
     def named_predictors(self) -> list[tuple[str, Predict]]:
         return [("", self)]
 
+    def copy(self) -> Self:
+        clone = copy.copy(self)
+        clone.demos = list(self.demos)
+        clone.extra = dict(self.extra)
+        return clone
+
     def messages(self, inputs: Mapping[str, Any], adapter: ChatAdapter | None = None) -> list[Message]:
         signature, inputs = self._with_hint(inputs)
-        return (adapter or self.adapter).format(signature, self.demos, dict(inputs))
+        demos: list[Mapping[str, Any]] = list(self.demos)
+        return (adapter or self.adapter).format(signature, demos, dict(inputs))
 
     def _with_hint(self, inputs: Mapping[str, Any]) -> tuple[Signature, Mapping[str, Any]]:
         """Inside a Refine attempt (modules/trace.py), the signature sent gets DSPy's `hint_` input.
@@ -116,7 +124,7 @@ class Predict:
             if self.on_unusable_reply is not None:
                 self.on_unusable_reply(response.cached)
             return None, AdapterParseError("the LM returned no completion", lm_response=""), response.usage
-        parsed: list[dict[str, Any]] = []
+        parsed: list[Mapping[str, Any]] = []
         first_error: AdapterParseError | None = None
         for completion in response.completions:
             try:

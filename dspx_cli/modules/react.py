@@ -31,6 +31,7 @@ from dspx_cli.lm.context_window import (
     is_context_window_error,
 )
 from dspx_cli.modules.chain_of_thought import ChainOfThought
+from dspx_cli.modules.copies import Composite
 from dspx_cli.modules.predict import Predict
 from dspx_cli.modules.tool import Tool, format_tool_error
 
@@ -124,7 +125,7 @@ def format_trajectory(adapter: ChatAdapter, trajectory: Mapping[str, Any]) -> st
     return adapter.format_user_message(as_inputs, trajectory)
 
 
-class ReAct:
+class ReAct(Composite):
     """`ReAct(signature, tools, lm, max_iters=20, **predict_options)`; `await react.acall(**inputs)`.
 
     `tools` are Tools or plain callables. `predict_options` are Predict's (adapter, n, temperature,
@@ -150,6 +151,8 @@ class ReAct:
         demos = predict_options.pop("demos", None)
         self.react = Predict(react_signature(signature, self.tools), lm, demos=demos, **predict_options)
         self.extract = ChainOfThought(extract_signature(signature), lm, **predict_options)
+
+    parts = ("react", "extract")
 
     def named_predictors(self) -> list[tuple[str, Predict]]:
         # DSPy's names, so a state saved by DSPy for a ReAct module lines up.

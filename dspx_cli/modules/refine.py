@@ -31,7 +31,8 @@ import orjson
 from dspx_cli.core import Field, Signature, annotation_name
 from dspx_cli.lm.base import LM, Usage
 from dspx_cli.modules import trace as tracing
-from dspx_cli.modules.best_of_n import Attempt, BestOfN, RewardFn, SampledModule
+from dspx_cli.modules.base import Module
+from dspx_cli.modules.best_of_n import Attempt, BestOfN, RewardFn
 from dspx_cli.modules.predict import Predict
 
 __all__ = ["OFFER_FEEDBACK", "Refine", "describe_predictors", "mask_unserializable"]
@@ -81,7 +82,7 @@ class Refine(BestOfN):
 
     def __init__(
         self,
-        module: SampledModule,
+        module: Module,
         N: int,  # DSPy's name
         reward_fn: RewardFn,
         threshold: float | None,

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+import copy
+from collections.abc import Mapping
+from typing import Any, Self
 
 from dspx_cli.core import Prediction, Signature
-from dspx_cli.lm.base import Usage
+from dspx_cli.lm.base import Message, Usage
 from dspx_cli.modules.tool import Tool
 from dspx_cli.retrieval import Passage, Retriever
 
@@ -26,6 +28,12 @@ class Retrieve:
 
     def named_predictors(self) -> list[tuple[str, Any]]:
         return []
+
+    def messages(self, inputs: Mapping[str, Any]) -> list[Message]:
+        return []  # it searches; no LM call
+
+    def copy(self) -> Self:
+        return copy.copy(self)  # nothing to tune: the retriever (and its index) stays shared
 
     async def search(self, query: str, k: int | None = None) -> list[Passage]:
         """The passages with their scores and ids, for callers that want more than the texts."""

@@ -51,6 +51,7 @@ from dspx_cli.errors import UsageError
 from dspx_cli.evaluate.metrics import Metric
 from dspx_cli.modules.trace import TraceStep, sampling_override, trace_scope
 from dspx_cli.optimizers.labeled import clone_runner, example_demo, labeled_few_shot
+from dspx_cli.optimizers.registry import CompileJob
 from dspx_cli.optimizers.state import named_predictors
 from dspx_cli.program.runner import ProgramRunner
 
@@ -227,3 +228,14 @@ def _check_same_structure(student: list[tuple[str, Any]], teacher: list[tuple[st
     other = [(name, str(predictor.signature)) for name, predictor in teacher]
     if shape != other:
         raise UsageError(f"the teacher's predictors {other} differ from the student's {shape}")
+
+
+async def compile_bootstrap_few_shot(runner: ProgramRunner, settings: dict[str, Any], job: CompileJob) -> dict[str, Any]:
+    """The registry's entry point (optimizers/registry.py); `settings` without `teacher` (see `job`)."""
+    report = await bootstrap_few_shot(runner, job.trainset, job.metric, concurrency=job.concurrency,
+                                      teacher=job.teacher, teacher_compiled=job.teacher_compiled, **settings)
+    return {
+        "bootstrapped_examples": report.bootstrapped,
+        "examples_tried": report.examples_tried,
+        "errors": len(report.errors),
+    }

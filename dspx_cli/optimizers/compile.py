@@ -15,9 +15,7 @@ from dspx_cli.errors import ProgramError, UsageError
 from dspx_cli.evaluate.metrics import Metric
 from dspx_cli.evaluate.rewards import build_rewards
 from dspx_cli.lm.config import LMConfig
-from dspx_cli.optimizers.bootstrap import bootstrap_few_shot
-from dspx_cli.optimizers.labeled import labeled_few_shot
-from dspx_cli.optimizers.random_search import bootstrap_random_search
+from dspx_cli.optimizers.registry import OPTIMIZERS, CompileJob, OptimizerType
 from dspx_cli.optimizers.state import load_state, read_state_file
 from dspx_cli.program.context import RunContext
 from dspx_cli.program.diagnostics import to_program_error
@@ -25,32 +23,6 @@ from dspx_cli.program.loader import lm_config
 from dspx_cli.program.model import Program
 from dspx_cli.program.runner import ProgramRunner
 from dspx_cli.program.schema import LMSpec
-
-# DSPy's defaults for each optimizer's settings.
-DEFAULTS: dict[str, dict[str, Any]] = {
-    "labeled_few_shot": {"k": 16, "seed": 0},
-    "bootstrap_few_shot": {
-        "max_bootstrapped_demos": 4,
-        "max_labeled_demos": 16,
-        "max_rounds": 1,
-        "metric_threshold": None,
-        "max_errors": 10,
-        "seed": 0,
-        "teacher": None,  # {lm: ..., state: ...}; see Teacher
-    },
-    "bootstrap_random_search": {
-        "num_candidate_programs": 16,
-        "max_bootstrapped_demos": 4,
-        "max_labeled_demos": 16,
-        "max_rounds": 1,
-        "metric_threshold": None,
-        "max_errors": 10,
-        "num_threads": None,  # None: the command's --concurrency (DSPy: settings.num_threads)
-        "stop_at_score": None,
-        "seed": 0,
-        "teacher": None,
-    },
-}
 
 
 @dataclass(frozen=True)
@@ -110,15 +82,16 @@ def choose_optimizer(
     name = override or written
     if override and override != written:
         section = {}  # the file's settings belong to another optimizer
+    known = ", ".join(OPTIMIZERS)
     if name is None:
-        raise UsageError(f"{program.path} has no `optimizer:` section; pass --optimizer with one of: {', '.join(DEFAULTS)}")
-    if name not in DEFAULTS:
-        known = ", ".join(DEFAULTS)
+        raise UsageError(f"{program.path} has no `optimizer:` section; pass --optimizer with one of: {known}")
+    if name not in OPTIMIZERS:
         if override:
             raise UsageError(f"--optimizer {name}: unknown optimizer; expected one of: {known}")
         raise ProgramError(f"unknown optimizer {name!r}; expected one of: {known}",
                            program.positions.locate(("optimizer", "type")))
-    settings = dict(DEFAULTS[name])
+    record = OPTIMIZERS[name]
+    settings = record.defaults()
     for key, value in section.items():
         if key not in settings:
             raise ProgramError(
@@ -134,16 +107,38 @@ def choose_optimizer(
             settings[key] = json.loads(text)
         except json.JSONDecodeError:
             settings[key] = text
+    settings = _checked_settings(program, record, settings, section, assignments)
     teacher = _teacher(program, name, settings.get("teacher"), teacher_lm, teacher_state)
     if teacher is not None:
         settings["teacher"] = teacher.describe()
     return OptimizerChoice(name, settings, teacher)
 
 
+def _checked_settings(
+    program: Program, record: OptimizerType, settings: dict[str, Any], section: dict[str, Any], assignments: Sequence[str]
+) -> dict[str, Any]:
+    """Each setting against the type its record declares, blamed on the `--set` or the line that gave it."""
+    from pydantic import TypeAdapter
+
+    try:
+        checked: Any = TypeAdapter(record.settings).validate_python(settings)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        key = str(first["loc"][0]) if first["loc"] else "?"
+        expected = first["msg"].replace("Input should be", "expected")
+        message = f"optimizer {record.name}: {key}: {expected}, got {settings.get(key)!r}"
+        given = [a for a in assignments if a.partition("=")[0] == key]
+        if given:
+            raise UsageError(f"--set {given[-1]}: {message}") from None
+        where = ("optimizer", key) if key in section else ("optimizer",)
+        raise ProgramError(message, program.positions.locate(where)) from None
+    return {key: getattr(checked, key) for key in settings}
+
+
 def _teacher(
     program: Program, optimizer: str, raw: Any, lm_text: str | None, state_path: Path | None
 ) -> Teacher | None:
-    if (lm_text or state_path) and "teacher" not in DEFAULTS[optimizer]:
+    if (lm_text or state_path) and not OPTIMIZERS[optimizer].takes_teacher:
         raise UsageError(f"--teacher-lm/--teacher-state: {optimizer} takes no teacher")
     lm: LMConfig | None = None
     state: Path | None = None
@@ -202,33 +197,12 @@ async def optimize(
 
     `valset` is used by the optimizers that select among candidates (random search); the others
     see only the trainset, as in DSPy."""
-    if choice.name == "labeled_few_shot":
-        await labeled_few_shot(runner, trainset, **choice.settings)
-        return {}
     settings = dict(choice.settings)
     settings.pop("teacher", None)  # its description; the runner comes in `teacher`
     # A loaded state makes the teacher compiled: its demos are used as they are, as in DSPy.
     teacher_compiled = bool(choice.teacher and choice.teacher.state)
-    if choice.name == "bootstrap_random_search":
-        num_threads = settings.pop("num_threads", None) or concurrency
-        search = await bootstrap_random_search(runner, trainset, metric, valset=valset, num_threads=num_threads,
-                                               teacher=teacher, teacher_compiled=teacher_compiled, **settings)
-        candidates = [
-            {"seed": c.seed, "score": c.score, "demos": {name: len(demos) for name, demos in c.demos.items()}}
-            for c in search.candidates
-        ]
-        return {
-            "candidates": candidates,
-            "best_seed": search.best_seed,
-            "best_score": search.best_score,
-        }
-    report = await bootstrap_few_shot(runner, trainset, metric, concurrency=concurrency, teacher=teacher,
-                                      teacher_compiled=teacher_compiled, **settings)
-    return {
-        "bootstrapped_examples": report.bootstrapped,
-        "examples_tried": report.examples_tried,
-        "errors": len(report.errors),
-    }
+    job = CompileJob(trainset, metric, concurrency, valset, teacher, teacher_compiled)
+    return await OPTIMIZERS[choice.name].entry_point()(runner, settings, job)
 
 
 def call_counts(usage: dict[str, Any]) -> dict[str, int]:

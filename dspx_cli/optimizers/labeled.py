@@ -16,11 +16,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from dspx_cli.core import Example
-from dspx_cli.modules.copies import copy_module
+from dspx_cli.optimizers.registry import CompileJob
 from dspx_cli.optimizers.state import named_predictors
 from dspx_cli.program.runner import ProgramRunner
 
-__all__ = ["clone_runner", "example_demo", "labeled_few_shot"]
+__all__ = ["clone_runner", "compile_labeled_few_shot", "example_demo", "labeled_few_shot"]
 
 
 def example_demo(example: Example) -> dict[str, Any]:
@@ -35,7 +35,7 @@ def clone_runner(runner: ProgramRunner) -> ProgramRunner:
     sampling extras are copied. Cheaper and safer than a deepcopy, which would copy the LM stack.
     """
     clone = copy.copy(runner)
-    clone.modules = {name: copy_module(module) for name, module in runner.modules.items()}
+    clone.modules = {name: module.copy() for name, module in runner.modules.items()}
     return clone
 
 
@@ -51,3 +51,9 @@ async def labeled_few_shot(runner: ProgramRunner, trainset: Sequence[Example], *
             predictor.demos = []
             continue
         predictor.demos = [example_demo(example) for example in rng.sample(examples, min(k, len(examples)))]
+
+
+async def compile_labeled_few_shot(runner: ProgramRunner, settings: dict[str, Any], job: CompileJob) -> dict[str, Any]:
+    """The registry's entry point (optimizers/registry.py): nothing to report."""
+    await labeled_few_shot(runner, job.trainset, **settings)
+    return {}

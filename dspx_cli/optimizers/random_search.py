@@ -44,10 +44,13 @@ from dspx_cli.evaluate.evaluator import evaluate
 from dspx_cli.evaluate.metrics import Metric
 from dspx_cli.optimizers.bootstrap import bootstrap_few_shot
 from dspx_cli.optimizers.labeled import clone_runner, labeled_few_shot
+from dspx_cli.optimizers.registry import CompileJob
 from dspx_cli.optimizers.state import named_predictors
 from dspx_cli.program.runner import ProgramRunner
 
-__all__ = ["CandidateResult", "RandomSearchReport", "bootstrap_random_search", "shuffle_seed"]
+__all__ = [
+    "CandidateResult", "RandomSearchReport", "bootstrap_random_search", "compile_bootstrap_random_search", "shuffle_seed",
+]
 
 ZERO_SHOT, LABELED_ONLY, UNSHUFFLED = -3, -2, -1
 # DSPy's `min_num_samples`: the smallest bootstrap quota a shuffled candidate can draw.
@@ -185,3 +188,18 @@ async def bootstrap_random_search(
 def _comparable(score: float) -> float:
     """The score as DSPy's Evaluate returns it (a percentage, two decimals), for comparisons."""
     return round(100 * score, 2)
+
+
+async def compile_bootstrap_random_search(
+    runner: ProgramRunner, settings: dict[str, Any], job: CompileJob
+) -> dict[str, Any]:
+    """The registry's entry point (optimizers/registry.py); `settings` without `teacher` (see `job`)."""
+    settings = dict(settings)
+    num_threads = settings.pop("num_threads", None) or job.concurrency
+    search = await bootstrap_random_search(runner, job.trainset, job.metric, valset=job.valset, num_threads=num_threads,
+                                           teacher=job.teacher, teacher_compiled=job.teacher_compiled, **settings)
+    candidates = [
+        {"seed": c.seed, "score": c.score, "demos": {name: len(demos) for name, demos in c.demos.items()}}
+        for c in search.candidates
+    ]
+    return {"candidates": candidates, "best_seed": search.best_seed, "best_score": search.best_score}

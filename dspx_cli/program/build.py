@@ -7,29 +7,17 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from dspx_cli.adapters import ChatAdapter, JSONAdapter
 from dspx_cli.core.pyfile import PyFileError, split_target
 from dspx_cli.errors import UsageError
-from dspx_cli.modules import (
-    BestOfN,
-    ChainOfThought,
-    Module,
-    MultiChainComparison,
-    Predict,
-    ReAct,
-    Refine,
-    Retrieve,
-    RewardFn,
-    Tool,
-    calculator,
-)
+from dspx_cli.lm.base import LM
+from dspx_cli.modules import Module, Retrieve, RewardFn, Tool, calculator
 from dspx_cli.program.context import RunContext
 from dspx_cli.program.model import ModuleDef, Program, RetrieverDef, ToolDef
-
-# DSPy's MultiChainComparison samples and compares at this temperature unless told otherwise.
-MCC_TEMPERATURE = 0.7
+from dspx_cli.program.module_types import MODULE_TYPES
 
 
 def build_module(
@@ -38,53 +26,63 @@ def build_module(
     context: RunContext | None,
     rewards: Mapping[str, RewardFn] | None = None,
 ) -> Module:
-    lm = context.lm(definition.lm) if context else None
-    if definition.type in ("best_of_n", "refine"):
-        assert definition.wraps is not None and definition.N is not None
-        inner = build_module(program.modules[definition.wraps], program, context, rewards)
-        reward = (rewards or {}).get(definition.name) or _no_reward(definition.name)
-        if definition.type == "best_of_n":
-            return BestOfN(inner, definition.N, reward, definition.threshold, definition.fail_count)
-        # What the feedback LM reads as "the program" and "the reward": the user's own files.
-        return Refine(inner, definition.N, reward, definition.threshold, definition.fail_count, lm=lm,
-                      program_code=program.path.read_text(encoding="utf-8"),
-                      reward_code=_reward_code(definition.reward, program))
-    if definition.type == "retrieve":
-        assert definition.retriever is not None
-        return Retrieve(_retriever(definition.retriever, context), k=definition.retriever.k)
+    """The live module of `definition`, built by its type's record (program/module_types.py)."""
+    return MODULE_TYPES[definition.type].build(definition, Builder(program, context, rewards))
 
-    options: dict[str, Any] = {
-        "demos": definition.demos,
-        "adapter": JSONAdapter() if definition.adapter == "json" else ChatAdapter(),
-        "n": definition.n,
-        "temperature": definition.temperature,
-        "max_tokens": definition.max_tokens,
-        "extra": definition.lm.extra,
-        "on_fallback": context.meter.record_fallback if context else None,
-        "on_unusable_reply": context.meter.record_unusable_reply if context else None,
-    }
-    if definition.type == "react":
-        tools = [_tool(tool, context) for tool in definition.tools]
-        if definition.max_iters is not None:
-            options["max_iters"] = definition.max_iters
-        return ReAct(definition.signature, tools, lm, **options)
-    if definition.type == "multi_chain_comparison":
-        if options["temperature"] is None:
-            options["temperature"] = MCC_TEMPERATURE
-        options.pop("n")
-        return MultiChainComparison(definition.signature, lm, M=definition.M or 3, **options)
-    cls = ChainOfThought if definition.type == "chain_of_thought" else Predict
-    return cls(definition.signature, lm, **options)
+
+@dataclass(frozen=True)
+class Builder:
+    """What a module type's `build` may ask for: LMs, settings, tools, retrievers, other modules."""
+
+    program: Program
+    context: RunContext | None
+    rewards: Mapping[str, RewardFn] | None = None
+
+    def lm(self, definition: ModuleDef) -> LM | None:
+        return self.context.lm(definition.lm) if self.context else None
+
+    def predict_options(self, definition: ModuleDef) -> dict[str, Any]:
+        """Predict's keyword settings for the module's predictors: demos, adapter, sampling, meters."""
+        context = self.context
+        return {
+            "demos": definition.demos,
+            "adapter": JSONAdapter() if definition.adapter == "json" else ChatAdapter(),
+            "n": definition.n,
+            "temperature": definition.temperature,
+            "max_tokens": definition.max_tokens,
+            "extra": definition.lm.extra,
+            "on_fallback": context.meter.record_fallback if context else None,
+            "on_unusable_reply": context.meter.record_unusable_reply if context else None,
+        }
+
+    def module(self, name: str) -> Module:
+        """Another module of the program, built afresh (a wrapper owns the module it runs)."""
+        return build_module(self.program.modules[name], self.program, self.context, self.rewards)
+
+    def reward(self, definition: ModuleDef) -> RewardFn:
+        return (self.rewards or {}).get(definition.name) or _no_reward(definition.name)
+
+    def tool(self, definition: ToolDef) -> Tool:
+        return _tool(definition, self.context)
+
+    def retriever(self, definition: RetrieverDef) -> Any:
+        return _retriever(definition, self.context)
+
+    def program_code(self) -> str:
+        return self.program.path.read_text(encoding="utf-8")
+
+    def reward_code(self, definition: ModuleDef) -> str:
+        return _reward_code(definition.reward, self.program)
 
 
 def _tool(definition: ToolDef, context: RunContext | None) -> Tool:
-    named = {"name": definition.name, "desc": definition.desc, "timeout": definition.timeout}
+    name, desc, timeout = definition.name, definition.desc, definition.timeout
     if definition.kind == "calculator":
-        return Tool(calculator, **named)
+        return Tool(calculator, name=name, desc=desc, timeout=timeout)
     if definition.kind == "retrieve":
         assert definition.retriever is not None
         search = Retrieve(_retriever(definition.retriever, context), k=definition.retriever.k)
-        return search.as_tool(**named)
+        return search.as_tool(name=name, desc=desc, timeout=timeout)
     assert definition.tool is not None
     return definition.tool
 

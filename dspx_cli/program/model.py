@@ -87,6 +87,8 @@ class ModuleDef:
     reward: Any = None  # the metric spec; the evaluate layer turns it into a reward function
     M: int | None = None  # multi_chain_comparison
     retriever: RetrieverDef | None = None  # retrieve
+    # Settings of a module type that has no field of its own here (its record's `define` fills them).
+    options: dict[str, Any] = field(default_factory=dict)
 
     @property
     def output_names(self) -> list[str]:

@@ -1,15 +1,9 @@
 """Each entry of `modules:` checked against its type and turned into a ModuleDef.
 
-Type by type, what a module needs besides its LM settings:
-
-    predict, chain_of_thought   signature (demos)
-    react                       signature, tools (names from `tools:`), max_iters
-    multi_chain_comparison      signature, M
-    best_of_n, refine           module (another module's name), N, reward, threshold, fail_count
-    retrieve                    corpus, k, text_field, embeddings; its signature is `query -> passages`
-
-A key that belongs to another type is an error at its line: `tools` on a predict module would
-otherwise be silently ignored.
+What a type takes besides the common settings (lm, adapter, n, temperature, ...) is its record's
+in program/module_types.py: its keys, its signature rule, its leading outputs and demo fields, and
+its `define` hook. A key that belongs to another type is an error at its line: `tools` on a
+predict module would otherwise be silently ignored.
 """
 
 from __future__ import annotations
@@ -23,30 +17,20 @@ from dspx_cli.core import Signature
 from dspx_cli.errors import ProgramError
 from dspx_cli.lm.config import LMConfig
 from dspx_cli.program.model import ModuleDef, ToolDef
+from dspx_cli.program.module_types import MODULE_TYPES, DefineArgs
 from dspx_cli.program.schema import ModuleSpec
 from dspx_cli.program.source import KeyPath, Positions
-from dspx_cli.program.tools import build_retriever
 
 SignatureBuilder = Callable[[Any, KeyPath], Signature]
 
-RETRIEVE_SIGNATURE = "query: str -> passages: list[str]"
-_REACT_STEP_FIELDS = ("trajectory", "next_thought", "next_tool_name", "next_tool_args")
-# Keys that only some types take (the rest, e.g. lm, adapter, n, temperature, apply to all).
-_KEYS_BY_TYPE: dict[str, set[str]] = {
-    "tools": {"react"},
-    "max_iters": {"react"},
-    "module": {"best_of_n", "refine"},
-    "N": {"best_of_n", "refine"},
-    "reward": {"best_of_n", "refine"},
-    "threshold": {"best_of_n", "refine"},
-    "fail_count": {"best_of_n", "refine"},
-    "M": {"multi_chain_comparison"},
-    "corpus": {"retrieve"},
-    "k": {"retrieve"},
-    "text_field": {"retrieve"},
-    "embeddings": {"retrieve"},
-}
-_WRAPPERS = ("best_of_n", "refine")
+
+def _keys_by_type() -> dict[str, set[str]]:
+    """Each type-specific key of ModuleSpec and the types that take it."""
+    owners: dict[str, set[str]] = {}
+    for record in MODULE_TYPES.values():
+        for key in record.keys:
+            owners.setdefault(key, set()).add(record.name)
+    return owners
 
 
 def build_module_defs(
@@ -63,10 +47,10 @@ def build_module_defs(
     built: dict[str, ModuleDef] = {}
     for name, spec in specs.items():
         _check_keys(name, spec, positions)
-        if spec.type not in _WRAPPERS:
+        if not MODULE_TYPES[spec.type].wraps:
             built[name] = _plain(name, spec, raw_modules[name], build_signature, signatures, tools, lm_for(spec),
                                  base_dir, positions)
-    pending = [name for name, spec in specs.items() if spec.type in _WRAPPERS]
+    pending = [name for name, spec in specs.items() if MODULE_TYPES[spec.type].wraps]
     while pending:
         progressed = False
         for name in list(pending):
@@ -91,19 +75,20 @@ def build_module_defs(
 
 
 def _check_keys(name: str, spec: ModuleSpec, positions: Positions) -> None:
-    for key, types in _KEYS_BY_TYPE.items():
+    for key, types in _keys_by_type().items():
         if getattr(spec, key) is not None and spec.type not in types:
             raise ProgramError(
                 f"module {name!r}: {key!r} applies to type {' and '.join(sorted(types))}, not {spec.type}",
                 positions.locate(("modules", name, key)),
             )
-    if spec.type in (*_WRAPPERS, "retrieve"):
+    record = MODULE_TYPES[spec.type]
+    if record.signature != "declared":
         for key in ("signature", "instructions"):
             if getattr(spec, key) is not None:
                 raise ProgramError(f"module {name!r}: a {spec.type} module takes no {key!r}",
                                    positions.locate(("modules", name, key)))
         if spec.demos:
-            where = "the module it wraps" if spec.type in _WRAPPERS else "nothing: it has no predictor"
+            where = "the module it wraps" if record.wraps else "nothing: it has no predictor"
             raise ProgramError(f"module {name!r}: demos of a {spec.type} module belong to {where}",
                                positions.locate(("modules", name, "demos")))
 
@@ -120,22 +105,13 @@ def _plain(
     positions: Positions,
 ) -> ModuleDef:
     key_path: KeyPath = ("modules", name)
-    retriever = None
-    if spec.type == "retrieve":
-        signature = Signature.parse(RETRIEVE_SIGNATURE)
-        retriever = build_retriever(spec, base_dir, key_path, positions)
+    record = MODULE_TYPES[spec.type]
+    if record.fixed_signature is not None:
+        signature = Signature.parse(record.fixed_signature)
     else:
         signature = _signature(name, spec, raw, build_signature, signatures, positions)
-    leading: tuple[tuple[str, Any], ...] = ()
-    allowed = set(signature.input_fields) | set(signature.output_fields)
-    if spec.type == "chain_of_thought":
-        leading = (("reasoning", str),)
-    elif spec.type == "react":
-        leading = (("trajectory", dict[str, Any]), ("reasoning", str))
-        allowed |= set(_REACT_STEP_FIELDS)
-    elif spec.type == "multi_chain_comparison":
-        leading = (("rationale", str),)
-        allowed |= {f"reasoning_attempt_{i}" for i in range(1, (spec.M or 3) + 1)}
+    leading = record.leading_outputs(spec)
+    allowed = set(signature.input_fields) | set(signature.output_fields) | set(record.demo_fields(spec))
     allowed |= {field for field, _ in leading}
     for index, demo in enumerate(spec.demos):
         for key in demo:
@@ -145,16 +121,7 @@ def _plain(
                     positions.locate((*key_path, "demos", index, key)),
                 )
 
-    module_tools: tuple[ToolDef, ...] = ()
-    if spec.type == "react":
-        if not spec.tools:
-            raise ProgramError(f"module {name!r}: a react module needs `tools:`, a list of names from the "
-                               f"program's `tools:` section", positions.locate(key_path))
-        for index, tool in enumerate(spec.tools):
-            if tool not in tools:
-                raise ProgramError(f"module {name!r} uses unknown tool {tool!r}; defined tools: "
-                                   f"{', '.join(tools) or 'none'}", positions.locate((*key_path, "tools", index)))
-        module_tools = tuple(tools[tool] for tool in spec.tools)
+    own = record.define(DefineArgs(name, spec, tools, base_dir, positions))
 
     return ModuleDef(
         name=name,
@@ -168,10 +135,7 @@ def _plain(
         location=positions.locate(key_path),
         adapter=spec.adapter,
         leading_outputs=leading,
-        tools=module_tools,
-        max_iters=spec.max_iters,
-        M=spec.M,
-        retriever=retriever,
+        **own,
     )
 
 
@@ -204,8 +168,8 @@ def _signature(
 
 def _wrapper(name: str, spec: ModuleSpec, inner: ModuleDef, lm: LMConfig, positions: Positions) -> ModuleDef:
     """Same signature and outputs as the wrapped module; the LM is the one Refine asks for advice."""
-    if inner.type == "retrieve":
-        raise ProgramError(f"module {name!r} cannot wrap retrieve module {inner.name!r}: it calls no LM",
+    if not MODULE_TYPES[inner.type].calls_lm:
+        raise ProgramError(f"module {name!r} cannot wrap {inner.type} module {inner.name!r}: it calls no LM",
                            positions.locate(("modules", name, "module")))
     if spec.N is None or spec.reward is None:
         missing = "N" if spec.N is None else "reward"

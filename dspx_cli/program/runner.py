@@ -117,9 +117,8 @@ class ProgramRunner:
                 for name, value in step.bindings.items()
                 if not _omitted(value, inputs)
             }
-            module = self.modules[step.module]
             # A retrieve step sends no messages: it searches.
-            previews.append((step, module.messages(values) if hasattr(module, "messages") else []))
+            previews.append((step, self.modules[step.module].messages(values)))
         return previews
 
     @staticmethod

@@ -6,26 +6,18 @@ the loader, which knows where each key was written.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidatorFunctionWrapHandler, field_validator
 
 from dspx_cli.core.redact import UnsetSecret
+from dspx_cli.program.module_types import MODULE_ALIASES, MODULE_TYPES
 
-MODULE_TYPES = (
-    "predict", "chain_of_thought", "react", "multi_chain_comparison", "best_of_n", "refine", "retrieve",
-)
-ModuleType = Literal[
-    "predict", "chain_of_thought", "react", "multi_chain_comparison", "best_of_n", "refine", "retrieve",
-]
-# Spellings people bring from DSPy's class names; `-` and case are ignored too.
-_MODULE_ALIASES = {
-    **{name: name for name in MODULE_TYPES},
-    "chainofthought": "chain_of_thought",
-    "cot": "chain_of_thought",
-    "multichaincomparison": "multi_chain_comparison",
-    "bestofn": "best_of_n",
-}
+# The registered type names (program/module_types.py), so an unknown type lists them all.
+if TYPE_CHECKING:
+    ModuleTypeName = str
+else:
+    ModuleTypeName = Literal[tuple(MODULE_TYPES)]
 TOOL_TYPES = ("calculator", "retrieve", "python")
 
 
@@ -116,7 +108,7 @@ class ToolSpec(RetrievalKeys):
 
 
 class ModuleSpec(RetrievalKeys):
-    type: ModuleType = "predict"
+    type: ModuleTypeName = "predict"
     signature: str | SignatureSpec | None = None  # required except for best_of_n, refine, retrieve
     instructions: str | None = None
     demos: list[dict[str, Any]] = Field(default_factory=list)
@@ -126,7 +118,7 @@ class ModuleSpec(RetrievalKeys):
     n: int | None = Field(default=None, ge=1)
     temperature: float | None = None
     max_tokens: int | None = Field(default=None, gt=0)
-    # react
+    # Keys of one or a few types (module_types.py says which): react
     tools: list[str] | None = None
     max_iters: int | None = Field(default=None, ge=0)
     # best_of_n, refine: another module of the program, run N times and judged by `reward`
@@ -142,7 +134,7 @@ class ModuleSpec(RetrievalKeys):
     @classmethod
     def _normalise_type(cls, value: Any) -> Any:
         if isinstance(value, str):
-            return _MODULE_ALIASES.get(value.replace("-", "_").lower(), value)
+            return MODULE_ALIASES.get(value.replace("-", "_").lower(), value)
         return value
 
     _lm_shorthand = field_validator("lm", mode="before")(lambda cls, v: _lm_shorthand(v))

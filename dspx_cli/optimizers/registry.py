@@ -1,0 +1,114 @@
+"""The optimizers `dspx compile` offers: one `OptimizerType` record each, registered in `OPTIMIZERS`.
+
+A record names the optimizer, describes it in one line (`--optimizer` help, docs), declares its
+settings as a dataclass (the fields and DSPy's defaults; `optimizer:` keys and `--set` are checked
+against it), and points at its entry point, imported only when a compile runs. Importing this file
+costs nothing (`dspx --help` reads it): no pydantic, no optimizer code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from dspx_cli.core import Example
+    from dspx_cli.evaluate.metrics import Metric
+    from dspx_cli.program.runner import ProgramRunner
+
+__all__ = ["OPTIMIZERS", "CompileJob", "OptimizerType", "optimizer_names"]
+
+
+@dataclass(frozen=True)
+class CompileJob:
+    """What every optimizer is given besides the runner it changes and its own settings."""
+
+    trainset: Sequence[Example]
+    metric: Metric
+    concurrency: int
+    valset: Sequence[Example] | None = None  # for optimizers that select among candidates
+    teacher: ProgramRunner | None = None
+    teacher_compiled: bool = False  # a loaded teacher state: its demos are used as they are
+
+
+# `await entry(runner, settings, job)`: sets the runner's demos in place, returns what to report.
+EntryPoint = Callable[["ProgramRunner", dict[str, Any], CompileJob], Awaitable[dict[str, Any]]]
+
+
+@dataclass(frozen=True)
+class OptimizerType:
+    name: str
+    doc: str  # one line
+    settings: type  # a dataclass whose fields are the settings, with DSPy's defaults
+    entry: str  # "module:function", an EntryPoint
+
+    def defaults(self) -> dict[str, Any]:
+        return {f.name: f.default for f in dataclasses.fields(self.settings)}
+
+    @property
+    def takes_teacher(self) -> bool:
+        return "teacher" in self.defaults()
+
+    def entry_point(self) -> EntryPoint:
+        module, _, function = self.entry.partition(":")
+        return getattr(importlib.import_module(module), function)  # type: ignore[no-any-return]
+
+
+@dataclass
+class LabeledFewShotSettings:
+    k: int = 16
+    seed: int = 0
+
+
+@dataclass
+class BootstrapFewShotSettings:
+    max_bootstrapped_demos: int = 4
+    max_labeled_demos: int = 16
+    max_rounds: int = 1
+    metric_threshold: float | None = None
+    max_errors: int | None = 10  # None: never stop on errors
+    seed: int = 0
+    teacher: Any = None  # {lm: ..., state: ...}; checked by optimizers/compile.py (Teacher)
+
+
+@dataclass
+class BootstrapRandomSearchSettings:
+    num_candidate_programs: int = 16
+    max_bootstrapped_demos: int = 4
+    max_labeled_demos: int = 16
+    max_rounds: int = 1
+    metric_threshold: float | None = None
+    max_errors: int | None = 10  # None: never stop on errors
+    num_threads: int | None = None  # None: the command's --concurrency (DSPy: settings.num_threads)
+    stop_at_score: float | None = None
+    seed: int = 0
+    teacher: Any = None
+
+
+def _registry(*records: OptimizerType) -> dict[str, OptimizerType]:
+    return {record.name: record for record in records}
+
+
+OPTIMIZERS: dict[str, OptimizerType] = _registry(
+    OptimizerType(
+        "labeled_few_shot", "k training examples, sampled, as every predictor's demos",
+        LabeledFewShotSettings, "dspx_cli.optimizers.labeled:compile_labeled_few_shot",
+    ),
+    OptimizerType(
+        "bootstrap_few_shot", "demos from the traces of training runs that pass the metric, plus labeled ones",
+        BootstrapFewShotSettings, "dspx_cli.optimizers.bootstrap:compile_bootstrap_few_shot",
+    ),
+    OptimizerType(
+        "bootstrap_random_search", "bootstrap_few_shot with shuffled seeds; keeps the candidate best on the dev set",
+        BootstrapRandomSearchSettings, "dspx_cli.optimizers.random_search:compile_bootstrap_random_search",
+    ),
+)
+
+
+def optimizer_names(last: str = "or") -> str:
+    """`labeled_few_shot, bootstrap_few_shot or bootstrap_random_search`"""
+    names = list(OPTIMIZERS)
+    return f"{', '.join(names[:-1])} {last} {names[-1]}" if len(names) > 1 else names[0]

@@ -1,0 +1,266 @@
+"""The extension points: module types, optimizers and LM providers are each one registry record,
+and every module type meets runners, wrappers and optimizers through one `Module` protocol."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dspx_cli.errors import ProgramError, UsageError
+from dspx_cli.program.loader import load_program
+from dspx_cli.program.module_types import MODULE_TYPES, predictor_names
+from dspx_cli.program.runner import ProgramRunner
+from tests.cli_process import dspx
+from tests.lm_server import LMServer
+
+ROOT = Path(__file__).resolve().parent.parent
+
+EVERY_TYPE = """\
+lm: {model: openai/m, api_base: http://127.0.0.1:9/v1, api_key: k}
+tools:
+  calculator: {type: calculator}
+modules:
+  plain: {type: predict, signature: "question -> answer", demos: [{question: q, answer: a}]}
+  cot: {type: cot, signature: "question -> answer", demos: [{question: q, reasoning: r, answer: a}]}
+  agent: {type: react, signature: "question -> answer", tools: [calculator]}
+  compare: {type: multi_chain_comparison, signature: "question -> answer", M: 2}
+  best: {type: best_of_n, module: cot, N: 2, reward: {python: "rewards.py:short"}}
+  refined: {type: refine, module: plain, N: 2, reward: {python: "rewards.py:short"}}
+  find: {type: retrieve, corpus: corpus.txt, k: 1}
+flow:
+  - {id: a, module: plain, with: {question: $input.question}}
+  - {id: b, module: cot, with: {question: $input.question}}
+  - {id: c, module: agent, with: {question: $input.question}}
+  - {id: d, module: compare, with: {question: $input.question}}
+  - {id: e, module: best, with: {question: $input.question}}
+  - {id: f, module: refined, with: {question: $input.question}}
+  - {id: g, module: find, with: {query: $input.question}}
+output: {a: $a.answer, b: $b.answer, c: $c.answer, d: $d.answer, e: $e.answer, f: $f.answer, g: $g.passages}
+"""
+
+
+@pytest.fixture
+def every_type(tmp_path: Path) -> Path:
+    (tmp_path / "rewards.py").write_text("def short(inputs, prediction):\n    return 1.0\n")
+    (tmp_path / "corpus.txt").write_text("Brussels is the capital of Belgium.\n\nParis is in France.\n")
+    path = tmp_path / "every.yaml"
+    path.write_text(EVERY_TYPE)
+    return path
+
+
+# ----- module types ------------------------------------------------------------------------------
+
+
+def test_the_program_above_uses_every_registered_module_type(every_type: Path) -> None:
+    program = load_program(every_type, env={})
+    assert {definition.type for definition in program.modules.values()} == set(MODULE_TYPES)
+
+
+def test_registered_predictor_names_are_the_built_modules(every_type: Path) -> None:
+    """Which predictors a type names is known from its record, before anything is built."""
+    program = load_program(every_type, env={})
+    runner = ProgramRunner(program, None)
+    for name, module in runner.modules.items():
+        built = [predictor for predictor, _ in module.named_predictors()]
+        assert predictor_names(program.modules[name], program.modules) == built, name
+
+
+def test_every_module_type_copies_its_predictors_and_renders_messages(every_type: Path) -> None:
+    """The Module protocol: `copy()` owns every predictor at any depth; `messages()` exists for all."""
+    program = load_program(every_type, env={})
+    runner = ProgramRunner(program, None)
+    for step in program.steps:
+        module = runner.modules[step.module]
+        clone = module.copy()
+        assert type(clone) is type(module)
+        for (name, original), (clone_name, copied) in zip(module.named_predictors(), clone.named_predictors(), strict=True):
+            assert name == clone_name and copied is not original and copied.demos == original.demos
+            copied.demos.append({"question": "new"})
+            assert {"question": "new"} not in original.demos, (step.module, name)
+    previews = {step.id: messages for step, messages in runner.preview({"question": "Why?"})}
+    assert previews["g"] == [] and all(previews[step] for step in "abcdef")
+
+
+def test_schema_keys_are_each_claimed_by_a_module_type() -> None:
+    """A type-specific key of ModuleSpec names its types in their records, so `tools` on a predict
+    module is an error; every key a record names exists in the schema."""
+    from dspx_cli.program.schema import ModuleSpec
+
+    common = {"type", "signature", "instructions", "demos", "lm", "adapter", "n", "temperature", "max_tokens"}
+    claimed = {key for record in MODULE_TYPES.values() for key in record.keys}
+    assert claimed <= set(ModuleSpec.model_fields)
+    assert set(ModuleSpec.model_fields) - common == claimed
+
+
+def test_unknown_module_type_lists_the_registered_ones(tmp_path: Path) -> None:
+    path = tmp_path / "p.yaml"
+    path.write_text('modules:\n  a: {type: predictor, signature: "q -> a"}\n')
+    with pytest.raises(ProgramError) as raised:
+        load_program(path, env={})
+    assert raised.value.location.line == 2
+    for name in MODULE_TYPES:
+        assert repr(name) in str(raised.value)
+
+
+def test_the_docs_table_lists_the_registered_module_types() -> None:
+    text = (ROOT / "docs" / "program-format.md").read_text(encoding="utf-8")
+    rows = [line for line in text.splitlines() if re.match(r"\| `(\w+)`( \(`\w+`\))? \|", line)]
+    cells = [[cell.strip() for cell in row.split("|")[1:-1]] for row in rows]
+    table = {cell[0].split()[0].strip("`"): cell for cell in cells if len(cell) == 4}
+    assert [name for name in table if name in MODULE_TYPES] == list(MODULE_TYPES)
+    for name, record in MODULE_TYPES.items():
+        _, keys, outputs, _ = table[name]
+        assert (keys, outputs) == (record.key_docs, record.outputs_doc), name
+
+
+NEW_TYPE = """\
+import asyncio, sys
+from dspx_cli.core import Prediction
+from dspx_cli.program import module_types
+
+class Shout:
+    # A module type without an LM: its outputs are its input, upper-cased.
+    def __init__(self, signature):
+        self.signature = signature
+    def named_predictors(self):
+        return []
+    def messages(self, inputs):
+        return []
+    async def acall(self, **inputs):
+        return Prediction(loud=str(inputs["text"]).upper())
+    def copy(self):
+        return self
+
+module_types.register(module_types.ModuleType(
+    "shout", "upper-cases its input", lambda definition, builder: Shout(definition.signature),
+    predictors=(), calls_lm=False,
+))
+
+from dspx_cli.program.loader import load_program
+from dspx_cli.program.runner import ProgramRunner
+
+program = load_program(sys.argv[1], env={})
+result = asyncio.run(ProgramRunner(program, None).run({"text": "hello"}))
+print(result.outputs["loud"])
+"""
+
+
+def test_a_new_module_type_is_one_record(tmp_path: Path) -> None:
+    """Registering a record is all the schema, the loader, the builder and the runner need."""
+    program = tmp_path / "p.yaml"
+    program.write_text('modules:\n  loud: {type: shout, signature: "text -> loud"}\n')
+    script = tmp_path / "register.py"
+    script.write_text(NEW_TYPE)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, str(script), str(program)], capture_output=True, text=True, env=env, check=False,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "HELLO\n"
+
+
+# ----- optimizers --------------------------------------------------------------------------------
+
+OPTIMIZED = """\
+lm: {model: openai/m, api_base: http://127.0.0.1:9/v1, api_key: k}
+modules:
+  answer: {signature: "question -> answer"}
+optimizer:
+  type: labeled_few_shot
+  k: {k}
+"""
+
+
+def _optimized(tmp_path: Path, k: str) -> Any:
+    path = tmp_path / "p.yaml"
+    path.write_text(OPTIMIZED.replace("{k}", k))
+    return load_program(path, env={})
+
+
+def test_optimizer_settings_are_checked_against_their_types(tmp_path: Path) -> None:
+    from dspx_cli.optimizers.compile import choose_optimizer
+
+    assert choose_optimizer(_optimized(tmp_path, "2"), None, ()).settings == {"k": 2, "seed": 0}
+    with pytest.raises(ProgramError) as raised:
+        choose_optimizer(_optimized(tmp_path, "many"), None, ())
+    assert raised.value.location.line == 6
+    assert "optimizer labeled_few_shot: k: expected a valid integer" in str(raised.value)
+    with pytest.raises(UsageError, match=r"^--set seed=abc: optimizer labeled_few_shot: seed: expected"):
+        choose_optimizer(_optimized(tmp_path, "2"), None, ("seed=abc",))
+
+
+def test_a_new_optimizer_is_one_record(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from dataclasses import dataclass
+
+    from dspx_cli.optimizers import registry
+    from dspx_cli.optimizers.compile import choose_optimizer, optimize
+
+    @dataclass
+    class Settings:
+        demos: int = 1
+
+    record = registry.OptimizerType("first_example", "the first training example", Settings,
+                                    "tests.test_registries:first_example")
+    monkeypatch.setitem(registry.OPTIMIZERS, "first_example", record)
+    program = _optimized(tmp_path, "2")
+    choice = choose_optimizer(program, "first_example", ("demos=1",))
+    assert choice.settings == {"demos": 1}
+    runner = ProgramRunner(program, None)
+    from dspx_cli.core import Example
+
+    trainset = [Example(question="q", answer="a").with_inputs("question")]
+    report = asyncio.run(optimize(runner, choice, trainset, lambda *_: 1.0, concurrency=1))  # type: ignore[arg-type]
+    assert report == {"set": 1} and runner.modules["answer"].named_predictors()[0][1].demos == [
+        {"question": "q", "answer": "a"}
+    ]
+    assert "first_example" in registry.optimizer_names()
+
+
+async def first_example(runner: ProgramRunner, settings: dict[str, Any], job: Any) -> dict[str, Any]:
+    for _, predictor in runner.modules["answer"].named_predictors():
+        predictor.demos = [dict(example.items()) for example in job.trainset[: settings["demos"]]]
+    return {"set": settings["demos"]}
+
+
+def test_optimizer_help_and_errors_name_every_registered_optimizer(tmp_path: Path) -> None:
+    from dspx_cli.optimizers.registry import OPTIMIZERS
+
+    helped = dspx("compile", "--help")
+    unknown = dspx("compile", str(ROOT / "programs" / "qa.yaml"), "--optimizer", "mipro")
+    assert helped.returncode == 0 and unknown.returncode == 2
+    help_text = " ".join(helped.stdout.split())
+    for name in OPTIMIZERS:
+        assert name in help_text and name in unknown.stderr
+
+
+# ----- providers ---------------------------------------------------------------------------------
+
+
+def test_a_new_provider_is_one_record(lm_server: LMServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The load-time name check, the endpoint and the backend all read the one record."""
+    from dspx_cli.lm.base import LMRequest
+    from dspx_cli.lm.config import LMConfig
+    from dspx_cli.lm.providers import PROVIDERS, Provider
+    from dspx_cli.lm.registry import create_lm, model_problem
+
+    config = LMConfig.from_model_string("acme/tiny")
+    assert "unknown model 'acme/tiny'" in (model_problem(config) or "")
+    monkeypatch.setitem(PROVIDERS, "acme", Provider("acme", lm_server.api_base))
+    assert model_problem(config) is None
+    assert "acme/<model>" in (model_problem(LMConfig.from_model_string("nope")) or "")
+
+    async def ask() -> Any:
+        lm = create_lm(config)
+        try:
+            return await lm.complete(LMRequest(messages=({"role": "user", "content": "hi"},)))
+        finally:
+            await lm.aclose()
+
+    asyncio.run(ask())
+    assert lm_server.requests[-1].body["model"] == "tiny"
