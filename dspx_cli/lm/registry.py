@@ -51,7 +51,7 @@ def create_lm(config: LMConfig, base_dir: Path | None = None, *, refusals: Schem
     # A provider's own backend; any other name with api_base set speaks OpenAI's API.
     provider_name, _ = split_provider(model)
     backend = PROVIDERS[provider_name].backend if provider_name else OPENAI_COMPATIBLE
-    return load_backend(backend)(config, refusals=refusals)  # type: ignore[no-any-return]
+    return load_backend(backend)(config, refusals=refusals)
 
 
 def model_problem(config: LMConfig, base_dir: Path | None = None) -> str | None:

@@ -27,7 +27,7 @@ class Composite:
             part = getattr(self, name)
             if part is not None:
                 setattr(clone, name, part.copy())
-        return clone  # type: ignore[no-any-return]
+        return clone
 
     def __copy__(self) -> Self:
         return self.copy()

@@ -54,7 +54,7 @@ class OptimizerType:
 
     def entry_point(self) -> EntryPoint:
         module, _, function = self.entry.partition(":")
-        return getattr(importlib.import_module(module), function)  # type: ignore[no-any-return]
+        return getattr(importlib.import_module(module), function)
 
 
 @dataclass
