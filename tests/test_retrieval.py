@@ -30,7 +30,7 @@ from dspx_cli.retrieval import (
 )
 from dspx_cli.lm.history import History
 from dspx_cli.lm.usage import UsageMeter
-from tests.cli_process import dspx
+from tests.cli_inprocess import dspx
 from tests.lm_server import LMServer, RecordedRequest, Reply, error_body
 
 T = TypeVar("T")
