@@ -61,7 +61,8 @@ def history(directory: Path | None, count: int, as_json: bool) -> None:
 def _format_call(record: dict[str, Any]) -> str:
     """Shaped like DSPy's inspect_history: the messages, then the response. Fields of an odd
     shape (the file may have been edited) print as they are rather than stopping the listing."""
-    usage = record.get("usage") if isinstance(record.get("usage"), dict) else {}
+    usage = record.get("usage")
+    usage = usage if isinstance(usage, dict) else {}
     latency = record.get("latency_s")
     state = "cached" if record.get("cached") else f"{latency:.2f} s" if isinstance(latency, int | float) else "? s"
     head = (

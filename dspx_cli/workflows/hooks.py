@@ -53,4 +53,4 @@ def _ignore(text: str) -> None:
 @dataclass(frozen=True)
 class Hooks:
     progress: ProgressFactory = Silent
-    notice: Callable[[str], None] = _ignore  # a whole line, newline included
+    notice: Callable[[str], object] = _ignore  # a whole line, newline included

@@ -112,8 +112,9 @@ def write_junit(path: Path, program: Program, evaluation: Evaluation, *, pass_sc
             detail = json.dumps({"inputs": result.record()["inputs"], "labels": result.record()["labels"],
                                  "outputs": result.outputs}, ensure_ascii=False, default=str)
             ElementTree.SubElement(case, "failure", message=f"score {result.score:g} < {pass_score:g}").text = detail
-    tree = ElementTree.ElementTree(ElementTree.Element("testsuites"))
-    tree.getroot().append(suite)
+    root = ElementTree.Element("testsuites")
+    root.append(suite)
+    tree = ElementTree.ElementTree(root)
     ElementTree.indent(tree)
     path.parent.mkdir(parents=True, exist_ok=True)
     tree.write(path, encoding="utf-8", xml_declaration=True)
