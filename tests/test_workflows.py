@@ -111,3 +111,16 @@ def test_workflows_import_neither_the_cli_nor_typer_nor_rich() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                           env={**os.environ}, cwd=ROOT)
     assert done.stdout.strip() == "[]", done.stderr
+
+
+def test_the_in_process_cli_puts_back_what_a_process_keeps_to_itself(tmp_path: Path) -> None:
+    import logging
+
+    from tests.cli_inprocess import dspx
+
+    engine = logging.getLogger("dspx_cli")
+    before = (dict(os.environ), os.getcwd(), sys.stdout, sys.stderr, engine.handlers[:], engine.propagate)
+    (tmp_path / "p.yaml").write_text("modules: {m: {signature: 'q -> a'}}\n")
+    done = dspx("validate", "p.yaml", cwd=tmp_path, EXTRA_VARIABLE="1")
+    assert done.returncode == 0 and done.stdout.startswith("ok: p.yaml"), done.stderr
+    assert (dict(os.environ), os.getcwd(), sys.stdout, sys.stderr, engine.handlers, engine.propagate) == before
