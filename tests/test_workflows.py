@@ -94,6 +94,7 @@ def test_an_interrupted_evaluation_leaves_its_partial_summary_and_junit(base: LM
         evaluate_workflow.execute(job, Hooks(progress=_CancelAfterFirst))
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["aborted"] == "interrupted" and summary["finished"] == len(job.finished) >= 1
+    assert job.stopped == "interrupted"
     suite = ElementTree.parse(tmp_path / "junit.xml").getroot()[0]
     assert int(suite.get("skipped")) == 10 - summary["finished"]
 

@@ -59,6 +59,7 @@ class Evaluating:
     concurrency: int
     folder: RunFolder
     finished: dict[int, ExampleResult] = field(default_factory=dict)
+    stopped: str | None = None  # why the run ended early ("interrupted", "failed: ..."), once it has
 
     @property
     def total(self) -> int:
@@ -130,6 +131,7 @@ def execute(job: Evaluating, hooks: Hooks = Hooks()) -> EvaluateResult:
     except BaseException as exc:
         # Interrupted (SIGINT, SIGTERM) or failed: the summary and JUnit file still say what finished.
         stopped = "interrupted" if isinstance(exc, (KeyboardInterrupt, asyncio.CancelledError)) else f"failed: {exc}"
+        job.stopped = stopped
         write_report(job, Evaluation.partial(job.finished, job.total, stopped), time.perf_counter() - started)
         raise
     seconds = time.perf_counter() - started
