@@ -7,7 +7,8 @@ import subprocess
 import textwrap
 from pathlib import Path
 
-from tests.cli_process import dspx
+from tests import cli_process
+from tests.cli_inprocess import dspx
 from tests.lm_server import LMServer, Reply, error_body
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,7 +34,8 @@ def shout(body: dict) -> str:
 
 
 def run(tmp_path: Path, server: LMServer, rows: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return dspx("run", str(program(tmp_path)), "--batch", "-", *args, input=rows, BASE=server.api_base)
+    """Through a real process: rows arrive on a pipe, results leave through one."""
+    return cli_process.dspx("run", str(program(tmp_path)), "--batch", "-", *args, input=rows, BASE=server.api_base)
 
 
 def test_rows_come_back_in_input_order_despite_latency(lm_server: LMServer, tmp_path: Path) -> None:

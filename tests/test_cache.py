@@ -13,7 +13,7 @@ from dspx_cli.lm.base import LMRequest, LMResponse, Usage
 from dspx_cli.lm.cache import ResponseCache, request_key
 from dspx_cli.lm.config import LMConfig
 from dspx_cli.program.context import RunContext
-from tests.cli_process import dspx
+from tests.cli_inprocess import dspx
 from tests.lm_server import LMServer, Reply, error_body
 
 ROOT = Path(__file__).resolve().parent.parent

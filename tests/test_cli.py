@@ -1,4 +1,5 @@
-"""The command line, run as users run it: in a subprocess, reading stdout, stderr and the exit code."""
+"""The command line: stdout, stderr and the exit code. Most calls run in-process
+(tests/cli_inprocess.py); start-up, help and the exit codes go through a real process."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli_process import dspx
+from tests import cli_process
+from tests.cli_inprocess import dspx
 from tests.lm_server import LMServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,6 +41,7 @@ def test_help_and_validate_import_no_heavy_packages() -> None:
 def test_version_and_help_on_every_command() -> None:
     from dspx_cli import __version__
 
+    dspx = cli_process.dspx  # start-up as users see it
     done = dspx("--version")
     assert done.returncode == 0 and done.stdout.strip() == f"dspx {__version__}"
     for command in ("run", "inspect", "validate"):
@@ -69,7 +72,7 @@ def test_yaml_and_toml_send_identical_messages() -> None:
 def test_validate_bad_program_exits_2_with_one_line(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("modules:\n  m:\n    signature: 'q -> a'\n    temprature: 1\n")
-    done = dspx("validate", str(bad))
+    done = cli_process.dspx("validate", str(bad))
     assert done.returncode == 2
     assert done.stdout == ""
     lines = done.stderr.strip().splitlines()
@@ -93,7 +96,7 @@ def test_debug_keeps_exit_1_for_a_failed_run(tmp_path: Path) -> None:
         'lm: {model: openai/m, api_base: "http://127.0.0.1:9/v1", api_key: x, num_retries: 0}\n'
         "modules:\n  m: {signature: 'q -> a'}\n"
     )
-    done = dspx("run", str(program), "-i", "q=x", "--no-cache", "--debug")
+    done = cli_process.dspx("run", str(program), "-i", "q=x", "--no-cache", "--debug")
     assert done.returncode == 1, done.stderr
     assert "Traceback" in done.stderr and done.stderr.strip().splitlines()[-1].startswith("error: ")
 
@@ -108,7 +111,7 @@ def test_debug_keeps_exit_3_below_min_score(lm_server: LMServer, tmp_path: Path)
     lm_server.responder = lambda body: "[[ ## a ## ]]\nwrong\n\n[[ ## completed ## ]]"
     args = ("evaluate", str(program), "--min-score", "0.5", "--output", str(tmp_path / "run"))
     quiet = dspx(*args, BASE=lm_server.api_base)
-    loud = dspx(*args, "--debug", BASE=lm_server.api_base)
+    loud = cli_process.dspx(*args, "--debug", BASE=lm_server.api_base)
     assert quiet.returncode == loud.returncode == 3, loud.stderr
     assert "Traceback" in loud.stderr and "is below --min-score 0.5" in loud.stderr.strip().splitlines()[-1]
 

@@ -11,7 +11,7 @@ from typing import Any, Literal, Optional
 import pytest
 
 from dspx_cli.program.input_types import allows_none, type_mismatch
-from tests.cli_process import dspx
+from tests.cli_inprocess import dspx
 from tests.lm_server import LMServer
 
 FIXTURE = Path(__file__).parent / "fixtures" / "optional_inputs" / "dspy_messages.json"

@@ -13,7 +13,8 @@ from pathlib import Path
 from xml.etree import ElementTree
 
 from dspx_cli.lm.cache import ResponseCache
-from tests.cli_process import dspx as run_dspx
+from tests.cli_inprocess import dspx as run_dspx
+from tests.cli_process import dspx as run_process
 from tests.lm_server import LMServer, Reply, error_body
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -81,7 +82,8 @@ def test_min_score_exit_codes_and_json(lm_server: LMServer, tmp_path: Path) -> N
     passing = dspx(str(path), "--min-score", "0.7", "--json", "--output", str(tmp_path / "a"), BASE=lm_server.api_base)
     assert passing.returncode == 0, passing.stderr
     assert json.loads(passing.stdout)["passed"] is True
-    failing = dspx(str(path), "--min-score", "0.75", "--output", str(tmp_path / "b"), BASE=lm_server.api_base)
+    failing = run_process("evaluate", str(path), "--min-score", "0.75", "--output", str(tmp_path / "b"),
+                          BASE=lm_server.api_base)
     assert failing.returncode == 3
     assert "score 0.7000 is below --min-score 0.75" in failing.stderr
     assert dspx(str(path), "--min-score", "70", BASE=lm_server.api_base).returncode == 2

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli_process import dspx
+from tests.cli_inprocess import dspx
 
 SERVER_MODULES = ("llama_cpp", "fastapi", "uvicorn", "sse_starlette", "starlette_context", "pydantic_settings")
 STARTUP_SECONDS = 120.0

@@ -23,7 +23,7 @@ from dspx_cli.lm.config import LMConfig
 from dspx_cli.lm.openai_compat import LMRequestError, OpenAICompatLM
 from dspx_cli.lm.retry import RetriesExhaustedError, RetryingLM
 from dspx_cli.lm.usage import ModelUsage
-from tests.cli_process import dspx
+from tests.cli_inprocess import dspx
 from tests.lm_server import LMServer, RecordedRequest, Reply, error_body
 
 T = TypeVar("T")

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.cli_process import dspx
+from tests.cli_inprocess import dspx
 from tests.lm_server import LMServer
 
 TOOLS_PY = '''

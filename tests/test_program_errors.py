@@ -293,7 +293,7 @@ def test_unreachable_step(tmp_path: Path) -> None:
 
 def test_readme_validate_example_is_the_real_output(tmp_path: Path) -> None:
     """The README shows a bad file and the exact line `dspx validate` prints for it."""
-    from tests.cli_process import ROOT, dspx
+    from tests.cli_inprocess import ROOT, dspx
 
     readme = (ROOT / "README.md").read_text()
     block = readme.split("$ cat bad.yaml\n", 1)[1].split("```", 1)[0]
@@ -332,7 +332,7 @@ def _code_project(tmp_path: Path) -> Path:
 
 
 def test_validate_checks_python_files_without_running_them(tmp_path: Path) -> None:
-    from tests.cli_process import dspx
+    from tests.cli_inprocess import dspx
 
     path = _code_project(tmp_path)
     done = dspx("validate", str(path))
@@ -354,7 +354,7 @@ def test_validate_checks_python_files_without_running_them(tmp_path: Path) -> No
 )
 def test_validate_reports_python_references_where_written(tmp_path: Path, change: tuple[str, str],
                                                          fragments: list[str]) -> None:
-    from tests.cli_process import dspx
+    from tests.cli_inprocess import dspx
 
     path = _code_project(tmp_path)
     text = path.read_text().replace(*change)
@@ -397,7 +397,7 @@ def test_static_check_reads_syntax_errors_and_arity(tmp_path: Path) -> None:
     ],
 )
 def test_validate_rejects_what_a_later_command_would(tmp_path: Path, edit, fragments: list[str]) -> None:  # type: ignore[no-untyped-def]
-    from tests.cli_process import dspx
+    from tests.cli_inprocess import dspx
 
     path = _code_project(tmp_path)
     path.write_text(edit(path.read_text()))
@@ -409,7 +409,7 @@ def test_validate_rejects_what_a_later_command_would(tmp_path: Path, edit, fragm
 
 
 def test_validate_reads_the_data_files(tmp_path: Path) -> None:
-    from tests.cli_process import dspx
+    from tests.cli_inprocess import dspx
 
     path = _code_project(tmp_path)
     (tmp_path / "dev.jsonl").write_text('{"question": "q", "answer": "a"}\n{"question": \n')
@@ -420,7 +420,7 @@ def test_validate_reads_the_data_files(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("where", ["lm", "module", "judge"])
 def test_unknown_model_is_a_load_error_at_its_line(tmp_path: Path, where: str) -> None:
-    from tests.cli_process import dspx
+    from tests.cli_inprocess import dspx
 
     text = {
         "lm": "lm: gpt-4o-mini\nmodules: {m: {signature: 'q -> a'}}\n",
@@ -458,7 +458,7 @@ def test_lm_flag_paths_are_relative_to_the_working_directory(tmp_path: Path, mon
 
 
 def test_validate_and_inspect_need_no_key_that_only_a_call_uses(tmp_path: Path) -> None:
-    from tests.cli_process import dspx
+    from tests.cli_inprocess import dspx
 
     path = write(tmp_path, GOOD.replace(
         "dspx: 1\n", "dspx: 1\nlm:\n  model: openai/gpt-4o-mini\n  api_key: ${DSPX_TEST_KEY:?export DSPX_TEST_KEY}\n"))
@@ -494,7 +494,7 @@ def test_validate_of_a_hosted_program_does_not_import_the_http_client(tmp_path: 
 
 
 def test_an_unset_judge_key_fails_evaluate_at_its_line_before_any_call(tmp_path: Path) -> None:
-    from tests.cli_process import dspx
+    from tests.cli_inprocess import dspx
 
     (tmp_path / "dev.jsonl").write_text('{"question": "q", "answer": "a"}\n')
     path = write(tmp_path, """\

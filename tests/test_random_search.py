@@ -29,7 +29,7 @@ from dspx_cli.optimizers.random_search import (
 from dspx_cli.optimizers.state import named_predictors
 from dspx_cli.program.model import Program
 from dspx_cli.program.runner import ProgramRunner
-from tests.cli_process import dspx
+from tests.cli_inprocess import dspx
 from tests.lm_server import LMServer
 from tests.test_optimizers import (
     QA,

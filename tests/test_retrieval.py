@@ -30,7 +30,7 @@ from dspx_cli.retrieval import (
     load_corpus,
     plural_stem,
 )
-from tests.cli_process import dspx
+from tests.cli_inprocess import dspx
 from tests.lm_server import LMServer, RecordedRequest, Reply, error_body
 
 T = TypeVar("T")

@@ -13,7 +13,7 @@ import pytest
 from dspx_cli.program.context import RunContext
 from dspx_cli.program.loader import load_program
 from dspx_cli.program.runner import ProgramRunner, RunResult
-from tests.cli_process import dspx
+from tests.cli_inprocess import dspx
 from tests.lm_server import LMServer, Reply, error_body
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from dspx_cli.core.redact import REDACTED, is_secret_name, redact
-from tests.cli_process import dspx
+from tests.cli_inprocess import dspx
 from tests.lm_server import LMServer, Reply, error_body
 
 MARKER = "sk-MARKER-123"

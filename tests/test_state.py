@@ -21,7 +21,7 @@ from dspx_cli.optimizers.state import (
 )
 from dspx_cli.program.loader import load_program
 from dspx_cli.program.runner import ProgramRunner
-from tests.cli_process import dspx
+from tests.cli_inprocess import dspx
 
 PROGRAM = """\
 lm:

@@ -8,7 +8,7 @@ from pathlib import Path
 from dspx_cli.optimizers.state import dump_state, save_state_file
 from dspx_cli.program.loader import load_program
 from dspx_cli.program.runner import ProgramRunner
-from tests.cli_process import ROOT, dspx
+from tests.cli_inprocess import ROOT, dspx
 from tests.lm_server import LMServer
 
 PROGRAM = ROOT / "programs" / "qa.yaml"

@@ -6,7 +6,7 @@ import json
 import textwrap
 from pathlib import Path
 
-from tests.cli_process import dspx
+from tests.cli_inprocess import dspx
 from tests.lm_server import LMServer
 
 

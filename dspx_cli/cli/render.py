@@ -5,10 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 from dspx_cli.core import annotation_name
-from dspx_cli.core.json_values import jsonable
 from dspx_cli.lm.base import Message
 from dspx_cli.lm.usage import UsageMeter
 from dspx_cli.program.model import ModuleDef, Program, Step
+from dspx_cli.workflows.records import jsonable, outputs_record
+
+__all__ = [
+    "fields_text", "graph_mermaid", "graph_text", "jsonable", "messages_text", "outputs_record", "outputs_text",
+    "program_summary", "trace_text", "usage_line", "usage_summary",
+]
 
 
 def fields_text(outputs: dict[str, Any]) -> str:
@@ -21,15 +26,6 @@ def fields_text(outputs: dict[str, Any]) -> str:
         else:
             lines.append(f"{name}: {text}")
     return "\n".join(lines) + "\n"
-
-
-def outputs_record(outputs: dict[str, Any], completions: list[dict[str, Any]]) -> dict[str, Any]:
-    """`run --json` and each `--batch` line: the outputs, plus DSPy's `completions` (every sampled
-    completion's outputs, the first being the top-level fields) when a module sampled several."""
-    record = dict(outputs)
-    if len(completions) > 1:
-        record["completions"] = completions
-    return record
 
 
 def outputs_text(outputs: dict[str, Any], completions: list[dict[str, Any]]) -> str:

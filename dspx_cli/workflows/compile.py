@@ -1,0 +1,135 @@
+"""`compile` (alias `optimize`): improve a program on its training data and save the state."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dspx_cli.core import Example
+from dspx_cli.core.redact import redact
+from dspx_cli.errors import UsageError
+from dspx_cli.evaluate.datasets import BadRow, configured_splits, load_rows
+from dspx_cli.evaluate.evaluator import Evaluation, evaluate
+from dspx_cli.evaluate.metrics import resolve_metric
+from dspx_cli.lm.registry import anchor_model_path
+from dspx_cli.lm.usage import UsageMeter
+from dspx_cli.optimizers.compile import build_teacher, call_counts, choose_optimizer, optimize
+from dspx_cli.optimizers.state import dump_state, named_predictors, save_state_file
+from dspx_cli.program.batch import default_concurrency
+from dspx_cli.program.loader import load_program
+from dspx_cli.workflows.context import CacheOptions, build_runner
+from dspx_cli.workflows.hooks import Hooks
+from dspx_cli.workflows.run_folder import default_run_dir, program_hash, resolved_program
+from dspx_cli.workflows.validate import check_teacher
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CompileOptions:
+    optimizer: str | None = None
+    assignments: tuple[str, ...] = ()
+    output: Path | None = None
+    concurrency: int | None = None  # None: what the program's LMs can serve (program/batch.py)
+    limit: int | None = None
+    as_json: bool = False
+    teacher_lm: str | None = None
+    teacher_state: Path | None = None
+
+
+@dataclass(frozen=True)
+class CompileResult:
+    metadata: dict[str, Any]  # also the state file's metadata and the run folder's summary.json
+    demos: dict[str, int]  # predictor name -> demos chosen
+    state: Path
+    meter: UsageMeter
+    seconds: float
+
+
+def compile_program(
+    path: Path, lm_override: str | None, options: CompileOptions, cache: CacheOptions = CacheOptions(),
+    hooks: Hooks = Hooks(),
+) -> CompileResult:
+    program = load_program(path, lm_override=lm_override)
+    # A path in --teacher-lm is relative to the working directory, as in --lm.
+    teacher_lm = anchor_model_path(options.teacher_lm, Path.cwd()) if options.teacher_lm else None
+    choice = choose_optimizer(program, options.optimizer, options.assignments,
+                              teacher_lm=teacher_lm, teacher_state=options.teacher_state)
+    check_teacher(program, choice.teacher, teacher_lm)
+    splits = configured_splits(program)
+    if "train" not in splits:
+        # load_examples' own hint names evaluate's --split/--dataset, which compile does not take.
+        raise UsageError(
+            f"{program.path} configures no 'train' split (configured splits: {', '.join(splits) or 'none'}); "
+            "compile trains on it: add data.train (a file) or data.path with data.split to the program"
+        )
+    trainset = _readable(load_rows(program, "train", limit=options.limit))
+    devset = _readable(load_rows(program, "dev", limit=options.limit)) if "dev" in splits else []
+    if not trainset:
+        raise UsageError(f"{program.path}: no training example could be read (see the warnings above)")
+    concurrency = options.concurrency or default_concurrency(program)
+    context = cache.context(program)
+    metric = resolve_metric(program, context)
+    runner = build_runner(program, context, None)
+    # Built (and its state checked) before any LM call, so a teacher that does not fit costs nothing.
+    teacher = build_teacher(program, choice.teacher, context)
+    output = options.output or default_run_dir(program) / "state.json"
+
+    async def score(label: str) -> Evaluation | None:
+        if not devset:
+            return None
+        with hooks.progress(context.meter, label, total=len(devset)) as progress:
+            return await evaluate(runner, devset, metric, concurrency=concurrency,
+                                  on_result=lambda r: progress.update(r.score, r.error is not None))
+
+    async def go() -> tuple[Evaluation | None, dict[str, Any], Evaluation | None]:
+        try:
+            before = await score("dev before")
+            hooks.notice(f"compiling with {choice.name} on {len(trainset)} training examples\n")
+            # The optimizer reports no per-example progress; the calls it makes show it is alive.
+            with hooks.progress(context.meter, f"compile ({choice.name})", unit="", scored=False):
+                report = await optimize(runner, choice, trainset, metric, concurrency=concurrency,
+                                        valset=devset or None, teacher=teacher)
+            after = await score("dev after")
+            return before, report, after
+        finally:
+            await context.aclose()
+
+    started = time.perf_counter()
+    before, report, after = asyncio.run(go())
+    seconds = time.perf_counter() - started
+    usage = context.meter.to_dict()
+    metadata = redact({
+        "optimizer": choice.name,
+        "settings": choice.settings,
+        "program": str(program.path),
+        "program_sha256": program_hash(program),
+        "trainset": len(trainset),
+        "devset": len(devset),
+        "score_before": before.score if before else None,
+        "score_after": after.score if after else None,
+        "report": report,
+        "usage": usage,
+        "lm_calls": call_counts(usage),
+        "seconds": round(seconds, 3),
+    })
+    output.parent.mkdir(parents=True, exist_ok=True)
+    save_state_file(output, dump_state(runner, metadata=metadata))
+    if options.output is None:  # a run folder of its own: keep what evaluate keeps there too
+        (output.parent / "program.json").write_text(json.dumps(resolved_program(program), indent=2) + "\n")
+        (output.parent / "summary.json").write_text(json.dumps(metadata, indent=2, default=str) + "\n")
+    demos = {name: len(predictor.demos) for name, predictor in named_predictors(runner)}
+    return CompileResult(metadata, demos, output, context.meter, seconds)
+
+
+def _readable(rows: list[Example | BadRow]) -> list[Example]:
+    """The rows that are examples; each bad one is skipped with a warning naming its file and line."""
+    for row in rows:
+        if isinstance(row, BadRow):
+            logger.warning("skipping %s", row)
+    return [row for row in rows if not isinstance(row, BadRow)]

@@ -1,0 +1,50 @@
+"""What every run needs before its first LM call: the run context and the program's modules."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from dspx_cli.errors import UsageError
+from dspx_cli.lm.cache import CacheMode
+from dspx_cli.program.context import RunContext
+from dspx_cli.program.model import Program
+
+if TYPE_CHECKING:
+    # Imported where used: it pulls in every module type, which `dspx validate` does not need.
+    from dspx_cli.program.runner import ProgramRunner
+
+
+@dataclass(frozen=True)
+class CacheOptions:
+    """--cache-dir, --no-cache, --cache-only and --refresh, as given."""
+
+    directory: Path | None = None
+    no_cache: bool = False
+    cache_only: bool = False
+    refresh: bool = False
+
+    def context(self, program: Program) -> RunContext:
+        chosen = [name for name, on in (("--no-cache", self.no_cache), ("--cache-only", self.cache_only),
+                                         ("--refresh", self.refresh)) if on]
+        if len(chosen) > 1:
+            raise UsageError(f"{' and '.join(chosen)} contradict each other; pick one")
+        mode = (
+            CacheMode.OFF if self.no_cache else CacheMode.ONLY if self.cache_only
+            else CacheMode.REFRESH if self.refresh else CacheMode.ON
+        )
+        return RunContext(base_dir=program.base_dir, cache_dir=self.directory, cache_mode=mode)
+
+
+def build_runner(program: Program, context: RunContext | None, state_file: Path | None) -> ProgramRunner:
+    """The program's modules, with a compiled state (demos, instructions) applied when given."""
+    from dspx_cli.evaluate.rewards import build_rewards
+    from dspx_cli.program.runner import ProgramRunner
+
+    runner = ProgramRunner(program, context, rewards=build_rewards(program, context))
+    if state_file is not None:
+        from dspx_cli.optimizers.state import load_state, read_state_file
+
+        load_state(runner, read_state_file(state_file), source=str(state_file))
+    return runner
