@@ -58,8 +58,10 @@ def main() -> None:
             seconds, tried = asyncio.run(run(program, examples, concurrency, scratch))
             assert tried == args.examples
             verdict = f"<= {TARGET_S} s {'met' if seconds <= TARGET_S else 'MISSED'}" if concurrency > 1 else ""
-            print(f"  -j {concurrency:<3} {seconds:6.3f} s   {seconds / ideal:5.2f}x the sequential ideal "
-                  f"({ideal:.2f} s)   {verdict}")
+            print(
+                f"  -j {concurrency:<3} {seconds:6.3f} s   {seconds / ideal:5.2f}x the sequential ideal "
+                f"({ideal:.2f} s)   {verdict}"
+            )
         print(f"  DSPy 3.4.1: {DSPY_S} s (sequential)")
 
 

@@ -58,7 +58,10 @@ async def raw_client_floor(port: int, count: int, concurrency: int) -> float:
 
         async def one(i: int) -> None:
             body = {"model": "bench", "messages": [{"role": "user", "content": f"[[ ## text ## ]]\nt{i}"}]}
-            async with slots, session.post(url, data=orjson.dumps(body), headers={"Content-Type": "application/json"}) as r:
+            async with (
+                slots,
+                session.post(url, data=orjson.dumps(body), headers={"Content-Type": "application/json"}) as r,
+            ):
                 orjson.loads(await r.read())
 
         started = time.perf_counter()
@@ -91,8 +94,10 @@ def main() -> None:
         for concurrency in TARGETS:
             seconds = asyncio.run(raw_client_floor(port, args.examples, concurrency))
             ideal = args.examples * args.latency / concurrency
-            print(f"{'bare':>9} {concurrency:>9} {seconds:8.2f} {ideal:8.3f} {ideal / seconds:8.1%}  "
-                  "(aiohttp alone, no dspx: the machine's ceiling)")
+            print(
+                f"{'bare':>9} {concurrency:>9} {seconds:8.2f} {ideal:8.3f} {ideal / seconds:8.1%}  "
+                "(aiohttp alone, no dspx: the machine's ceiling)"
+            )
 
 
 if __name__ == "__main__":

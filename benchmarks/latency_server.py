@@ -34,12 +34,20 @@ async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, lat
             await asyncio.sleep(latency)
             text = body["messages"][-1]["content"].split("\n")[1]
             completion = f"[[ ## answer ## ]]\n{text.upper()}\n\n[[ ## completed ## ]]"
-            payload = json.dumps({
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": completion}, "finish_reason": "stop"}],
-                "usage": {"prompt_tokens": 100, "completion_tokens": 10},
-            }).encode()
-            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
-                         + str(len(payload)).encode() + b"\r\n\r\n" + payload)
+            payload = json.dumps(
+                {
+                    "choices": [
+                        {"index": 0, "message": {"role": "assistant", "content": completion}, "finish_reason": "stop"}
+                    ],
+                    "usage": {"prompt_tokens": 100, "completion_tokens": 10},
+                }
+            ).encode()
+            writer.write(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
+                + str(len(payload)).encode()
+                + b"\r\n\r\n"
+                + payload
+            )
             await writer.drain()
     except (asyncio.IncompleteReadError, ConnectionError):
         pass
@@ -65,12 +73,14 @@ def echo_program(latency: float) -> Iterator[tuple[int, Path]]:
         assert server.stdout is not None and server.stdout.readline().strip() == "ready"
         with tempfile.TemporaryDirectory() as scratch:
             program = Path(scratch) / "p.yaml"
-            program.write_text(textwrap.dedent(f"""\
+            program.write_text(
+                textwrap.dedent(f"""\
                 lm: {{model: openai/bench, api_base: "http://127.0.0.1:{port}/v1", num_retries: 0}}
                 modules:
                   echo: {{signature: "text -> answer"}}
                 metric: exact_match
-                """))
+                """)
+            )
             yield port, program
     finally:
         server.terminate()

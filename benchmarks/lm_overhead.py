@@ -119,7 +119,10 @@ def disk_hit(server: LMServer, cache_dir: Path, count: int) -> dict[str, float]:
     asyncio.run(fill())
     done = subprocess.run(
         [sys.executable, "-c", READER, str(cache_dir), str(count), str(ROOT)],
-        capture_output=True, text=True, check=True, cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
     )
     return json.loads(done.stdout)
 
@@ -140,13 +143,19 @@ def main() -> None:
         ("  per-call overhead", f"{overhead_ms:8.3f} ms", _verdict(overhead_ms, 0.25, "ms", 1.17)),
         ("memory-cache hit (cache layer)", f"{cache_s * 1e6:8.1f} us", _verdict(cache_s * 1e6, 30, "us", 720)),
         ("memory-cache hit (+usage, history)", f"{full_s * 1e6:8.1f} us", ""),
-        ("disk-cache hit, fresh process", f"{disk['per_hit'] * 1e6:8.1f} us", _verdict(disk["per_hit"] * 1e6, 300, "us", 802)),
+        (
+            "disk-cache hit, fresh process",
+            f"{disk['per_hit'] * 1e6:8.1f} us",
+            _verdict(disk["per_hit"] * 1e6, 300, "us", 802),
+        ),
         ("  opening the cache + first hit", f"{disk['open_and_first'] * 1000:8.2f} ms", ""),
     ]
     print(f"{'measure':38} {'value':>11}  target / DSPy 3.4.1")
     for name, value, verdict in rows:
         print(f"{name:38} {value}  {verdict}")
-    print(f"(raw HTTP per call in the same run: {raw_s * 1000:.3f} ms; overhead = {overhead_ms / (raw_s * 1000):.1%} of it)")
+    print(
+        f"(raw HTTP per call in the same run: {raw_s * 1000:.3f} ms; overhead = {overhead_ms / (raw_s * 1000):.1%} of it)"
+    )
 
 
 def _verdict(value: float, target: float, unit: str, dspy: float) -> str:

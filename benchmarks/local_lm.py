@@ -82,7 +82,9 @@ def main() -> None:
     print(f"through dspx (run)      : {dspx_s:7.2f} s  ({dspx_s / len(inputs) * 1000:.0f} ms/prompt)")
     verdict = "met" if ratio <= TARGET_RATIO else "MISSED"
     print(f"ratio dspx/direct       : {ratio:7.3f}   target <= {TARGET_RATIO:.2f}  {verdict}")
-    print(f"answers: dspx {correct}/{len(rows)} correct; direct replies in the field format: {parsed_direct}/{len(rows)}")
+    print(
+        f"answers: dspx {correct}/{len(rows)} correct; direct replies in the field format: {parsed_direct}/{len(rows)}"
+    )
 
 
 if __name__ == "__main__":

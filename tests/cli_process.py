@@ -16,5 +16,10 @@ def dspx(*args: str, input: str | None = None, cwd: Path | None = None, **env: s
     full_env.update({"NO_COLOR": "1", **env})
     return subprocess.run(
         [sys.executable, "-m", "dspx_cli", *args],
-        input=input, capture_output=True, text=True, env=full_env, cwd=cwd or ROOT, timeout=600,
+        input=input,
+        capture_output=True,
+        text=True,
+        env=full_env,
+        cwd=cwd or ROOT,
+        timeout=600,
     )

@@ -23,9 +23,7 @@ def get_population(city: str, year: int = 2020) -> str:
     return POPULATIONS.get(city, "unknown")
 
 
-def search(
-    query: str, k: int = 3, mode: Literal["fast", "exact"] = "fast", tags: list[str] | None = None
-) -> list[str]:
+def search(query: str, k: int = 3, mode: Literal["fast", "exact"] = "fast", tags: list[str] | None = None) -> list[str]:
     """Search the notes and return the matching lines."""
     lines = [f"{query} note {i}" for i in range(k)]
     return lines if tags is None else [f"{line} [{', '.join(tags)}]" for line in lines]
@@ -61,9 +59,7 @@ def with_kwargs(name: str, **extra: int) -> dict[str, Any]:
     return {"name": name, **extra}
 
 
-def nested(
-    matrix: list[list[int]], weights: dict[str, float] | None = None, pair: tuple[int, str] = (1, "a")
-) -> int:
+def nested(matrix: list[list[int]], weights: dict[str, float] | None = None, pair: tuple[int, str] = (1, "a")) -> int:
     """Sum a matrix."""
     return sum(map(sum, matrix))
 
@@ -165,8 +161,13 @@ SCHEMA_CASES: list[tuple[dict[str, Any], Any]] = [
     ({"type": "number", "minimum": 0, "exclusiveMaximum": 10}, 10),
     ({"type": "number", "minimum": 0}, -1),
     ({"anyOf": [{"type": "integer"}, {"type": "null"}], "type": "integer"}, "x"),
-    ({"type": "object", "properties": {"v": {"anyOf": [{"type": "array", "items": {"type": "string"}},
-                                                      {"type": "null"}]}}}, {"v": [1]}),
+    (
+        {
+            "type": "object",
+            "properties": {"v": {"anyOf": [{"type": "array", "items": {"type": "string"}}, {"type": "null"}]}},
+        },
+        {"v": [1]},
+    ),
     ({"type": "object", "properties": {"v": {"anyOf": [{"type": "string"}, {"type": "null"}]}}}, {"v": 5}),
     ({"type": "object", "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}}}, {"a": "1", "b": "2"}),
     ({"oneOf": [{"type": "number"}, {"type": "integer"}], "type": "number"}, 3),

@@ -36,8 +36,17 @@ def json_reply(body: dict) -> str:
 def test_unparseable_chat_reply_falls_back_to_json_once(lm_server: LMServer, tmp_path: Path) -> None:
     lm_server.responder = lambda body: json_reply(body) if "response_format" in body else "four stars, good"
     path, usage = program(tmp_path), tmp_path / "usage.json"
-    done = dspx("run", str(path), "-i", "review=nice", "--json", "--usage-file", str(usage), BASE=lm_server.api_base,
-                COLUMNS="200")
+    done = dspx(
+        "run",
+        str(path),
+        "-i",
+        "review=nice",
+        "--json",
+        "--usage-file",
+        str(usage),
+        BASE=lm_server.api_base,
+        COLUMNS="200",
+    )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == {"stars": 4, "label": "good"}
     chat, fallback = (r.body for r in lm_server.requests)
@@ -114,8 +123,14 @@ def test_a_server_that_answers_the_schema_with_500_gets_json_object_without_spen
 
 def test_models_dspy_gives_no_response_format_get_none(lm_server: LMServer, tmp_path: Path) -> None:
     lm_server.responder = json_reply
-    done = dspx("run", str(program(tmp_path, "json", model="openai/my-local-model")), "-i", "review=nice", "--json",
-                BASE=lm_server.api_base)
+    done = dspx(
+        "run",
+        str(program(tmp_path, "json", model="openai/my-local-model")),
+        "-i",
+        "review=nice",
+        "--json",
+        BASE=lm_server.api_base,
+    )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == {"stars": 4, "label": "good"}
     (request,) = lm_server.requests

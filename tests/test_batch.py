@@ -44,7 +44,9 @@ def test_rows_come_back_in_input_order_despite_latency(lm_server: LMServer, tmp_
         return shout(body)
 
     lm_server.responder = respond
-    lm_server.rule = lambda request, attempt: Reply(delay=0.3 - 0.01 * int(request.body["messages"][-1]["content"].split("\n")[1][1:]))
+    lm_server.rule = lambda request, attempt: Reply(
+        delay=0.3 - 0.01 * int(request.body["messages"][-1]["content"].split("\n")[1][1:])
+    )
     rows = "".join(json.dumps({"text": f"r{i}", "label": "ignored"}) + "\n" for i in range(20))
     done = run(tmp_path, lm_server, rows, "-j", "8")
     assert done.returncode == 0, done.stderr
@@ -81,8 +83,17 @@ def test_progress_lines_while_rows_run(lm_server: LMServer, tmp_path: Path) -> N
     lm_server.responder = shout
     lm_server.default_delay = 1.0
     rows = "".join(json.dumps({"text": f"r{i}"}) + "\n" for i in range(2))
-    done = dspx("run", str(program(tmp_path)), "--batch", "-", "-j", "1", input=rows, BASE=lm_server.api_base,
-                DSPX_PROGRESS_INTERVAL="0.2")
+    done = dspx(
+        "run",
+        str(program(tmp_path)),
+        "--batch",
+        "-",
+        "-j",
+        "1",
+        input=rows,
+        BASE=lm_server.api_base,
+        DSPX_PROGRESS_INTERVAL="0.2",
+    )
     assert done.returncode == 0, done.stderr
     lines = [line for line in done.stderr.splitlines() if line.startswith("run: ")]
     assert sum(line.startswith("run: 0 rows · 0 errors · 0 calls · ") for line in lines) >= 2, done.stderr

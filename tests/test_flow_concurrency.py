@@ -30,7 +30,11 @@ def test_two_branches_overlap_then_join(lm_server: LMServer) -> None:
     started = time.monotonic()
     done = subprocess.run(
         [sys.executable, "-m", "dspx_cli", "run", "programs/triage.yaml", "-i", "review=Nice songs, weak plot."],
-        capture_output=True, text=True, env=env, cwd=ROOT, timeout=120,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=120,
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout == "sentiment: positive\naspect: music\nheadline: Songs shine, story sags\n"

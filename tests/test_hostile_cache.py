@@ -79,14 +79,18 @@ def test_a_pickled_value_in_the_store_is_a_miss_that_runs_nothing(lm_server: LMS
             "UPDATE responses SET value = ? WHERE key = ?", (pickle.dumps(TouchOnUnpickle(marker)), key)
         ).rowcount
     assert changed == 1
-    replay = dspx("run", str(path), "-i", "question=q", "--cache-dir", str(cache), "--cache-only", BASE=lm_server.api_base)
+    replay = dspx(
+        "run", str(path), "-i", "question=q", "--cache-dir", str(cache), "--cache-only", BASE=lm_server.api_base
+    )
     assert not marker.exists()
     assert replay.returncode == 1 and "--cache-only: no cached response" in replay.stderr
     assert len(warnings_in(replay.stderr)) == 1 and "dspx did not write it" in replay.stderr
     # A normal run asks again and stores the fresh answer over the foreign row.
     again = dspx("run", str(path), "-i", "question=q", "--cache-dir", str(cache), BASE=lm_server.api_base)
     assert again.returncode == 0 and again.stdout == "answer: Paris\n" and len(lm_server.requests) == 2
-    healed = dspx("run", str(path), "-i", "question=q", "--cache-dir", str(cache), "--cache-only", BASE=lm_server.api_base)
+    healed = dspx(
+        "run", str(path), "-i", "question=q", "--cache-dir", str(cache), "--cache-only", BASE=lm_server.api_base
+    )
     assert healed.returncode == 0 and warnings_in(healed.stderr) == []
     assert not marker.exists()
 
@@ -140,7 +144,9 @@ def test_a_legacy_diskcache_folder_is_never_read_and_clear_stays_inside(lm_serve
         db.execute("UPDATE Cache SET mode = 4, value = ? WHERE key != ?", (pickle.dumps(TouchOnUnpickle(marker)), b"x"))
         db.execute("UPDATE Cache SET filename = ? WHERE rowid = (SELECT max(rowid) FROM Cache)", (str(victim),))
     (cache / STORE).unlink(missing_ok=True)  # only the legacy folder is left to answer from
-    replay = dspx("run", str(path), "-i", "question=q", "--cache-dir", str(cache), "--cache-only", BASE=lm_server.api_base)
+    replay = dspx(
+        "run", str(path), "-i", "question=q", "--cache-dir", str(cache), "--cache-only", BASE=lm_server.api_base
+    )
     assert replay.returncode == 1 and not marker.exists()
     cleared = dspx("cache", "clear", "--cache-dir", str(cache))
     assert cleared.returncode == 0, cleared.stderr
@@ -161,7 +167,9 @@ def test_a_store_with_a_schema_dspx_did_not_create_is_refused(lm_server: LMServe
     assert "dspx cache clear" in warning
     fixed = dspx("cache", "clear", "--cache-dir", str(cache))
     assert fixed.returncode == 0 and "deleted the damaged cache file" in fixed.stdout
-    assert dspx("run", str(path), "-i", "question=q", "--cache-dir", str(cache), BASE=lm_server.api_base).returncode == 0
+    assert (
+        dspx("run", str(path), "-i", "question=q", "--cache-dir", str(cache), BASE=lm_server.api_base).returncode == 0
+    )
     assert json.loads(dspx("cache", "stats", "--json", "--cache-dir", str(cache)).stdout)["entries"] == 1
 
 
@@ -205,7 +213,11 @@ def dspx_with_file_size_limit(limit: int, *args: str, **env: str) -> subprocess.
     full_env.update({"NO_COLOR": "1", **env})
     return subprocess.run(
         [sys.executable, "-c", FSIZE_RUNNER, str(limit), *args],
-        capture_output=True, text=True, env=full_env, cwd=ROOT, timeout=600,
+        capture_output=True,
+        text=True,
+        env=full_env,
+        cwd=ROOT,
+        timeout=600,
     )
 
 
@@ -235,7 +247,10 @@ def test_a_full_disk_costs_no_answer(lm_server: LMServer, tmp_path: Path) -> Non
     assert len(lm_server.requests) == 1 + 30
     # The history line cut short by the full disk does not swallow the next run's record.
     lm_server.responder = lambda body: REPLY
-    assert dspx("run", str(path), "-i", "question=after", "--cache-dir", str(cache), BASE=lm_server.api_base).returncode == 0
+    assert (
+        dspx("run", str(path), "-i", "question=after", "--cache-dir", str(cache), BASE=lm_server.api_base).returncode
+        == 0
+    )
     last = dspx("history", "--json", "--cache-dir", str(cache))
     assert "after" in json.loads(last.stdout)["messages"][-1]["content"]
 
@@ -245,7 +260,9 @@ def test_a_cache_folder_that_cannot_be_created_means_a_run_without_cache(lm_serv
     not_a_folder.write_text("")
     path = program(tmp_path)
     lm_server.responder = lambda body: REPLY
-    done = dspx("run", str(path), "-i", "question=q", "--cache-dir", str(not_a_folder / "cache"), BASE=lm_server.api_base)
+    done = dspx(
+        "run", str(path), "-i", "question=q", "--cache-dir", str(not_a_folder / "cache"), BASE=lm_server.api_base
+    )
     assert done.returncode == 0 and done.stdout == "answer: Paris\n"
     found = warnings_in(done.stderr)
     assert len(found) == 2 and any("running without the cache" in w for w in found)
@@ -321,4 +338,3 @@ def test_stats_and_clear_do_not_create_a_missing_folder(tmp_path: Path) -> None:
     assert cleared.returncode == 0 and "does not exist" in cleared.stdout
     assert dspx("history", "--cache-dir", str(missing)).returncode == 0
     assert not missing.exists() and not missing.parent.exists()
-

@@ -35,10 +35,16 @@ def _alias_chain() -> bytes:
 # (file name, content, expected line or None, fragment of the message)
 CASES = [
     ("bomb.yaml", _alias_bomb(), 6, "alias"),
-    ("merge_bomb.yaml",
-     ("a0: &a0 {x0: 1, x1: 1, x2: 1, x3: 1, x4: 1, x5: 1, x6: 1, x7: 1, x8: 1}\n"
-      + "".join(f"a{i}: &a{i} {{<<: [{', '.join([f'*a{i - 1}'] * 9)}], y{i}: 1}}\n" for i in range(1, 9))
-      + GOOD_TAIL).encode(), None, "alias"),
+    (
+        "merge_bomb.yaml",
+        (
+            "a0: &a0 {x0: 1, x1: 1, x2: 1, x3: 1, x4: 1, x5: 1, x6: 1, x7: 1, x8: 1}\n"
+            + "".join(f"a{i}: &a{i} {{<<: [{', '.join([f'*a{i - 1}'] * 9)}], y{i}: 1}}\n" for i in range(1, 9))
+            + GOOD_TAIL
+        ).encode(),
+        None,
+        "alias",
+    ),
     ("recursive.yaml", b"name: &a [1, *a]\n" + GOOD_TAIL.encode(), 1, "contains it"),
     ("chain.yaml", _alias_chain(), None, "levels deep"),
     ("deep.yaml", b"x: " + b"[" * 100_000 + b"]" * 100_000 + b"\n", 1, "levels deep"),
@@ -68,15 +74,20 @@ def _validate_bounded(path: Path) -> tuple[subprocess.CompletedProcess[str], flo
     started = time.monotonic()
     result = subprocess.run(
         [sys.executable, "-m", "dspx_cli", "validate", str(path)],
-        capture_output=True, text=True, env={**env, "NO_COLOR": "1"}, cwd=ROOT,
-        timeout=TIME_LIMIT, preexec_fn=_limit_memory,
+        capture_output=True,
+        text=True,
+        env={**env, "NO_COLOR": "1"},
+        cwd=ROOT,
+        timeout=TIME_LIMIT,
+        preexec_fn=_limit_memory,
     )
     return result, time.monotonic() - started
 
 
 @pytest.mark.parametrize(("name", "content", "line", "fragment"), CASES, ids=[case[0] for case in CASES])
-def test_hostile_file_is_one_line_exit_2(tmp_path: Path, name: str, content: bytes, line: int | None,
-                                         fragment: str) -> None:
+def test_hostile_file_is_one_line_exit_2(
+    tmp_path: Path, name: str, content: bytes, line: int | None, fragment: str
+) -> None:
     path = tmp_path / name
     path.write_bytes(content)
     result, seconds = _validate_bounded(path)

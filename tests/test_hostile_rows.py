@@ -32,21 +32,36 @@ def shout(body: dict) -> str:
 
 def program(tmp_path: Path, extra: str = "") -> Path:
     path = tmp_path / "p.yaml"
-    path.write_text(textwrap.dedent("""\
+    path.write_text(
+        textwrap.dedent("""\
         lm: {model: openai/m, api_base: "${BASE}", num_retries: 0}
         modules:
           echo: {signature: "text -> answer"}
-        """) + extra)
+        """)
+        + extra
+    )
     return path
 
 
 def test_a_batch_keeps_every_row_whatever_the_bad_ones_hold(lm_server: LMServer, tmp_path: Path) -> None:
     lm_server.responder = shout
     rows = tmp_path / "rows.jsonl"
-    rows.write_bytes(b"\n".join([
-        b'\xef\xbb\xbf{"text": "first"}',  # a byte-order mark on line 1 is not an error
-        DEEP, DEEP_OBJECT, NOT_UTF8, HUGE_INT, b'{"text": "middle"}', NUL, b"[1, 2]", b'{"text": "last"}',
-    ]) + b"\n")
+    rows.write_bytes(
+        b"\n".join(
+            [
+                b'\xef\xbb\xbf{"text": "first"}',  # a byte-order mark on line 1 is not an error
+                DEEP,
+                DEEP_OBJECT,
+                NOT_UTF8,
+                HUGE_INT,
+                b'{"text": "middle"}',
+                NUL,
+                b"[1, 2]",
+                b'{"text": "last"}',
+            ]
+        )
+        + b"\n"
+    )
     started = time.monotonic()
     done = dspx("run", str(program(tmp_path)), "--batch", str(rows), BASE=lm_server.api_base)
     assert time.monotonic() - started < 60
@@ -74,7 +89,10 @@ def test_a_batch_from_stdin_survives_a_bad_byte(lm_server: LMServer, tmp_path: P
     data = b'{"text": "a"}\n' + NOT_UTF8 + b'\n{"text": "b"}\n'
     done = subprocess.run(
         [sys.executable, "-m", "dspx_cli", "run", str(program(tmp_path)), "--batch", "-"],
-        input=data, capture_output=True, cwd=ROOT, timeout=120,
+        input=data,
+        capture_output=True,
+        cwd=ROOT,
+        timeout=120,
         env={**__import__("os").environ, "BASE": lm_server.api_base, "NO_COLOR": "1"},
     )
     lines = [json.loads(line) for line in done.stdout.decode().splitlines()]
@@ -103,10 +121,19 @@ def test_an_over_long_line_is_refused_without_being_held(lm_server: LMServer, tm
 
 def write_dataset(tmp_path: Path) -> Path:
     path = tmp_path / "dev.jsonl"
-    path.write_bytes(b"\n".join([
-        b'{"text": "t0", "answer": "T0"}', DEEP_OBJECT, b'{"text": "t2", "answer": "T2"}',
-        NOT_UTF8, b'{"answer": "no input"}', b'{"text": "t5", "answer": "T5"}',
-    ]) + b"\n")
+    path.write_bytes(
+        b"\n".join(
+            [
+                b'{"text": "t0", "answer": "T0"}',
+                DEEP_OBJECT,
+                b'{"text": "t2", "answer": "T2"}',
+                NOT_UTF8,
+                b'{"answer": "no input"}',
+                b'{"text": "t5", "answer": "T5"}',
+            ]
+        )
+        + b"\n"
+    )
     return path
 
 
@@ -132,7 +159,9 @@ def test_csv_rows_with_bad_bytes_are_bad_rows_alone(tmp_path: Path) -> None:
     loaded = load_program(program(tmp_path, "data: {dev: dev.csv}\n"))
     rows = load_rows(loaded)
     assert [row.where if isinstance(row, BadRow) else row.text for row in rows] == [
-        "t0", f"{tmp_path / 'dev.csv'}:3", "t2"
+        "t0",
+        f"{tmp_path / 'dev.csv'}:3",
+        "t2",
     ]
 
 
@@ -155,8 +184,18 @@ def test_compile_skips_a_bad_row_with_a_warning_naming_file_and_line(lm_server: 
     data = write_dataset(tmp_path)
     (tmp_path / "train.jsonl").write_bytes(data.read_bytes())
     path = program(tmp_path, "data: {train: train.jsonl}\nmetric: exact_match\n")
-    done = dspx("compile", str(path), "--optimizer", "labeled_few_shot", "--set", "k=10", "-o",
-                str(tmp_path / "state.json"), "--json", BASE=lm_server.api_base)
+    done = dspx(
+        "compile",
+        str(path),
+        "--optimizer",
+        "labeled_few_shot",
+        "--set",
+        "k=10",
+        "-o",
+        str(tmp_path / "state.json"),
+        "--json",
+        BASE=lm_server.api_base,
+    )
     assert done.returncode == 0, done.stderr
     train = tmp_path / "train.jsonl"
     warnings = [line for line in done.stderr.splitlines() if line.startswith("warning: skipping")]

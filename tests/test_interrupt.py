@@ -32,13 +32,15 @@ def program(tmp_path: Path, count: int = 30, lm: str = 'openai/m, api_base: "${B
     rows = [{"text": f"t{i}", "answer": f"T{i}" if i % 2 else "wrong"} for i in range(count)]
     (tmp_path / "dev.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     path = tmp_path / "p.yaml"
-    path.write_text(textwrap.dedent(f"""\
+    path.write_text(
+        textwrap.dedent(f"""\
         lm: {{model: {lm}}}
         modules:
           echo: {{signature: "text -> answer"}}
         data: {{dev: dev.jsonl}}
         metric: exact_match
-        """))
+        """)
+    )
     return path
 
 
@@ -46,8 +48,13 @@ def start(*args: str, **env: str) -> subprocess.Popen[str]:
     full_env = {k: v for k, v in os.environ.items() if k != "DSPX_LM"}
     full_env.update({"NO_COLOR": "1", **env})
     return subprocess.Popen(
-        [sys.executable, "-m", "dspx_cli", *args], env=full_env, cwd=ROOT, text=True,
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        [sys.executable, "-m", "dspx_cli", *args],
+        env=full_env,
+        cwd=ROOT,
+        text=True,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
 
 
@@ -70,8 +77,17 @@ def test_a_signal_ends_evaluate_with_130_a_partial_summary_and_junit(
     lm_server.responder = shout
     lm_server.default_delay = 0.3
     out, junit = tmp_path / "run", tmp_path / "junit.xml"
-    process = start("evaluate", str(program(tmp_path)), "-j", "2", "--output", str(out), "--junit", str(junit),
-                    BASE=lm_server.api_base)
+    process = start(
+        "evaluate",
+        str(program(tmp_path)),
+        "-j",
+        "2",
+        "--output",
+        str(out),
+        "--junit",
+        str(junit),
+        BASE=lm_server.api_base,
+    )
     wait_for(lambda: finished_examples(out) >= 4)
     signalled = time.monotonic()
     process.send_signal(signum)
@@ -119,7 +135,7 @@ def test_a_closed_stdout_ends_a_batch_quietly_with_141(lm_server: LMServer, tmp_
     env = {**{k: v for k, v in os.environ.items() if k != "DSPX_LM"}, "BASE": lm_server.api_base, "NO_COLOR": "1"}
     script = (
         f"set -o pipefail; {sys.executable} -m dspx_cli run {program(tmp_path)} --batch {rows} -j 4 "
-        f"2>{tmp_path / 'err'} | head -1; echo \"exit=${{PIPESTATUS[0]}}\""
+        f'2>{tmp_path / "err"} | head -1; echo "exit=${{PIPESTATUS[0]}}"'
     )
     done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
     first, status = done.stdout.splitlines()
@@ -150,17 +166,21 @@ needs_embedded = pytest.mark.skipif(
 
 def long_generations(tmp_path: Path) -> Path:
     """Calls of many seconds each on the embedded model, six of them queued."""
-    rows = [{"topic": f"the history of harbour town number {i} and its people, in great detail", "essay": "-"}
-            for i in range(6)]
+    rows = [
+        {"topic": f"the history of harbour town number {i} and its people, in great detail", "essay": "-"}
+        for i in range(6)
+    ]
     (tmp_path / "dev.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     path = tmp_path / "essay.yaml"
-    path.write_text(textwrap.dedent("""\
+    path.write_text(
+        textwrap.dedent("""\
         lm: {model: local/smollm2}
         modules:
           write: {signature: "topic -> essay", max_tokens: 500}
         data: {dev: dev.jsonl}
         metric: exact_match
-        """))
+        """)
+    )
     return path
 
 
@@ -177,8 +197,16 @@ def generating(process: subprocess.Popen[str]) -> None:
 @needs_embedded
 def test_ctrl_c_on_the_embedded_model_stops_within_seconds(tmp_path: Path) -> None:
     out = tmp_path / "run"
-    process = start("evaluate", str(long_generations(tmp_path)), "--no-cache", "--output", str(out),
-                    "--junit", str(tmp_path / "junit.xml"), DSPX_PROGRESS_INTERVAL="0.5")
+    process = start(
+        "evaluate",
+        str(long_generations(tmp_path)),
+        "--no-cache",
+        "--output",
+        str(out),
+        "--junit",
+        str(tmp_path / "junit.xml"),
+        DSPX_PROGRESS_INTERVAL="0.5",
+    )
     generating(process)
     signalled = time.monotonic()
     process.send_signal(signal.SIGINT)
@@ -193,8 +221,14 @@ def test_ctrl_c_on_the_embedded_model_stops_within_seconds(tmp_path: Path) -> No
 
 @needs_embedded
 def test_a_second_ctrl_c_on_the_embedded_model_exits_at_once_cleanly(tmp_path: Path) -> None:
-    process = start("evaluate", str(long_generations(tmp_path)), "--no-cache", "--output", str(tmp_path / "run"),
-                    DSPX_PROGRESS_INTERVAL="0.5")
+    process = start(
+        "evaluate",
+        str(long_generations(tmp_path)),
+        "--no-cache",
+        "--output",
+        str(tmp_path / "run"),
+        DSPX_PROGRESS_INTERVAL="0.5",
+    )
     generating(process)
     signalled = time.monotonic()
     process.send_signal(signal.SIGINT)

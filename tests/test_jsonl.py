@@ -23,7 +23,9 @@ BAD_LINES = {
     b'{"text": "caf\xe9"}': "not UTF-8 text (invalid continuation byte at column 14)",
     b'{"text": ': "expected a JSON object, got invalid JSON (Expecting value at column 10)",
     b"[" * 5000 + b"]" * 5000: "expected a JSON object, got JSON nested too deeply",
-    b'{"n": ' + b"7" * 5000 + b"}": "expected a JSON object, got invalid JSON (Exceeds the limit (4300 digits) for integer string conversion",
+    b'{"n": '
+    + b"7" * 5000
+    + b"}": "expected a JSON object, got invalid JSON (Exceeds the limit (4300 digits) for integer string conversion",
     b'["text"]': "expected a JSON object, got a list",
     b"3": "expected a JSON object, got a number",
 }
@@ -43,12 +45,14 @@ def test_the_reader_names_each_problem_and_keeps_line_numbers() -> None:
 def test_batch_datasets_and_corpora_report_a_bad_line_alike(tmp_path: Path, line: bytes, problem: str) -> None:
     content = b'{"text": "ok"}\n' + line + b"\n"
     program_path = tmp_path / "p.yaml"
-    program_path.write_text(textwrap.dedent("""\
+    program_path.write_text(
+        textwrap.dedent("""\
         lm: {model: openai/m, api_base: "http://127.0.0.1:9", num_retries: 0}
         modules:
           echo: {signature: "text -> answer"}
         data: {dev: rows.jsonl}
-        """))
+        """)
+    )
     (tmp_path / "rows.jsonl").write_bytes(content)
     program = load_program(program_path, env={})
 
@@ -75,7 +79,12 @@ def test_one_json_value_helper() -> None:
     assert jsonable({1: (1, 2), "o": Odd(), "s": {3}}) == {"1": [1, 2], "o": "odd", "s": [3]}
     assert jsonable("text") == "text"
     assert [json_kind(v) for v in (None, True, 1.5, "s", [1], {})] == [
-        "null", "a boolean", "a number", "a string", "a list", "an object",
+        "null",
+        "a boolean",
+        "a number",
+        "a string",
+        "a list",
+        "an object",
     ]
     with pytest.raises(BadLine, match="got a string"):
         parse_object('"just text"')

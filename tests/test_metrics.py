@@ -52,7 +52,9 @@ def make_program(tmp_path: Path, metric: str, body: str = QA, env: dict[str, str
     return load_program(path, env=env or {})
 
 
-def score(metric: Metric, gold: dict[str, Any], predicted: dict[str, Any], inputs: tuple[str, ...] = ("question",)) -> float:
+def score(
+    metric: Metric, gold: dict[str, Any], predicted: dict[str, Any], inputs: tuple[str, ...] = ("question",)
+) -> float:
     example = Example(question="q", **gold).with_inputs(*inputs)
     return asyncio.run(metric(example, Prediction(**predicted)))
 
@@ -201,11 +203,17 @@ def test_metric_spec_errors_are_located(tmp_path: Path) -> None:
     error = pytest.raises(ProgramError, resolve_metric, program, None).value
     assert located(error, program, "pattern:").startswith("pattern: invalid regular expression: missing )")
     program = make_program(tmp_path, "metric: regex\n")
-    assert "needs `pattern: <regular expression>`" in str(pytest.raises(ProgramError, resolve_metric, program, None).value)
+    assert "needs `pattern: <regular expression>`" in str(
+        pytest.raises(ProgramError, resolve_metric, program, None).value
+    )
     program = make_program(tmp_path, "metric: {name: answer_exact_match, frac: 2}\n")
-    assert "frac: expected a number from 0 to 1, got 2" in str(pytest.raises(ProgramError, resolve_metric, program, None).value)
+    assert "frac: expected a number from 0 to 1, got 2" in str(
+        pytest.raises(ProgramError, resolve_metric, program, None).value
+    )
     program = make_program(tmp_path, "metric: {name: f1, python: m.py:f}\n")
-    assert "exactly one of the keys name, python, judge" in str(pytest.raises(ProgramError, resolve_metric, program, None).value)
+    assert "exactly one of the keys name, python, judge" in str(
+        pytest.raises(ProgramError, resolve_metric, program, None).value
+    )
 
     program = make_program(tmp_path, "")
     error = pytest.raises(UsageError, resolve_metric, program, None).value
@@ -287,12 +295,18 @@ def test_python_metric_bad_results_are_runtime_errors(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("target", "message"),
     [
-        ("metrics.py:one_arg", "metrics.py:one_arg must take (example, prediction) or (example, prediction, trace); it takes (example)"),
+        (
+            "metrics.py:one_arg",
+            "metrics.py:one_arg must take (example, prediction) or (example, prediction, trace); it takes (example)",
+        ),
         ("metrics.py:four_args", "it takes (example, prediction, trace, extra)"),
         ("metrics.py:keyword_needed", "it takes (example, prediction, *, strict)"),
-        ("metrics.py:nothing", "metrics.py defines no function 'nothing'; its functions: async_float, fails, flexible,"),
+        (
+            "metrics.py:nothing",
+            "metrics.py defines no function 'nothing'; its functions: async_float, fails, flexible,",
+        ),
         ("gone.py:f", "python: file not found: "),
-        ("metrics.py", 'python: expected "file.py:function", got \'metrics.py\''),
+        ("metrics.py", "python: expected \"file.py:function\", got 'metrics.py'"),
     ],
 )
 def test_python_metric_problems_are_located(tmp_path: Path, target: str, message: str) -> None:
@@ -321,7 +335,12 @@ lm:
 
 
 def judge_program(tmp_path: Path, server: LMServer, judge: str) -> Program:
-    return make_program(tmp_path, f"metric:\n  judge:\n{textwrap.indent(textwrap.dedent(judge), '    ')}", PROGRAM_LM + QA, {"BASE": server.api_base})
+    return make_program(
+        tmp_path,
+        f"metric:\n  judge:\n{textwrap.indent(textwrap.dedent(judge), '    ')}",
+        PROGRAM_LM + QA,
+        {"BASE": server.api_base},
+    )
 
 
 async def judged(program: Program, example: Example, prediction: Prediction) -> float:
@@ -336,7 +355,8 @@ async def judged(program: Program, example: Example, prediction: Prediction) -> 
 def test_judge_fills_its_inputs_from_example_and_prediction(tmp_path: Path, lm_server: LMServer) -> None:
     lm_server.responder = lambda body: "[[ ## score ## ]]\n0.5\n\n[[ ## completed ## ]]"
     program = judge_program(
-        tmp_path, lm_server,
+        tmp_path,
+        lm_server,
         """\
         signature: "question, answer, gold_answer -> score"
         instructions: Grade the answer against the gold answer.
@@ -359,7 +379,8 @@ def test_judge_fills_its_inputs_from_example_and_prediction(tmp_path: Path, lm_s
 def test_judge_with_its_own_lm_and_a_bool_verdict(tmp_path: Path, lm_server: LMServer) -> None:
     lm_server.responder = lambda body: "[[ ## correct ## ]]\nTrue\n\n[[ ## completed ## ]]"
     program = judge_program(
-        tmp_path, lm_server,
+        tmp_path,
+        lm_server,
         f"""\
         signature: "question, gold_answer, predicted_answer -> correct: bool"
         lm: {{model: openai/judge-model, api_base: "{lm_server.api_base}", temperature: 0.0}}
@@ -379,7 +400,9 @@ def test_judge_with_its_own_lm_and_a_bool_verdict(tmp_path: Path, lm_server: LMS
 def test_judge_problems(tmp_path: Path, lm_server: LMServer) -> None:
     program = judge_program(tmp_path, lm_server, 'signature: "question, answer -> verdict: str"\n')
     error = pytest.raises(ProgramError, resolve_metric, program, None).value
-    assert "needs an output `score: float` or `correct: bool`; it has verdict" in located(error, program, 'signature: "question')
+    assert "needs an output `score: float` or `correct: bool`; it has verdict" in located(
+        error, program, 'signature: "question'
+    )
 
     program = judge_program(tmp_path, lm_server, 'signature: "question -> score"\nmodel: x\n')
     error = pytest.raises(ProgramError, resolve_metric, program, None).value
@@ -405,7 +428,9 @@ def test_judge_default_lm_follows_the_lm_override(tmp_path: Path, lm_server: LMS
         "[[ ## reasoning ## ]]\nClose enough.\n\n[[ ## score ## ]]\n0.8\n\n[[ ## completed ## ]]"
     )
     path = tmp_path / "program.yaml"
-    path.write_text(PROGRAM_LM + QA + 'metric:\n  judge: {signature: "answer, gold_answer -> score: float", type: cot}\n')
+    path.write_text(
+        PROGRAM_LM + QA + 'metric:\n  judge: {signature: "answer, gold_answer -> score: float", type: cot}\n'
+    )
     program = load_program(path, env={"BASE": lm_server.api_base}, lm_override="openai/override-model")
     example = Example(question="q", answer="Paris").with_inputs("question")
     assert asyncio.run(judged(program, example, Prediction(answer="paris"))) == 0.8

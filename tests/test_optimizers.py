@@ -96,7 +96,9 @@ def exact_match(program: Program) -> Any:
     return resolve_metric(program, None, "exact_match")
 
 
-async def with_runner(program: Program, tmp_path: Path, work: Callable[[ProgramRunner], Any], name: str = "cache") -> Any:
+async def with_runner(
+    program: Program, tmp_path: Path, work: Callable[[ProgramRunner], Any], name: str = "cache"
+) -> Any:
     context = RunContext(cache_dir=tmp_path / name, history=False)
     try:
         runner = ProgramRunner(program, context)
@@ -156,14 +158,15 @@ def test_bootstrap_picks_successful_examples_in_trainset_order(lm_server: LMServ
 
     runner, report = asyncio.run(
         with_runner(
-            program, tmp_path,
+            program,
+            tmp_path,
             lambda r: bootstrap_few_shot(r, train, exact_match(program), max_bootstrapped_demos=3, max_labeled_demos=5),
         )
     )
     assert report.bootstrapped == [1, 2, 4]
     assert (report.examples_tried, report.attempts, report.errors) == (5, 5, [])
 
-    (name, predictor), = named_predictors(runner)
+    ((name, predictor),) = named_predictors(runner)
     augmented = [{"augmented": True, "question": f"q{i}", "answer": f"a{i}"} for i in (1, 2, 4)]
     # The rest of the trainset (examples 5..9 were never tried) fills up to max_labeled_demos.
     pool = [train[i] for i in (0, 3, 5, 6, 7, 8, 9)]
@@ -191,7 +194,8 @@ def test_metric_threshold_is_respected(lm_server: LMServer, tmp_path: Path) -> N
     def run(threshold: float | None, name: str) -> BootstrapReport:
         return asyncio.run(
             with_runner(
-                program, tmp_path,
+                program,
+                tmp_path,
                 lambda r: bootstrap_few_shot(
                     r, train, f1, max_bootstrapped_demos=3, max_labeled_demos=0, metric_threshold=threshold
                 ),
@@ -217,9 +221,15 @@ def test_later_rounds_resample_at_temperature_one_with_new_rollout_ids(lm_server
 
     runner, report = asyncio.run(
         with_runner(
-            program, tmp_path,
+            program,
+            tmp_path,
             lambda r: bootstrap_few_shot(
-                r, train, exact_match(program), max_bootstrapped_demos=4, max_labeled_demos=0, max_rounds=3,
+                r,
+                train,
+                exact_match(program),
+                max_bootstrapped_demos=4,
+                max_labeled_demos=0,
+                max_rounds=3,
                 concurrency=1,
             ),
         )
@@ -263,7 +273,8 @@ def test_each_predictor_of_a_flow_gets_demos_from_the_same_traces(lm_server: LMS
     metric = AnswerAndOk()
     runner, report = asyncio.run(
         with_runner(
-            program, tmp_path,
+            program,
+            tmp_path,
             lambda r: bootstrap_few_shot(r, trainset(6), metric, max_bootstrapped_demos=3, max_labeled_demos=0),
         )
     )
@@ -298,9 +309,15 @@ def test_concurrent_bootstrap_selects_the_same_demos_as_a_sequential_one(lm_serv
     def run(concurrency: int) -> tuple[BootstrapReport, list[dict[str, Any]]]:
         runner, report = asyncio.run(
             with_runner(
-                program, tmp_path,
+                program,
+                tmp_path,
                 lambda r: bootstrap_few_shot(
-                    r, train, exact_match(program), max_bootstrapped_demos=5, max_labeled_demos=8, max_rounds=2,
+                    r,
+                    train,
+                    exact_match(program),
+                    max_bootstrapped_demos=5,
+                    max_labeled_demos=8,
+                    max_rounds=2,
                     concurrency=concurrency,
                 ),
                 f"cache-{concurrency}",
@@ -333,7 +350,8 @@ def test_errors_fail_rounds_and_the_max_errors_th_is_raised(lm_server: LMServer,
 
     _, report = asyncio.run(
         with_runner(
-            program, tmp_path,
+            program,
+            tmp_path,
             lambda r: bootstrap_few_shot(r, train, exact_match(program), max_bootstrapped_demos=3, max_labeled_demos=0),
             "a",
         )
@@ -344,7 +362,8 @@ def test_errors_fail_rounds_and_the_max_errors_th_is_raised(lm_server: LMServer,
     with pytest.raises(AdapterParseError):
         asyncio.run(
             with_runner(
-                program, tmp_path,
+                program,
+                tmp_path,
                 lambda r: bootstrap_few_shot(
                     r, train, exact_match(program), max_bootstrapped_demos=3, max_labeled_demos=0, max_errors=2
                 ),
@@ -373,8 +392,13 @@ def test_a_teacher_runs_the_examples_and_a_compiled_one_keeps_its_demos(lm_serve
             teacher = ProgramRunner(teacher_program, context)
             named_predictors(teacher)[0][1].demos = list(fixed)
             return await bootstrap_few_shot(
-                student, train, exact_match(student_program), max_bootstrapped_demos=2, max_labeled_demos=2,
-                teacher=teacher, teacher_compiled=True,
+                student,
+                train,
+                exact_match(student_program),
+                max_bootstrapped_demos=2,
+                max_labeled_demos=2,
+                teacher=teacher,
+                teacher_compiled=True,
             )
         finally:
             await context.aclose()
@@ -390,7 +414,9 @@ def test_a_teacher_runs_the_examples_and_a_compiled_one_keeps_its_demos(lm_serve
     with pytest.raises(UsageError, match="differ"):
         asyncio.run(
             bootstrap_few_shot(
-                ProgramRunner(student_program, None), train, exact_match(student_program),
+                ProgramRunner(student_program, None),
+                train,
+                exact_match(student_program),
                 teacher=ProgramRunner(other, None),
             )
         )
@@ -419,10 +445,16 @@ def test_bootstrap_chooses_the_demos_dspy_chooses(
     settings = {key: case[key] for key in ("max_bootstrapped_demos", "max_labeled_demos") if key in case}
     runner, _ = asyncio.run(
         with_runner(
-            program, tmp_path,
+            program,
+            tmp_path,
             lambda r: bootstrap_few_shot(
-                r, trainset(case["train"]), AnswerVerified(), max_rounds=case.get("max_rounds", 1),
-                concurrency=concurrency, max_errors=1, **settings,
+                r,
+                trainset(case["train"]),
+                AnswerVerified(),
+                max_rounds=case.get("max_rounds", 1),
+                concurrency=concurrency,
+                max_errors=1,
+                **settings,
             ),
         )
     )
@@ -446,14 +478,23 @@ def test_random_search_builds_and_chooses_the_candidates_dspy_does(
     lm_server.responder = lambda body: bootstrap_cases.respond(case, body)
     program = write_program(tmp_path, lm_server, FLOW if case["program"] == bootstrap_cases.DRAFT_VERIFY else QA)
     base = bootstrap_cases.VAL_BASE
-    valset = [Example(question=f"q{i}", answer=f"a{i}").with_inputs("question") for i in range(base, base + case["val"])]
+    valset = [
+        Example(question=f"q{i}", answer=f"a{i}").with_inputs("question") for i in range(base, base + case["val"])
+    ]
     runner, search = asyncio.run(
         with_runner(
-            program, tmp_path,
+            program,
+            tmp_path,
             lambda r: bootstrap_random_search(
-                r, trainset(case["train"]), AnswerVerified(), valset=valset, num_threads=4, max_errors=1,
+                r,
+                trainset(case["train"]),
+                AnswerVerified(),
+                valset=valset,
+                num_threads=4,
+                max_errors=1,
                 num_candidate_programs=case["num_candidate_programs"],
-                max_bootstrapped_demos=case["max_bootstrapped_demos"], max_labeled_demos=case["max_labeled_demos"],
+                max_bootstrapped_demos=case["max_bootstrapped_demos"],
+                max_labeled_demos=case["max_labeled_demos"],
             ),
         )
     )

@@ -84,8 +84,9 @@ def agent_responder(body: dict[str, Any]) -> str:
 def test_react_program_calls_a_python_tool_and_the_calculator(lm_server: LMServer, tmp_path: Path) -> None:
     lm_server.responder = agent_responder
     path = write(tmp_path, AGENT)
-    done = dspx("run", str(path), "-i", "question=How many euros is 250 dollars?", "--trace", "--json",
-                BASE=lm_server.api_base)
+    done = dspx(
+        "run", str(path), "-i", "question=How many euros is 250 dollars?", "--trace", "--json", BASE=lm_server.api_base
+    )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == {"reasoning": "rate then multiply", "answer": "125 EUR"}
     # The trace shows every tool call with its arguments and what it returned.
@@ -118,7 +119,7 @@ def test_batch_rows_carry_their_own_trajectories(lm_server: LMServer, tmp_path: 
         ('x: {python: "missing.py:f"}', "", "file not found", 3),
         ('x: {python: "tools.py:nope"}', "", "defines no function 'nope'", 3),
         ('x: {python: "tools.py:bad"}', "", "tool 'x'", 3),
-        ('x: {type: calculator, corpus: c.jsonl}', "", "applies to retrieve tools only", 3),
+        ("x: {type: calculator, corpus: c.jsonl}", "", "applies to retrieve tools only", 3),
         ("x: {type: weather}", "", "expected 'calculator', 'retrieve' or 'python'", 3),
         ("x: {type: calculator}", "tools: [y]", "unknown tool 'y'", 8),
     ],
@@ -126,7 +127,9 @@ def test_batch_rows_carry_their_own_trajectories(lm_server: LMServer, tmp_path: 
 def test_bad_tool_declarations_are_program_errors(
     tmp_path: Path, tools: str, module_extra: str, message: str, line: int
 ) -> None:
-    path = write(tmp_path, f"""\
+    path = write(
+        tmp_path,
+        f"""\
         lm: openai/m
         tools:
           {tools}
@@ -135,7 +138,8 @@ def test_bad_tool_declarations_are_program_errors(
             type: react
             signature: "question -> answer"
             {module_extra or "tools: [x]"}
-        """)
+        """,
+    )
     # A parameter type without a JSON schema shows only when the tool is built, which runs its file:
     # `validate` parses tool files and never runs them, `inspect` (and run) build the tools.
     command = "inspect" if "tools.py:bad" in tools else "validate"
@@ -146,11 +150,14 @@ def test_bad_tool_declarations_are_program_errors(
 
 
 def test_module_keys_of_another_type_are_errors(tmp_path: Path) -> None:
-    path = write(tmp_path, """\
+    path = write(
+        tmp_path,
+        """\
         lm: openai/m
         modules:
           answer: {signature: "question -> answer", tools: [calculator]}
-        """)
+        """,
+    )
     done = dspx("validate", str(path))
     assert done.returncode == 2 and f"{path}:3:" in done.stderr and "applies to type react" in done.stderr
 
@@ -191,10 +198,18 @@ def test_retrieve_step_feeds_the_answer_step(lm_server: LMServer, tmp_path: Path
 def test_retrieve_with_embeddings_against_the_loopback_server(lm_server: LMServer, tmp_path: Path) -> None:
     (tmp_path / "corpus.jsonl").write_text("".join(json.dumps(row) + "\n" for row in CORPUS))
     lm_server.responder = lambda body: reply(answer="Paris")
-    path = write(tmp_path, RAG.replace(
-        "k: 2}", 'k: 1, embeddings: {model: openai/emb, api_base: "${BASE}", api_key: "${KEY}"}}'))
-    done = dspx("run", str(path), "-i", "question=Where is the Eiffel Tower?", "--json", BASE=lm_server.api_base,
-                KEY="sk-embed-secret")
+    path = write(
+        tmp_path, RAG.replace("k: 2}", 'k: 1, embeddings: {model: openai/emb, api_base: "${BASE}", api_key: "${KEY}"}}')
+    )
+    done = dspx(
+        "run",
+        str(path),
+        "-i",
+        "question=Where is the Eiffel Tower?",
+        "--json",
+        BASE=lm_server.api_base,
+        KEY="sk-embed-secret",
+    )
     assert done.returncode == 0, done.stderr
     embedded = [r for r in lm_server.requests if r.path.endswith("/embeddings")]
     assert [len(r.body["input"]) for r in embedded] == [3, 1]
@@ -212,22 +227,25 @@ def test_corpus_errors_stop_before_any_lm_call(lm_server: LMServer, tmp_path: Pa
     assert broken.returncode == 2 and "corpus.jsonl:2" in broken.stderr and lm_server.requests == []
 
 
-REWARD_PY = '''
+REWARD_PY = """
 def is_good(example, prediction):
     return 1.0 if prediction.answer == "good" else 0.0
-'''
+"""
 
 
 def test_best_of_n_picks_by_reward(lm_server: LMServer, tmp_path: Path) -> None:
     (tmp_path / "reward.py").write_text(REWARD_PY)
     answers = iter(["bad", "good", "never"])
     lm_server.responder = lambda body: reply(answer=next(answers))
-    path = write(tmp_path, """\
+    path = write(
+        tmp_path,
+        """\
         lm: {model: openai/m, api_base: "${BASE}", num_retries: 0}
         modules:
           answer: {signature: "question -> answer"}
           best: {type: best_of_n, module: answer, N: 3, reward: {python: "reward.py:is_good"}, threshold: 1.0}
-        """)
+        """,
+    )
     done = dspx("run", str(path), "-i", "question=q", "--json", BASE=lm_server.api_base)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == {"answer": "good"}
@@ -244,12 +262,15 @@ def test_refine_passes_feedback_to_the_next_attempt(lm_server: LMServer, tmp_pat
         return reply(answer="good" if "Say good." in body["messages"][-1]["content"] else "bad")
 
     lm_server.responder = respond
-    path = write(tmp_path, """\
+    path = write(
+        tmp_path,
+        """\
         lm: {model: openai/m, api_base: "${BASE}", num_retries: 0}
         modules:
           answer: {signature: "question -> answer"}
           refine: {type: refine, module: answer, N: 3, reward: {python: "reward.py:is_good"}, threshold: 1.0}
-        """)
+        """,
+    )
     done = dspx("run", str(path), "-i", "question=q", "--json", BASE=lm_server.api_base)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == {"answer": "good"}
@@ -261,7 +282,9 @@ def test_refine_passes_feedback_to_the_next_attempt(lm_server: LMServer, tmp_pat
 
 
 def test_reward_errors_are_located(tmp_path: Path) -> None:
-    path = write(tmp_path, """\
+    path = write(
+        tmp_path,
+        """\
         lm: openai/m
         modules:
           answer: {signature: "question -> answer"}
@@ -270,14 +293,18 @@ def test_reward_errors_are_located(tmp_path: Path) -> None:
             module: answer
             N: 2
             reward: nonsense
-        """)
+        """,
+    )
     done = dspx("validate", str(path))
     assert done.returncode == 2 and f"{path}:8:" in done.stderr and "unknown metric" in done.stderr
-    wrapped = write(tmp_path, """\
+    wrapped = write(
+        tmp_path,
+        """\
         lm: openai/m
         modules:
           best: {type: best_of_n, module: ghost, N: 2, reward: exact_match}
-        """)
+        """,
+    )
     done = dspx("validate", str(wrapped))
     assert done.returncode == 2 and "wraps unknown module 'ghost'" in done.stderr
 
@@ -289,11 +316,14 @@ def test_multi_chain_comparison_samples_then_compares(lm_server: LMServer, tmp_p
         return [reply(reasoning=f"try {i}", answer=str(a)) for i, a in enumerate([4, 4, 5])]
 
     lm_server.responder = respond
-    path = write(tmp_path, """\
+    path = write(
+        tmp_path,
+        """\
         lm: {model: openai/m, api_base: "${BASE}", num_retries: 0}
         modules:
           compare: {type: multi_chain_comparison, signature: "question -> answer", M: 3}
-        """)
+        """,
+    )
     done = dspx("run", str(path), "-i", "question=2+2?", "--json", BASE=lm_server.api_base)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == {"rationale": "two of three say 4", "answer": "4"}
@@ -307,7 +337,10 @@ def test_inspect_shows_the_react_prompt_without_calls(tmp_path: Path) -> None:
     path = write(tmp_path, AGENT)
     done = dspx("inspect", str(path), "-i", "question=q", BASE="http://127.0.0.1:9/v1")
     assert done.returncode == 0, done.stderr
-    assert "(1) exchange_rate, whose description is <desc>Units of to_currency per unit of from_currency.</desc>" in done.stdout
+    assert (
+        "(1) exchange_rate, whose description is <desc>Units of to_currency per unit of from_currency.</desc>"
+        in done.stdout
+    )
     assert "(4) finish, whose description is" in done.stdout
 
 
@@ -315,8 +348,11 @@ def test_compiling_a_react_program_gives_both_predictors_demos(lm_server: LMServ
     lm_server.responder = agent_responder
     rows = [{"question": f"q{i}", "answer": "125 EUR"} for i in range(3)]
     (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    path = write(tmp_path, AGENT + "data: {train: train.jsonl}\n    metric: exact_match\n"
-                 "    optimizer: {type: bootstrap_few_shot, max_bootstrapped_demos: 1, max_labeled_demos: 1}\n")
+    path = write(
+        tmp_path,
+        AGENT + "data: {train: train.jsonl}\n    metric: exact_match\n"
+        "    optimizer: {type: bootstrap_few_shot, max_bootstrapped_demos: 1, max_labeled_demos: 1}\n",
+    )
     state = tmp_path / "state.json"
     done = dspx("compile", str(path), "-o", str(state), "--json", BASE=lm_server.api_base)
     assert done.returncode == 0, done.stderr

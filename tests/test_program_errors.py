@@ -51,73 +51,103 @@ YAML_CASES = [
     (
         "unknown top-level key",
         GOOD + "modles: {}\n",
-        12, 1, ["unknown key 'modles' in the top level; did you mean 'modules'?"],
+        12,
+        1,
+        ["unknown key 'modles' in the top level; did you mean 'modules'?"],
     ),
     (
         "unknown module key",
         GOOD + "    temprature: 0.5\n",
-        12, 5, ["unknown key 'temprature' in modules.answer; did you mean 'temperature'?"],
+        12,
+        5,
+        ["unknown key 'temprature' in modules.answer; did you mean 'temperature'?"],
     ),
     (
         "unknown key with nothing close",
         GOOD + "    colour: blue\n",
-        12, 5, ["unknown key 'colour' in modules.answer; expected one of: ", "temperature"],
+        12,
+        5,
+        ["unknown key 'colour' in modules.answer; expected one of: ", "temperature"],
     ),
     (
         "wrong type",
         GOOD + "    n: many\n",
-        12, 5, ["modules.answer.n: expected an integer", "'many'"],
+        12,
+        5,
+        ["modules.answer.n: expected an integer", "'many'"],
     ),
     (
         "bad literal",
         GOOD.replace("type: predict", "type: predictor"),
-        10, 5, ["modules.answer.type: expected", "'chain_of_thought'", "'predictor'"],
+        10,
+        5,
+        ["modules.answer.type: expected", "'chain_of_thought'", "'predictor'"],
     ),
     (
         "unknown signature reference",
         GOOD.replace("signature: qa", "signature: qna"),
-        11, 5, ["unknown signature 'qna'", "defined signatures: qa"],
+        11,
+        5,
+        ["unknown signature 'qna'", "defined signatures: qa"],
     ),
     (
         "missing required field",
         GOOD.replace("    signature: qa\n", ""),
-        9, 3, ["missing required key 'signature' in modules.answer"],
+        9,
+        3,
+        ["missing required key 'signature' in modules.answer"],
     ),
     (
         "missing outputs in a signature",
         GOOD.replace("    outputs:\n      answer: {type: str, desc: short}\n", ""),
-        3, 3, ["missing required key 'outputs' in signatures.qa"],
+        3,
+        3,
+        ["missing required key 'outputs' in signatures.qa"],
     ),
     (
         "unknown type in a signature",
         GOOD.replace("question: str", "question: strng"),
-        5, 7, ["field 'question'", "strng"],
+        5,
+        7,
+        ["field 'question'", "strng"],
     ),
     (
         "malformed string signature",
-        GOOD.replace("  qa:\n    inputs:\n      question: str\n    outputs:\n      answer: {type: str, desc: short}\n",
-                     "  qa: question answer\n"),
-        3, 3, ["invalid signature", "->"],
+        GOOD.replace(
+            "  qa:\n    inputs:\n      question: str\n    outputs:\n      answer: {type: str, desc: short}\n",
+            "  qa: question answer\n",
+        ),
+        3,
+        3,
+        ["invalid signature", "->"],
     ),
     (
         "demo with an unknown field",
         GOOD + "    demos:\n      - {question: hi, anwser: x}\n",
-        13, 24, ["demo key 'anwser'", "answer, question"],
+        13,
+        24,
+        ["demo key 'anwser'", "answer, question"],
     ),
     (
         "several modules without a flow",
         GOOD + "  other:\n    signature: qa\n",
-        8, 1, ["needs a `flow`"],
+        8,
+        1,
+        ["needs a `flow`"],
     ),
     (
         "invalid YAML",
         GOOD + "  bad: [unclosed\n",
-        13, 1, ["invalid YAML"],
+        13,
+        1,
+        ["invalid YAML"],
     ),
     (
         "duplicate key",
         GOOD + "signatures: {}\n",
-        12, 1, ["duplicate key 'signatures'"],
+        12,
+        1,
+        ["duplicate key 'signatures'"],
     ),
 ]
 
@@ -134,7 +164,9 @@ def test_yaml_errors(tmp_path: Path, case: tuple) -> None:
         assert fragment in str(error)
 
 
-FLOW = GOOD + """\
+FLOW = (
+    GOOD
+    + """\
   check:
     signature: "answer -> verdict: bool"
 flow:
@@ -146,12 +178,14 @@ flow:
     with: {answer: $first.answer}
 output: {verdict: $second.verdict}
 """
+)
 
 
 def test_flow_program_loads_in_dependency_order(tmp_path: Path) -> None:
-    text = FLOW.replace(
-        "  - id: first\n    module: answer\n    with: {question: $input.question}\n", ""
-    ) + "  - id: first\n    module: answer\n    with: {question: $input.question}\n"
+    text = (
+        FLOW.replace("  - id: first\n    module: answer\n    with: {question: $input.question}\n", "")
+        + "  - id: first\n    module: answer\n    with: {question: $input.question}\n"
+    )
     # `second` is written before `first` but reads it, so it must run after it.
     text = text.replace("output: {verdict: $second.verdict}\n", "") + "output: {verdict: $second.verdict}\n"
     program = load_program(write(tmp_path, text), env={})
@@ -162,15 +196,35 @@ def test_flow_program_loads_in_dependency_order(tmp_path: Path) -> None:
 FLOW_CASES = [
     ("unknown module", FLOW.replace("module: check", "module: chek"), 19, 5, ["unknown module 'chek'"]),
     ("unknown step", FLOW.replace("$first.answer", "$frist.answer"), 20, 12, ["unknown step 'frist'"]),
-    ("unknown output field", FLOW.replace("$second.verdict", "$second.verdikt"), 21, 10, ["has no output 'verdikt'", "verdict"]),
-    ("unbound input", FLOW.replace("with: {answer: $first.answer}", "with: {}"), 18, 5, ["does not bind input(s) answer"]),
-    ("not an input", FLOW.replace("{question: $input.question}", "{question: $input.question, q: x}"), 17, 39, ["binds 'q'"]),
+    (
+        "unknown output field",
+        FLOW.replace("$second.verdict", "$second.verdikt"),
+        21,
+        10,
+        ["has no output 'verdikt'", "verdict"],
+    ),
+    (
+        "unbound input",
+        FLOW.replace("with: {answer: $first.answer}", "with: {}"),
+        18,
+        5,
+        ["does not bind input(s) answer"],
+    ),
+    (
+        "not an input",
+        FLOW.replace("{question: $input.question}", "{question: $input.question, q: x}"),
+        17,
+        39,
+        ["binds 'q'"],
+    ),
     ("bad reference", FLOW.replace("$first.answer", "$first"), 20, 12, ["expected a reference"]),
     ("duplicate id", FLOW.replace("id: second", "id: first"), 18, 5, ["duplicate step id 'first'"]),
     (
         "cycle",
         FLOW.replace("with: {question: $input.question}", "with: {question: $second.verdict}"),
-        15, 5, ["cycle: first -> second -> first"],
+        15,
+        5,
+        ["cycle: first -> second -> first"],
     ),
 ]
 
@@ -197,7 +251,10 @@ def test_unset_required_key_fails_only_when_an_lm_would_send_it(tmp_path: Path) 
     """validate and inspect create no LM, so they need no key; creating the LM names file:line."""
     from dspx_cli.lm.registry import create_lm
 
-    path = write(tmp_path, GOOD.replace("dspx: 1\n", "dspx: 1\nlm:\n  model: openai/x\n  api_key: ${MY_KEY:?export MY_KEY first}\n"))
+    path = write(
+        tmp_path,
+        GOOD.replace("dspx: 1\n", "dspx: 1\nlm:\n  model: openai/x\n  api_key: ${MY_KEY:?export MY_KEY first}\n"),
+    )
     program = load_program(path, env={})  # no error at load
     config = program.modules["answer"].lm
     with pytest.raises(ProgramError) as info:
@@ -248,9 +305,21 @@ signature = "qa"
 
 TOML_CASES = [
     ("unknown key", TOML_GOOD + "temprature = 0.1\n", 10, 1, ["unknown key 'temprature' in modules.answer"]),
-    ("wrong type", TOML_GOOD + "n = \"many\"\n", 10, 1, ["modules.answer.n: expected an integer"]),
-    ("unknown signature", TOML_GOOD.replace('signature = "qa"', 'signature = "nope"'), 9, 1, ["unknown signature 'nope'"]),
-    ("bad type in inline table", TOML_GOOD.replace('question = "str"', 'question = "strng"'), 4, 12, ["field 'question'"]),
+    ("wrong type", TOML_GOOD + 'n = "many"\n', 10, 1, ["modules.answer.n: expected an integer"]),
+    (
+        "unknown signature",
+        TOML_GOOD.replace('signature = "qa"', 'signature = "nope"'),
+        9,
+        1,
+        ["unknown signature 'nope'"],
+    ),
+    (
+        "bad type in inline table",
+        TOML_GOOD.replace('question = "str"', 'question = "strng"'),
+        4,
+        12,
+        ["field 'question'"],
+    ),
     ("invalid TOML", TOML_GOOD + "x = [1,\n", 10, 1, ["invalid TOML"]),
     ("unknown table", TOML_GOOD + "\n[modlues.x]\ntype = 'predict'\n", 11, 1, ["unknown key 'modlues'"]),
 ]
@@ -317,7 +386,9 @@ def _code_project(tmp_path: Path) -> Path:
     (tmp_path / "metrics.py").write_text(SIDE_EFFECT + "def score(example, prediction, trace=None):\n    return 1.0\n")
     (tmp_path / "rewards.py").write_text(SIDE_EFFECT + "def short(example, prediction):\n    return 1.0\n")
     (tmp_path / "dev.jsonl").write_text('{"question": "q", "answer": "a"}\n')
-    return write(tmp_path, """\
+    return write(
+        tmp_path,
+        """\
         tools:
           lookup: {python: "tools.py:lookup"}
         modules:
@@ -328,7 +399,8 @@ def _code_project(tmp_path: Path) -> Path:
         optimizer: {type: labeled_few_shot, k: 2}
         flow:
           - {id: best, module: best, with: {question: $input.question}}
-        """)
+        """,
+    )
 
 
 def test_validate_checks_python_files_without_running_them(tmp_path: Path) -> None:
@@ -352,8 +424,9 @@ def test_validate_checks_python_files_without_running_them(tmp_path: Path) -> No
         (("rewards.py:short", "rewards.py:long"), ["python:", "defines no function 'long'"]),
     ],
 )
-def test_validate_reports_python_references_where_written(tmp_path: Path, change: tuple[str, str],
-                                                         fragments: list[str]) -> None:
+def test_validate_reports_python_references_where_written(
+    tmp_path: Path, change: tuple[str, str], fragments: list[str]
+) -> None:
     from tests.cli_inprocess import dspx
 
     path = _code_project(tmp_path)
@@ -388,12 +461,20 @@ def test_static_check_reads_syntax_errors_and_arity(tmp_path: Path) -> None:
     ("edit", "fragments"),
     [
         (lambda t: t.replace("dev: dev.jsonl", "dev: missing.jsonl"), ["missing.jsonl"]),
-        (lambda t: t.replace("metric: {python: \"metrics.py:score\"}", "metric: exact_matsch"), ["unknown metric 'exact_matsch'"]),
+        (
+            lambda t: t.replace('metric: {python: "metrics.py:score"}', "metric: exact_matsch"),
+            ["unknown metric 'exact_matsch'"],
+        ),
         (lambda t: t.replace("labeled_few_shot, k: 2", "labeled_few_shots"), ["unknown optimizer 'labeled_few_shots'"]),
         (lambda t: t.replace("k: 2", "kk: 2"), ["optimizer labeled_few_shot has no setting 'kk'"]),
-        (lambda t: t.replace("data: {dev: dev.jsonl}", "data: {path: dev.jsonl, split: {train: 0.9, dev: 0.9}}"), ["data.split"]),
-        (lambda t: t.replace("type: labeled_few_shot, k: 2", "type: bootstrap_few_shot, teacher: {lm: gpt-9}"),
-         ["teacher: unknown model 'gpt-9'"]),
+        (
+            lambda t: t.replace("data: {dev: dev.jsonl}", "data: {path: dev.jsonl, split: {train: 0.9, dev: 0.9}}"),
+            ["data.split"],
+        ),
+        (
+            lambda t: t.replace("type: labeled_few_shot, k: 2", "type: bootstrap_few_shot, teacher: {lm: gpt-9}"),
+            ["teacher: unknown model 'gpt-9'"],
+        ),
     ],
 )
 def test_validate_rejects_what_a_later_command_would(tmp_path: Path, edit, fragments: list[str]) -> None:  # type: ignore[no-untyped-def]
@@ -447,21 +528,31 @@ def test_lm_flag_paths_are_relative_to_the_working_directory(tmp_path: Path, mon
     (tmp_path / "work" / "my.gguf").write_bytes(b"GGUF")
     monkeypatch.chdir(tmp_path / "work")
     assert load_program(path, env={}).modules["answer"].lm.model == "my.gguf"
-    assert load_program(path, env={}, lm_override="./my.gguf").modules["answer"].lm.model == str(tmp_path / "work" / "my.gguf")
+    assert load_program(path, env={}, lm_override="./my.gguf").modules["answer"].lm.model == str(
+        tmp_path / "work" / "my.gguf"
+    )
     assert load_program(path, env={}, lm_override="local/my.gguf").modules["answer"].lm.model == (
-        "local/" + str(tmp_path / "work" / "my.gguf"))
+        "local/" + str(tmp_path / "work" / "my.gguf")
+    )
     from dspx_cli.errors import UsageError
 
     with pytest.raises(UsageError, match=r"--lm \./other.gguf: local model .*work/other.gguf"):
         load_program(path, env={}, lm_override="./other.gguf")
-    assert load_program(path, env={}, lm_override="openai/gpt-4o-mini").modules["answer"].lm.model == "openai/gpt-4o-mini"
+    assert (
+        load_program(path, env={}, lm_override="openai/gpt-4o-mini").modules["answer"].lm.model == "openai/gpt-4o-mini"
+    )
 
 
 def test_validate_and_inspect_need_no_key_that_only_a_call_uses(tmp_path: Path) -> None:
     from tests.cli_inprocess import dspx
 
-    path = write(tmp_path, GOOD.replace(
-        "dspx: 1\n", "dspx: 1\nlm:\n  model: openai/gpt-4o-mini\n  api_key: ${DSPX_TEST_KEY:?export DSPX_TEST_KEY}\n"))
+    path = write(
+        tmp_path,
+        GOOD.replace(
+            "dspx: 1\n",
+            "dspx: 1\nlm:\n  model: openai/gpt-4o-mini\n  api_key: ${DSPX_TEST_KEY:?export DSPX_TEST_KEY}\n",
+        ),
+    )
     assert dspx("validate", str(path)).returncode == 0
     assert dspx("inspect", str(path), "-i", "question=q").returncode == 0
     done = dspx("run", str(path), "-i", "question=q")
@@ -471,10 +562,13 @@ def test_validate_and_inspect_need_no_key_that_only_a_call_uses(tmp_path: Path) 
 
 def test_embeddings_without_a_server_is_a_load_error(tmp_path: Path) -> None:
     (tmp_path / "corpus.txt").write_text("a passage\n")
-    path = write(tmp_path, """\
+    path = write(
+        tmp_path,
+        """\
         modules:
           find: {type: retrieve, corpus: corpus.txt, embeddings: text-embedding-3-small}
-        """)
+        """,
+    )
     error = error_of(path)
     assert (error.location.line, error.location.column) == (2, 46)
     assert "embeddings model 'text-embedding-3-small' names no server" in str(error)
@@ -487,8 +581,10 @@ def test_validate_of_a_hosted_program_does_not_import_the_http_client(tmp_path: 
     import sys
 
     path = write(tmp_path, "lm: openai/gpt-4o-mini\nmodules: {m: {signature: 'q -> a'}}\n")
-    code = ("import sys\nfrom dspx_cli.cli.commands import validate\nfrom pathlib import Path\n"
-            f"validate(Path({str(path)!r}))\nprint(sorted(m for m in ('httpx', 'aiohttp') if m in sys.modules))")
+    code = (
+        "import sys\nfrom dspx_cli.cli.commands import validate\nfrom pathlib import Path\n"
+        f"validate(Path({str(path)!r}))\nprint(sorted(m for m in ('httpx', 'aiohttp') if m in sys.modules))"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.stdout.splitlines()[-1] == "[]", done.stderr
 
@@ -497,7 +593,9 @@ def test_an_unset_judge_key_fails_evaluate_at_its_line_before_any_call(tmp_path:
     from tests.cli_inprocess import dspx
 
     (tmp_path / "dev.jsonl").write_text('{"question": "q", "answer": "a"}\n')
-    path = write(tmp_path, """\
+    path = write(
+        tmp_path,
+        """\
         lm: {model: openai/m, api_base: "http://127.0.0.1:9/v1"}
         modules: {m: {signature: "question -> answer"}}
         data: {dev: dev.jsonl}
@@ -505,7 +603,8 @@ def test_an_unset_judge_key_fails_evaluate_at_its_line_before_any_call(tmp_path:
           judge:
             signature: "question, answer, gold_answer -> correct: bool"
             lm: {model: openai/j, api_base: "http://127.0.0.1:9/v1", api_key: "${DSPX_JUDGE_KEY:?set DSPX_JUDGE_KEY}"}
-        """)
+        """,
+    )
     assert dspx("validate", str(path)).returncode == 0
     done = dspx("evaluate", str(path), "--output", str(tmp_path / "run"))
     assert done.returncode == 2

@@ -113,20 +113,22 @@ def expected_score(demos: Demos) -> float:
 # ----- runs -------------------------------------------------------------------------------------
 
 
-def search(
-    program: Program, tmp_path: Path, cache: str, **options: Any
-) -> tuple[ProgramRunner, RandomSearchReport]:
+def search(program: Program, tmp_path: Path, cache: str, **options: Any) -> tuple[ProgramRunner, RandomSearchReport]:
     settings: dict[str, Any] = {
-        "max_bootstrapped_demos": MAX_BOOTSTRAPPED, "max_labeled_demos": MAX_LABELED, "num_threads": 4, **options
+        "max_bootstrapped_demos": MAX_BOOTSTRAPPED,
+        "max_labeled_demos": MAX_LABELED,
+        "num_threads": 4,
+        **options,
     }
     return asyncio.run(
-        with_runner(program, tmp_path, lambda r: bootstrap_random_search(r, train(), exact_match(program), **settings),
-                    cache)
+        with_runner(
+            program, tmp_path, lambda r: bootstrap_random_search(r, train(), exact_match(program), **settings), cache
+        )
     )
 
 
 def demos_of(runner: ProgramRunner) -> Demos:
-    (_, predictor), = named_predictors(runner)
+    ((_, predictor),) = named_predictors(runner)
     return predictor.demos
 
 
@@ -178,7 +180,9 @@ def test_stop_at_score_ends_the_search(program: Program, tmp_path: Path) -> None
 def test_the_seed_is_honoured(program: Program, tmp_path: Path) -> None:
     _, first = search(program, tmp_path, "a", valset=val(), num_candidate_programs=3)
     _, again = search(program, tmp_path, "b", valset=val(), num_candidate_programs=3)
-    assert [(c.seed, c.score, c.demos) for c in again.candidates] == [(c.seed, c.score, c.demos) for c in first.candidates]
+    assert [(c.seed, c.score, c.demos) for c in again.candidates] == [
+        (c.seed, c.score, c.demos) for c in first.candidates
+    ]
 
     _, other = search(program, tmp_path, "c", valset=val(), num_candidate_programs=3, seed=1)
     by_seed = {c.seed: c.demos["answer"] for c in other.candidates}
@@ -224,16 +228,30 @@ def test_cli_compiles_with_random_search_on_the_dev_split(lm_server: LMServer, t
     (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:8]))
     (tmp_path / "dev.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[8:]))
     path = tmp_path / "p.yaml"
-    path.write_text(textwrap.dedent("""\
+    path.write_text(
+        textwrap.dedent("""\
         lm: {model: openai/m, api_base: "${BASE}", num_retries: 0}
         modules:
           shout: {signature: "text -> answer"}
         data: {train: train.jsonl, dev: dev.jsonl}
         metric: exact_match
-        """))
+        """)
+    )
     state = tmp_path / "state.json"
-    done = dspx("compile", str(path), "--optimizer", "bootstrap_random_search", "--set", "num_candidate_programs=3",
-                "--set", "max_labeled_demos=3", "-o", str(state), "--json", BASE=lm_server.api_base)
+    done = dspx(
+        "compile",
+        str(path),
+        "--optimizer",
+        "bootstrap_random_search",
+        "--set",
+        "num_candidate_programs=3",
+        "--set",
+        "max_labeled_demos=3",
+        "-o",
+        str(state),
+        "--json",
+        BASE=lm_server.api_base,
+    )
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout)
     assert summary["settings"]["num_candidate_programs"] == 3

@@ -269,11 +269,17 @@ def test_context_overflow_drops_the_oldest_steps(lm_server: LMServer) -> None:
     assert result.trajectory["observation_4"] == 104 and result.answer == "done"
     seen = [steps_seen(r.body) for r in lm_server.requests]
     assert seen == [
-        [], [0], [0, 1],
-        [0, 1, 2], [1, 2],  # overflow, then without step 0
-        [1, 2, 3], [2, 3],
-        [2, 3, 4], [3, 4],
-        [3, 4, 5], [4, 5],  # the extract call truncates the same way
+        [],
+        [0],
+        [0, 1],
+        [0, 1, 2],
+        [1, 2],  # overflow, then without step 0
+        [1, 2, 3],
+        [2, 3],
+        [2, 3, 4],
+        [3, 4],
+        [3, 4, 5],
+        [4, 5],  # the extract call truncates the same way
     ]
     assert is_extract(lm_server.requests[-1].body) and is_extract(lm_server.requests[-2].body)
 
@@ -348,7 +354,9 @@ def test_other_errors_are_not_context_window_errors() -> None:
 def test_unparseable_step_ends_the_loop_and_extracts(lm_server: LMServer) -> None:
     # A deliberate difference from DSPy 3.4.1, which fails the run: the loop ends, extract answers.
     fallbacks: list[int] = []
-    lm_server.responder = lambda body: reply(reasoning="r", answer="a") if is_extract(body) else act("teleport", {"to": "Mars"})
+    lm_server.responder = lambda body: (
+        reply(reasoning="r", answer="a") if is_extract(body) else act("teleport", {"to": "Mars"})
+    )
     result = run(
         lambda lm: ReAct(QA, [calculator], lm, on_fallback=lambda: fallbacks.append(1)).acall(question="q"),
         lm_server,

@@ -80,7 +80,9 @@ def test_every_module_type_copies_its_predictors_and_renders_messages(every_type
         module = runner.modules[step.module]
         clone = module.copy()
         assert type(clone) is type(module)
-        for (name, original), (clone_name, copied) in zip(module.named_predictors(), clone.named_predictors(), strict=True):
+        for (name, original), (clone_name, copied) in zip(
+            module.named_predictors(), clone.named_predictors(), strict=True
+        ):
             assert name == clone_name and copied is not original and copied.demos == original.demos
             copied.demos.append({"question": "new"})
             assert {"question": "new"} not in original.demos, (step.module, name)
@@ -159,8 +161,9 @@ def test_a_new_module_type_is_one_record(tmp_path: Path) -> None:
     script = tmp_path / "register.py"
     script.write_text(NEW_TYPE)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    done = subprocess.run([sys.executable, str(script), str(program)], capture_output=True, text=True, env=env, check=False,
-                          timeout=60)
+    done = subprocess.run(
+        [sys.executable, str(script), str(program)], capture_output=True, text=True, env=env, check=False, timeout=60
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout == "HELLO\n"
 
@@ -205,8 +208,9 @@ def test_a_new_optimizer_is_one_record(tmp_path: Path, monkeypatch: pytest.Monke
     class Settings:
         demos: int = 1
 
-    record = registry.OptimizerType("first_example", "the first training example", Settings,
-                                    "tests.test_registries:first_example")
+    record = registry.OptimizerType(
+        "first_example", "the first training example", Settings, "tests.test_registries:first_example"
+    )
     monkeypatch.setitem(registry.OPTIMIZERS, "first_example", record)
     program = _optimized(tmp_path, "2")
     choice = choose_optimizer(program, "first_example", ("demos=1",))

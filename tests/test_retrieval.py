@@ -120,8 +120,11 @@ def test_txt_passages_are_separated_by_blank_lines(tmp_path: Path) -> None:
         (['{"text": 42}'], 1, "'text' is a number, expected a string"),
         (['{"text": null}'], 1, "'text' is null, expected a string"),
         (['{"text": "ok"}', '{"text": "   "}'], 2, "'text' is empty"),
-        (['{"id": "a", "text": "x"}', '{"id": "b", "text": "y"}', '{"id": "a", "text": "z"}'], 3,
-         "duplicate id 'a' (first on line 1)"),
+        (
+            ['{"id": "a", "text": "x"}', '{"id": "b", "text": "y"}', '{"id": "a", "text": "z"}'],
+            3,
+            "duplicate id 'a' (first on line 1)",
+        ),
         (['{"id": [1], "text": "x"}'], 1, "'id' is a list, expected a string or an integer"),
         (['{"title": 3, "text": "x"}'], 1, "'title' is a number, expected a string"),
     ],
@@ -212,7 +215,12 @@ def test_bm25_k_beyond_the_corpus_and_bad_k(facts: Corpus) -> None:
 
 def test_plural_stemming_matches_singular_and_plural() -> None:
     assert [plural_stem(w) for w in ("countries", "mountains", "boxes", "glass", "virus", "is")] == [
-        "country", "mountain", "boxe", "glass", "virus", "is"
+        "country",
+        "mountain",
+        "boxe",
+        "glass",
+        "virus",
+        "is",
     ]
     corpus = Corpus.from_texts(["A country of mountains.", "Many countries share one mountain."])
     stemmed = run(search(BM25Retriever(corpus, use_cache=False), "countries", k=2))
@@ -360,7 +368,9 @@ def test_the_key_comes_from_openai_api_key_for_openai_models(
 ) -> None:
     with pytest.raises(RetrievalError, match="needs an API key: export OPENAI_API_KEY"):
         EmbeddingsRetriever(facts, "openai/text-embedding-3-small")
-    with pytest.raises(RetrievalError, match="embeddings model 'some-model' names no OpenAI-compatible server: give api_base"):
+    with pytest.raises(
+        RetrievalError, match="embeddings model 'some-model' names no OpenAI-compatible server: give api_base"
+    ):
         EmbeddingsRetriever(facts, "some-model")
     monkeypatch.setenv("OPENAI_API_KEY", SECRET)
     run(search(EmbeddingsRetriever(facts, "openai/text-embedding-3-small", api_base=lm_server.api_base), "x"))
@@ -401,16 +411,16 @@ def test_transient_failures_are_retried(lm_server: LMServer, facts: Corpus, tmp_
     # A server that asks for a longer pause than anyone should wait fails the search at once.
     lm_server.push(Reply(status=429, json=error_body("quota"), headers={"Retry-After": "3600"}))
     error = embeddings_failure(make_embedder(lm_server, facts, cache_dir=tmp_path / "patient"))
-    assert str(error).endswith(": quota; the server asked to wait 3600s before retrying, longer than the 60s dspx waits: "
-                               "try again later")
+    assert str(error).endswith(
+        ": quota; the server asked to wait 3600s before retrying, longer than the 60s dspx waits: try again later"
+    )
 
     lm_server.rule = lambda request, attempt: Reply(status=500, json=error_body("down"))
     # Another cache folder, so the corpus is embedded (and fails) again.
     retriever = make_embedder(lm_server, facts, base_delay=0.01, num_retries=2, cache_dir=tmp_path)
     error = embeddings_failure(retriever)
     assert str(error) == (
-        f"gave up after 3 attempts: HTTP 500 server error from {lm_server.api_base}/embeddings: down "
-        "(num_retries is 2)"
+        f"gave up after 3 attempts: HTTP 500 server error from {lm_server.api_base}/embeddings: down (num_retries is 2)"
     )
     assert error.status == 500
 
@@ -460,8 +470,9 @@ def test_embeddings_calls_are_counted_and_logged_without_the_key(
     usage = meter.models["openai/text-embed-test"]
     # 6 passages in batches of 3, then the query; one 503 retried.
     assert (usage.calls, usage.failed_calls, usage.retries) == (3, 0, 1)
-    assert usage.prompt_tokens == sum(len(r.body["input"][i].split()) for r in embedding_requests(lm_server)[1:]
-                                      for i in range(len(r.body["input"])))
+    assert usage.prompt_tokens == sum(
+        len(r.body["input"][i].split()) for r in embedding_requests(lm_server)[1:] for i in range(len(r.body["input"]))
+    )
     records = [json.loads(line) for line in (tmp_path / "history.jsonl").read_text().splitlines()]
     assert [r["kind"] for r in records] == ["embeddings"] * 3
     assert records[-1]["inputs"] == ["capital"] and records[-1]["embeddings"] == {"count": 1, "dimensions": 64}
@@ -472,8 +483,9 @@ def test_embeddings_calls_are_counted_and_logged_without_the_key(
 def test_a_failed_embeddings_call_is_counted_and_logged(lm_server: LMServer, facts: Corpus, tmp_path: Path) -> None:
     meter, history = UsageMeter(), History(tmp_path)
     lm_server.rule = lambda request, attempt: Reply(status=500, json=error_body("down"))
-    embeddings_failure(make_embedder(lm_server, facts, num_retries=1, base_delay=0.0, meter=meter, history=history,
-                                     cache_dir=tmp_path))
+    embeddings_failure(
+        make_embedder(lm_server, facts, num_retries=1, base_delay=0.0, meter=meter, history=history, cache_dir=tmp_path)
+    )
     history.close()
     usage = meter.models["openai/text-embed-test"]
     assert (usage.calls, usage.failed_calls, usage.retries) == (0, 1, 1)
@@ -512,8 +524,16 @@ def test_a_runs_embeddings_calls_reach_its_usage_line_usage_file_and_history(
         "output: {answer: $answer.answer}\n"
     )
     usage_file = tmp_path / "usage.json"
-    done = dspx("run", str(program), "-i", "question=capital of France?", "--usage-file", str(usage_file),
-                BASE=lm_server.api_base, KEY=SECRET)
+    done = dspx(
+        "run",
+        str(program),
+        "-i",
+        "question=capital of France?",
+        "--usage-file",
+        str(usage_file),
+        BASE=lm_server.api_base,
+        KEY=SECRET,
+    )
     assert done.returncode == 0, done.stderr
     assert "openai/emb · 2 calls" in done.stderr and "openai/m · 1 call" in done.stderr
     usage = json.loads(usage_file.read_text())["models"]

@@ -48,7 +48,9 @@ modules:
 
 
 def test_run_prints_fields_and_usage(lm_server: LMServer, tmp_path: Path) -> None:
-    lm_server.responder = lambda body: "[[ ## answer ## ]]\nParis\n\n[[ ## confidence ## ]]\n0.9\n\n[[ ## completed ## ]]"
+    lm_server.responder = lambda body: (
+        "[[ ## answer ## ]]\nParis\n\n[[ ## confidence ## ]]\n0.9\n\n[[ ## completed ## ]]"
+    )
     path = program_file(tmp_path, QA)
     done = dspx("run", str(path), "-i", "question=Capital of France?", BASE=lm_server.api_base, KEY="sk-secret-123")
     assert done.returncode == 0, done.stderr
@@ -147,7 +149,9 @@ def test_every_completion_reaches_run_output(lm_server: LMServer, tmp_path: Path
 
     def respond(body: dict) -> list[str]:
         if "[[ ## reasoning ## ]]" in body["messages"][0]["content"]:
-            return [f"[[ ## reasoning ## ]]\nr{i}\n\n[[ ## answer ## ]]\na{i}\n\n[[ ## completed ## ]]" for i in range(3)]
+            return [
+                f"[[ ## reasoning ## ]]\nr{i}\n\n[[ ## answer ## ]]\na{i}\n\n[[ ## completed ## ]]" for i in range(3)
+            ]
         return ["[[ ## ok ## ]]\nTrue\n\n[[ ## completed ## ]]"]
 
     lm_server.responder = respond
@@ -166,7 +170,9 @@ def test_every_completion_reaches_run_output(lm_server: LMServer, tmp_path: Path
     done = dspx("run", str(path), "-i", "question=q", "--json", BASE=lm_server.api_base)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == {
-        "answer": "a0", "why": "r0", "ok": True,
+        "answer": "a0",
+        "why": "r0",
+        "ok": True,
         "completions": [
             {"answer": "a0", "why": "r0", "ok": True},
             {"answer": "a1", "why": "r1", "ok": True},
@@ -230,7 +236,9 @@ def embedded_model() -> Path:
 
 
 def test_embedded_model_answers_the_sentiment_program(embedded_model: Path) -> None:
-    done = dspx("run", "programs/sentiment.yaml", "-i", "review=A beautiful, moving film. I loved every minute.", "--json")
+    done = dspx(
+        "run", "programs/sentiment.yaml", "-i", "review=A beautiful, moving film. I loved every minute.", "--json"
+    )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == {"sentiment": "positive"}
     assert "local/smollm2 · 1 call" in done.stderr

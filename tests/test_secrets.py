@@ -19,14 +19,30 @@ MARKER = "sk-MARKER-123"
 
 
 def test_the_rule() -> None:
-    for name in ("api_key", "API_KEY", "OPENAI_API_KEY", "x-api-key", "apikey", "key", "token", "access_token",
-                 "secret", "client_secret", "password", "Authorization", "credentials"):
+    for name in (
+        "api_key",
+        "API_KEY",
+        "OPENAI_API_KEY",
+        "x-api-key",
+        "apikey",
+        "key",
+        "token",
+        "access_token",
+        "secret",
+        "client_secret",
+        "password",
+        "Authorization",
+        "credentials",
+    ):
         assert is_secret_name(name), name
     for name in ("max_tokens", "prompt_tokens", "model", "keys", "tokenizer", "k", "monkey", "text_field", "cache_key"):
         assert not is_secret_name(name), name
     settings = {"lm": {"model": "m", "api_key": MARKER}, "teachers": [{"Token": MARKER}], "extra": {"key": ""}}
-    assert redact(settings) == {"lm": {"model": "m", "api_key": REDACTED}, "teachers": [{"Token": REDACTED}],
-                                "extra": {"key": ""}}
+    assert redact(settings) == {
+        "lm": {"model": "m", "api_key": REDACTED},
+        "teachers": [{"Token": REDACTED}],
+        "extra": {"key": ""},
+    }
     assert settings["lm"]["api_key"] == MARKER  # a copy: the settings themselves are untouched
 
 
@@ -107,8 +123,11 @@ def test_a_marker_key_reaches_the_server_and_no_output(lm_server: LMServer, proj
     outputs.append(call("run", "p.yaml", "-i", "text=never cached", "--no-cache", ok=(1,)))
 
     # The test is real only if the key did travel where it belongs: in the Authorization header.
-    sent = {(request.path, (request.body or {}).get("model")) for request in lm_server.requests
-            if request.headers.get("authorization") == f"Bearer {MARKER}"}
+    sent = {
+        (request.path, (request.body or {}).get("model"))
+        for request in lm_server.requests
+        if request.headers.get("authorization") == f"Bearer {MARKER}"
+    }
     assert {("/v1/chat/completions", m) for m in ("student", "judge", "teacher")} <= sent
     assert ("/v1/embeddings", "embed") in sent
     assert list(project.glob("runs/*/summary.json")) and list(project.glob("runs/*/state.json"))
@@ -120,8 +139,11 @@ def test_a_marker_key_reaches_the_server_and_no_output(lm_server: LMServer, proj
         assert MARKER not in text
     written = [path for path in project.rglob("*") if path.is_file()]
     assert len(written) > 15
-    leaks = [str(path.relative_to(project)) for path in written
-             if path.name != "p.yaml" and (MARKER.encode() in path.read_bytes() or MARKER in str(path))]
+    leaks = [
+        str(path.relative_to(project))
+        for path in written
+        if path.name != "p.yaml" and (MARKER.encode() in path.read_bytes() or MARKER in str(path))
+    ]
     assert leaks == []
     program_json = json.loads(next(project.glob("runs/*/program.json")).read_text())
     assert program_json["metric"]["judge"]["lm"]["api_key"] == REDACTED

@@ -367,8 +367,10 @@ def test_a_bare_dspy_predict_state_loads_into_a_one_predictor_program(tmp_path: 
     assert done.returncode == 0, done.stderr
     sent = json.loads(done.stdout)[0]["messages"]
     assert [m["content"] for m in sent[1:5]] == [
-        "[[ ## question ## ]]\nq1", "[[ ## answer ## ]]\na1\n\n[[ ## completed ## ]]\n",
-        "[[ ## question ## ]]\nq2", "[[ ## answer ## ]]\na2\n\n[[ ## completed ## ]]\n",
+        "[[ ## question ## ]]\nq1",
+        "[[ ## answer ## ]]\na1\n\n[[ ## completed ## ]]\n",
+        "[[ ## question ## ]]\nq2",
+        "[[ ## answer ## ]]\na2\n\n[[ ## completed ## ]]\n",
     ]
 
 
@@ -376,7 +378,7 @@ def test_a_bare_dspy_chain_of_thought_state_loads_into_its_module(tmp_path: Path
     path = FIXTURES / "chain_of_thought_state.json"
     state = read_state_file(path)
     assert [name for name in state if name != "metadata"] == ["predict"]
-    runner = runner_for(tmp_path, ONE_PREDICT.replace('{signature:', '{type: chain_of_thought, signature:'))
+    runner = runner_for(tmp_path, ONE_PREDICT.replace("{signature:", "{type: chain_of_thought, signature:"))
     load_state(runner, state, source=str(path))
     assert runner.modules["answer"].predict.demos == state["predict"]["demos"]
 

@@ -35,8 +35,7 @@ def test_inspect_and_run_use_the_state(tmp_path: Path, lm_server: LMServer) -> N
     assert messages[1]["content"] == "[[ ## question ## ]]\nLargest planet?"
 
     lm_server.responder = lambda body: "[[ ## answer ## ]]\nParis\n\n[[ ## completed ## ]]"
-    run = dspx("run", str(PROGRAM), "-i", "question=Q?", "--state", str(state),
-               "--lm", f"m@{lm_server.api_base}")
+    run = dspx("run", str(PROGRAM), "-i", "question=Q?", "--state", str(state), "--lm", f"m@{lm_server.api_base}")
     assert run.returncode == 0, run.stderr
     assert lm_server.requests[0].body["messages"] == messages
 

@@ -103,14 +103,20 @@ def test_workflows_import_neither_the_cli_nor_typer_nor_rich() -> None:
     for path in WORKFLOWS.glob("*.py"):
         tree = ast.parse(path.read_text())
         for node in ast.walk(tree):
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
-                [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else ([node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            )
             for name in names:
                 assert not name.startswith(("dspx_cli.cli", "typer", "rich", "click")), f"{path.name} imports {name}"
-    code = ("import sys\nimport dspx_cli.workflows.evaluate, dspx_cli.workflows.compile, dspx_cli.workflows.run\n"
-            "print(sorted(m for m in ('typer', 'rich', 'click', 'dspx_cli.cli') if m in sys.modules))")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                          env={**os.environ}, cwd=ROOT)
+    code = (
+        "import sys\nimport dspx_cli.workflows.evaluate, dspx_cli.workflows.compile, dspx_cli.workflows.run\n"
+        "print(sorted(m for m in ('typer', 'rich', 'click', 'dspx_cli.cli') if m in sys.modules))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env={**os.environ}, cwd=ROOT
+    )
     assert done.stdout.strip() == "[]", done.stderr
 
 

@@ -70,7 +70,9 @@ class ChatAdapter:
 
     # ----- the whole prompt ----------------------------------------------------------------------
 
-    def format(self, signature: Signature, demos: Sequence[Mapping[str, Any]], inputs: Mapping[str, Any]) -> list[Message]:
+    def format(
+        self, signature: Signature, demos: Sequence[Mapping[str, Any]], inputs: Mapping[str, Any]
+    ) -> list[Message]:
         system = self._per_signature.get(signature, "system", self.format_system_message)
         messages: list[Message] = [{"role": "system", "content": system}]
         messages.extend(self.format_demos(signature, demos))

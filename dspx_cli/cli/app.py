@@ -7,8 +7,9 @@ Heavy modules (pydantic, httpx, rich, the engine) are imported inside the comman
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -31,24 +32,26 @@ ProgramArg = Annotated[
     Path, typer.Argument(metavar="PROGRAM", help="Program file (.yaml, .yml or .toml).", show_default=False)
 ]
 InputOpt = Annotated[
-    Optional[list[str]],
+    list[str] | None,
     typer.Option(
-        "-i", "--input", metavar="FIELD=VALUE",
+        "-i",
+        "--input",
+        metavar="FIELD=VALUE",
         help="One input field: text for str fields, JSON for others (checked against the type). Once per field.",
     ),
 ]
 LMOpt = Annotated[
-    Optional[str],
+    str | None,
     typer.Option("--lm", envvar="DSPX_LM", help="Use this model for every module (e.g. openai/gpt-4o-mini)."),
 ]
 DebugOpt = Annotated[
     bool, typer.Option("--debug", help="Also print the traceback of an error (the exit code stays the same).")
 ]
 StateOpt = Annotated[
-    Optional[Path], typer.Option("--state", help="Apply a compiled state (demos, instructions; DSPy's save() layout).")
+    Path | None, typer.Option("--state", help="Apply a compiled state (demos, instructions; DSPy's save() layout).")
 ]
 CacheDirOpt = Annotated[
-    Optional[Path],
+    Path | None,
     typer.Option("--cache-dir", envvar="DSPX_CACHE_DIR", help="Cache and history folder [default: ~/.cache/dspx]."),
 ]
 NoCacheOpt = Annotated[bool, typer.Option("--no-cache", help="Neither read nor write the cache for this run.")]
@@ -57,7 +60,8 @@ CacheOnlyOpt = Annotated[
     bool, typer.Option("--cache-only", help="Replay from the cache; a call that is not cached is an error.")
 ]
 RefreshOpt = Annotated[
-    bool, typer.Option("--refresh", help="Do not read the cache: call the LM again and store its answers over the old ones.")
+    bool,
+    typer.Option("--refresh", help="Do not read the cache: call the LM again and store its answers over the old ones."),
 ]
 
 
@@ -83,15 +87,18 @@ def run(
     lm: LMOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the outputs as one JSON object.")] = False,
     input_file: Annotated[
-        Optional[str],
+        str | None,
         typer.Option(
-            "--batch", metavar="FILE",
+            "--batch",
+            metavar="FILE",
             help="Run every JSON line of FILE ('-' for stdin); print one JSON line per input.",
         ),
     ] = None,
-    concurrency: Annotated[Optional[int], typer.Option("-j", "--concurrency", min=1, help=CONCURRENCY_HELP.format("Rows (--batch)"))] = None,
+    concurrency: Annotated[
+        int | None, typer.Option("-j", "--concurrency", min=1, help=CONCURRENCY_HELP.format("Rows (--batch)"))
+    ] = None,
     usage_file: Annotated[
-        Optional[Path], typer.Option("--usage-file", help="Write calls, tokens and cost as JSON to this file.")
+        Path | None, typer.Option("--usage-file", help="Write calls, tokens and cost as JSON to this file.")
     ] = None,
     cache_dir: CacheDirOpt = None,
     no_cache: NoCacheOpt = False,
@@ -99,7 +106,11 @@ def run(
     refresh: RefreshOpt = False,
     state: StateOpt = None,
     trace: Annotated[
-        bool, typer.Option("--trace", help="Show every step's fields and agent trajectories (stderr; with --batch, a 'trace' key per row).")
+        bool,
+        typer.Option(
+            "--trace",
+            help="Show every step's fields and agent trajectories (stderr; with --batch, a 'trace' key per row).",
+        ),
     ] = False,
     debug: DebugOpt = False,
 ) -> None:
@@ -109,9 +120,16 @@ def run(
     _guard(
         debug,
         lambda: commands.run(
-            program, inputs or [], lm, as_json,
-            cache=commands.CacheOptions(cache_dir, no_cache, cache_only, refresh), usage_file=usage_file,
-            input_file=input_file, concurrency=concurrency, state_file=state, trace=trace,
+            program,
+            inputs or [],
+            lm,
+            as_json,
+            cache=commands.CacheOptions(cache_dir, no_cache, cache_only, refresh),
+            usage_file=usage_file,
+            input_file=input_file,
+            concurrency=concurrency,
+            state_file=state,
+            trace=trace,
         ),
     )
 
@@ -121,23 +139,25 @@ def evaluate(
     program: ProgramArg,
     split: Annotated[str, typer.Option("--split", help="Which data split to score: train, dev or test.")] = "dev",
     dataset: Annotated[
-        Optional[Path], typer.Option("--dataset", help="Score this JSONL/JSON/CSV file instead of the split's.")
+        Path | None, typer.Option("--dataset", help="Score this JSONL/JSON/CSV file instead of the split's.")
     ] = None,
-    limit: Annotated[Optional[int], typer.Option("--limit", help="Only the first N examples.")] = None,
-    concurrency: Annotated[Optional[int], typer.Option("-j", "--concurrency", min=1, help=CONCURRENCY_HELP.format("Examples"))] = None,
+    limit: Annotated[int | None, typer.Option("--limit", help="Only the first N examples.")] = None,
+    concurrency: Annotated[
+        int | None, typer.Option("-j", "--concurrency", min=1, help=CONCURRENCY_HELP.format("Examples"))
+    ] = None,
     output: Annotated[
-        Optional[Path], typer.Option("--output", help="Run folder [default: runs/<timestamp>-<program>].")
+        Path | None, typer.Option("--output", help="Run folder [default: runs/<timestamp>-<program>].")
     ] = None,
-    junit: Annotated[Optional[Path], typer.Option("--junit", help="Write a JUnit XML report here.")] = None,
+    junit: Annotated[Path | None, typer.Option("--junit", help="Write a JUnit XML report here.")] = None,
     junit_pass: Annotated[
         float, typer.Option("--junit-pass", help="An example passes in JUnit when its score is at least this.")
     ] = 1.0,
     min_score: Annotated[
-        Optional[float], typer.Option("--min-score", help="Exit 3 when the score (0 to 1) is below this.")
+        float | None, typer.Option("--min-score", help="Exit 3 when the score (0 to 1) is below this.")
     ] = None,
     failure_score: Annotated[float, typer.Option("--failure-score", help="Score of an example that fails.")] = 0.0,
     max_errors: Annotated[
-        Optional[int], typer.Option("--max-errors", help="Stop after more examples than this have failed.")
+        int | None, typer.Option("--max-errors", help="Stop after more examples than this have failed.")
     ] = 10,
     lm: LMOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
@@ -152,34 +172,51 @@ def evaluate(
     from dspx_cli.cli import commands, evaluate_command
 
     options = evaluate_command.EvaluateOptions(
-        split=split, dataset=dataset, limit=limit, concurrency=concurrency, output=output, junit=junit,
-        junit_pass=junit_pass, min_score=min_score, failure_score=failure_score, max_errors=max_errors,
-        as_json=as_json, state_file=state,
+        split=split,
+        dataset=dataset,
+        limit=limit,
+        concurrency=concurrency,
+        output=output,
+        junit=junit,
+        junit_pass=junit_pass,
+        min_score=min_score,
+        failure_score=failure_score,
+        max_errors=max_errors,
+        as_json=as_json,
+        state_file=state,
     )
-    _guard(debug, lambda: evaluate_command.run(program, lm, options, commands.CacheOptions(cache_dir, no_cache, cache_only, refresh)))
+    _guard(
+        debug,
+        lambda: evaluate_command.run(
+            program, lm, options, commands.CacheOptions(cache_dir, no_cache, cache_only, refresh)
+        ),
+    )
 
 
 def _compile(
     program: ProgramArg,
     optimizer: Annotated[
-        Optional[str], typer.Option(
+        str | None,
+        typer.Option(
             "--optimizer",
             help=f"{optimizer_names()} (default: the file's).",
-        )
+        ),
     ] = None,
     assignments: Annotated[
-        Optional[list[str]], typer.Option("--set", help="Override an optimizer setting: KEY=VALUE (JSON). Repeatable.")
+        list[str] | None, typer.Option("--set", help="Override an optimizer setting: KEY=VALUE (JSON). Repeatable.")
     ] = None,
     output: Annotated[
-        Optional[Path], typer.Option("-o", "--output", help="State file [default: runs/<timestamp>-<program>/state.json].")
+        Path | None, typer.Option("-o", "--output", help="State file [default: runs/<timestamp>-<program>/state.json].")
     ] = None,
-    concurrency: Annotated[Optional[int], typer.Option("-j", "--concurrency", min=1, help=CONCURRENCY_HELP.format("Examples"))] = None,
-    limit: Annotated[Optional[int], typer.Option("--limit", help="Only the first N train and dev examples.")] = None,
+    concurrency: Annotated[
+        int | None, typer.Option("-j", "--concurrency", min=1, help=CONCURRENCY_HELP.format("Examples"))
+    ] = None,
+    limit: Annotated[int | None, typer.Option("--limit", help="Only the first N train and dev examples.")] = None,
     teacher_lm: Annotated[
-        Optional[str], typer.Option("--teacher-lm", help="Bootstrap with this model as the teacher (not changed by --lm).")
+        str | None, typer.Option("--teacher-lm", help="Bootstrap with this model as the teacher (not changed by --lm).")
     ] = None,
     teacher_state: Annotated[
-        Optional[Path], typer.Option("--teacher-state", help="Bootstrap with the program in this state as the teacher.")
+        Path | None, typer.Option("--teacher-state", help="Bootstrap with the program in this state as the teacher.")
     ] = None,
     lm: LMOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
@@ -193,10 +230,21 @@ def _compile(
     from dspx_cli.cli import commands, compile_command
 
     options = compile_command.CompileOptions(
-        optimizer=optimizer, assignments=tuple(assignments or ()), output=output, concurrency=concurrency,
-        limit=limit, as_json=as_json, teacher_lm=teacher_lm, teacher_state=teacher_state,
+        optimizer=optimizer,
+        assignments=tuple(assignments or ()),
+        output=output,
+        concurrency=concurrency,
+        limit=limit,
+        as_json=as_json,
+        teacher_lm=teacher_lm,
+        teacher_state=teacher_state,
     )
-    _guard(debug, lambda: compile_command.run(program, lm, options, commands.CacheOptions(cache_dir, no_cache, cache_only, refresh)))
+    _guard(
+        debug,
+        lambda: compile_command.run(
+            program, lm, options, commands.CacheOptions(cache_dir, no_cache, cache_only, refresh)
+        ),
+    )
 
 
 app.command("compile")(_compile)
@@ -266,7 +314,8 @@ def cache_clear(cache_dir: CacheDirOpt = None, debug: DebugOpt = False) -> None:
 @cache_app.command("rm")
 def cache_rm(
     keys: Annotated[
-        list[str], typer.Argument(metavar="KEY", help="One or more cache keys (`dspx history` shows them) or unique prefixes.")
+        list[str],
+        typer.Argument(metavar="KEY", help="One or more cache keys (`dspx history` shows them) or unique prefixes."),
     ],
     cache_dir: CacheDirOpt = None,
     debug: DebugOpt = False,
@@ -290,7 +339,7 @@ def history(
     _guard(debug, lambda: cache_commands.history(cache_dir, count, as_json))
 
 
-def _guard(debug: bool, action) -> None:  # type: ignore[no-untyped-def]
+def _guard(debug: bool, action: Callable[[], None]) -> None:
     """One line on stderr and a documented exit code for every failure; --debug adds the
     traceback but keeps the exit code, so a script can turn it on without changing what it sees."""
     from dspx_cli.cli.interrupt import guarded
@@ -304,7 +353,7 @@ def _guard(debug: bool, action) -> None:  # type: ignore[no-untyped-def]
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         raise typer.Exit(130) from None
-    except Exception as exc:  # an engine bug: say so in one line, keep the traceback for --debug
+    except Exception as exc:  # noqa: BLE001 - an engine bug: say so in one line, keep the traceback for --debug
         hint = "" if debug else " (rerun with --debug for a traceback)"
         _fail(f"error: internal error: {type(exc).__name__}: {exc}{hint}", EXIT_RUNTIME, debug)
 

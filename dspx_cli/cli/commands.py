@@ -32,8 +32,15 @@ def run(
 ) -> None:
     from dspx_cli.workflows import run as workflow
 
-    loaded = workflow.load(path, lm_override, cache=cache, state_file=state_file, usage_file=usage_file,
-                           batch=input_file is not None, pairs=pairs)
+    loaded = workflow.load(
+        path,
+        lm_override,
+        cache=cache,
+        state_file=state_file,
+        usage_file=usage_file,
+        batch=input_file is not None,
+        pairs=pairs,
+    )
     if input_file is not None:
         run_file(loaded, input_file, concurrency, trace=trace)
         return
@@ -66,8 +73,9 @@ def run_file(loaded: LoadedRun, input_file: str, concurrency: int | None, *, tra
         sys.stdout.flush()  # a consumer downstream of a pipe sees each row as it is ready
 
     try:
-        outcome = workflow.run_rows(loaded, source, write, concurrency=concurrency, trace=trace,
-                                    hooks=Hooks(progress=Progress))
+        outcome = workflow.run_rows(
+            loaded, source, write, concurrency=concurrency, trace=trace, hooks=Hooks(progress=Progress)
+        )
     finally:
         if source is not sys.stdin:
             source.close()

@@ -22,7 +22,9 @@ def run(path: Path, lm_override: str | None, options: EvaluateOptions, cache: Ca
         result = workflow.execute(job, Hooks(progress=Progress))
     except BaseException:
         if job.stopped is not None:  # the workflow has written the partial summary (and JUnit file)
-            sys.stderr.write(f"{len(job.finished)} of {job.total} examples finished; results in {job.folder.directory}\n")
+            sys.stderr.write(
+                f"{len(job.finished)} of {job.total} examples finished; results in {job.folder.directory}\n"
+            )
         raise
     if options.as_json:
         sys.stdout.write(json.dumps(result.summary, default=str) + "\n")

@@ -42,7 +42,13 @@ class Progress:
     """
 
     def __init__(
-        self, meter: UsageMeter, label: str, *, total: int | None = None, unit: str = "examples", scored: bool = True,
+        self,
+        meter: UsageMeter,
+        label: str,
+        *,
+        total: int | None = None,
+        unit: str = "examples",
+        scored: bool = True,
     ) -> None:
         self.meter = meter
         self.label = label
@@ -156,8 +162,11 @@ class Progress:
         columns.append(TextColumn("{task.fields[figures]}"))
         # stdout carries data: let rich route it above the bar only when it is the same screen.
         self._live = RichProgress(
-            *columns, console=Console(stderr=True), transient=False,
-            redirect_stdout=sys.stdout.isatty(), redirect_stderr=False,
+            *columns,
+            console=Console(stderr=True),
+            transient=False,
+            redirect_stdout=sys.stdout.isatty(),
+            redirect_stderr=False,
         )
         self._live.__enter__()
         self._task = self._live.add_task(self.label, total=self.total, score="-", errors=0, figures="")

@@ -11,8 +11,17 @@ from dspx_cli.program.model import ModuleDef, Program, Step
 from dspx_cli.workflows.records import jsonable, outputs_record
 
 __all__ = [
-    "fields_text", "graph_mermaid", "graph_text", "jsonable", "messages_text", "outputs_record", "outputs_text",
-    "program_summary", "trace_text", "usage_line", "usage_summary",
+    "fields_text",
+    "graph_mermaid",
+    "graph_text",
+    "jsonable",
+    "messages_text",
+    "outputs_record",
+    "outputs_text",
+    "program_summary",
+    "trace_text",
+    "usage_line",
+    "usage_summary",
 ]
 
 
@@ -77,8 +86,10 @@ def _trajectory_lines(trajectory: dict[str, Any]) -> list[str]:
 
 def messages_text(step: Step, module: ModuleDef, messages: list[Message]) -> str:
     if module.retriever is not None:
-        return (f"=== step {step.id} · module {module.name} ({_module_line(module)}) ===\n"
-                "(a search, no LM call: its passages are the {" + f"{step.id}.passages" + "} of the next steps)\n\n")
+        return (
+            f"=== step {step.id} · module {module.name} ({_module_line(module)}) ===\n"
+            "(a search, no LM call: its passages are the {" + f"{step.id}.passages" + "} of the next steps)\n\n"
+        )
     out = [f"=== step {step.id} · module {module.name} ({module.type}) · lm {module.lm.model} ==="]
     for message in messages:
         out.append(f"--- {message['role']} ---")
@@ -170,9 +181,9 @@ def graph_mermaid(program: Program) -> str:
         lines.append(f'  {step.id}["{step.id}<br/>{module.name}: {module.type}"]')
     lines.append("  output([output])")
     for step in program.steps:
-        for name, value in step.bindings.items():
+        for value in step.bindings.values():
             if hasattr(value, "source"):
                 lines.append(f"  {value.source} -- {value.field} --> {step.id}")
-    for name, ref in program.outputs.items():
+    for ref in program.outputs.values():
         lines.append(f"  {ref.source} -- {ref.field} --> output")
     return "\n".join(lines) + "\n"

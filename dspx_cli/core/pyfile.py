@@ -103,8 +103,12 @@ def load_function(target: Any, base_dir: Path, *, prefix: str = "dspx_user") -> 
     module = _import(path, f"{prefix}_{abs(hash(str(path.resolve())))}")
     function = getattr(module, function_name, None)
     if not callable(function):
-        defined = sorted(n for n, v in vars(module).items() if inspect.isfunction(v) and v.__module__ == module.__name__)
-        raise PyFileError(f"{path} defines no function {function_name!r}; its functions: {', '.join(defined) or 'none'}")
+        defined = sorted(
+            n for n, v in vars(module).items() if inspect.isfunction(v) and v.__module__ == module.__name__
+        )
+        raise PyFileError(
+            f"{path} defines no function {function_name!r}; its functions: {', '.join(defined) or 'none'}"
+        )
     return function, path
 
 

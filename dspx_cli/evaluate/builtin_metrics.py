@@ -87,7 +87,8 @@ class _Scored:
 
 
 @register_metric(
-    "exact_match", {"field"},
+    "exact_match",
+    {"field"},
     "1 if every label field equals the prediction's, compared as they are (no normalization)",
 )
 def _build_exact_match(options: Mapping[str, Any], origin: MetricOrigin) -> Metric:
@@ -103,7 +104,8 @@ def _build_exact_match(options: Mapping[str, Any], origin: MetricOrigin) -> Metr
 
 
 @register_metric(
-    "answer_exact_match", {"field", "frac"},
+    "answer_exact_match",
+    {"field", "frac"},
     "1 if the normalized prediction equals a normalized gold answer; with `frac` < 1, if F1 >= frac",
 )
 def _build_answer_exact_match(options: Mapping[str, Any], origin: MetricOrigin) -> Metric:
@@ -122,7 +124,8 @@ def _build_answer_exact_match(options: Mapping[str, Any], origin: MetricOrigin) 
 
 
 @register_metric(
-    "answer_passage_match", {"field", "passages"},
+    "answer_passage_match",
+    {"field", "passages"},
     "1 if a passage of the prediction's `context` (`passages`) contains a gold answer's tokens",
 )
 def _build_answer_passage_match(options: Mapping[str, Any], origin: MetricOrigin) -> Metric:
@@ -204,7 +207,9 @@ def _exact_match(example: Example, prediction: Prediction, fields: list[str] | N
             )
     for field in fields:
         if field not in example:
-            raise MetricError(f"exact_match: the example has no field {field!r}; its fields: {', '.join(example.keys())}")
+            raise MetricError(
+                f"exact_match: the example has no field {field!r}; its fields: {', '.join(example.keys())}"
+            )
         if field not in prediction:
             raise MetricError(f"exact_match: the prediction has no field {field!r}")
     return float(all(example[field] == prediction[field] for field in fields))

@@ -127,7 +127,8 @@ def load_rows(
     source, records = _records(program, split, dataset, limit, strict=False)
     inputs = _input_keys(program)
     return [
-        Example(record.values).with_inputs(*inputs) if record.problem is None
+        Example(record.values).with_inputs(*inputs)
+        if record.problem is None
         else BadRow(_where(source, record), record.problem)
         for record in records
     ]

@@ -96,8 +96,9 @@ async def evaluate(
             run = await runner.run(dict(example.inputs().items()))
             prediction = Prediction(**run.outputs)
             value = await metric(example, prediction, None)
-            return ExampleResult(index, example, run.outputs, float(value), usage=run.usage,
-                                 seconds=time.perf_counter() - started)
+            return ExampleResult(
+                index, example, run.outputs, float(value), usage=run.usage, seconds=time.perf_counter() - started
+            )
         except DspxError as exc:
             return ExampleResult(index, example, None, failure_score, str(exc), seconds=time.perf_counter() - started)
         except Exception as exc:  # noqa: BLE001 - a bug in a user's metric must not lose the other examples
@@ -114,7 +115,9 @@ async def evaluate(
             if result.error is not None:
                 errors += 1
                 if max_errors is not None and errors > max_errors and aborted is None:
-                    aborted = f"stopped after {errors} failed examples (max_errors is {max_errors}); last: {result.error}"
+                    aborted = (
+                        f"stopped after {errors} failed examples (max_errors is {max_errors}); last: {result.error}"
+                    )
             if on_result is not None:
                 on_result(result)
 

@@ -79,7 +79,9 @@ def build_judge(raw: Any, program: Program, context: RunContext | None, error: E
         if key not in _KEYS:
             raise error(f"unknown key {key!r} in the judge{unknown_name_hint(str(key), list(_KEYS))}", "judge", key)
     if "signature" not in raw:
-        raise error('the judge needs a signature, e.g. signature: "question, answer, gold_answer -> correct: bool"', "judge")
+        raise error(
+            'the judge needs a signature, e.g. signature: "question, answer, gold_answer -> correct: bool"', "judge"
+        )
     signature = _signature(raw["signature"], program, error)
     if raw.get("instructions") is not None:
         if not isinstance(raw["instructions"], str):
@@ -122,7 +124,9 @@ def _judge_lm(raw: Any, program: Program, error: ErrorAt) -> LMConfig:
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first["loc"])
-        raise error(f"judge.lm{'.' + where if where else ''}: {first['msg']}", "judge", "lm", *first["loc"][:1]) from None
+        raise error(
+            f"judge.lm{'.' + where if where else ''}: {first['msg']}", "judge", "lm", *first["loc"][:1]
+        ) from None
     config = lm_config(spec, None)
     problem = model_problem(config, program.base_dir)
     if problem is not None:
@@ -137,7 +141,8 @@ def _signature(raw: Any, program: Program, error: ErrorAt) -> Signature:
         known = ", ".join(program.signatures) or "none"
         raise error(
             f'signature: {raw!r} is neither "inputs -> outputs" nor a signature of the program ({known})',
-            "judge", "signature",
+            "judge",
+            "signature",
         )
     try:
         return Signature.from_spec(raw)
@@ -154,15 +159,16 @@ def _score_output(signature: Signature, error: ErrorAt) -> tuple[Signature, str]
             return signature, name
     raise error(
         f"the judge's signature needs an output `score: float` or `correct: bool`; it has {', '.join(outputs)}",
-        "judge", "signature",
+        "judge",
+        "signature",
     )
 
 
 def _value(name: str, example: Example, prediction: Prediction) -> Any:
-    if name.startswith(_GOLD) and name[len(_GOLD):] in example:
-        return example[name[len(_GOLD):]]
-    if name.startswith(_PREDICTED) and name[len(_PREDICTED):] in prediction:
-        return prediction[name[len(_PREDICTED):]]
+    if name.startswith(_GOLD) and name[len(_GOLD) :] in example:
+        return example[name[len(_GOLD) :]]
+    if name.startswith(_PREDICTED) and name[len(_PREDICTED) :] in prediction:
+        return prediction[name[len(_PREDICTED) :]]
     for record in (prediction, example):
         if name in record:
             return record[name]

@@ -21,7 +21,14 @@ from dspx_cli.program.model import Program
 from dspx_cli.program.source import KeyPath
 
 __all__ = [
-    "METRICS", "Metric", "MetricError", "MetricOrigin", "MetricType", "as_score", "metric_forms", "register_metric",
+    "METRICS",
+    "Metric",
+    "MetricError",
+    "MetricOrigin",
+    "MetricType",
+    "as_score",
+    "metric_forms",
+    "register_metric",
 ]
 
 
@@ -92,4 +99,4 @@ def register_metric(name: str, options: set[str], doc: str) -> Callable[[Callabl
 
 def metric_forms() -> str:
     """The accepted spellings of `metric:`, for "expected ..." messages."""
-    return f"a built-in ({', '.join(METRICS)}), {{python: \"file.py:function\"}} or {{judge: {{...}}}}"
+    return f'a built-in ({", ".join(METRICS)}), {{python: "file.py:function"}} or {{judge: {{...}}}}'

@@ -34,8 +34,15 @@ if TYPE_CHECKING:
     from dspx_cli.program.context import RunContext
 
 __all__ = [
-    "BUILTIN_METRICS", "Metric", "MetricError", "as_score", "describe_metric", "f1_score", "normalize_text",
-    "passage_match", "resolve_metric",
+    "BUILTIN_METRICS",
+    "Metric",
+    "MetricError",
+    "as_score",
+    "describe_metric",
+    "f1_score",
+    "normalize_text",
+    "passage_match",
+    "resolve_metric",
 ]
 
 BUILTIN_METRICS = tuple(METRICS)
@@ -45,8 +52,12 @@ BUILTIN_METRICS = tuple(METRICS)
 
 
 def resolve_metric(
-    program: Program, context: RunContext | None = None, spec: str | dict[str, Any] | None = None, *,
-    where: KeyPath | None = None, run_code: bool = True,
+    program: Program,
+    context: RunContext | None = None,
+    spec: str | dict[str, Any] | None = None,
+    *,
+    where: KeyPath | None = None,
+    run_code: bool = True,
 ) -> Metric:
     """The program's `metric:`, or `spec` instead (from the command line unless `where` locates it
     in the program file). Every check happens here, before any example is scored; `context` (a
@@ -196,7 +207,13 @@ def _parsed_python_metric(target: Any, origin: MetricOrigin) -> Metric:
         args = definition.args
         positional = len(args.posonlyargs) + len(args.args)
         keyword_only = any(default is None for default in args.kw_defaults)
-        _checked_arity(positional, positional - len(args.defaults), args.vararg is not None, keyword_only,
-                       f"{found.path.name}:{found.name}", f"({ast.unparse(args)})", origin)
+        _checked_arity(
+            positional,
+            positional - len(args.defaults),
+            args.vararg is not None,
+            keyword_only,
+            f"{found.path.name}:{found.name}",
+            f"({ast.unparse(args)})",
+            origin,
+        )
     return _ParsedPythonMetric(found.name)
-

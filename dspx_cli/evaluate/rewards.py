@@ -28,8 +28,9 @@ def build_rewards(program: Program, context: RunContext | None, *, run_code: boo
     for name, definition in program.modules.items():
         if definition.reward is None:
             continue
-        metric = resolve_metric(program, context, definition.reward, where=("modules", name, "reward"),
-                                run_code=run_code)
+        metric = resolve_metric(
+            program, context, definition.reward, where=("modules", name, "reward"), run_code=run_code
+        )
 
         async def reward(inputs: dict[str, Any], prediction: Prediction, metric: Any = metric) -> float:
             return await metric(Example(inputs).with_inputs(*inputs), prediction)

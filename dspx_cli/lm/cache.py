@@ -213,8 +213,12 @@ def _decode(text: str) -> LMResponse:
     if not isinstance(reasons, list) or not all(r is None or isinstance(r, str) for r in reasons):
         raise ValueError("its 'finish_reasons' is not a list of strings")
     return LMResponse(
-        completions=completions, usage=Usage(*usage), model=model, latency_s=float(latency),
-        finish_reasons=reasons, cached=True,
+        completions=completions,
+        usage=Usage(*usage),
+        model=model,
+        latency_s=float(latency),
+        finish_reasons=reasons,
+        cached=True,
     )
 
 

@@ -73,7 +73,9 @@ class ResponseStore:
                 self.directory.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 reason = exc.strerror or exc
-                raise CacheFileError(f"cannot create the cache folder {self.directory}: {reason}", damaged=False) from None
+                raise CacheFileError(
+                    f"cannot create the cache folder {self.directory}: {reason}", damaged=False
+                ) from None
         mode = "rwc" if create else "rw"
         uri = f"file:{urllib.parse.quote(str(self.path))}?mode={mode}"
         try:
@@ -144,7 +146,9 @@ class ResponseStore:
     def put(self, key: str, text: str) -> None:
         if len(text) > MAX_VALUE_CHARS:
             return  # it could not be read back: a miss next time, as if never stored
-        self._change("INSERT OR REPLACE INTO responses (key, value, stored_at) VALUES (?, ?, ?)", (key, text, time.time()))
+        self._change(
+            "INSERT OR REPLACE INTO responses (key, value, stored_at) VALUES (?, ?, ?)", (key, text, time.time())
+        )
         self._puts += 1
         if self._puts % _CULL_EVERY == 0:
             self._cull()
@@ -176,7 +180,9 @@ class ResponseStore:
 
     def _cull(self) -> None:
         """Past the size limit, drop the oldest tenth of the entries (the cache is not an archive)."""
-        used = (self._scalar("PRAGMA page_count") - self._scalar("PRAGMA freelist_count")) * self._scalar("PRAGMA page_size")
+        used = (self._scalar("PRAGMA page_count") - self._scalar("PRAGMA freelist_count")) * self._scalar(
+            "PRAGMA page_size"
+        )
         if used > self.size_limit:
             self._change(
                 "DELETE FROM responses WHERE key IN "

@@ -44,8 +44,21 @@ class LMConfig:
         """
         extra = json.dumps(self.extra, sort_keys=True, default=repr)
         return (
-            self.model, self.api_base, self.api_key, self.temperature, self.max_tokens, self.n, self.timeout, extra,
-            self.num_retries, self.max_concurrency, self.rpm, self.tpm, self.price_input, self.price_output, self.cache,
+            self.model,
+            self.api_base,
+            self.api_key,
+            self.temperature,
+            self.max_tokens,
+            self.n,
+            self.timeout,
+            extra,
+            self.num_retries,
+            self.max_concurrency,
+            self.rpm,
+            self.tpm,
+            self.price_input,
+            self.price_output,
+            self.cache,
         )
 
     def __eq__(self, other: object) -> bool:

@@ -107,8 +107,10 @@ class ObservedLM(LM):
         }
         if response is not None:
             record["outputs"] = response.completions
-            record["usage"] = {"prompt_tokens": response.usage.prompt_tokens,
-                               "completion_tokens": response.usage.completion_tokens}
+            record["usage"] = {
+                "prompt_tokens": response.usage.prompt_tokens,
+                "completion_tokens": response.usage.completion_tokens,
+            }
             record["cached"] = response.cached
         if error is not None:
             record["error"] = error

@@ -45,7 +45,13 @@ from dspx_cli.lm.structured_outputs import (
 
 # Re-exported: callers name these as part of the client's interface.
 __all__ = [
-    "PROVIDERS", "Endpoint", "LMRequestError", "OpenAICompatLM", "Provider", "resolve_endpoint", "split_provider",
+    "PROVIDERS",
+    "Endpoint",
+    "LMRequestError",
+    "OpenAICompatLM",
+    "Provider",
+    "resolve_endpoint",
+    "split_provider",
 ]
 
 logger = logging.getLogger(__name__)
@@ -126,7 +132,9 @@ class OpenAICompatLM(LM):
             if reply.status_code < 400 and self.refusals.remember(self.endpoint.url, self.endpoint.model_name):
                 logger.warning(
                     "%s refused response_format json_schema (%s); asking %s for json_object from now on",
-                    self.endpoint.url, refusal, self.endpoint.model_name,
+                    self.endpoint.url,
+                    refusal,
+                    self.endpoint.model_name,
                 )
         latency = time.perf_counter() - started
         if reply.status_code >= 400:
@@ -146,6 +154,7 @@ class OpenAICompatLM(LM):
             return await client.post(url, content=content, headers=_JSON_HEADERS)
         except httpx.HTTPError as raw:
             raise self.errors.transport(reclassify(raw), url) from None
+
     def _parse(self, reply: httpx.Response | PlainReply, latency: float) -> LMResponse:
         url = self.endpoint.url
         try:
@@ -175,6 +184,7 @@ class OpenAICompatLM(LM):
             latency_s=latency,
             finish_reasons=finish_reasons,
         )
+
     async def embed(self, request: EmbeddingsRequest) -> EmbeddingsResponse:
         """One `/embeddings` call: a vector per text, through the same client and error mapping."""
         url = self.endpoint.embeddings_url

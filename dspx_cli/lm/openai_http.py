@@ -24,7 +24,13 @@ from dspx_cli.lm.config import LMConfig
 from dspx_cli.lm.providers import PROVIDERS, Provider, split_provider
 
 __all__ = [
-    "CONNECT_TIMEOUT", "PROVIDERS", "Endpoint", "ErrorMapper", "LMRequestError", "Provider", "resolve_endpoint",
+    "CONNECT_TIMEOUT",
+    "PROVIDERS",
+    "Endpoint",
+    "ErrorMapper",
+    "LMRequestError",
+    "Provider",
+    "resolve_endpoint",
     "split_provider",
 ]
 
@@ -123,8 +129,11 @@ class ErrorMapper:
             )
         if isinstance(exc, httpx.DecodingError):
             # A body whose Content-Encoding does not decode is a damaged reply, like one that is not JSON.
-            return self.error(f"{url} replied with a body that cannot be decoded ({one_line(str(exc))})", retryable=True)
+            return self.error(
+                f"{url} replied with a body that cannot be decoded ({one_line(str(exc))})", retryable=True
+            )
         return self.error(f"request to {url} failed: {type(exc).__name__}: {one_line(str(exc))}")
+
     def status(self, reply: httpx.Response, url: str) -> LMRequestError:
         status = reply.status_code
         server = server_message(reply)
@@ -177,6 +186,7 @@ class ErrorMapper:
         if key:
             message = message.replace(key, "***")
         return LMRequestError(message, **details)
+
 
 def server_message(reply: httpx.Response) -> str:
     """The error text of the usual shapes: {"error": {"message"}}, {"error": "..."}, {"detail"}, {"message"}."""

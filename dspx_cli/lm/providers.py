@@ -26,7 +26,6 @@ class Provider:
     backend: str = OPENAI_COMPATIBLE  # "module:Class", called as Class(config, refusals=...)
 
 
-
 def load_backend(path: str) -> Any:
     """The class a backend path (`"module:Class"`) names, imported now: backends are imported only
     once a model needs one."""

@@ -20,7 +20,12 @@ from dspx_cli.lm.usage import UsageMeter
 
 
 def guarded(
-    backend: LM, config: LMConfig, meter: UsageMeter, *, base_delay: float = DEFAULT_BASE_DELAY, retry_hint: str | None = None
+    backend: LM,
+    config: LMConfig,
+    meter: UsageMeter,
+    *,
+    base_delay: float = DEFAULT_BASE_DELAY,
+    retry_hint: str | None = None,
 ) -> LM:
     """The backend inside its limits and retries; each retry is counted on `meter`."""
     from dspx_cli.lm.limits import LimitedLM

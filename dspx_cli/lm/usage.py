@@ -98,8 +98,16 @@ class UsageMeter:
     def totals(self) -> ModelUsage:
         total = ModelUsage()
         for usage in self._models.values():
-            for name in ("calls", "cached_calls", "failed_calls", "retries", "prompt_tokens", "completion_tokens",
-                         "cached_prompt_tokens", "cached_completion_tokens"):
+            for name in (
+                "calls",
+                "cached_calls",
+                "failed_calls",
+                "retries",
+                "prompt_tokens",
+                "completion_tokens",
+                "cached_prompt_tokens",
+                "cached_completion_tokens",
+            ):
                 setattr(total, name, getattr(total, name) + getattr(usage, name))
             for name in ("cost", "saved_cost"):
                 if getattr(usage, name) is not None:

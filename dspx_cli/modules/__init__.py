@@ -18,6 +18,16 @@ MODULE_CLASSES: dict[str, type[Predict] | type[ChainOfThought]] = {
 }
 
 __all__ = [
-    "BestOfN", "ChainOfThought", "MODULE_CLASSES", "Module", "MultiChainComparison", "Predict", "ReAct", "Refine", "Retrieve",
-    "RewardFn", "Tool", "calculator",
+    "MODULE_CLASSES",
+    "BestOfN",
+    "ChainOfThought",
+    "Module",
+    "MultiChainComparison",
+    "Predict",
+    "ReAct",
+    "Refine",
+    "Retrieve",
+    "RewardFn",
+    "Tool",
+    "calculator",
 ]

@@ -24,7 +24,6 @@ from collections.abc import Callable
 from typing import Any
 
 # Every rejected expression is a ValueError, whatever check found it: one exception for callers.
-# ruff: noqa: TRY004
 
 __all__ = ["CONSTANTS", "FUNCTIONS", "MAX_EXPRESSION_LENGTH", "MAX_INT_BITS", "calculator"]
 
@@ -91,12 +90,7 @@ _SYMBOLS = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/", ast.FloorDi
 def calculator(expression: str) -> int | float:
     # The docstring is the tool's description in ReAct's prompt, shown raw as DSPy shows it (line
     # breaks become two spaces, indentation stays), so it is written as one line.
-    (
-        "Evaluate an arithmetic expression and return its value, e.g. `(3 + 4) * 2 ** 3 / sqrt(16)`. "
-        "Supports numbers, + - * / // % ** and parentheses, the constants pi, e and tau, and the functions "
-        "sqrt, exp, log (natural, or log(x, base)), log10, log2, sin, cos, tan, asin, acos, atan (radians), "
-        "degrees, radians, abs, round, floor, ceil, min and max."
-    )
+    "Evaluate an arithmetic expression and return its value, e.g. `(3 + 4) * 2 ** 3 / sqrt(16)`. Supports numbers, + - * / // % ** and parentheses, the constants pi, e and tau, and the functions sqrt, exp, log (natural, or log(x, base)), log10, log2, sin, cos, tan, asin, acos, atan (radians), degrees, radians, abs, round, floor, ceil, min and max."
     if not isinstance(expression, str):
         raise ValueError(f"expected the expression as text, got {type(expression).__name__}")
     text = expression.strip()

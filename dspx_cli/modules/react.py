@@ -36,8 +36,14 @@ from dspx_cli.modules.predict import Predict
 from dspx_cli.modules.tool import Tool, format_tool_error
 
 __all__ = [
-    "DEFAULT_MAX_ITERS", "FINISH", "ReAct", "extract_signature", "format_trajectory", "react_instructions",
-    "react_signature", "tool_table",
+    "DEFAULT_MAX_ITERS",
+    "FINISH",
+    "ReAct",
+    "extract_signature",
+    "format_trajectory",
+    "react_instructions",
+    "react_signature",
+    "tool_table",
 ]
 
 logger = logging.getLogger(__name__)

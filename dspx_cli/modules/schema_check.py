@@ -125,7 +125,7 @@ def _errors(instance: Any, schema: Any, path: tuple[Any, ...]) -> list[_Error]:
 
 def _alternatives(instance: Any, keyword: str, subschemas: list[Any], fail: Any) -> None:
     context: list[_Error] = []
-    for index, sub in enumerate(subschemas):
+    for index, sub in enumerate(subschemas):  # noqa: B007 - index is read after the loop
         errors = _errors(instance, sub, ())
         if not errors:
             break
@@ -150,8 +150,10 @@ def _array_errors(
         if value is False and len(instance) > prefix:
             extra = len(instance) - prefix
             rest = instance[prefix:] if extra != 1 else instance[prefix]
-            fail(f"Expected at most {prefix} {'item' if prefix == 1 else 'items'} but found {extra} extra: {rest!r}",
-                 keyword)
+            fail(
+                f"Expected at most {prefix} {'item' if prefix == 1 else 'items'} but found {extra} extra: {rest!r}",
+                keyword,
+            )
         elif value is not False:
             for index in range(prefix, len(instance)):
                 found.extend(_errors(instance[index], value, (*path, index)))
@@ -184,8 +186,10 @@ def _object_errors(
                 found.extend(_errors(instance[name], value, (*path, name)))
         elif not value and extras:
             shown = ", ".join(repr(name) for name in sorted(extras, key=str))
-            fail(f"Additional properties are not allowed ({shown} {'was' if len(extras) == 1 else 'were'} unexpected)",
-                 keyword)
+            fail(
+                f"Additional properties are not allowed ({shown} {'was' if len(extras) == 1 else 'were'} unexpected)",
+                keyword,
+            )
     return found
 
 

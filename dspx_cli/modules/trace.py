@@ -36,8 +36,17 @@ if TYPE_CHECKING:
     from dspx_cli.modules.predict import Predict
 
 __all__ = [
-    "HINT_DESC", "HINT_FIELD", "SamplingOverride", "TraceStep", "current_hint", "current_override", "current_trace",
-    "hint_scope", "record", "sampling_override", "trace_scope",
+    "HINT_DESC",
+    "HINT_FIELD",
+    "SamplingOverride",
+    "TraceStep",
+    "current_hint",
+    "current_override",
+    "current_trace",
+    "hint_scope",
+    "record",
+    "sampling_override",
+    "trace_scope",
 ]
 
 

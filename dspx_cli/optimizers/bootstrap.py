@@ -230,10 +230,19 @@ def _check_same_structure(student: list[tuple[str, Any]], teacher: list[tuple[st
         raise UsageError(f"the teacher's predictors {other} differ from the student's {shape}")
 
 
-async def compile_bootstrap_few_shot(runner: ProgramRunner, settings: dict[str, Any], job: CompileJob) -> dict[str, Any]:
+async def compile_bootstrap_few_shot(
+    runner: ProgramRunner, settings: dict[str, Any], job: CompileJob
+) -> dict[str, Any]:
     """The registry's entry point (optimizers/registry.py); `settings` without `teacher` (see `job`)."""
-    report = await bootstrap_few_shot(runner, job.trainset, job.metric, concurrency=job.concurrency,
-                                      teacher=job.teacher, teacher_compiled=job.teacher_compiled, **settings)
+    report = await bootstrap_few_shot(
+        runner,
+        job.trainset,
+        job.metric,
+        concurrency=job.concurrency,
+        teacher=job.teacher,
+        teacher_compiled=job.teacher_compiled,
+        **settings,
+    )
     return {
         "bootstrapped_examples": report.bootstrapped,
         "examples_tried": report.examples_tried,

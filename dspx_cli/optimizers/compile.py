@@ -88,8 +88,9 @@ def choose_optimizer(
     if name not in OPTIMIZERS:
         if override:
             raise UsageError(f"--optimizer {name}: unknown optimizer; expected one of: {known}")
-        raise ProgramError(f"unknown optimizer {name!r}; expected one of: {known}",
-                           program.positions.locate(("optimizer", "type")))
+        raise ProgramError(
+            f"unknown optimizer {name!r}; expected one of: {known}", program.positions.locate(("optimizer", "type"))
+        )
     record = OPTIMIZERS[name]
     settings = record.defaults()
     for key, value in section.items():
@@ -115,7 +116,11 @@ def choose_optimizer(
 
 
 def _checked_settings(
-    program: Program, record: OptimizerType, settings: dict[str, Any], section: dict[str, Any], assignments: Sequence[str]
+    program: Program,
+    record: OptimizerType,
+    settings: dict[str, Any],
+    section: dict[str, Any],
+    assignments: Sequence[str],
 ) -> dict[str, Any]:
     """Each setting against the type its record declares, blamed on the `--set` or the line that gave it."""
     from pydantic import TypeAdapter

@@ -49,7 +49,11 @@ from dspx_cli.optimizers.state import named_predictors
 from dspx_cli.program.runner import ProgramRunner
 
 __all__ = [
-    "CandidateResult", "RandomSearchReport", "bootstrap_random_search", "compile_bootstrap_random_search", "shuffle_seed",
+    "CandidateResult",
+    "RandomSearchReport",
+    "bootstrap_random_search",
+    "compile_bootstrap_random_search",
+    "shuffle_seed",
 ]
 
 ZERO_SHOT, LABELED_ONLY, UNSHUFFLED = -3, -2, -1
@@ -196,8 +200,16 @@ async def compile_bootstrap_random_search(
     """The registry's entry point (optimizers/registry.py); `settings` without `teacher` (see `job`)."""
     settings = dict(settings)
     num_threads = settings.pop("num_threads", None) or job.concurrency
-    search = await bootstrap_random_search(runner, job.trainset, job.metric, valset=job.valset, num_threads=num_threads,
-                                           teacher=job.teacher, teacher_compiled=job.teacher_compiled, **settings)
+    search = await bootstrap_random_search(
+        runner,
+        job.trainset,
+        job.metric,
+        valset=job.valset,
+        num_threads=num_threads,
+        teacher=job.teacher,
+        teacher_compiled=job.teacher_compiled,
+        **settings,
+    )
     candidates = [
         {"seed": c.seed, "score": c.score, "demos": {name: len(demos) for name, demos in c.demos.items()}}
         for c in search.candidates

@@ -94,16 +94,22 @@ def _registry(*records: OptimizerType) -> dict[str, OptimizerType]:
 
 OPTIMIZERS: dict[str, OptimizerType] = _registry(
     OptimizerType(
-        "labeled_few_shot", "k training examples, sampled, as every predictor's demos",
-        LabeledFewShotSettings, "dspx_cli.optimizers.labeled:compile_labeled_few_shot",
+        "labeled_few_shot",
+        "k training examples, sampled, as every predictor's demos",
+        LabeledFewShotSettings,
+        "dspx_cli.optimizers.labeled:compile_labeled_few_shot",
     ),
     OptimizerType(
-        "bootstrap_few_shot", "demos from the traces of training runs that pass the metric, plus labeled ones",
-        BootstrapFewShotSettings, "dspx_cli.optimizers.bootstrap:compile_bootstrap_few_shot",
+        "bootstrap_few_shot",
+        "demos from the traces of training runs that pass the metric, plus labeled ones",
+        BootstrapFewShotSettings,
+        "dspx_cli.optimizers.bootstrap:compile_bootstrap_few_shot",
     ),
     OptimizerType(
-        "bootstrap_random_search", "bootstrap_few_shot with shuffled seeds; keeps the candidate best on the dev set",
-        BootstrapRandomSearchSettings, "dspx_cli.optimizers.random_search:compile_bootstrap_random_search",
+        "bootstrap_random_search",
+        "bootstrap_few_shot with shuffled seeds; keeps the candidate best on the dev set",
+        BootstrapRandomSearchSettings,
+        "dspx_cli.optimizers.random_search:compile_bootstrap_random_search",
     ),
 )
 

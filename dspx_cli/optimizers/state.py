@@ -96,9 +96,7 @@ def dump_state(runner: ProgramRunner, *, metadata: Mapping[str, Any] | None = No
 def _dump_signature(signature: Signature) -> dict[str, Any]:
     return {
         "instructions": signature.instructions,
-        "fields": [
-            {"prefix": f.prefix, "description": f.desc or f"${{{f.name}}}"} for f in signature.fields.values()
-        ],
+        "fields": [{"prefix": f.prefix, "description": f.desc or f"${{{f.name}}}"} for f in signature.fields.values()],
     }
 
 
@@ -217,9 +215,7 @@ def _checked_update(
     for index, (field, saved_field) in enumerate(zip(fields, saved_fields, strict=True)):
         description = saved_field.get("description") if isinstance(saved_field, Mapping) else None
         if not isinstance(description, str):
-            raise _error(
-                source, f"{where}: expected field {index + 1} ({field.name}) to have a text `description`"
-            )
+            raise _error(source, f"{where}: expected field {index + 1} ({field.name}) to have a text `description`")
         placeholder = _PLACEHOLDER.fullmatch(description)
         if placeholder and placeholder.group(1) != field.name:
             # DSPy writes `${name}` for a field without a description: the only field name its layout keeps.

@@ -56,8 +56,17 @@ class RunContext:
     def lm(self, config: LMConfig) -> LM:
         # Sampling settings travel with each request; one stack per endpoint, model and policy.
         key = (
-            config.model, config.api_base, config.api_key, config.timeout, config.num_retries, config.max_concurrency,
-            config.rpm, config.tpm, config.price_input, config.price_output, config.cache,
+            config.model,
+            config.api_base,
+            config.api_key,
+            config.timeout,
+            config.num_retries,
+            config.max_concurrency,
+            config.rpm,
+            config.tpm,
+            config.price_input,
+            config.price_output,
+            config.cache,
         )
         if key not in self._lms:
             self._lms[key] = self._build(config)
@@ -83,9 +92,16 @@ class RunContext:
 
                 # Its calls go through the LM stack: counted in this run's usage, logged in its history.
                 retriever = EmbeddingsRetriever(
-                    corpus, e.model, api_base=e.api_base, api_key=e.api_key, batch_size=e.batch_size,
-                    timeout=e.timeout, cache_dir=self.cache_dir, use_cache=use_cache,
-                    meter=self.meter, history=self._history,
+                    corpus,
+                    e.model,
+                    api_base=e.api_base,
+                    api_key=e.api_key,
+                    batch_size=e.batch_size,
+                    timeout=e.timeout,
+                    cache_dir=self.cache_dir,
+                    use_cache=use_cache,
+                    meter=self.meter,
+                    history=self._history,
                 )
             self._retrievers[definition.key] = retriever
         return self._retrievers[definition.key]

@@ -63,7 +63,7 @@ def to_program_error(exc: ValidationError, data: Any, positions: Positions, root
 
 
 def unknown_name_hint(name: str, allowed: list[str]) -> str:
-    """"; did you mean 'temperature'?" for a near miss, else the list of what is allowed."""
+    """ "; did you mean 'temperature'?" for a near miss, else the list of what is allowed."""
     close = difflib.get_close_matches(name, allowed, n=1)
     if close:
         return f"; did you mean {close[0]!r}?"

@@ -137,7 +137,7 @@ def _topological(steps: list[Step], positions: Positions) -> list[Step]:
         if step.id in done:
             return
         if step.id in visiting:
-            cycle = " -> ".join([*visiting[visiting.index(step.id):], step.id])
+            cycle = " -> ".join([*visiting[visiting.index(step.id) :], step.id])
             raise ProgramError(f"the flow has a cycle: {cycle}", step.location)
         visiting.append(step.id)
         for dependency in sorted(step.depends_on, key=lambda s: steps.index(by_id[s])):

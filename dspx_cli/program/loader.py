@@ -53,8 +53,7 @@ def load_program(
         raise to_program_error(exc, data, positions, ProgramSpec) from None
 
     signatures = {
-        name: _build_signature(data["signatures"][name], ("signatures", name), positions)
-        for name in spec.signatures
+        name: _build_signature(data["signatures"][name], ("signatures", name), positions) for name in spec.signatures
     }
     default_lm = lm_config(spec.lm, lm_override)
     tools = build_tools(spec.tools, source.path.parent, positions, run_code=run_code)
@@ -85,7 +84,10 @@ def load_program(
 
 
 def _check_models(
-    spec: ProgramSpec, modules: Mapping[str, ModuleDef], given_override: str | None, base_dir: Path,
+    spec: ProgramSpec,
+    modules: Mapping[str, ModuleDef],
+    given_override: str | None,
+    base_dir: Path,
     positions: Positions,
 ) -> None:
     """A model no backend takes is an error where it is written (or of `--lm`), not at the first call."""

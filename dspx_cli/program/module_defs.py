@@ -48,8 +48,9 @@ def build_module_defs(
     for name, spec in specs.items():
         _check_keys(name, spec, positions)
         if not MODULE_TYPES[spec.type].wraps:
-            built[name] = _plain(name, spec, raw_modules[name], build_signature, signatures, tools, lm_for(spec),
-                                 base_dir, positions)
+            built[name] = _plain(
+                name, spec, raw_modules[name], build_signature, signatures, tools, lm_for(spec), base_dir, positions
+            )
     pending = [name for name, spec in specs.items() if MODULE_TYPES[spec.type].wraps]
     while pending:
         progressed = False
@@ -57,11 +58,14 @@ def build_module_defs(
             spec = specs[name]
             where = positions.locate(("modules", name, "module"))
             if spec.module is None:
-                raise ProgramError(f"module {name!r} ({spec.type}) needs `module:`, the module to run N times",
-                                   positions.locate(("modules", name)))
+                raise ProgramError(
+                    f"module {name!r} ({spec.type}) needs `module:`, the module to run N times",
+                    positions.locate(("modules", name)),
+                )
             if spec.module not in specs:
-                raise ProgramError(f"module {name!r} wraps unknown module {spec.module!r}; defined modules: "
-                                   f"{', '.join(specs)}", where)
+                raise ProgramError(
+                    f"module {name!r} wraps unknown module {spec.module!r}; defined modules: {', '.join(specs)}", where
+                )
             if spec.module == name:
                 raise ProgramError(f"module {name!r} cannot wrap itself", where)
             if spec.module in built:
@@ -69,8 +73,10 @@ def build_module_defs(
                 pending.remove(name)
                 progressed = True
         if not progressed:
-            raise ProgramError(f"modules {', '.join(pending)} wrap each other in a cycle",
-                               positions.locate(("modules", pending[0], "module")))
+            raise ProgramError(
+                f"modules {', '.join(pending)} wrap each other in a cycle",
+                positions.locate(("modules", pending[0], "module")),
+            )
     return {name: built[name] for name in specs}
 
 
@@ -85,12 +91,15 @@ def _check_keys(name: str, spec: ModuleSpec, positions: Positions) -> None:
     if record.signature != "declared":
         for key in ("signature", "instructions"):
             if getattr(spec, key) is not None:
-                raise ProgramError(f"module {name!r}: a {spec.type} module takes no {key!r}",
-                                   positions.locate(("modules", name, key)))
+                raise ProgramError(
+                    f"module {name!r}: a {spec.type} module takes no {key!r}", positions.locate(("modules", name, key))
+                )
         if spec.demos:
             where = "the module it wraps" if record.wraps else "nothing: it has no predictor"
-            raise ProgramError(f"module {name!r}: demos of a {spec.type} module belong to {where}",
-                               positions.locate(("modules", name, "demos")))
+            raise ProgramError(
+                f"module {name!r}: demos of a {spec.type} module belong to {where}",
+                positions.locate(("modules", name, "demos")),
+            )
 
 
 def _plain(
@@ -149,8 +158,10 @@ def _signature(
 ) -> Signature:
     key_path: KeyPath = ("modules", name)
     if spec.signature is None:
-        raise ProgramError(f"missing required key 'signature' in modules.{name}: a name from `signatures:` or \"inputs -> outputs\"",
-                           positions.locate(key_path))
+        raise ProgramError(
+            f"missing required key 'signature' in modules.{name}: a name from `signatures:` or \"inputs -> outputs\"",
+            positions.locate(key_path),
+        )
     if isinstance(spec.signature, str) and "->" not in spec.signature:
         if spec.signature not in signatures:
             known = ", ".join(signatures) or "none"
@@ -169,8 +180,10 @@ def _signature(
 def _wrapper(name: str, spec: ModuleSpec, inner: ModuleDef, lm: LMConfig, positions: Positions) -> ModuleDef:
     """Same signature and outputs as the wrapped module; the LM is the one Refine asks for advice."""
     if not MODULE_TYPES[inner.type].calls_lm:
-        raise ProgramError(f"module {name!r} cannot wrap {inner.type} module {inner.name!r}: it calls no LM",
-                           positions.locate(("modules", name, "module")))
+        raise ProgramError(
+            f"module {name!r} cannot wrap {inner.type} module {inner.name!r}: it calls no LM",
+            positions.locate(("modules", name, "module")),
+        )
     if spec.N is None or spec.reward is None:
         missing = "N" if spec.N is None else "reward"
         raise ProgramError(f"module {name!r} ({spec.type}) needs `{missing}:`", positions.locate(("modules", name)))

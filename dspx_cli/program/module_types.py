@@ -26,7 +26,12 @@ if TYPE_CHECKING:
     from dspx_cli.program.source import Positions
 
 __all__ = [
-    "MODULE_ALIASES", "MODULE_TYPES", "DefineArgs", "ModuleType", "predictor_names", "register",
+    "MODULE_ALIASES",
+    "MODULE_TYPES",
+    "DefineArgs",
+    "ModuleType",
+    "predictor_names",
+    "register",
 ]
 
 Leading = tuple[tuple[str, Any], ...]
@@ -108,12 +113,16 @@ _REACT_STEP_FIELDS = frozenset({"trajectory", "next_thought", "next_tool_name", 
 def _define_react(args: DefineArgs) -> dict[str, Any]:
     spec = args.spec
     if not spec.tools:
-        raise args.error(f"module {args.name!r}: a react module needs `tools:`, a list of names from the "
-                         f"program's `tools:` section")
+        raise args.error(
+            f"module {args.name!r}: a react module needs `tools:`, a list of names from the program's `tools:` section"
+        )
     for index, tool in enumerate(spec.tools):
         if tool not in args.tools:
-            raise args.error(f"module {args.name!r} uses unknown tool {tool!r}; defined tools: "
-                             f"{', '.join(args.tools) or 'none'}", "tools", index)
+            raise args.error(
+                f"module {args.name!r} uses unknown tool {tool!r}; defined tools: {', '.join(args.tools) or 'none'}",
+                "tools",
+                index,
+            )
     return {"tools": tuple(args.tools[tool] for tool in spec.tools), "max_iters": spec.max_iters}
 
 
@@ -152,8 +161,13 @@ def _build_best_of_n(definition: ModuleDef, builder: Builder) -> Module:
     from dspx_cli.modules import BestOfN
 
     assert definition.wraps is not None and definition.N is not None
-    return BestOfN(builder.module(definition.wraps), definition.N, builder.reward(definition),
-                   definition.threshold, definition.fail_count)
+    return BestOfN(
+        builder.module(definition.wraps),
+        definition.N,
+        builder.reward(definition),
+        definition.threshold,
+        definition.fail_count,
+    )
 
 
 def _build_refine(definition: ModuleDef, builder: Builder) -> Module:
@@ -161,9 +175,16 @@ def _build_refine(definition: ModuleDef, builder: Builder) -> Module:
 
     assert definition.wraps is not None and definition.N is not None
     # What the feedback LM reads as "the program" and "the reward": the user's own files.
-    return Refine(builder.module(definition.wraps), definition.N, builder.reward(definition), definition.threshold,
-                  definition.fail_count, lm=builder.lm(definition), program_code=builder.program_code(),
-                  reward_code=builder.reward_code(definition))
+    return Refine(
+        builder.module(definition.wraps),
+        definition.N,
+        builder.reward(definition),
+        definition.threshold,
+        definition.fail_count,
+        lm=builder.lm(definition),
+        program_code=builder.program_code(),
+        reward_code=builder.reward_code(definition),
+    )
 
 
 # --- retrieve --------------------------------------------------------------------------------------
@@ -193,44 +214,76 @@ def register(*records: ModuleType) -> None:
     """Add module types. The schema reads the registry when it is imported: register first."""
     for record in records:
         MODULE_TYPES[record.name] = record
-        MODULE_ALIASES.update({spelling: record.name for spelling in (record.name, *record.aliases)})
+        MODULE_ALIASES.update(dict.fromkeys((record.name, *record.aliases), record.name))
 
 
 register(
     ModuleType("predict", "one LM call", _build_predict),
     ModuleType(
-        "chain_of_thought", "one LM call with a reasoning field first", _build_chain_of_thought,
-        predictors=("predict",), aliases=("chainofthought", "cot"),
-        leading_outputs=lambda spec: (("reasoning", str),), outputs_doc="`reasoning`",
+        "chain_of_thought",
+        "one LM call with a reasoning field first",
+        _build_chain_of_thought,
+        predictors=("predict",),
+        aliases=("chainofthought", "cot"),
+        leading_outputs=lambda spec: (("reasoning", str),),
+        outputs_doc="`reasoning`",
     ),
     ModuleType(
-        "react", "think, call a tool, observe, until `finish` or `max_iters`; then extract the outputs",
-        _build_react, predictors=("react", "extract.predict"), keys=("tools", "max_iters"),
+        "react",
+        "think, call a tool, observe, until `finish` or `max_iters`; then extract the outputs",
+        _build_react,
+        predictors=("react", "extract.predict"),
+        keys=("tools", "max_iters"),
         leading_outputs=lambda spec: (("trajectory", dict[str, Any]), ("reasoning", str)),
-        demo_fields=lambda spec: _REACT_STEP_FIELDS, define=_define_react,
-        key_docs="`tools` (names from `tools:`, required), `max_iters` (20)", outputs_doc="`trajectory`, `reasoning`",
+        demo_fields=lambda spec: _REACT_STEP_FIELDS,
+        define=_define_react,
+        key_docs="`tools` (names from `tools:`, required), `max_iters` (20)",
+        outputs_doc="`trajectory`, `reasoning`",
     ),
     ModuleType(
-        "multi_chain_comparison", "samples M ChainOfThought attempts, then compares them and answers",
-        _build_mcc, predictors=("predict", "sample.predict"), aliases=("multichaincomparison",), keys=("M",),
+        "multi_chain_comparison",
+        "samples M ChainOfThought attempts, then compares them and answers",
+        _build_mcc,
+        predictors=("predict", "sample.predict"),
+        aliases=("multichaincomparison",),
+        keys=("M",),
         leading_outputs=lambda spec: (("rationale", str),),
         demo_fields=lambda spec: frozenset(f"reasoning_attempt_{i}" for i in range(1, (spec.M or 3) + 1)),
-        define=lambda args: {"M": args.spec.M}, key_docs="`M` (3)", outputs_doc="`rationale`",
+        define=lambda args: {"M": args.spec.M},
+        key_docs="`M` (3)",
+        outputs_doc="`rationale`",
     ),
     ModuleType(
-        "best_of_n", "runs `module` up to N times; returns the first prediction reaching `threshold`, else the best",
-        _build_best_of_n, predictors=(), aliases=("bestofn",), keys=_WRAPPER_KEYS, signature="wrapped",
-        key_docs="`module`, `N`, `reward`, `threshold`, `fail_count`", outputs_doc="the wrapped module's",
+        "best_of_n",
+        "runs `module` up to N times; returns the first prediction reaching `threshold`, else the best",
+        _build_best_of_n,
+        predictors=(),
+        aliases=("bestofn",),
+        keys=_WRAPPER_KEYS,
+        signature="wrapped",
+        key_docs="`module`, `N`, `reward`, `threshold`, `fail_count`",
+        outputs_doc="the wrapped module's",
     ),
     ModuleType(
-        "refine", "like best_of_n, but after a miss an LM writes advice for the next attempt",
-        _build_refine, predictors=(), keys=_WRAPPER_KEYS, signature="wrapped",
-        key_docs="same as `best_of_n`", outputs_doc="the wrapped module's",
+        "refine",
+        "like best_of_n, but after a miss an LM writes advice for the next attempt",
+        _build_refine,
+        predictors=(),
+        keys=_WRAPPER_KEYS,
+        signature="wrapped",
+        key_docs="same as `best_of_n`",
+        outputs_doc="the wrapped module's",
     ),
     ModuleType(
-        "retrieve", "`query -> passages`: BM25 or embeddings search over a corpus", _build_retrieve,
-        predictors=(), keys=("corpus", "k", "text_field", "embeddings"), signature="fixed",
-        fixed_signature=RETRIEVE_SIGNATURE, calls_lm=False, define=_define_retrieve,
+        "retrieve",
+        "`query -> passages`: BM25 or embeddings search over a corpus",
+        _build_retrieve,
+        predictors=(),
+        keys=("corpus", "k", "text_field", "embeddings"),
+        signature="fixed",
+        fixed_signature=RETRIEVE_SIGNATURE,
+        calls_lm=False,
+        define=_define_retrieve,
         key_docs="`corpus` (required), `k` (3), `text_field` (`text`), `embeddings`",
     ),
 )
@@ -244,4 +297,3 @@ def predictor_names(definition: ModuleDef, modules: Mapping[str, ModuleDef]) -> 
         inner = predictor_names(modules[definition.wraps], modules)
         return [f"module.{name}" if name else "module" for name in inner]
     return list(record.predictors)
-

@@ -208,7 +208,7 @@ def _toml_positions(path: Path, text: str) -> Positions:
         for depth in range(1, len(parts) + 1):
             positions.lines.setdefault((*table, *parts[:depth]), (number, column))
         full: KeyPath = (*table, *parts)
-        rest = line[key.end():]
+        rest = line[key.end() :]
         for inner in _INLINE_KEY.finditer(rest):
             inner_key = inner.group(1).strip("\"'")
             positions.lines.setdefault((*full, inner_key), (number, key.end() + inner.start(1) + 1))

@@ -44,11 +44,15 @@ def _build_tool(name: str, spec: ToolSpec, base_dir: Path, positions: Positions,
     if kind == "python" and not spec.python:
         raise ProgramError(f"tool {name!r}: a python tool needs `python: file.py:function`", positions.locate(key_path))
     if kind != "python" and spec.python:
-        raise ProgramError(f"tool {name!r}: `python` goes with type python, not {kind}", positions.locate((*key_path, "python")))
+        raise ProgramError(
+            f"tool {name!r}: `python` goes with type python, not {kind}", positions.locate((*key_path, "python"))
+        )
     if kind != "retrieve":
         for key in _RETRIEVAL_KEYS:
             if getattr(spec, key) is not None:
-                raise ProgramError(f"tool {name!r}: {key!r} applies to retrieve tools only", positions.locate((*key_path, key)))
+                raise ProgramError(
+                    f"tool {name!r}: {key!r} applies to retrieve tools only", positions.locate((*key_path, key))
+                )
     where = positions.locate(key_path)
     if kind == "calculator":
         return ToolDef(name, kind, where, desc=spec.desc, timeout=spec.timeout)

@@ -180,8 +180,10 @@ class _YamlConverter:
             for source in reversed(sources):
                 if not isinstance(source, yaml.MappingNode):
                     mark = key_node.start_mark
-                    raise ProgramError("`<<` merges mappings; expected a mapping or a list of mappings",
-                                       Location(self.positions.path, mark.line + 1, mark.column + 1))
+                    raise ProgramError(
+                        "`<<` merges mappings; expected a mapping or a list of mappings",
+                        Location(self.positions.path, mark.line + 1, mark.column + 1),
+                    )
                 result.update(self._mapping(source, key_path))
         written: set[str] = set()
         for key_node, value_node in node.value:

@@ -94,4 +94,3 @@ def write_atomically(target: Path, write: Callable[[Path], None], *, directory: 
         os.replace(scratch, target)
     finally:
         scratch.unlink(missing_ok=True)
-

@@ -188,4 +188,3 @@ def plural_stem(word: str) -> str:
 def _stem_words(words: list[str]) -> list[str]:
     # bm25s.tokenize hands a stemmer the list of distinct words at once.
     return [plural_stem(word) for word in words]
-

@@ -77,8 +77,7 @@ def load_corpus(path: str | Path, *, text_field: str = "text", title_field: str 
     kind = _FORMATS.get(path.suffix.lower())
     if kind is None:
         raise CorpusError(
-            f"{path}: unknown corpus format {path.suffix or '(no extension)'!r}; "
-            f"expected one of: {', '.join(_FORMATS)}"
+            f"{path}: unknown corpus format {path.suffix or '(no extension)'!r}; expected one of: {', '.join(_FORMATS)}"
         )
     try:
         data = path.read_bytes()

@@ -94,8 +94,14 @@ class EmbeddingsRetriever:
         self.batch_size = batch_size
         self.extra = dict(extra or {})
         config = LMConfig(
-            model=model, api_base=api_base, api_key=api_key, timeout=timeout, extra=self.extra,
-            num_retries=num_retries, max_concurrency=max_concurrency, cache=False,
+            model=model,
+            api_base=api_base,
+            api_key=api_key,
+            timeout=timeout,
+            extra=self.extra,
+            num_retries=num_retries,
+            max_concurrency=max_concurrency,
+            cache=False,
         )
         self.meter = meter if meter is not None else UsageMeter()
         try:

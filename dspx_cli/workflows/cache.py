@@ -79,7 +79,9 @@ def remove(directory: Path | None, keys: list[str]) -> int:
     prefixes = [key.strip().lower() for key in keys]
     for prefix in prefixes:
         if not _KEY.fullmatch(prefix):
-            raise UsageError(f"{prefix!r} is not a cache key: give the hex `cache_key` of `dspx history --json` or a prefix")
+            raise UsageError(
+                f"{prefix!r} is not a cache key: give the hex `cache_key` of `dspx history --json` or a prefix"
+            )
     if not store_path(folder).exists():
         raise DspxError(f"no cached responses in {folder}")
     store = ResponseStore(folder, create=False)

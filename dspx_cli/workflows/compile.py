@@ -52,14 +52,18 @@ class CompileResult:
 
 
 def compile_program(
-    path: Path, lm_override: str | None, options: CompileOptions, cache: CacheOptions = CacheOptions(),
+    path: Path,
+    lm_override: str | None,
+    options: CompileOptions,
+    cache: CacheOptions = CacheOptions(),
     hooks: Hooks = Hooks(),
 ) -> CompileResult:
     program = load_program(path, lm_override=lm_override)
     # A path in --teacher-lm is relative to the working directory, as in --lm.
     teacher_lm = anchor_model_path(options.teacher_lm, Path.cwd()) if options.teacher_lm else None
-    choice = choose_optimizer(program, options.optimizer, options.assignments,
-                              teacher_lm=teacher_lm, teacher_state=options.teacher_state)
+    choice = choose_optimizer(
+        program, options.optimizer, options.assignments, teacher_lm=teacher_lm, teacher_state=options.teacher_state
+    )
     check_teacher(program, choice.teacher, teacher_lm)
     splits = configured_splits(program)
     if "train" not in splits:
@@ -84,8 +88,13 @@ def compile_program(
         if not devset:
             return None
         with hooks.progress(context.meter, label, total=len(devset)) as progress:
-            return await evaluate(runner, devset, metric, concurrency=concurrency,
-                                  on_result=lambda r: progress.update(r.score, r.error is not None))
+            return await evaluate(
+                runner,
+                devset,
+                metric,
+                concurrency=concurrency,
+                on_result=lambda r: progress.update(r.score, r.error is not None),
+            )
 
     async def go() -> tuple[Evaluation | None, dict[str, Any], Evaluation | None]:
         try:
@@ -93,8 +102,9 @@ def compile_program(
             hooks.notice(f"compiling with {choice.name} on {len(trainset)} training examples\n")
             # The optimizer reports no per-example progress; the calls it makes show it is alive.
             with hooks.progress(context.meter, f"compile ({choice.name})", unit="", scored=False):
-                report = await optimize(runner, choice, trainset, metric, concurrency=concurrency,
-                                        valset=devset or None, teacher=teacher)
+                report = await optimize(
+                    runner, choice, trainset, metric, concurrency=concurrency, valset=devset or None, teacher=teacher
+                )
             after = await score("dev after")
             return before, report, after
         finally:
@@ -104,20 +114,22 @@ def compile_program(
     before, report, after = asyncio.run(go())
     seconds = time.perf_counter() - started
     usage = context.meter.to_dict()
-    metadata = redact({
-        "optimizer": choice.name,
-        "settings": choice.settings,
-        "program": str(program.path),
-        "program_sha256": program_hash(program),
-        "trainset": len(trainset),
-        "devset": len(devset),
-        "score_before": before.score if before else None,
-        "score_after": after.score if after else None,
-        "report": report,
-        "usage": usage,
-        "lm_calls": call_counts(usage),
-        "seconds": round(seconds, 3),
-    })
+    metadata = redact(
+        {
+            "optimizer": choice.name,
+            "settings": choice.settings,
+            "program": str(program.path),
+            "program_sha256": program_hash(program),
+            "trainset": len(trainset),
+            "devset": len(devset),
+            "score_before": before.score if before else None,
+            "score_after": after.score if after else None,
+            "report": report,
+            "usage": usage,
+            "lm_calls": call_counts(usage),
+            "seconds": round(seconds, 3),
+        }
+    )
     output.parent.mkdir(parents=True, exist_ok=True)
     save_state_file(output, dump_state(runner, metadata=metadata))
     if options.output is None:  # a run folder of its own: keep what evaluate keeps there too

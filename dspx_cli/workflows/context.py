@@ -26,13 +26,25 @@ class CacheOptions:
     refresh: bool = False
 
     def context(self, program: Program) -> RunContext:
-        chosen = [name for name, on in (("--no-cache", self.no_cache), ("--cache-only", self.cache_only),
-                                         ("--refresh", self.refresh)) if on]
+        chosen = [
+            name
+            for name, on in (
+                ("--no-cache", self.no_cache),
+                ("--cache-only", self.cache_only),
+                ("--refresh", self.refresh),
+            )
+            if on
+        ]
         if len(chosen) > 1:
             raise UsageError(f"{' and '.join(chosen)} contradict each other; pick one")
         mode = (
-            CacheMode.OFF if self.no_cache else CacheMode.ONLY if self.cache_only
-            else CacheMode.REFRESH if self.refresh else CacheMode.ON
+            CacheMode.OFF
+            if self.no_cache
+            else CacheMode.ONLY
+            if self.cache_only
+            else CacheMode.REFRESH
+            if self.refresh
+            else CacheMode.ON
         )
         return RunContext(base_dir=program.base_dir, cache_dir=self.directory, cache_mode=mode)
 

@@ -68,9 +68,12 @@ class Evaluating:
     def settings(self) -> dict[str, Any]:
         options = self.options
         return {
-            "concurrency": self.concurrency, "failure_score": options.failure_score,
-            "max_errors": options.max_errors, "limit": options.limit,
-            "dataset": str(options.dataset) if options.dataset else None, "metric": self.program.spec.metric,
+            "concurrency": self.concurrency,
+            "failure_score": options.failure_score,
+            "max_errors": options.max_errors,
+            "limit": options.limit,
+            "dataset": str(options.dataset) if options.dataset else None,
+            "metric": self.program.spec.metric,
         }
 
 
@@ -90,7 +93,9 @@ class EvaluateResult:
             raise ScoreBelowMinimum(f"score {self.evaluation.score:.4f} is below --min-score {self.min_score:g}")
 
 
-def prepare(path: Path, lm_override: str | None, options: EvaluateOptions, cache: CacheOptions = CacheOptions()) -> Evaluating:
+def prepare(
+    path: Path, lm_override: str | None, options: EvaluateOptions, cache: CacheOptions = CacheOptions()
+) -> Evaluating:
     if options.min_score is not None and not 0 <= options.min_score <= 1:
         raise UsageError(f"--min-score {options.min_score}: expected a fraction from 0 to 1 (0.8 means 80%)")
     program = load_program(path, lm_override=lm_override)
@@ -112,9 +117,14 @@ def execute(job: Evaluating, hooks: Hooks = Hooks()) -> EvaluateResult:
     async def go(on_result: Any) -> Evaluation:
         try:
             return await evaluate(
-                job.runner, job.examples, job.metric, concurrency=job.concurrency,
-                failure_score=options.failure_score, max_errors=options.max_errors,
-                on_result=on_result, finished=job.finished,
+                job.runner,
+                job.examples,
+                job.metric,
+                concurrency=job.concurrency,
+                failure_score=options.failure_score,
+                max_errors=options.max_errors,
+                on_result=on_result,
+                finished=job.finished,
             )
         finally:
             await job.context.aclose()
@@ -142,8 +152,15 @@ def execute(job: Evaluating, hooks: Hooks = Hooks()) -> EvaluateResult:
 def write_report(job: Evaluating, evaluation: Evaluation, seconds: float) -> dict[str, Any]:
     """summary.json (and the JUnit file when asked for); returns the summary."""
     options = job.options
-    summary = summary_dict(job.program, evaluation, split=options.split, seconds=seconds,
-                           usage=job.context.meter.to_dict(), min_score=options.min_score, settings=job.settings())
+    summary = summary_dict(
+        job.program,
+        evaluation,
+        split=options.split,
+        seconds=seconds,
+        usage=job.context.meter.to_dict(),
+        min_score=options.min_score,
+        settings=job.settings(),
+    )
     job.folder.finish(summary, evaluation)
     if options.junit is not None:
         write_junit(options.junit, job.program, evaluation, pass_score=options.junit_pass, seconds=seconds)

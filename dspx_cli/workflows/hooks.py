@@ -24,7 +24,13 @@ class ProgressFactory(Protocol):
     """Shaped like `cli.progress.Progress`: called with the run's usage meter and a label."""
 
     def __call__(
-        self, meter: UsageMeter, label: str, *, total: int | None = None, unit: str = "examples", scored: bool = True,
+        self,
+        meter: UsageMeter,
+        label: str,
+        *,
+        total: int | None = None,
+        unit: str = "examples",
+        scored: bool = True,
     ) -> AbstractContextManager[Tracker]: ...
 
 
@@ -32,7 +38,13 @@ class Silent:
     """A progress display that shows nothing."""
 
     def __init__(
-        self, meter: UsageMeter, label: str, *, total: int | None = None, unit: str = "examples", scored: bool = True,
+        self,
+        meter: UsageMeter,
+        label: str,
+        *,
+        total: int | None = None,
+        unit: str = "examples",
+        scored: bool = True,
     ) -> None:
         pass
 

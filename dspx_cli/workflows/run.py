@@ -63,8 +63,14 @@ class BatchOutcome:
 
 
 def load(
-    path: Path, lm_override: str | None, *, cache: CacheOptions = CacheOptions(), state_file: Path | None = None,
-    usage_file: Path | None = None, batch: bool = False, pairs: list[str] | None = None,
+    path: Path,
+    lm_override: str | None,
+    *,
+    cache: CacheOptions = CacheOptions(),
+    state_file: Path | None = None,
+    usage_file: Path | None = None,
+    batch: bool = False,
+    pairs: list[str] | None = None,
 ) -> LoadedRun:
     program = load_program(path, lm_override=lm_override)
     if batch and pairs:
@@ -88,8 +94,13 @@ def run_one(loaded: LoadedRun, pairs: list[str]) -> RunOutcome:
 
 
 def run_rows(
-    loaded: LoadedRun, source: IO[Any], on_row: Callable[[dict[str, Any]], None], *,
-    concurrency: int | None = None, trace: bool = False, hooks: Hooks = Hooks(),
+    loaded: LoadedRun,
+    source: IO[Any],
+    on_row: Callable[[dict[str, Any]], None],
+    *,
+    concurrency: int | None = None,
+    trace: bool = False,
+    hooks: Hooks = Hooks(),
 ) -> BatchOutcome:
     """Every JSON line of `source`; `on_row` gets each row's record (outputs or error) in input order."""
     from dspx_cli.program.batch import default_concurrency, run_batch
@@ -110,7 +121,9 @@ def run_rows(
                         record["trace"] = {step: dict(prediction.items()) for step, prediction in row.steps.items()}
                     on_row(jsonable(record))
 
-                return await run_batch(runner, source, emit, concurrency=concurrency or default_concurrency(runner.program))
+                return await run_batch(
+                    runner, source, emit, concurrency=concurrency or default_concurrency(runner.program)
+                )
         finally:
             await context.aclose()
 

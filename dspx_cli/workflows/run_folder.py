@@ -1,9 +1,9 @@
 """What an evaluation leaves behind: a run folder and, on request, a JUnit XML report.
 
-    runs/<timestamp>-<program>/
-        program.json     the program as resolved (interpolated, defaults filled), secrets redacted
-        examples.jsonl   one record per finished example, appended as each finishes
-        summary.json     score, counts, usage and timing, written at the end (also on failure)
+runs/<timestamp>-<program>/
+    program.json     the program as resolved (interpolated, defaults filled), secrets redacted
+    examples.jsonl   one record per finished example, appended as each finishes
+    summary.json     score, counts, usage and timing, written at the end (also on failure)
 """
 
 from __future__ import annotations
@@ -62,26 +62,34 @@ class RunFolder:
 
 
 def summary_dict(
-    program: Program, evaluation: Evaluation, *, split: str, seconds: float, usage: dict[str, Any],
-    min_score: float | None, settings: dict[str, Any],
+    program: Program,
+    evaluation: Evaluation,
+    *,
+    split: str,
+    seconds: float,
+    usage: dict[str, Any],
+    min_score: float | None,
+    settings: dict[str, Any],
 ) -> dict[str, Any]:
-    return redact({
-        "program": str(program.path),
-        "program_name": program.name,
-        "program_sha256": program_hash(program),
-        "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "split": split,
-        "examples": evaluation.total,
-        "finished": len(evaluation.results),
-        "errors": evaluation.errors,
-        "score": evaluation.score,
-        "min_score": min_score,
-        "passed": None if min_score is None else evaluation.score >= min_score,
-        "aborted": evaluation.aborted,
-        "seconds": round(seconds, 3),
-        "usage": usage,
-        "settings": settings,
-    })
+    return redact(
+        {
+            "program": str(program.path),
+            "program_name": program.name,
+            "program_sha256": program_hash(program),
+            "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "split": split,
+            "examples": evaluation.total,
+            "finished": len(evaluation.results),
+            "errors": evaluation.errors,
+            "score": evaluation.score,
+            "min_score": min_score,
+            "passed": None if min_score is None else evaluation.score >= min_score,
+            "aborted": evaluation.aborted,
+            "seconds": round(seconds, 3),
+            "usage": usage,
+            "settings": settings,
+        }
+    )
 
 
 def write_junit(path: Path, program: Program, evaluation: Evaluation, *, pass_score: float, seconds: float) -> None:
@@ -109,8 +117,11 @@ def write_junit(path: Path, program: Program, evaluation: Evaluation, *, pass_sc
         if result.error is not None:
             ElementTree.SubElement(case, "error", message=result.error[:500]).text = result.error
         elif result.score < pass_score:
-            detail = json.dumps({"inputs": result.record()["inputs"], "labels": result.record()["labels"],
-                                 "outputs": result.outputs}, ensure_ascii=False, default=str)
+            detail = json.dumps(
+                {"inputs": result.record()["inputs"], "labels": result.record()["labels"], "outputs": result.outputs},
+                ensure_ascii=False,
+                default=str,
+            )
             ElementTree.SubElement(case, "failure", message=f"score {result.score:g} < {pass_score:g}").text = detail
     root = ElementTree.Element("testsuites")
     root.append(suite)
