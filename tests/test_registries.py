@@ -268,3 +268,14 @@ def test_a_new_provider_is_one_record(lm_server: LMServer, monkeypatch: pytest.M
 
     asyncio.run(ask())
     assert lm_server.requests[-1].body["model"] == "tiny"
+
+
+def test_validate_summary_describes_metric_and_optimizer_from_their_registries() -> None:
+    from dspx_cli.evaluate.metrics import METRICS
+    from dspx_cli.optimizers.registry import OPTIMIZERS
+    from tests.cli_inprocess import dspx as dspx_inprocess
+
+    done = dspx_inprocess("validate", "programs/support.yaml")
+    assert done.returncode == 0, done.stderr
+    assert f"  metric:  answer_exact_match: {METRICS['answer_exact_match'].doc}\n" in done.stdout
+    assert f"  optimizer: bootstrap_few_shot: {OPTIMIZERS['bootstrap_few_shot'].doc}\n" in done.stdout

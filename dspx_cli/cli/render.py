@@ -110,6 +110,16 @@ def program_summary(program: Program) -> str:
         module = program.modules[step.module]
         after = f" after {', '.join(sorted(step.depends_on))}" if step.depends_on else ""
         lines.append(f"  step {step.id}: {_module_line(module)}{after}")
+    if program.spec.metric is not None:
+        from dspx_cli.evaluate.metrics import describe_metric
+
+        lines.append(f"  metric:  {describe_metric(program.spec.metric)}")
+    optimizer = (program.spec.optimizer or {}).get("type")
+    if optimizer is not None:
+        from dspx_cli.optimizers.registry import OPTIMIZERS
+
+        record = OPTIMIZERS.get(optimizer)
+        lines.append(f"  optimizer: {optimizer}" + (f": {record.doc}" if record else ""))
     return "\n".join(lines) + "\n"
 
 
