@@ -8,6 +8,7 @@ from dspx_cli.core import annotation_name
 from dspx_cli.lm.base import Message
 from dspx_cli.lm.usage import UsageMeter
 from dspx_cli.program.model import ModuleDef, Program, Step
+from dspx_cli.program.module_types import MODULE_TYPES
 from dspx_cli.workflows.records import jsonable, outputs_record
 
 __all__ = [
@@ -124,18 +125,7 @@ def program_summary(program: Program) -> str:
 
 
 def _module_line(module: ModuleDef) -> str:
-    if module.retriever is not None:
-        how = f"embeddings {module.retriever.embeddings.model}" if module.retriever.embeddings else "bm25"
-        return f"retrieve · {how} over {module.retriever.corpus.name} · k {module.retriever.k}"
-    parts = [module.type]
-    if module.wraps:
-        parts.append(f"{module.wraps} × {module.N}")
-    else:
-        parts.append(f"{len(module.demos)} demos")
-    if module.tools:
-        parts.append("tools " + ", ".join(tool.name for tool in module.tools))
-    parts.append(f"lm {module.lm.model}")
-    return " · ".join(parts)
+    return MODULE_TYPES[module.type].summary(module)
 
 
 def usage_summary(meter: UsageMeter, seconds: float) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import types
 import typing
+from collections.abc import Sequence
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -34,10 +35,21 @@ _EXPECTED = {
 }
 
 
-def to_program_error(exc: ValidationError, data: Any, positions: Positions, root: type[BaseModel]) -> ProgramError:
+def to_program_error(
+    exc: ValidationError,
+    data: Any,
+    positions: Positions,
+    root: type[BaseModel],
+    *,
+    at: KeyPath = (),
+    common: Sequence[str] = (),
+) -> ProgramError:
+    """`data` was validated as `root`; it lies at `at` in the file. `common`: keys its top level
+    also takes, checked elsewhere (a module's common keys, beside its type's own settings)."""
     errors = exc.errors()
     best = max(errors, key=lambda e: _depth(data, e))
-    path, missing = _data_path(data, best["loc"])
+    inner, missing = _data_path(data, best["loc"])
+    path = (*at, *inner)
     where = positions.locate(path)
     dotted = ".".join(str(p) for p in path) or "the top level"
     kind = best["type"]
@@ -46,12 +58,14 @@ def to_program_error(exc: ValidationError, data: Any, positions: Positions, root
     if kind == "missing":
         return ProgramError(f"missing required key {missing!r} in {dotted}", where)
     if kind == "extra_forbidden":
-        allowed = _allowed_keys(root, path[:-1])
+        allowed = _allowed_keys(root, inner[:-1])
+        if not inner[:-1]:
+            allowed = [*common, *(key for key in allowed if key not in common)]
         hint = unknown_name_hint(str(path[-1]), allowed)
         parent = ".".join(str(p) for p in path[:-1]) or "the top level"
         return ProgramError(f"unknown key {path[-1]!r} in {parent}{hint}", where)
     # Several failed union branches at the same depth: say what each would have accepted.
-    siblings = [e for e in errors if _data_path(data, e["loc"])[0] == path]
+    siblings = [e for e in errors if _data_path(data, e["loc"])[0] == inner]
     expected = sorted({_EXPECTED[e["type"]] for e in siblings if e["type"] in _EXPECTED})
     if expected and kind in _EXPECTED:
         got = _describe(best.get("input"))

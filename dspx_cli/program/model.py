@@ -6,11 +6,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel
+
 from dspx_cli.core import Field, Signature
 from dspx_cli.errors import Location
 from dspx_cli.lm.config import LMConfig
 from dspx_cli.program.schema import ProgramSpec
 from dspx_cli.program.source import Positions
+from dspx_cli.program.spec_base import NoSettings
 
 INPUT = "input"  # the source name of `$input.<field>` references
 
@@ -78,16 +81,14 @@ class ModuleDef:
     adapter: str = "chat"
     # Outputs the module adds before the signature's: ChainOfThought's reasoning, ReAct's trajectory.
     leading_outputs: tuple[tuple[str, Any], ...] = ()
-    tools: tuple[ToolDef, ...] = ()  # react
-    max_iters: int | None = None  # react
+    # The keys only this type takes, checked by its record's settings model (program/module_types.py);
+    # read them with `module_types.typed(definition.settings, ThatModel)`.
+    settings: BaseModel = field(default_factory=NoSettings)
+    tools: tuple[ToolDef, ...] = ()  # react: its tools, resolved
     wraps: str | None = None  # best_of_n, refine: the module run N times
-    N: int | None = None
-    threshold: float | None = None
-    fail_count: int | None = None
-    reward: Any = None  # the metric spec; the evaluate layer turns it into a reward function
-    M: int | None = None  # multi_chain_comparison
+    reward: Any = None  # their metric spec; the evaluate layer turns it into a reward function
     retriever: RetrieverDef | None = None  # retrieve
-    # Settings of a module type that has no field of its own here (its record's `define` fills them).
+    # What a record's `define` derives beyond its settings, for a type without a field of its own here.
     options: dict[str, Any] = field(default_factory=dict)
 
     @property

@@ -1,9 +1,9 @@
 """Each entry of `modules:` checked against its type and turned into a ModuleDef.
 
 What a type takes besides the common settings (lm, adapter, n, temperature, ...) is its record's
-in program/module_types.py: its keys, its signature rule, its leading outputs and demo fields, and
-its `define` hook. A key that belongs to another type is an error at its line: `tools` on a
-predict module would otherwise be silently ignored.
+in program/module_types.py: its settings model, its signature rule, its leading outputs and demo
+fields, and its `define` hook. The type's own keys are checked against its settings model and
+located like any schema error; a key that belongs to another type says so at its line.
 """
 
 from __future__ import annotations
@@ -13,19 +13,23 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ValidationError
+
 from dspx_cli.core import Signature
 from dspx_cli.errors import ProgramError
 from dspx_cli.lm.config import LMConfig
+from dspx_cli.program.diagnostics import to_program_error
 from dspx_cli.program.model import ModuleDef, ToolDef
-from dspx_cli.program.module_types import MODULE_TYPES, DefineArgs
+from dspx_cli.program.module_types import MODULE_TYPES, DefineArgs, WrapperSettings, settings_keys, typed
 from dspx_cli.program.schema import ModuleSpec
 from dspx_cli.program.source import KeyPath, Positions
 
 SignatureBuilder = Callable[[Any, KeyPath], Signature]
+COMMON_KEYS = tuple(settings_keys(ModuleSpec))
 
 
 def _keys_by_type() -> dict[str, set[str]]:
-    """Each type-specific key of ModuleSpec and the types that take it."""
+    """Each type-specific key and the types that take it."""
     owners: dict[str, set[str]] = {}
     for record in MODULE_TYPES.values():
         for key in record.keys:
@@ -45,31 +49,42 @@ def build_module_defs(
 ) -> dict[str, ModuleDef]:
     """Wrappers (best_of_n, refine) are built after the module they wrap, whose signature they take."""
     built: dict[str, ModuleDef] = {}
+    settings = {name: _settings(name, spec, raw_modules[name], positions) for name, spec in specs.items()}
     for name, spec in specs.items():
-        _check_keys(name, spec, positions)
         if not MODULE_TYPES[spec.type].wraps:
             built[name] = _plain(
-                name, spec, raw_modules[name], build_signature, signatures, tools, lm_for(spec), base_dir, positions
+                name,
+                spec,
+                settings[name],
+                raw_modules[name],
+                build_signature,
+                signatures,
+                tools,
+                lm_for(spec),
+                base_dir,
+                positions,
             )
     pending = [name for name, spec in specs.items() if MODULE_TYPES[spec.type].wraps]
     while pending:
         progressed = False
         for name in list(pending):
             spec = specs[name]
+            wrapping = typed(settings[name], WrapperSettings)
             where = positions.locate(("modules", name, "module"))
-            if spec.module is None:
+            if wrapping.module is None:
                 raise ProgramError(
                     f"module {name!r} ({spec.type}) needs `module:`, the module to run N times",
                     positions.locate(("modules", name)),
                 )
-            if spec.module not in specs:
+            if wrapping.module not in specs:
                 raise ProgramError(
-                    f"module {name!r} wraps unknown module {spec.module!r}; defined modules: {', '.join(specs)}", where
+                    f"module {name!r} wraps unknown module {wrapping.module!r}; defined modules: {', '.join(specs)}",
+                    where,
                 )
-            if spec.module == name:
+            if wrapping.module == name:
                 raise ProgramError(f"module {name!r} cannot wrap itself", where)
-            if spec.module in built:
-                built[name] = _wrapper(name, spec, built[spec.module], lm_for(spec), positions)
+            if wrapping.module in built:
+                built[name] = _wrapper(name, spec, wrapping, built[wrapping.module], lm_for(spec), positions)
                 pending.remove(name)
                 progressed = True
         if not progressed:
@@ -80,13 +95,28 @@ def build_module_defs(
     return {name: built[name] for name in specs}
 
 
-def _check_keys(name: str, spec: ModuleSpec, positions: Positions) -> None:
-    for key, types in _keys_by_type().items():
-        if getattr(spec, key) is not None and spec.type not in types:
+def _settings(name: str, spec: ModuleSpec, raw: dict[str, Any], positions: Positions) -> BaseModel:
+    """The module's own keys, as its type's settings model; every problem located in the file."""
+    record = MODULE_TYPES[spec.type]
+    own = spec.own_keys
+    owners = _keys_by_type()
+    for key in own:
+        types = owners.get(key, set())
+        if types and spec.type not in types:
             raise ProgramError(
                 f"module {name!r}: {key!r} applies to type {' and '.join(sorted(types))}, not {spec.type}",
                 positions.locate(("modules", name, key)),
             )
+    try:
+        settings = record.settings.model_validate(own)
+    except ValidationError as exc:
+        # Located in the module's own mapping; an unknown key lists the common keys and the type's.
+        raise to_program_error(exc, raw, positions, record.settings, at=("modules", name), common=COMMON_KEYS) from None
+    _check_common_keys(name, spec, positions)
+    return settings
+
+
+def _check_common_keys(name: str, spec: ModuleSpec, positions: Positions) -> None:
     record = MODULE_TYPES[spec.type]
     if record.signature != "declared":
         for key in ("signature", "instructions"):
@@ -105,6 +135,7 @@ def _check_keys(name: str, spec: ModuleSpec, positions: Positions) -> None:
 def _plain(
     name: str,
     spec: ModuleSpec,
+    settings: BaseModel,
     raw: dict[str, Any],
     build_signature: SignatureBuilder,
     signatures: Mapping[str, Signature],
@@ -119,8 +150,8 @@ def _plain(
         signature = Signature.parse(record.fixed_signature)
     else:
         signature = _signature(name, spec, raw, build_signature, signatures, positions)
-    leading = record.leading_outputs(spec)
-    allowed = set(signature.input_fields) | set(signature.output_fields) | set(record.demo_fields(spec))
+    leading = record.leading_outputs(settings)
+    allowed = set(signature.input_fields) | set(signature.output_fields) | set(record.demo_fields(settings))
     allowed |= {field for field, _ in leading}
     for index, demo in enumerate(spec.demos):
         for key in demo:
@@ -130,7 +161,7 @@ def _plain(
                     positions.locate((*key_path, "demos", index, key)),
                 )
 
-    own = record.define(DefineArgs(name, spec, tools, base_dir, positions))
+    own = record.define(DefineArgs(name, spec, settings, tools, base_dir, positions))
 
     return ModuleDef(
         name=name,
@@ -144,6 +175,7 @@ def _plain(
         location=positions.locate(key_path),
         adapter=spec.adapter,
         leading_outputs=leading,
+        settings=settings,
         **own,
     )
 
@@ -177,15 +209,17 @@ def _signature(
     return signature
 
 
-def _wrapper(name: str, spec: ModuleSpec, inner: ModuleDef, lm: LMConfig, positions: Positions) -> ModuleDef:
+def _wrapper(
+    name: str, spec: ModuleSpec, settings: WrapperSettings, inner: ModuleDef, lm: LMConfig, positions: Positions
+) -> ModuleDef:
     """Same signature and outputs as the wrapped module; the LM is the one Refine asks for advice."""
     if not MODULE_TYPES[inner.type].calls_lm:
         raise ProgramError(
             f"module {name!r} cannot wrap {inner.type} module {inner.name!r}: it calls no LM",
             positions.locate(("modules", name, "module")),
         )
-    if spec.N is None or spec.reward is None:
-        missing = "N" if spec.N is None else "reward"
+    if settings.N is None or settings.reward is None:
+        missing = "N" if settings.N is None else "reward"
         raise ProgramError(f"module {name!r} ({spec.type}) needs `{missing}:`", positions.locate(("modules", name)))
     return replace(
         inner,
@@ -196,8 +230,8 @@ def _wrapper(name: str, spec: ModuleSpec, inner: ModuleDef, lm: LMConfig, positi
         location=positions.locate(("modules", name)),
         tools=(),
         wraps=inner.name,
-        N=spec.N,
-        threshold=spec.threshold,
-        fail_count=spec.fail_count,
-        reward=spec.reward,
+        settings=settings,
+        reward=settings.reward,
+        retriever=None,
+        options={},
     )

@@ -8,10 +8,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidatorFunctionWrapHandler, field_validator
+from pydantic import ConfigDict, Field, field_validator
 
-from dspx_cli.core.redact import UnsetSecret
 from dspx_cli.program.module_types import MODULE_ALIASES, MODULE_TYPES
+from dspx_cli.program.spec_base import (
+    RetrievalKeys,
+    Strict,
+    api_key_validator,
+    lm_shorthand,
+)
 
 # The registered type names (program/module_types.py), so an unknown type lists them all.
 if TYPE_CHECKING:
@@ -21,27 +26,14 @@ else:
 TOOL_TYPES = ("calculator", "retrieve", "python")
 
 
-def _api_key(cls: Any, value: Any, handler: ValidatorFunctionWrapHandler) -> str | None:
-    # An UnsetSecret passes as it is (pydantic would copy it into a plain str and lose its error);
-    # `api_key: ${OPENAI_API_KEY}` with the variable unset interpolates to "", which means no key.
-    if isinstance(value, UnsetSecret):
-        return value
-    return handler(value) or None
-
-
-class _Strict(BaseModel):
-    # Unknown keys are errors: a typo such as `temprature` must not be silently ignored.
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
-
-
-class Prices(_Strict):
+class Prices(Strict):
     """USD per million tokens."""
 
     input: float = Field(ge=0)
     output: float = Field(ge=0)
 
 
-class LMSpec(_Strict):
+class LMSpec(Strict):
     model: str
     api_base: str | None = None
     api_key: str | None = Field(default=None, repr=False)
@@ -57,45 +49,18 @@ class LMSpec(_Strict):
     prices: Prices | None = None
     cache: bool = True
 
-    _api_key = field_validator("api_key", mode="wrap")(_api_key)
+    _api_key = field_validator("api_key", mode="wrap")(api_key_validator)
 
 
-def _lm_shorthand(value: Any) -> Any:
-    return {"model": value} if isinstance(value, str) else value
-
-
-class FieldSpec(_Strict):
+class FieldSpec(Strict):
     type: str = "str"
     desc: str = ""
 
 
-class SignatureSpec(_Strict):
+class SignatureSpec(Strict):
     instructions: str | None = None
     inputs: dict[str, str | FieldSpec] = Field(default_factory=dict)
     outputs: dict[str, str | FieldSpec]
-
-
-class EmbeddingsSpec(_Strict):
-    """An OpenAI-compatible `/v1/embeddings` endpoint; a corpus is embedded once and cached."""
-
-    model: str
-    api_base: str | None = None
-    api_key: str | None = Field(default=None, repr=False)
-    batch_size: int = Field(default=128, ge=1)
-    timeout: float = Field(default=60.0, gt=0)
-
-    _api_key = field_validator("api_key", mode="wrap")(_api_key)
-
-
-class RetrievalKeys(_Strict):
-    """What a `retrieve` module or tool searches: BM25 over `corpus`, or its embeddings."""
-
-    corpus: str | None = None
-    k: int | None = Field(default=None, ge=1)
-    text_field: str | None = None
-    embeddings: EmbeddingsSpec | None = None
-
-    _embeddings_shorthand = field_validator("embeddings", mode="before")(lambda cls, v: _lm_shorthand(v))
 
 
 class ToolSpec(RetrievalKeys):
@@ -107,7 +72,14 @@ class ToolSpec(RetrievalKeys):
     timeout: float | None = Field(default=None, gt=0)
 
 
-class ModuleSpec(RetrievalKeys):
+class ModuleSpec(Strict):
+    """The keys every module type takes. The keys of one type (react's `tools`, best_of_n's `N`,
+    retrieve's `corpus`, ...) are kept as extras here and checked by `module_defs` against the
+    `settings` model of the type's record (program/module_types.py), where they are located."""
+
+    # Extras are a type's own keys: each is checked against its type's settings model.
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
     type: ModuleTypeName = "predict"
     signature: str | SignatureSpec | None = None  # required except for best_of_n, refine, retrieve
     instructions: str | None = None
@@ -118,17 +90,11 @@ class ModuleSpec(RetrievalKeys):
     n: int | None = Field(default=None, ge=1)
     temperature: float | None = None
     max_tokens: int | None = Field(default=None, gt=0)
-    # Keys of one or a few types (module_types.py says which): react
-    tools: list[str] | None = None
-    max_iters: int | None = Field(default=None, ge=0)
-    # best_of_n, refine: another module of the program, run N times and judged by `reward`
-    module: str | None = None
-    N: int | None = Field(default=None, ge=1)
-    reward: str | dict[str, Any] | None = None  # a metric spec, scored without labels
-    threshold: float | None = None
-    fail_count: int | None = Field(default=None, ge=0)
-    # multi_chain_comparison
-    M: int | None = Field(default=None, ge=1)
+
+    @property
+    def own_keys(self) -> dict[str, Any]:
+        """The keys of this module's type, as written (checked by the type's settings model)."""
+        return dict(self.model_extra or {})
 
     @field_validator("type", mode="before")
     @classmethod
@@ -137,16 +103,16 @@ class ModuleSpec(RetrievalKeys):
             return MODULE_ALIASES.get(value.replace("-", "_").lower(), value)
         return value
 
-    _lm_shorthand = field_validator("lm", mode="before")(lambda cls, v: _lm_shorthand(v))
+    _lm_shorthand = field_validator("lm", mode="before")(lambda cls, v: lm_shorthand(v))
 
 
-class FlowStep(_Strict):
+class FlowStep(Strict):
     id: str
     module: str
     with_: dict[str, Any] = Field(default_factory=dict, alias="with")
 
 
-class SplitSpec(_Strict):
+class SplitSpec(Strict):
     """Fractions of one shuffled file; the rest of 1.0, if any, is unused."""
 
     train: float = Field(default=0.0, ge=0, le=1)
@@ -155,7 +121,7 @@ class SplitSpec(_Strict):
     seed: int = 0
 
 
-class DataSpec(_Strict):
+class DataSpec(Strict):
     train: str | None = None
     dev: str | None = None
     test: str | None = None
@@ -164,7 +130,7 @@ class DataSpec(_Strict):
     inputs: list[str] | None = None  # the other keys are labels; default: the program's inputs
 
 
-class ProgramSpec(_Strict):
+class ProgramSpec(Strict):
     dspx: Literal[1] = 1
     name: str | None = None
     description: str | None = None
@@ -181,4 +147,4 @@ class ProgramSpec(_Strict):
     metric: str | dict[str, Any] | None = None
     optimizer: dict[str, Any] | None = None
 
-    _lm_shorthand = field_validator("lm", mode="before")(lambda cls, v: _lm_shorthand(v))
+    _lm_shorthand = field_validator("lm", mode="before")(lambda cls, v: lm_shorthand(v))

@@ -19,8 +19,9 @@ from dspx_cli.core.pyfile import PyFileError, find_function, load_function
 from dspx_cli.errors import ProgramError
 from dspx_cli.lm.registry import names_provider
 from dspx_cli.program.model import EmbeddingsDef, RetrieverDef, ToolDef
-from dspx_cli.program.schema import TOOL_TYPES, RetrievalKeys, ToolSpec
+from dspx_cli.program.schema import TOOL_TYPES, ToolSpec
 from dspx_cli.program.source import KeyPath, Positions
+from dspx_cli.program.spec_base import RetrievalKeys
 
 DEFAULT_K = 3  # DSPy's Retrieve default
 _RETRIEVAL_KEYS = ("corpus", "k", "text_field", "embeddings")

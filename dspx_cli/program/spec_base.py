@@ -1,0 +1,59 @@
+"""Pieces of the program-file schema that module types and tools share with `schema.py`.
+
+Separate so a module type's settings model (program/module_types.py) can build on them without
+importing the schema, which reads the module-type registry.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidatorFunctionWrapHandler, field_validator
+
+from dspx_cli.core.redact import UnsetSecret
+
+__all__ = ["EmbeddingsSpec", "NoSettings", "RetrievalKeys", "Strict", "api_key_validator", "lm_shorthand"]
+
+
+def api_key_validator(cls: Any, value: Any, handler: ValidatorFunctionWrapHandler) -> str | None:
+    # An UnsetSecret passes as it is (pydantic would copy it into a plain str and lose its error);
+    # `api_key: ${OPENAI_API_KEY}` with the variable unset interpolates to "", which means no key.
+    if isinstance(value, UnsetSecret):
+        return value
+    return handler(value) or None
+
+
+def lm_shorthand(value: Any) -> Any:
+    return {"model": value} if isinstance(value, str) else value
+
+
+class Strict(BaseModel):
+    # Unknown keys are errors: a typo such as `temprature` must not be silently ignored.
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class NoSettings(Strict):
+    """The settings of a module type that takes no keys beyond the common ones."""
+
+
+class EmbeddingsSpec(Strict):
+    """An OpenAI-compatible `/v1/embeddings` endpoint; a corpus is embedded once and cached."""
+
+    model: str
+    api_base: str | None = None
+    api_key: str | None = Field(default=None, repr=False)
+    batch_size: int = Field(default=128, ge=1)
+    timeout: float = Field(default=60.0, gt=0)
+
+    _api_key = field_validator("api_key", mode="wrap")(api_key_validator)
+
+
+class RetrievalKeys(Strict):
+    """What a `retrieve` module or tool searches: BM25 over `corpus`, or its embeddings."""
+
+    corpus: str | None = None
+    k: int | None = Field(default=None, ge=1)
+    text_field: str | None = None
+    embeddings: EmbeddingsSpec | None = None
+
+    _embeddings_shorthand = field_validator("embeddings", mode="before")(lambda cls, v: lm_shorthand(v))
