@@ -90,15 +90,89 @@ def test_every_module_type_copies_its_predictors_and_renders_messages(every_type
     assert previews["g"] == [] and all(previews[step] for step in "abcdef")
 
 
-def test_schema_keys_are_each_claimed_by_a_module_type() -> None:
-    """A type-specific key of ModuleSpec names its types in their records, so `tools` on a predict
-    module is an error; every key a record names exists in the schema."""
+COMMON_KEYS = ["type", "signature", "instructions", "demos", "lm", "adapter", "n", "temperature", "max_tokens"]
+
+
+def test_the_schema_holds_only_the_common_keys_and_each_type_its_own() -> None:
+    """A type's own keys live in its record's settings model, not in ModuleSpec: a new type with new
+    keys touches no schema line. No type's key shadows a common one."""
     from dspx_cli.program.schema import ModuleSpec
 
-    common = {"type", "signature", "instructions", "demos", "lm", "adapter", "n", "temperature", "max_tokens"}
-    claimed = {key for record in MODULE_TYPES.values() for key in record.keys}
-    assert claimed <= set(ModuleSpec.model_fields)
-    assert set(ModuleSpec.model_fields) - common == claimed
+    assert list(ModuleSpec.model_fields) == COMMON_KEYS
+    for record in MODULE_TYPES.values():
+        assert record.settings.model_config.get("extra") == "forbid", record.name
+        assert not set(record.keys) & set(COMMON_KEYS), record.name
+    assert MODULE_TYPES["react"].keys == ["tools", "max_iters"]
+    assert MODULE_TYPES["retrieve"].keys == ["corpus", "k", "text_field", "embeddings"]
+
+
+TYPE_KEYS = """\
+lm: {model: openai/m, api_base: http://127.0.0.1:9/v1, api_key: k}
+tools:
+  calculator: {type: calculator}
+modules:
+  plain: {signature: "question -> answer"}
+  %s
+"""
+
+
+@pytest.mark.parametrize(
+    ("module", "key", "message"),
+    [
+        (
+            'agent: {type: react, signature: "q -> a", tools: [calculator], max_iter: 3}',
+            "max_iter:",
+            "unknown key 'max_iter' in modules.agent; did you mean 'max_iters'?",
+        ),
+        (
+            'agent: {type: react, signature: "q -> a", tools: [calculator], max_iters: -1}',
+            "max_iters:",
+            "modules.agent.max_iters: expected greater than or equal to 0, got -1",
+        ),
+        (
+            'best: {type: best_of_n, module: plain, N: many, reward: {python: "r.py:f"}}',
+            "N:",
+            "modules.best.N: expected an integer, got 'many'",
+        ),
+        (
+            "find: {type: retrieve, corpus: c.txt, embeddings: {model: x, bach_size: 3}}",
+            "bach_size:",
+            "unknown key 'bach_size' in modules.find.embeddings; did you mean 'batch_size'?",
+        ),
+        (
+            'cmp: {type: multi_chain_comparison, signature: "q -> a", colour: red}',
+            "colour:",
+            "unknown key 'colour' in modules.cmp; expected one of: " + ", ".join([*COMMON_KEYS, "M"]),
+        ),
+        (
+            'plain2: {type: predict, signature: "q -> a", M: 2}',
+            "M:",
+            "module 'plain2': 'M' applies to type multi_chain_comparison, not predict",
+        ),
+    ],
+)
+def test_a_types_own_keys_are_checked_by_its_settings_where_written(
+    tmp_path: Path, module: str, key: str, message: str
+) -> None:
+    """A wrong key or value among a type's own keys is located like any schema error; an unknown key
+    lists the common keys and that type's own."""
+    path = tmp_path / "p.yaml"
+    path.write_text(TYPE_KEYS % module)
+    with pytest.raises(ProgramError) as raised:
+        load_program(path, env={})
+    assert raised.value.detail == message
+    column = f"  {module}".index(key) + 1
+    assert (raised.value.location.line, raised.value.location.column) == (6, column)
+
+
+def test_typed_settings_reach_the_module_definition(every_type: Path) -> None:
+    from dspx_cli.program.module_types import MultiChainSettings, WrapperSettings, typed
+
+    program = load_program(every_type, env={})
+    assert typed(program.modules["compare"].settings, MultiChainSettings).M == 2
+    assert typed(program.modules["best"].settings, WrapperSettings).N == 2
+    with pytest.raises(AssertionError):
+        typed(program.modules["plain"].settings, WrapperSettings)
 
 
 def test_unknown_module_type_lists_the_registered_ones(tmp_path: Path) -> None:
@@ -124,48 +198,84 @@ def test_the_docs_table_lists_the_registered_module_types() -> None:
 
 NEW_TYPE = """\
 import asyncio, sys
+from pydantic import Field
 from dspx_cli.core import Prediction
+from dspx_cli.errors import ProgramError
 from dspx_cli.program import module_types
+from dspx_cli.program.spec_base import Strict
+
+class ShoutSettings(Strict):
+    times: int = Field(default=1, ge=1)  # how often the input is repeated
 
 class Shout:
-    # A module type without an LM: its outputs are its input, upper-cased.
-    def __init__(self, signature):
+    # A module type without an LM: its output is its input, upper-cased, `times` times.
+    def __init__(self, signature, times):
         self.signature = signature
+        self.times = times
     def named_predictors(self):
         return []
     def messages(self, inputs):
         return []
     async def acall(self, **inputs):
-        return Prediction(loud=str(inputs["text"]).upper())
+        return Prediction(loud=" ".join([str(inputs["text"]).upper()] * self.times))
     def copy(self):
         return self
 
+def build(definition, builder):
+    return Shout(definition.signature, module_types.typed(definition.settings, ShoutSettings).times)
+
 module_types.register(module_types.ModuleType(
-    "shout", "upper-cases its input", lambda definition, builder: Shout(definition.signature),
-    predictors=(), calls_lm=False,
+    "shout", "upper-cases its input", build, settings=ShoutSettings, predictors=(), calls_lm=False,
+    summary=lambda definition: f"shout × {definition.settings.times}",
 ))
 
+from dspx_cli.cli.render import program_summary
 from dspx_cli.program.loader import load_program
 from dspx_cli.program.runner import ProgramRunner
 
 program = load_program(sys.argv[1], env={})
+print(program_summary(program), end="")
 result = asyncio.run(ProgramRunner(program, None).run({"text": "hello"}))
 print(result.outputs["loud"])
+for bad in sys.argv[2:]:
+    try:
+        load_program(bad, env={})
+    except ProgramError as exc:
+        print(f"{exc.location.line}:{exc.location.column}: {exc.detail}")
 """
 
 
 def test_a_new_module_type_is_one_record(tmp_path: Path) -> None:
-    """Registering a record is all the schema, the loader, the builder and the runner need."""
+    """Registering a record, with its own settings model, is all the schema, the loader (typed and
+    located checks of its keys), `validate`'s summary, the builder and the runner need."""
     program = tmp_path / "p.yaml"
-    program.write_text('modules:\n  loud: {type: shout, signature: "text -> loud"}\n')
+    program.write_text('modules:\n  loud: {type: shout, signature: "text -> loud", times: 2}\n')
+    wrong_value = tmp_path / "wrong_value.yaml"
+    wrong_value.write_text('modules:\n  loud:\n    type: shout\n    signature: "text -> loud"\n    times: often\n')
+    wrong_key = tmp_path / "wrong_key.yaml"
+    wrong_key.write_text('modules:\n  loud: {type: shout, signature: "text -> loud", time: 2}\n')
+    other_type = tmp_path / "other_type.yaml"
+    other_type.write_text('modules:\n  loud: {type: predict, signature: "text -> loud", times: 2}\n')
     script = tmp_path / "register.py"
     script.write_text(NEW_TYPE)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     done = subprocess.run(
-        [sys.executable, str(script), str(program)], capture_output=True, text=True, env=env, check=False, timeout=60
+        [sys.executable, str(script), *map(str, (program, wrong_value, wrong_key, other_type))],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+        timeout=60,
     )
     assert done.returncode == 0, done.stderr
-    assert done.stdout == "HELLO\n"
+    lines = done.stdout.splitlines()
+    assert "  step loud: shout × 2" in lines
+    assert lines[-4:] == [
+        "HELLO HELLO",
+        "5:5: modules.loud.times: expected an integer, got 'often'",
+        "2:50: unknown key 'time' in modules.loud; did you mean 'times'?",
+        "2:52: module 'loud': 'times' applies to type shout, not predict",
+    ]
 
 
 # ----- optimizers --------------------------------------------------------------------------------
