@@ -166,7 +166,8 @@ def test_a_types_own_keys_are_checked_by_its_settings_where_written(
 
 
 def test_typed_settings_reach_the_module_definition(every_type: Path) -> None:
-    from dspx_cli.program.module_types import MultiChainSettings, WrapperSettings, typed
+    from dspx_cli.program.builtin_module_types import MultiChainSettings
+    from dspx_cli.program.module_types import WrapperSettings, typed
 
     program = load_program(every_type, env={})
     assert typed(program.modules["compare"].settings, MultiChainSettings).M == 2
