@@ -176,6 +176,29 @@ def test_typed_settings_reach_the_module_definition(every_type: Path) -> None:
         typed(program.modules["plain"].settings, WrapperSettings)
 
 
+def test_the_resolved_program_shows_each_types_own_settings_checked(every_type: Path) -> None:
+    """The run folder's program.json holds a type's own keys as its settings model resolved them
+    (defaults included, secrets redacted), and no key of another type."""
+    from dspx_cli.workflows.run_folder import resolved_program
+
+    path = every_type.with_name("embedded.yaml")
+    path.write_text(
+        EVERY_TYPE.replace(
+            "corpus: corpus.txt, k: 1", "corpus: corpus.txt, embeddings: {model: openai/e, api_key: sk-1}"
+        )
+    )
+    modules = resolved_program(load_program(path, env={}))["modules"]
+    assert modules["find"]["embeddings"] == {
+        "model": "openai/e",
+        "api_base": None,
+        "api_key": "<redacted>",
+        "batch_size": 128,
+        "timeout": 60.0,
+    }
+    assert modules["compare"]["M"] == 2 and modules["best"]["N"] == 2 and modules["agent"]["max_iters"] is None
+    assert "tools" not in modules["plain"] and "M" not in modules["agent"]
+
+
 def test_unknown_module_type_lists_the_registered_ones(tmp_path: Path) -> None:
     path = tmp_path / "p.yaml"
     path.write_text('modules:\n  a: {type: predictor, signature: "q -> a"}\n')

@@ -113,6 +113,7 @@ def _settings(name: str, spec: ModuleSpec, raw: dict[str, Any], positions: Posit
         # Located in the module's own mapping; an unknown key lists the common keys and the type's.
         raise to_program_error(exc, raw, positions, record.settings, at=("modules", name), common=COMMON_KEYS) from None
     _check_common_keys(name, spec, positions)
+    spec.attach_settings(settings)
     return settings
 
 

@@ -8,7 +8,16 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import ConfigDict, Field, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SerializationInfo,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+)
 
 from dspx_cli.program.module_types import MODULE_ALIASES, MODULE_TYPES
 from dspx_cli.program.spec_base import (
@@ -91,10 +100,27 @@ class ModuleSpec(Strict):
     temperature: float | None = None
     max_tokens: int | None = Field(default=None, gt=0)
 
+    # The type's own keys as its settings model checked them (set by module_defs).
+    _settings: BaseModel | None = PrivateAttr(default=None)
+
     @property
     def own_keys(self) -> dict[str, Any]:
         """The keys of this module's type, as written (checked by the type's settings model)."""
         return dict(self.model_extra or {})
+
+    def attach_settings(self, settings: BaseModel) -> None:
+        self._settings = settings
+
+    @model_serializer(mode="wrap")
+    def _dump_settings(self, handler: SerializerFunctionWrapHandler, info: SerializationInfo) -> dict[str, Any]:
+        # The resolved program (run folders) shows a type's own keys checked, with their defaults.
+        data: dict[str, Any] = handler(self)
+        if self._settings is not None:
+            for key in self.model_extra or {}:
+                data.pop(key, None)
+            mode = "json" if info.mode_is_json() else "python"
+            data.update(self._settings.model_dump(mode=mode, by_alias=info.by_alias))
+        return data
 
     @field_validator("type", mode="before")
     @classmethod
