@@ -253,12 +253,13 @@ module_types.register(module_types.ModuleType(
     summary=lambda definition: f"shout × {definition.settings.times}",
 ))
 
-from dspx_cli.cli.render import program_summary
+from dspx_cli.cli.render import messages_text, program_summary
 from dspx_cli.program.loader import load_program
 from dspx_cli.program.runner import ProgramRunner
 
 program = load_program(sys.argv[1], env={})
 print(program_summary(program), end="")
+print(messages_text(program.steps[0], program.modules["loud"], []), end="")
 result = asyncio.run(ProgramRunner(program, None).run({"text": "hello"}))
 print(result.outputs["loud"])
 for bad in sys.argv[2:]:
@@ -294,6 +295,10 @@ def test_a_new_module_type_is_one_record(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert "  step loud: shout × 2" in lines
+    assert lines[lines.index("  step loud: shout × 2") + 1 :][:2] == [
+        "=== step loud · module loud (shout × 2) ===",
+        "(no LM call)",
+    ]
     assert lines[-4:] == [
         "HELLO HELLO",
         "5:5: modules.loud.times: expected an integer, got 'often'",

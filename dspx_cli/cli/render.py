@@ -86,11 +86,11 @@ def _trajectory_lines(trajectory: dict[str, Any]) -> list[str]:
 
 
 def messages_text(step: Step, module: ModuleDef, messages: list[Message]) -> str:
-    if module.retriever is not None:
-        return (
-            f"=== step {step.id} · module {module.name} ({_module_line(module)}) ===\n"
-            "(a search, no LM call: its passages are the {" + f"{step.id}.passages" + "} of the next steps)\n\n"
-        )
+    if not MODULE_TYPES[module.type].calls_lm:
+        what = "(no LM call)"
+        if module.retriever is not None:
+            what = "(a search, no LM call: its passages are the {" + f"{step.id}.passages" + "} of the next steps)"
+        return f"=== step {step.id} · module {module.name} ({_module_line(module)}) ===\n{what}\n\n"
     out = [f"=== step {step.id} · module {module.name} ({module.type}) · lm {module.lm.model} ==="]
     for message in messages:
         out.append(f"--- {message['role']} ---")
