@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from typing import Any
 
@@ -22,11 +23,13 @@ from dspx_cli.lm.embeddings import EmbeddingsRequest, EmbeddingsResponse, Embedd
 from dspx_cli.lm.openai_http import (
     CONNECT_TIMEOUT,
     PROVIDERS,
+    TRANSPORT_ENV,
     Endpoint,
     ErrorMapper,
     LMRequestError,
     Provider,
     aiohttp_transport,
+    httpx_transport,
     reclassify,
     resolve_endpoint,
     shorten,
@@ -61,7 +64,13 @@ _JSON_HEADERS = {"Content-Type": "application/json"}
 
 
 class OpenAICompatLM(LM):
-    """One instance per endpoint and model; its httpx client pools connections across calls."""
+    """One instance per endpoint and model; its httpx client pools connections across calls.
+
+    Two ways to send (`DSPX_HTTP_TRANSPORT` forces one: `httpx` or `aiohttp`): while calls come one
+    at a time (`dspx run` of one input), httpx's own transport, which costs no aiohttp import; from
+    the first time two calls are in flight (evaluate, --batch, a flow's parallel steps), aiohttp
+    under httpx, whose pool keeps up at hundreds in flight (see docs/architecture.md).
+    """
 
     def __init__(
         self, config: LMConfig, *, refusals: SchemaRefusals | None = None, what: str = "model", section: str = "lm"
@@ -74,24 +83,53 @@ class OpenAICompatLM(LM):
         self.refusals = refusals if refusals is not None else SchemaRefusals()
         self._client: httpx.AsyncClient | None = None
         self._fast: AiohttpPost | None = None
+        self._pooled = False  # whether _client runs on aiohttp
+        self._in_flight = 0
+        self._retired: list[httpx.AsyncClient] = []  # the one-at-a-time client, closed in aclose
 
     def __repr__(self) -> str:
         return f"OpenAICompatLM(model={self.model!r}, url={self.endpoint.url!r})"
 
+    @property
+    def transport_name(self) -> str:
+        """Which transport the next call goes through: "httpx" or "aiohttp"."""
+        return "aiohttp" if self._wants_pool() else "httpx"
+
+    def _wants_pool(self) -> bool:
+        forced = os.environ.get(TRANSPORT_ENV)
+        if forced in ("httpx", "aiohttp"):
+            return forced == "aiohttp"
+        return self._pooled or self._in_flight > 1
+
     def _http(self) -> httpx.AsyncClient:
         # Created on first use so it belongs to the event loop that runs the calls.
+        pooled = self._wants_pool()
+        if self._client is not None and pooled and not self._pooled:
+            # Calls began to overlap: later ones go through the aiohttp pool; the calls still in
+            # flight on the first client finish there, and aclose closes it. Its cookies come along.
+            self._retired.append(self._client)
+            self._client = None
         if self._client is None:
-            headers = {"Authorization": f"Bearer {self.endpoint.api_key}"} if self.endpoint.api_key else {}
-            timeout = httpx.Timeout(self.config.timeout, connect=min(self.config.timeout, CONNECT_TIMEOUT))
-            # The pool must not be the limit on concurrency: evaluate runs up to -j calls at once,
-            # and max_concurrency (when set) already bounds requests in flight.
-            pool = self.config.max_concurrency or _DEFAULT_POOL
-            limits = httpx.Limits(max_connections=pool, max_keepalive_connections=pool)
-            transport = aiohttp_transport(limits)
-            self._client = httpx.AsyncClient(headers=headers, timeout=timeout, limits=limits, transport=transport)
-            if transport is not None:
-                self._fast = AiohttpPost.over(self._client, transport, self.endpoint.url, _JSON_HEADERS)
+            self._client = self._new_client(pooled)
         return self._client
+
+    def _new_client(self, pooled: bool) -> httpx.AsyncClient:
+        headers = {"Authorization": f"Bearer {self.endpoint.api_key}"} if self.endpoint.api_key else {}
+        timeout = httpx.Timeout(self.config.timeout, connect=min(self.config.timeout, CONNECT_TIMEOUT))
+        # The pool must not be the limit on concurrency: evaluate runs up to -j calls at once,
+        # and max_concurrency (when set) already bounds requests in flight.
+        pool = self.config.max_concurrency or _DEFAULT_POOL
+        limits = httpx.Limits(max_connections=pool, max_keepalive_connections=pool)
+        cookies = self._retired[-1].cookies if self._retired else None
+        transport = aiohttp_transport(limits) if pooled else httpx_transport(self.endpoint.url, limits)
+        client = httpx.AsyncClient(
+            headers=headers, timeout=timeout, limits=limits, transport=transport, cookies=cookies
+        )
+        self._pooled = pooled
+        self._fast = None
+        if pooled and transport is not None:
+            self._fast = AiohttpPost.over(client, transport, self.endpoint.url, _JSON_HEADERS)
+        return client
 
     def body(self, request: LMRequest) -> dict[str, Any]:
         """The JSON sent: extra parameters first, so the named settings win over them."""
@@ -144,6 +182,7 @@ class OpenAICompatLM(LM):
 
     async def _send(self, body: dict[str, Any]) -> httpx.Response | PlainReply:
         url = self.endpoint.url
+        self._in_flight += 1
         try:
             # orjson on both ends: the stdlib json is a visible share of each call at high concurrency.
             content = orjson.dumps(body)
@@ -154,6 +193,8 @@ class OpenAICompatLM(LM):
             return await client.post(url, content=content, headers=_JSON_HEADERS)
         except httpx.HTTPError as raw:
             raise self.errors.transport(reclassify(raw), url) from None
+        finally:
+            self._in_flight -= 1
 
     def _parse(self, reply: httpx.Response | PlainReply, latency: float) -> LMResponse:
         url = self.endpoint.url
@@ -212,7 +253,10 @@ class OpenAICompatLM(LM):
         return EmbeddingsResponse(vectors, usage, self.model, latency)
 
     async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
-            self._fast = None
+        clients, self._retired = [*self._retired, self._client], []
+        self._client = None
+        self._fast = None
+        self._pooled = False
+        for client in clients:
+            if client is not None:
+                await client.aclose()

@@ -26,6 +26,7 @@ from dspx_cli.lm.providers import PROVIDERS, Provider, split_provider
 __all__ = [
     "CONNECT_TIMEOUT",
     "PROVIDERS",
+    "TRANSPORT_ENV",
     "Endpoint",
     "ErrorMapper",
     "LMRequestError",
@@ -253,14 +254,32 @@ def snippet(text: str) -> str:
     return json.dumps(shorten(text), ensure_ascii=False)
 
 
+# Forces one transport for every call ("httpx" or "aiohttp"); unset, the client picks (openai_compat.py).
+TRANSPORT_ENV = "DSPX_HTTP_TRANSPORT"
+
+
 def aiohttp_transport(limits: Any) -> Any:
     """httpx's own pool rescans every connection for every queued request, which costs ~30 ms of CPU
-    per call at 64 in flight (benchmarks/evaluate_throughput.py); aiohttp's connector does not."""
-    if os.environ.get("DSPX_HTTP_TRANSPORT") == "httpx":
+    per call at 64 in flight (benchmarks/evaluate_throughput.py); aiohttp's connector does not.
+    Importing aiohttp costs ~130 ms, most of it the TLS context its connector builds at import, so
+    only clients with calls in flight together come here."""
+    if os.environ.get(TRANSPORT_ENV) == "httpx":
         return None
     from httpx_aiohttp import AiohttpTransport
 
     return AiohttpTransport(limits=limits)
+
+
+def httpx_transport(url: str, limits: httpx.Limits) -> httpx.AsyncHTTPTransport:
+    """httpx's own transport. For an http:// endpoint, a TLS context that loads no certificates:
+    loading the CA bundle costs ~30 ms and the client never speaks TLS to that host (redirects are
+    not followed). It still verifies, and trusts nobody, so a TLS connection it is somehow asked
+    for fails rather than going unchecked."""
+    if url.startswith("http://"):
+        import ssl
+
+        return httpx.AsyncHTTPTransport(verify=ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT), limits=limits)
+    return httpx.AsyncHTTPTransport(limits=limits)
 
 
 def reclassify(exc: httpx.HTTPError) -> httpx.HTTPError:
