@@ -170,3 +170,24 @@ def test_one_run_call_imports_no_aiohttp(echo_program: Path, lm_server: LMServer
     assert done.stdout == "answer: hello\n"
     assert len(lm_server.requests) == 1
     assert json.loads(done.stderr.strip().splitlines()[-1]) == []
+
+
+def test_evaluate_prints_and_exits_as_the_typer_app_does(echo_program: Path, tmp_path: Path) -> None:
+    data = tmp_path / "data.jsonl"
+    data.write_text("".join(json.dumps({"text": f"q{i}", "answer": f"q{i}"}) + "\n" for i in range(3)))
+    echo_program.write_text(echo_program.read_text() + "metric: exact_match\n")
+    volatile = ("seconds", "finished_at")
+    summaries = []
+    for name in ("fast", "typer"):
+        argv = ("evaluate", str(echo_program), "--dataset", str(data), "--no-cache", "--json", "--min-score", "0.5")
+        fast, typer = both_ways(*argv, "--output", str(tmp_path / name))
+        done = fast if name == "fast" else typer
+        assert done.returncode == 3, done.stderr  # the echo server's replies score 0
+        summaries.append({key: value for key, value in json.loads(done.stdout).items() if key not in volatile})
+    assert summaries[0] == summaries[1]
+    for argv in (
+        ("evaluate", str(echo_program), "--split", "nope"),
+        ("evaluate", str(echo_program), "--dataset", str(tmp_path / "missing.jsonl"), "--limit", "2"),
+        ("evaluate", str(echo_program), "--min-score", "inf"),
+    ):
+        same(*both_ways(*argv))

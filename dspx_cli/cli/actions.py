@@ -1,4 +1,4 @@
-"""What `dspx run` and `dspx validate` do once their arguments are parsed, and the guard every
+"""What `dspx run`, `evaluate` and `validate` do once their arguments are parsed, and the guard every
 command runs in. Free of typer, so that cli/fast_path.py can call them without building the app.
 """
 
@@ -41,6 +41,52 @@ def run(
             concurrency=concurrency,
             state_file=state,
             trace=trace,
+        ),
+    )
+
+
+def evaluate(
+    program: Path,
+    *,
+    split: str = "dev",
+    dataset: Path | None = None,
+    limit: int | None = None,
+    concurrency: int | None = None,
+    output: Path | None = None,
+    junit: Path | None = None,
+    junit_pass: float = 1.0,
+    min_score: float | None = None,
+    failure_score: float = 0.0,
+    max_errors: int | None = 10,
+    lm: str | None = None,
+    as_json: bool = False,
+    cache_dir: Path | None = None,
+    no_cache: bool = False,
+    cache_only: bool = False,
+    refresh: bool = False,
+    state: Path | None = None,
+    debug: bool = False,
+) -> None:
+    from dspx_cli.cli import commands, evaluate_command
+
+    options = evaluate_command.EvaluateOptions(
+        split=split,
+        dataset=dataset,
+        limit=limit,
+        concurrency=concurrency,
+        output=output,
+        junit=junit,
+        junit_pass=junit_pass,
+        min_score=min_score,
+        failure_score=failure_score,
+        max_errors=max_errors,
+        as_json=as_json,
+        state_file=state,
+    )
+    guard(
+        debug,
+        lambda: evaluate_command.run(
+            program, lm, options, commands.CacheOptions(cache_dir, no_cache, cache_only, refresh)
         ),
     )
 

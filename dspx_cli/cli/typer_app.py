@@ -2,7 +2,7 @@
 
 Heavy modules (pydantic, httpx, rich, the engine) are imported inside the commands, so that
 `dspx --help` pays only for typer. `cli/app.py` is the entry point: it runs the common plain
-calls of `run` and `validate` without building this app (cli/fast_path.py).
+calls of `run`, `evaluate` and `validate` without building this app (cli/fast_path.py).
 """
 
 from __future__ import annotations
@@ -168,9 +168,8 @@ def evaluate(
     debug: DebugOpt = False,
 ) -> None:
     """Score PROGRAM on its dataset with its metric; exit 3 when below --min-score."""
-    from dspx_cli.cli import commands, evaluate_command
-
-    options = evaluate_command.EvaluateOptions(
+    actions.evaluate(
+        program,
         split=split,
         dataset=dataset,
         limit=limit,
@@ -181,14 +180,14 @@ def evaluate(
         min_score=min_score,
         failure_score=failure_score,
         max_errors=max_errors,
+        lm=lm,
         as_json=as_json,
-        state_file=state,
-    )
-    actions.guard(
-        debug,
-        lambda: evaluate_command.run(
-            program, lm, options, commands.CacheOptions(cache_dir, no_cache, cache_only, refresh)
-        ),
+        cache_dir=cache_dir,
+        no_cache=no_cache,
+        cache_only=cache_only,
+        refresh=refresh,
+        state=state,
+        debug=debug,
     )
 
 
