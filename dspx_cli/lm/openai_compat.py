@@ -11,12 +11,11 @@ import json
 import logging
 import os
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import orjson
 
-from dspx_cli.lm.aiohttp_post import AiohttpPost, PlainReply
 from dspx_cli.lm.base import LM, LMRequest, LMResponse
 from dspx_cli.lm.config import LMConfig
 from dspx_cli.lm.embeddings import EmbeddingsRequest, EmbeddingsResponse, EmbeddingsShapeError, parse_vectors
@@ -28,9 +27,7 @@ from dspx_cli.lm.openai_http import (
     ErrorMapper,
     LMRequestError,
     Provider,
-    aiohttp_transport,
     httpx_transport,
-    reclassify,
     resolve_endpoint,
     shorten,
     snippet,
@@ -45,6 +42,9 @@ from dspx_cli.lm.structured_outputs import (
     may_refuse_schema,
     outgoing,
 )
+
+if TYPE_CHECKING:
+    from dspx_cli.lm.aiohttp_post import AiohttpPost, PlainReply
 
 # Re-exported: callers name these as part of the client's interface.
 __all__ = [
@@ -121,14 +121,15 @@ class OpenAICompatLM(LM):
         pool = self.config.max_concurrency or _DEFAULT_POOL
         limits = httpx.Limits(max_connections=pool, max_keepalive_connections=pool)
         cookies = self._retired[-1].cookies if self._retired else None
-        transport = aiohttp_transport(limits) if pooled else httpx_transport(self.endpoint.url, limits)
+        transport = httpx_transport(self.endpoint.url, limits)
         client = httpx.AsyncClient(
             headers=headers, timeout=timeout, limits=limits, transport=transport, cookies=cookies
         )
         self._pooled = pooled
-        self._fast = None
-        if pooled and transport is not None:
-            self._fast = AiohttpPost.over(client, transport, self.endpoint.url, _JSON_HEADERS)
+        if pooled:
+            from dspx_cli.lm.aiohttp_post import AiohttpPost  # ~130 ms of import: only when calls overlap
+
+            self._fast = AiohttpPost(client, self.endpoint.url, _JSON_HEADERS, limits)
         return client
 
     def body(self, request: LMRequest) -> dict[str, Any]:
@@ -192,7 +193,7 @@ class OpenAICompatLM(LM):
                 return await fast.post(content)
             return await client.post(url, content=content, headers=_JSON_HEADERS)
         except httpx.HTTPError as raw:
-            raise self.errors.transport(reclassify(raw), url) from None
+            raise self.errors.transport(raw, url) from None
         finally:
             self._in_flight -= 1
 
@@ -234,7 +235,7 @@ class OpenAICompatLM(LM):
         try:
             reply = await self._http().post(url, content=orjson.dumps(body), headers=_JSON_HEADERS)
         except httpx.HTTPError as raw:
-            raise self.errors.transport(reclassify(raw), url) from None
+            raise self.errors.transport(raw, url) from None
         latency = time.perf_counter() - started
         if reply.status_code >= 400:
             raise self.errors.status(reply, url)
@@ -254,9 +255,11 @@ class OpenAICompatLM(LM):
 
     async def aclose(self) -> None:
         clients, self._retired = [*self._retired, self._client], []
+        fast, self._fast = self._fast, None
         self._client = None
-        self._fast = None
         self._pooled = False
+        if fast is not None:
+            await fast.aclose()
         for client in clients:
             if client is not None:
                 await client.aclose()

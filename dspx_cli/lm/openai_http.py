@@ -258,18 +258,6 @@ def snippet(text: str) -> str:
 TRANSPORT_ENV = "DSPX_HTTP_TRANSPORT"
 
 
-def aiohttp_transport(limits: Any) -> Any:
-    """httpx's own pool rescans every connection for every queued request, which costs ~30 ms of CPU
-    per call at 64 in flight (benchmarks/evaluate_throughput.py); aiohttp's connector does not.
-    Importing aiohttp costs ~130 ms, most of it the TLS context its connector builds at import, so
-    only clients with calls in flight together come here."""
-    if os.environ.get(TRANSPORT_ENV) == "httpx":
-        return None
-    from httpx_aiohttp import AiohttpTransport
-
-    return AiohttpTransport(limits=limits)
-
-
 def httpx_transport(url: str, limits: httpx.Limits) -> httpx.AsyncHTTPTransport:
     """httpx's own transport. For an http:// endpoint, a TLS context that loads no certificates:
     loading the CA bundle costs ~30 ms and the client never speaks TLS to that host (redirects are
@@ -280,23 +268,3 @@ def httpx_transport(url: str, limits: httpx.Limits) -> httpx.AsyncHTTPTransport:
 
         return httpx.AsyncHTTPTransport(verify=ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT), limits=limits)
     return httpx.AsyncHTTPTransport(limits=limits)
-
-
-def reclassify(exc: httpx.HTTPError) -> httpx.HTTPError:
-    """The aiohttp transport files every dropped connection under ConnectTimeout; sort them again
-    by the aiohttp error underneath, so refused, reset and stalled connections read differently."""
-    cause = exc.__cause__
-    if cause is None or not type(cause).__module__.startswith("aiohttp"):
-        return exc
-    import aiohttp
-
-    text = str(cause) or type(cause).__name__
-    if isinstance(cause, aiohttp.ConnectionTimeoutError):
-        return httpx.ConnectTimeout(text)
-    if isinstance(cause, aiohttp.ServerTimeoutError):
-        return httpx.ReadTimeout(text)
-    if isinstance(cause, aiohttp.ClientConnectorError):
-        return httpx.ConnectError(text)
-    if isinstance(cause, (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError, aiohttp.ClientPayloadError)):
-        return httpx.ReadError(text)
-    return exc
