@@ -191,3 +191,10 @@ def test_evaluate_prints_and_exits_as_the_typer_app_does(echo_program: Path, tmp
         ("evaluate", str(echo_program), "--min-score", "inf"),
     ):
         same(*both_ways(*argv))
+
+
+def test_the_entry_point_offers_the_fast_path_every_command_it_parses() -> None:
+    from dspx_cli.cli.app import _FAST_COMMANDS
+    from dspx_cli.cli.fast_path import _COMMANDS
+
+    assert set(_COMMANDS) == _FAST_COMMANDS

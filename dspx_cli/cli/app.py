@@ -17,15 +17,18 @@ from typing import Any
 # (httpcore checks for it: ~70 ms). Marked absent for the `dspx` process only, before anything
 # imports httpx; a library user of dspx_cli keeps them.
 _UNUSED_OPTIONAL_IMPORTS = ("httpx._main", "trio")
+_FAST_COMMANDS = frozenset(("run", "evaluate", "validate"))  # what cli/fast_path.py may parse
 
 
 def main() -> None:
     for name in _UNUSED_OPTIONAL_IMPORTS:
         sys.modules.setdefault(name, None)  # type: ignore[arg-type] # None makes `import name` fail
-    from dspx_cli.cli.fast_path import dispatch
+    argv = sys.argv[1:]
+    if argv and argv[0] in _FAST_COMMANDS:
+        from dspx_cli.cli.fast_path import dispatch
 
-    if dispatch(sys.argv[1:]):
-        return
+        if dispatch(argv):
+            return
     from dspx_cli.cli.typer_app import app as typer_app
 
     typer_app(prog_name="dspx")
