@@ -69,7 +69,7 @@ class OpenAICompatLM(LM):
     Two ways to send (`DSPX_HTTP_TRANSPORT` forces one: `httpx` or `aiohttp`): while calls come one
     at a time (`dspx run` of one input), httpx's own transport, which costs no aiohttp import; from
     the first time two calls are in flight (evaluate, --batch, a flow's parallel steps), aiohttp
-    under httpx, whose pool keeps up at hundreds in flight (see docs/architecture.md).
+    (lm/aiohttp_post.py), whose pool keeps up at hundreds in flight (see docs/architecture.md).
     """
 
     def __init__(
@@ -83,7 +83,7 @@ class OpenAICompatLM(LM):
         self.refusals = refusals if refusals is not None else SchemaRefusals()
         self._client: httpx.AsyncClient | None = None
         self._fast: AiohttpPost | None = None
-        self._pooled = False  # whether _client runs on aiohttp
+        self._pooled = False  # whether chat calls go through the aiohttp path (self._fast)
         self._in_flight = 0
         self._retired: list[httpx.AsyncClient] = []  # the one-at-a-time client, closed in aclose
 
