@@ -233,7 +233,7 @@ def test_429_carries_retry_after(lm_server: LMServer) -> None:
     assert error.retryable and error.retry_after == 3.0
 
 
-def test_connection_refused_on_a_closed_port() -> None:
+def test_connection_refused_on_a_closed_port(transport: str) -> None:
     with socket.socket() as probe:  # a port that was free a moment ago and has no listener
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -244,14 +244,14 @@ def test_connection_refused_on_a_closed_port() -> None:
     assert error.retryable
 
 
-def test_timeout_against_a_stalled_server(lm_server: LMServer) -> None:
+def test_timeout_against_a_stalled_server(lm_server: LMServer, transport: str) -> None:
     lm_server.push(Reply.stall(5.0))
     error = failure(make_lm(lm_server, timeout=0.5, api_key=SECRET))
     assert str(error).startswith(f"timed out after 0.5s waiting for {lm_server.api_base}/chat/completions")
     assert error.retryable
 
 
-def test_non_json_body(lm_server: LMServer) -> None:
+def test_non_json_body(lm_server: LMServer, transport: str) -> None:
     lm_server.push(Reply(body=b"<html>Bad Gateway</html>", headers={"Content-Type": "text/html"}))
     error = failure(make_lm(lm_server))
     assert str(error) == (
@@ -267,14 +267,14 @@ def test_json_without_choices(lm_server: LMServer) -> None:
 
 
 @pytest.mark.parametrize("fault", [Reply.reset(), Reply.close()], ids=["reset", "close"])
-def test_connection_dropped_without_a_reply(lm_server: LMServer, fault: Reply) -> None:
+def test_connection_dropped_without_a_reply(lm_server: LMServer, fault: Reply, transport: str) -> None:
     lm_server.push(fault)
     error = failure(make_lm(lm_server))
     assert str(error).startswith(f"the connection to {lm_server.api_base}/chat/completions closed before a reply")
     assert error.retryable
 
 
-def test_client_recovers_after_a_dropped_connection(lm_server: LMServer) -> None:
+def test_client_recovers_after_a_dropped_connection(lm_server: LMServer, transport: str) -> None:
     lm = make_lm(lm_server)
 
     async def drop_then_retry() -> LMResponse:
@@ -354,7 +354,7 @@ def test_from_model_string() -> None:
         LMConfig.from_model_string("  ")
 
 
-# -- the aiohttp fast path sends and reads what httpx's client does ----------------------------
+# -- the aiohttp fast path sends and reads what httpx's client does (the `transport` fixture: both) --
 
 
 TRANSPORTS = ["aiohttp", "httpx"]
@@ -413,16 +413,6 @@ def test_cookies_a_server_sets_are_sent_back(lm_server: LMServer, transport: str
     run(twice())
     assert "cookie" not in lm_server.requests[-2].headers
     assert lm_server.requests[-1].headers.get("cookie") == "route=b7"
-
-
-def test_fast_path_steps_aside_for_a_transport_without_its_internals() -> None:
-    # A future httpx-aiohttp without `client`/`get_client`: every call goes through httpx instead.
-    import httpx
-
-    from dspx_cli.lm.aiohttp_post import AiohttpPost
-
-    client = httpx.AsyncClient()
-    assert AiohttpPost.over(client, object(), "http://127.0.0.1:9/v1/chat/completions", {}) is None
 
 
 # -- response_format: which models get a schema, and servers that refuse one ------------------

@@ -1,50 +1,38 @@
-"""Send an OpenAI-compatible POST on httpx-aiohttp's own aiohttp session, skipping httpx's
-per-call work; `OpenAICompatLM` uses it for the common case and its httpx client for the rest.
+"""OpenAI-compatible POSTs on an aiohttp session of the client's own, for calls many in flight:
+httpx's pool rescans every connection per queued request (~30 ms of CPU per call at 64 in flight,
+benchmarks/evaluate_throughput.py); aiohttp's connector does not. `OpenAICompatLM` uses it once
+its calls overlap, and its httpx client for everything else.
 
-It reaches into httpx-aiohttp's transport (`client`, `get_client`, `map_aiohttp_exceptions`),
-which pyproject pins to a range tested here; `AiohttpPost.over` returns None when they are
-missing, and every call then goes through httpx as before.
+aiohttp directly rather than the httpx-aiohttp transport: the fast path needs the session, the
+request settings and the error mapping, which that package keeps private (dspx pinned it to a
+tested range because of them); here they are a dozen lines of our own.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
+import aiohttp
 import httpx
+from multidict import CIMultiDict
 
 
 class AiohttpPost:
-    """`client.post(url, content=..., headers=headers)` through httpx-aiohttp's transport,
-    with the work that is the same for every call done once.
+    """`client.post(url, content=..., headers=headers)` on aiohttp, with the work that is the same
+    for every call done once.
 
     httpx's request building (URL parsing, header merging), cookie extraction and response
-    streaming cost about twice the CPU of the aiohttp request under them. This sends the same
-    headers, timeouts and body on the transport's own aiohttp session, maps aiohttp's errors with
-    the transport's own mapping, and returns an `httpx.Response` read and decoded as the client
-    would. Cookies keep httpx's behaviour: a reply that sets one is stored in the client's jar, and
-    from then on `OpenAICompatLM` sends through the client, which adds them.
+    streaming cost about twice the CPU of the aiohttp request under them. This sends the headers
+    and timeouts the client would, maps aiohttp's errors to the httpx errors the client would raise,
+    and returns an `httpx.Response` read and decoded as the client would. Cookies keep httpx's
+    behaviour: a reply that sets one is stored in the client's jar, and from then on
+    `OpenAICompatLM` sends through the client, which adds them.
     """
 
-    @classmethod
-    def over(cls, client: httpx.AsyncClient, transport: Any, url: str, headers: dict[str, str]) -> AiohttpPost | None:
-        """None when the installed httpx-aiohttp lacks what this reaches into; the client then
-        sends every call itself (slower, same behaviour)."""
-        try:
-            from httpx_aiohttp.transport import map_aiohttp_exceptions  # noqa: F401
-        except ImportError:
-            return None
-        if not (hasattr(transport, "client") and callable(getattr(transport, "get_client", None))):
-            return None
-        return cls(client, transport, url, headers)
-
-    def __init__(self, client: httpx.AsyncClient, transport: Any, url: str, headers: dict[str, str]) -> None:
-        import aiohttp
-        from httpx_aiohttp.transport import map_aiohttp_exceptions
-        from multidict import CIMultiDict
-
+    def __init__(self, client: httpx.AsyncClient, url: str, headers: dict[str, str], limits: httpx.Limits) -> None:
         self._client = client
-        self._transport = transport
-        self._map_errors = map_aiohttp_exceptions
         # What the client would build: its headers (user agent, auth, ...) and ours, Host included.
         template = client.build_request("POST", url, content=b"x", headers=headers)
         self._template = template
@@ -56,19 +44,31 @@ class AiohttpPost:
         self._timeout = aiohttp.ClientTimeout(
             sock_connect=timeout.get("connect"), sock_read=timeout.get("read"), connect=timeout.get("pool")
         )
+        self._limits = limits
         self._extensions: dict[str, Any] = {"http_version": b"HTTP/1.1"}
+        self._session: aiohttp.ClientSession | None = None
 
-    def _session(self) -> Any:
-        import aiohttp
+    def _open(self) -> aiohttp.ClientSession:
+        # Created on first use, inside the event loop that runs the calls.
+        if self._session is None:
+            # https: the certificates httpx would trust (certifi); http: aiohttp's default, never used.
+            tls: Any = httpx.create_ssl_context() if self._url.startswith("https://") else True
+            connector = aiohttp.TCPConnector(
+                limit=self._limits.max_connections or 0,
+                keepalive_timeout=self._limits.keepalive_expiry or 5.0,
+                ssl=tls,
+            )
+            self._session = aiohttp.ClientSession(connector=connector)
+        return self._session
 
-        transport = self._transport
-        if not isinstance(transport.client, aiohttp.ClientSession):
-            transport.client = transport.get_client()
-        return transport.client
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
 
     async def post(self, content: bytes) -> httpx.Response | PlainReply:
-        with self._map_errors():
-            async with self._session().request(
+        with httpx_errors():
+            async with self._open().request(
                 "POST",
                 self._url,
                 headers=self._headers,
@@ -101,6 +101,35 @@ class AiohttpPost:
         if any(key.lower() == b"set-cookie" for key, _ in raw_headers):
             self._client.cookies.extract_cookies(reply)
         return reply
+
+
+@contextmanager
+def httpx_errors() -> Iterator[None]:
+    """aiohttp's failures as the httpx errors httpx's own transport raises for the same event, so
+    `ErrorMapper.transport` words them alike: refused, reset and stalled connections differ."""
+    try:
+        yield
+    except (TimeoutError, aiohttp.ClientError) as exc:
+        raise _httpx_error(exc)(str(exc) or type(exc).__name__) from exc
+
+
+def _httpx_error(exc: BaseException) -> type[httpx.TransportError]:
+    # Most specific first: ConnectionTimeoutError is a ServerTimeoutError, ClientConnectorError a ClientOSError.
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        return httpx.ConnectTimeout
+    if isinstance(exc, TimeoutError):  # ServerTimeoutError and SocketTimeoutError are ones too
+        return httpx.ReadTimeout
+    if isinstance(exc, (aiohttp.ClientProxyConnectionError, aiohttp.ClientHttpProxyError)):
+        return httpx.ProxyError
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return httpx.ConnectError
+    if isinstance(exc, (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError, aiohttp.ClientPayloadError)):
+        return httpx.ReadError
+    if isinstance(exc, aiohttp.ClientResponseError):  # a reply that is not HTTP
+        return httpx.RemoteProtocolError
+    if isinstance(exc, (aiohttp.InvalidURL, aiohttp.NonHttpUrlClientError)):
+        return httpx.UnsupportedProtocol
+    return httpx.TransportError
 
 
 # Response headers that need httpx's own handling: decoding the body, keeping cookies.

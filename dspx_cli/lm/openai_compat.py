@@ -9,25 +9,25 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import orjson
 
-from dspx_cli.lm.aiohttp_post import AiohttpPost, PlainReply
 from dspx_cli.lm.base import LM, LMRequest, LMResponse
 from dspx_cli.lm.config import LMConfig
 from dspx_cli.lm.embeddings import EmbeddingsRequest, EmbeddingsResponse, EmbeddingsShapeError, parse_vectors
 from dspx_cli.lm.openai_http import (
     CONNECT_TIMEOUT,
     PROVIDERS,
+    TRANSPORT_ENV,
     Endpoint,
     ErrorMapper,
     LMRequestError,
     Provider,
-    aiohttp_transport,
-    reclassify,
+    httpx_transport,
     resolve_endpoint,
     shorten,
     snippet,
@@ -42,6 +42,9 @@ from dspx_cli.lm.structured_outputs import (
     may_refuse_schema,
     outgoing,
 )
+
+if TYPE_CHECKING:
+    from dspx_cli.lm.aiohttp_post import AiohttpPost, PlainReply
 
 # Re-exported: callers name these as part of the client's interface.
 __all__ = [
@@ -61,7 +64,13 @@ _JSON_HEADERS = {"Content-Type": "application/json"}
 
 
 class OpenAICompatLM(LM):
-    """One instance per endpoint and model; its httpx client pools connections across calls."""
+    """One instance per endpoint and model; its httpx client pools connections across calls.
+
+    Two ways to send (`DSPX_HTTP_TRANSPORT` forces one: `httpx` or `aiohttp`): while calls come one
+    at a time (`dspx run` of one input), httpx's own transport, which costs no aiohttp import; from
+    the first time two calls are in flight (evaluate, --batch, a flow's parallel steps), aiohttp
+    (lm/aiohttp_post.py), whose pool keeps up at hundreds in flight (see docs/architecture.md).
+    """
 
     def __init__(
         self, config: LMConfig, *, refusals: SchemaRefusals | None = None, what: str = "model", section: str = "lm"
@@ -74,24 +83,54 @@ class OpenAICompatLM(LM):
         self.refusals = refusals if refusals is not None else SchemaRefusals()
         self._client: httpx.AsyncClient | None = None
         self._fast: AiohttpPost | None = None
+        self._pooled = False  # whether chat calls go through the aiohttp path (self._fast)
+        self._in_flight = 0
+        self._retired: list[httpx.AsyncClient] = []  # the one-at-a-time client, closed in aclose
 
     def __repr__(self) -> str:
         return f"OpenAICompatLM(model={self.model!r}, url={self.endpoint.url!r})"
 
+    @property
+    def transport_name(self) -> str:
+        """Which transport the next call goes through: "httpx" or "aiohttp"."""
+        return "aiohttp" if self._wants_pool() else "httpx"
+
+    def _wants_pool(self) -> bool:
+        forced = os.environ.get(TRANSPORT_ENV)
+        if forced in ("httpx", "aiohttp"):
+            return forced == "aiohttp"
+        return self._pooled or self._in_flight > 1
+
     def _http(self) -> httpx.AsyncClient:
         # Created on first use so it belongs to the event loop that runs the calls.
+        pooled = self._wants_pool()
+        if self._client is not None and pooled and not self._pooled:
+            # Calls began to overlap: later ones go through the aiohttp pool; the calls still in
+            # flight on the first client finish there, and aclose closes it. Its cookies come along.
+            self._retired.append(self._client)
+            self._client = None
         if self._client is None:
-            headers = {"Authorization": f"Bearer {self.endpoint.api_key}"} if self.endpoint.api_key else {}
-            timeout = httpx.Timeout(self.config.timeout, connect=min(self.config.timeout, CONNECT_TIMEOUT))
-            # The pool must not be the limit on concurrency: evaluate runs up to -j calls at once,
-            # and max_concurrency (when set) already bounds requests in flight.
-            pool = self.config.max_concurrency or _DEFAULT_POOL
-            limits = httpx.Limits(max_connections=pool, max_keepalive_connections=pool)
-            transport = aiohttp_transport(limits)
-            self._client = httpx.AsyncClient(headers=headers, timeout=timeout, limits=limits, transport=transport)
-            if transport is not None:
-                self._fast = AiohttpPost.over(self._client, transport, self.endpoint.url, _JSON_HEADERS)
+            self._client = self._new_client(pooled)
         return self._client
+
+    def _new_client(self, pooled: bool) -> httpx.AsyncClient:
+        headers = {"Authorization": f"Bearer {self.endpoint.api_key}"} if self.endpoint.api_key else {}
+        timeout = httpx.Timeout(self.config.timeout, connect=min(self.config.timeout, CONNECT_TIMEOUT))
+        # The pool must not be the limit on concurrency: evaluate runs up to -j calls at once,
+        # and max_concurrency (when set) already bounds requests in flight.
+        pool = self.config.max_concurrency or _DEFAULT_POOL
+        limits = httpx.Limits(max_connections=pool, max_keepalive_connections=pool)
+        cookies = self._retired[-1].cookies if self._retired else None
+        transport = httpx_transport(self.endpoint.url, limits)
+        client = httpx.AsyncClient(
+            headers=headers, timeout=timeout, limits=limits, transport=transport, cookies=cookies
+        )
+        self._pooled = pooled
+        if pooled:
+            from dspx_cli.lm.aiohttp_post import AiohttpPost  # ~130 ms of import: only when calls overlap
+
+            self._fast = AiohttpPost(client, self.endpoint.url, _JSON_HEADERS, limits)
+        return client
 
     def body(self, request: LMRequest) -> dict[str, Any]:
         """The JSON sent: extra parameters first, so the named settings win over them."""
@@ -144,6 +183,7 @@ class OpenAICompatLM(LM):
 
     async def _send(self, body: dict[str, Any]) -> httpx.Response | PlainReply:
         url = self.endpoint.url
+        self._in_flight += 1
         try:
             # orjson on both ends: the stdlib json is a visible share of each call at high concurrency.
             content = orjson.dumps(body)
@@ -153,7 +193,9 @@ class OpenAICompatLM(LM):
                 return await fast.post(content)
             return await client.post(url, content=content, headers=_JSON_HEADERS)
         except httpx.HTTPError as raw:
-            raise self.errors.transport(reclassify(raw), url) from None
+            raise self.errors.transport(raw, url) from None
+        finally:
+            self._in_flight -= 1
 
     def _parse(self, reply: httpx.Response | PlainReply, latency: float) -> LMResponse:
         url = self.endpoint.url
@@ -193,7 +235,7 @@ class OpenAICompatLM(LM):
         try:
             reply = await self._http().post(url, content=orjson.dumps(body), headers=_JSON_HEADERS)
         except httpx.HTTPError as raw:
-            raise self.errors.transport(reclassify(raw), url) from None
+            raise self.errors.transport(raw, url) from None
         latency = time.perf_counter() - started
         if reply.status_code >= 400:
             raise self.errors.status(reply, url)
@@ -212,7 +254,12 @@ class OpenAICompatLM(LM):
         return EmbeddingsResponse(vectors, usage, self.model, latency)
 
     async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
-            self._fast = None
+        clients, self._retired = [*self._retired, self._client], []
+        fast, self._fast = self._fast, None
+        self._client = None
+        self._pooled = False
+        if fast is not None:
+            await fast.aclose()
+        for client in clients:
+            if client is not None:
+                await client.aclose()

@@ -26,6 +26,7 @@ from dspx_cli.lm.providers import PROVIDERS, Provider, split_provider
 __all__ = [
     "CONNECT_TIMEOUT",
     "PROVIDERS",
+    "TRANSPORT_ENV",
     "Endpoint",
     "ErrorMapper",
     "LMRequestError",
@@ -253,31 +254,17 @@ def snippet(text: str) -> str:
     return json.dumps(shorten(text), ensure_ascii=False)
 
 
-def aiohttp_transport(limits: Any) -> Any:
-    """httpx's own pool rescans every connection for every queued request, which costs ~30 ms of CPU
-    per call at 64 in flight (benchmarks/evaluate_throughput.py); aiohttp's connector does not."""
-    if os.environ.get("DSPX_HTTP_TRANSPORT") == "httpx":
-        return None
-    from httpx_aiohttp import AiohttpTransport
-
-    return AiohttpTransport(limits=limits)
+# Forces one transport for every call ("httpx" or "aiohttp"); unset, the client picks (openai_compat.py).
+TRANSPORT_ENV = "DSPX_HTTP_TRANSPORT"
 
 
-def reclassify(exc: httpx.HTTPError) -> httpx.HTTPError:
-    """The aiohttp transport files every dropped connection under ConnectTimeout; sort them again
-    by the aiohttp error underneath, so refused, reset and stalled connections read differently."""
-    cause = exc.__cause__
-    if cause is None or not type(cause).__module__.startswith("aiohttp"):
-        return exc
-    import aiohttp
+def httpx_transport(url: str, limits: httpx.Limits) -> httpx.AsyncHTTPTransport:
+    """httpx's own transport. For an http:// endpoint, a TLS context that loads no certificates:
+    loading the CA bundle costs ~30 ms and the client never speaks TLS to that host (redirects are
+    not followed). It still verifies, and trusts nobody, so a TLS connection it is somehow asked
+    for fails rather than going unchecked."""
+    if url.startswith("http://"):
+        import ssl
 
-    text = str(cause) or type(cause).__name__
-    if isinstance(cause, aiohttp.ConnectionTimeoutError):
-        return httpx.ConnectTimeout(text)
-    if isinstance(cause, aiohttp.ServerTimeoutError):
-        return httpx.ReadTimeout(text)
-    if isinstance(cause, aiohttp.ClientConnectorError):
-        return httpx.ConnectError(text)
-    if isinstance(cause, (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError, aiohttp.ClientPayloadError)):
-        return httpx.ReadError(text)
-    return exc
+        return httpx.AsyncHTTPTransport(verify=ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT), limits=limits)
+    return httpx.AsyncHTTPTransport(limits=limits)
