@@ -198,3 +198,31 @@ def test_the_entry_point_offers_the_fast_path_every_command_it_parses() -> None:
     from dspx_cli.cli.fast_path import _COMMANDS
 
     assert set(_COMMANDS) == _FAST_COMMANDS
+
+
+def test_a_users_python_file_may_import_what_the_entry_point_blocks(tmp_path: Path, lm_server: LMServer) -> None:
+    """The `dspx` process blocks trio (httpcore would import it; dspx never runs on trio), yet a
+    metric or tool of the user's that imports it must load: here a local trio.py beside it."""
+    (tmp_path / "trio.py").write_text("MARK = 'local trio'\n")
+    (tmp_path / "metrics.py").write_text(
+        "import trio\n\ndef marked(example, prediction, trace=None):\n    return trio.MARK == 'local trio'\n"
+    )
+    (tmp_path / "dev.jsonl").write_text('{"text": "a", "answer": "b"}\n')
+    program = tmp_path / "p.yaml"
+    program.write_text(
+        f'lm: {{model: openai/x, api_base: "{lm_server.api_base}", num_retries: 0}}\n'
+        'modules:\n  echo: {signature: "text -> answer"}\n'
+        "data: {dev: dev.jsonl, inputs: [text]}\n"
+        'metric: {python: "metrics.py:marked"}\n'
+    )
+    lm_server.responder = lambda body: "[[ ## answer ## ]]\nb\n\n[[ ## completed ## ]]"
+    done = subprocess.run(
+        [sys.executable, "-m", "dspx_cli", "evaluate", str(program), "--json", "--output", str(tmp_path / "run")],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+        env={**os.environ, "NO_COLOR": "1", "PYTHONPATH": str(ROOT)},
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["score"] == 1.0

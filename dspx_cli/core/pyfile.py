@@ -122,6 +122,10 @@ def _import(path: Path, module_name: str) -> ModuleType:
     # Registered and on sys.path while it runs, so the file can import its neighbours and define
     # dataclasses (which look their module up in sys.modules).
     sys.modules[module_name] = module
+    # The `dspx` entry point blocks a few imports httpx would make and dspx never uses (a None in
+    # sys.modules, see cli/app.py); the user's file may want them, so they are unblocked first.
+    for blocked in [name for name, loaded in sys.modules.items() if loaded is None]:
+        del sys.modules[blocked]
     sys.path.insert(0, str(path.parent))
     try:
         spec.loader.exec_module(module)
