@@ -170,6 +170,16 @@ def test_a_callers_stop_strings_are_kept_beside_the_marker(smollm2: LocalGGUFLM)
     assert response.finish_reasons == ["stop"]
 
 
+def test_alternating_prompts_resume_from_saved_prefixes_with_the_same_replies(smollm2: LocalGGUFLM) -> None:
+    other = LMRequest(({"role": "user", "content": "Name three colours."},), max_tokens=12)
+    alone = complete(smollm2, FEW_SHOT).completions
+    saved_before = len(smollm2.llama.cache.cache_state)
+    replies = [complete(smollm2, request).completions for request in (other, FEW_SHOT, other, FEW_SHOT)]
+    assert replies[1] == replies[3] == alone
+    assert replies[0] == replies[2]
+    assert len(smollm2.llama.cache.cache_state) > saved_before  # each prompt's state is kept
+
+
 def test_llama_cpp_runs_on_half_the_cores(smollm2: LocalGGUFLM) -> None:
     # Its workers busy-wait at barriers: as many threads as cores stalls every call when anything
     # else runs beside it (see local_gguf's docstring).

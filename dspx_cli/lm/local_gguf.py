@@ -16,6 +16,7 @@ Two choices keep calls of the same size taking the same time (benchmarks/local_l
   busy-wait at every layer's barrier; when other processes (or another model) hold the cores, a
   descheduled worker stalls all the others, and a 300-token call that takes 0.3 s alone took up to
   60 s on 2 shared cores with 2 threads (10 s with 1).
+- Prompt prefixes are kept in RAM (PREFIX_CACHE_BYTES), so alternating prompts resume from their own.
 - Generation stops at the chat format's `[[ ## completed ## ]]` marker: nothing after it is parsed,
   and a small model goes on writing until max_tokens. The request (and so the cache key) is unchanged.
 """
@@ -46,6 +47,11 @@ DEFAULT_MAX_TOKENS = 512
 # SmolLM2's training context. Fixed rather than read from the file (n_ctx=0), because a 128k-context
 # GGUF would then reserve gigabytes of KV cache that few-shot prompts never use.
 MAX_CONTEXT = 8192
+# llama.cpp keeps only the last prompt's KV cache, so steps that alternate (triage's sentiment and
+# aspect, a chat call and its JSON fallback) re-read their whole few-shot prefix every call. Saved
+# states let each prompt resume from its longest cached prefix: ~11 MB per 400-token state of the
+# embedded model; 2-3x faster calls when prompts alternate.
+PREFIX_CACHE_BYTES = 256 << 20
 
 # create_chat_completion's sampling parameters. Other `extra` keys are ignored rather than
 # rejected, so a program written for a hosted model still runs with `--lm local/smollm2`.
@@ -130,9 +136,11 @@ def _open_llama(path: Path) -> Any:
         raise LMError(f"local model file not found: {path}")
     try:
         threads = default_threads()
-        return llama_cpp.Llama(str(path), n_ctx=MAX_CONTEXT, n_threads=threads, n_threads_batch=threads, verbose=False)
+        llama = llama_cpp.Llama(str(path), n_ctx=MAX_CONTEXT, n_threads=threads, n_threads_batch=threads, verbose=False)
     except (ValueError, RuntimeError, OSError) as exc:
         raise LMError(f"cannot load the GGUF model {path}: {exc}") from None
+    llama.set_cache(llama_cpp.LlamaRAMCache(capacity_bytes=PREFIX_CACHE_BYTES))
+    return llama
 
 
 def _silence_llama_log(llama_cpp: Any) -> None:
