@@ -198,7 +198,7 @@ def main() -> None:
     same = llama_cpp.Llama(
         str(path), n_ctx=local_gguf.MAX_CONTEXT, n_threads=threads, n_threads_batch=threads, verbose=False
     )
-    same.set_cache(llama_cpp.LlamaRAMCache(capacity_bytes=local_gguf.PREFIX_CACHE_BYTES))  # as dspx does
+    same.set_cache(local_gguf.prefix_cache(llama_cpp))  # as dspx does
     before = llama_cpp.Llama(str(path), n_ctx=local_gguf.MAX_CONTEXT, n_threads=os.cpu_count(), verbose=False)
 
     figures = dspx_vs_direct(same, reviews, args.rounds)

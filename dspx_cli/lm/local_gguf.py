@@ -139,8 +139,25 @@ def _open_llama(path: Path) -> Any:
         llama = llama_cpp.Llama(str(path), n_ctx=MAX_CONTEXT, n_threads=threads, n_threads_batch=threads, verbose=False)
     except (ValueError, RuntimeError, OSError) as exc:
         raise LMError(f"cannot load the GGUF model {path}: {exc}") from None
-    llama.set_cache(llama_cpp.LlamaRAMCache(capacity_bytes=PREFIX_CACHE_BYTES))
+    llama.set_cache(prefix_cache(llama_cpp))
     return llama
+
+
+def prefix_cache(llama_cpp: Any) -> Any:
+    """llama-cpp-python's RAM state cache, minus the per-token logits each state copies.
+
+    A saved state holds a row of logits for every prompt token (78 MB for 400 tokens of a
+    49k-token vocabulary), which the cache's size limit does not count: a few dozen prompts took
+    3.6 GB. Those rows serve only logprobs, which dspx never asks a local model for; loading a
+    state broadcasts the one row kept.
+    """
+
+    class PrefixCache(llama_cpp.LlamaRAMCache):
+        def __setitem__(self, key: Any, state: Any) -> None:
+            state.scores = state.scores[-1:].copy()
+            super().__setitem__(key, state)
+
+    return PrefixCache(capacity_bytes=PREFIX_CACHE_BYTES)
 
 
 def _silence_llama_log(llama_cpp: Any) -> None:
