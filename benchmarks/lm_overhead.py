@@ -3,7 +3,11 @@
     python benchmarks/lm_overhead.py [--calls 2000]
 
 1. Per-call overhead with the cache off against a 0 ms loopback server: the full dspx stack
-   (history, usage, retries, HTTP client) minus a bare httpx POST of the same body. Target <= 0.25 ms.
+   (history, usage, retries, HTTP client) minus a bare POST of the same body on the same transport.
+   The stack sends through aiohttp (httpx for what its fast path does not cover), so both a bare
+   aiohttp session and a bare httpx client are timed, and the overhead is taken over the faster
+   of them: subtracting a slower transport than the one the stack uses would hide dspx's cost
+   (it once printed -0.819 ms). Target <= 0.25 ms.
 2. Memory-cache hit: a repeated request served by the cache. Target <= 30 us.
 3. Disk-cache hit in a fresh process (entries written by another process). Target <= 300 us.
 DSPy 3.4.1 measured 1.17 ms, 720 us and 802 us for the same three on this machine.
@@ -24,6 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.figures import Figure, print_table  # noqa: E402
 from dspx_cli.lm.base import LMRequest  # noqa: E402
 from dspx_cli.lm.cache import CacheMode  # noqa: E402
 from dspx_cli.lm.config import LMConfig  # noqa: E402
@@ -42,7 +47,8 @@ def request(i: int) -> LMRequest:
     )
 
 
-async def per_call_overhead(server: LMServer, calls: int, cache_dir: Path) -> tuple[float, float]:
+async def per_call_overhead(server: LMServer, calls: int, cache_dir: Path) -> tuple[float, float, float]:
+    import aiohttp
     import httpx
 
     context = RunContext(cache_dir=cache_dir, cache_mode=CacheMode.OFF)
@@ -56,20 +62,30 @@ async def per_call_overhead(server: LMServer, calls: int, cache_dir: Path) -> tu
         response = await raw_client.post(url, json=body)
         response.json()["choices"][0]["message"]["content"]
 
+    session = aiohttp.ClientSession(headers={"Authorization": "Bearer sk-bench"})
+
+    async def raw_aiohttp(i: int) -> None:
+        r = request(i)
+        body = {"model": "bench", "messages": list(r.messages), "temperature": 0.0, "max_tokens": 64, "n": 1}
+        async with session.post(url, data=json.dumps(body), headers={"Content-Type": "application/json"}) as reply:
+            (await reply.json())["choices"][0]["message"]["content"]
+
     async def stack(i: int) -> None:
         await lm.complete(request(i))
 
-    raw_times: list[float] = []
+    httpx_times: list[float] = []
+    aiohttp_times: list[float] = []
     stack_times: list[float] = []
-    for block in range(10):  # interleaved blocks: machine noise hits both sides alike
-        for fn, out in ((raw, raw_times), (stack, stack_times)):
+    for block in range(10):  # interleaved blocks: machine noise hits every side alike
+        for fn, out in ((raw, httpx_times), (raw_aiohttp, aiohttp_times), (stack, stack_times)):
             started = time.perf_counter()
             for i in range(calls // 10):
                 await fn(block * calls + i)
             out.append((time.perf_counter() - started) / (calls // 10))
     await raw_client.aclose()
+    await session.close()
     await context.aclose()
-    return statistics.median(raw_times), statistics.median(stack_times)
+    return statistics.median(httpx_times), statistics.median(aiohttp_times), statistics.median(stack_times)
 
 
 async def memory_hit(server: LMServer, cache_dir: Path, repeats: int) -> tuple[float, float]:
@@ -133,33 +149,23 @@ def main() -> None:
     args = parser.parse_args()
     with LMServer() as server, tempfile.TemporaryDirectory() as scratch:
         server.responder = lambda body: REPLY
-        raw_s, stack_s = asyncio.run(per_call_overhead(server, args.calls, Path(scratch) / "off"))
+        httpx_s, aiohttp_s, stack_s = asyncio.run(per_call_overhead(server, args.calls, Path(scratch) / "off"))
         cache_s, full_s = asyncio.run(memory_hit(server, Path(scratch) / "mem", 20000))
         disk = disk_hit(server, Path(scratch) / "disk", 500)
+    raw_s = min(httpx_s, aiohttp_s)
     overhead_ms = (stack_s - raw_s) * 1000
-    rows = [
-        ("raw httpx POST, 0 ms server", f"{raw_s * 1000:8.3f} ms", ""),
-        ("dspx stack, cache off", f"{stack_s * 1000:8.3f} ms", ""),
-        ("  per-call overhead", f"{overhead_ms:8.3f} ms", _verdict(overhead_ms, 0.25, "ms", 1.17)),
-        ("memory-cache hit (cache layer)", f"{cache_s * 1e6:8.1f} us", _verdict(cache_s * 1e6, 30, "us", 720)),
-        ("memory-cache hit (+usage, history)", f"{full_s * 1e6:8.1f} us", ""),
-        (
-            "disk-cache hit, fresh process",
-            f"{disk['per_hit'] * 1e6:8.1f} us",
-            _verdict(disk["per_hit"] * 1e6, 300, "us", 802),
+    print(f"bare POST, 0 ms server: aiohttp {aiohttp_s * 1000:.3f} ms, httpx {httpx_s * 1000:.3f} ms (same run)")
+    print(f"dspx stack, cache off : {stack_s * 1000:.3f} ms")
+    figures = [
+        Figure(
+            "per-call overhead, cache off", overhead_ms, "ms", 0.25, f"bare POST {raw_s * 1000:.3f} ms; DSPy 1.17 ms"
         ),
-        ("  opening the cache + first hit", f"{disk['open_and_first'] * 1000:8.2f} ms", ""),
+        Figure("memory-cache hit (cache layer)", cache_s * 1e6, "us", 30, "DSPy 720 us"),
+        Figure("memory-cache hit (+usage, history)", full_s * 1e6, "us", None, ""),
+        Figure("disk-cache hit, fresh process", disk["per_hit"] * 1e6, "us", 300, "DSPy 802 us"),
+        Figure("  opening the cache + first hit", disk["open_and_first"] * 1000, "ms", None, ""),
     ]
-    print(f"{'measure':38} {'value':>11}  target / DSPy 3.4.1")
-    for name, value, verdict in rows:
-        print(f"{name:38} {value}  {verdict}")
-    print(
-        f"(raw HTTP per call in the same run: {raw_s * 1000:.3f} ms; overhead = {overhead_ms / (raw_s * 1000):.1%} of it)"
-    )
-
-
-def _verdict(value: float, target: float, unit: str, dspy: float) -> str:
-    return f"<= {target:g} {unit} {'met' if value <= target else 'MISSED'} · DSPy {dspy:g} {unit} ({dspy / value:.1f}x)"
+    print_table(figures)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import os
 import subprocess
 import sys
 import time
@@ -16,9 +17,11 @@ from pathlib import Path
 
 import pytest
 
+from dspx_cli.adapters import ChatAdapter
+from dspx_cli.core import Signature
 from dspx_cli.errors import LMError
 from dspx_cli.lm import LM, LMConfig, LMRequest, LMResponse, create_lm
-from dspx_cli.lm.local_gguf import EMBEDDED_FILE, LocalGGUFLM, embedded_model_path
+from dspx_cli.lm.local_gguf import EMBEDDED_FILE, LocalGGUFLM, default_threads, embedded_model_path
 
 REPO = Path(__file__).resolve().parent.parent
 CAPITAL = LMRequest(messages=({"role": "user", "content": "What is the capital of France?"},), max_tokens=24)
@@ -48,6 +51,7 @@ FEW_SHOT = LMRequest(
     ),
     max_tokens=48,
 )
+FEW_SHOT_SIGNATURE = Signature.parse("review -> sentiment: Literal['positive', 'negative']")
 
 
 def complete(lm: LM, request: LMRequest) -> LMResponse:
@@ -148,6 +152,42 @@ def test_few_shot_chat_adapter_prompt_gets_field_markers(smollm2: LocalGGUFLM) -
     reply = complete(smollm2, FEW_SHOT).completions[0]
     assert "[[ ## sentiment ## ]]" in reply
     assert "positive" in reply or "negative" in reply
+
+
+def test_generation_stops_at_the_completed_marker(smollm2: LocalGGUFLM) -> None:
+    # Without the stop, SmolLM2 writes the marker and goes on ("...[[ ## completed ## ]]\nThe plot...").
+    response = complete(smollm2, FEW_SHOT)
+    reply = response.completions[0]
+    assert "[[ ## completed ## ]]" not in reply
+    assert response.finish_reasons == ["stop"]
+    assert ChatAdapter().parse(FEW_SHOT_SIGNATURE, reply)["sentiment"] in ("positive", "negative")
+
+
+def test_a_callers_stop_strings_are_kept_beside_the_marker(smollm2: LocalGGUFLM) -> None:
+    request = LMRequest(FEW_SHOT.messages, max_tokens=48, extra={"stop": "## ]]"})
+    response = complete(smollm2, request)
+    assert response.completions == ["[[ ## sentiment "]
+    assert response.finish_reasons == ["stop"]
+
+
+def test_alternating_prompts_resume_from_saved_prefixes_with_the_same_replies(smollm2: LocalGGUFLM) -> None:
+    other = LMRequest(({"role": "user", "content": "Name three colours."},), max_tokens=12)
+    alone = complete(smollm2, FEW_SHOT).completions
+    saved_before = len(smollm2.llama.cache.cache_state)
+    replies = [complete(smollm2, request).completions for request in (other, FEW_SHOT, other, FEW_SHOT)]
+    assert replies[1] == replies[3] == alone
+    assert replies[0] == replies[2]
+    assert len(smollm2.llama.cache.cache_state) > saved_before  # each prompt's state is kept
+    # without their per-token logits (78 MB a state for a 400-token prompt; dspx never asks for logprobs)
+    assert all(state.scores.shape[0] == 1 for state in smollm2.llama.cache.cache_state.values())
+
+
+def test_llama_cpp_runs_on_half_the_cores(smollm2: LocalGGUFLM) -> None:
+    # Its workers busy-wait at barriers: as many threads as cores stalls every call when anything
+    # else runs beside it (see local_gguf's docstring).
+    cores = len(os.sched_getaffinity(0))
+    assert default_threads() == max(1, cores // 2)
+    assert smollm2.llama.n_threads == smollm2.llama.n_threads_batch == default_threads()
 
 
 def test_n_completions(smollm2: LocalGGUFLM) -> None:

@@ -24,7 +24,9 @@ from dspx_cli.errors import AdapterParseError
 __all__ = ["ChatAdapter"]
 
 _HEADER_RE = re.compile(r"\[\[ ## (\w+) ## \]\]")
-_COMPLETED = "[[ ## completed ## ]]"
+# The chat format's end of reply. Nothing after it is parsed, so local backends stop generating there.
+COMPLETED_MARKER = "[[ ## completed ## ]]"
+_COMPLETED = COMPLETED_MARKER
 INCOMPLETE_DEMO_PREFIX = "This is an example of the task, though some input or output fields are not supplied."
 NOT_SUPPLIED = "Not supplied for this particular example. "
 NOT_IN_HISTORY = "Not supplied for this conversation history message. "
