@@ -274,3 +274,13 @@ def test_checkpoint_folder_loads_once_and_honours_n_and_max_tokens(hf_checkpoint
 def test_checkpoint_few_shot_prompt_gets_field_markers(hf_checkpoint: Path) -> None:
     reply = complete(create_lm(LMConfig(model=str(hf_checkpoint))), FEW_SHOT).completions[0]
     assert "[[ ## sentiment ## ]]" in reply
+
+
+def test_the_thread_count_can_be_chosen(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DSPX_LOCAL_THREADS", "3")
+    assert default_threads() == 3
+    monkeypatch.setenv("DSPX_LOCAL_THREADS", "0")
+    assert default_threads() == 1
+    monkeypatch.setenv("DSPX_LOCAL_THREADS", "many")
+    with pytest.raises(LMError, match="DSPX_LOCAL_THREADS='many': expected a whole number"):
+        default_threads()
