@@ -14,6 +14,8 @@ from dspx_cli.errors import EXIT_USAGE, DspxError, ProgramError, UsageError
 from dspx_cli.evaluate import configured_splits, load_examples
 from dspx_cli.program.loader import load_program
 from dspx_cli.program.model import Program
+from tests.cli_inprocess import dspx
+from tests.lm_server import LMServer
 
 PROGRAM = """\
 signatures:
@@ -299,3 +301,34 @@ def test_the_shipped_programs_load_their_data() -> None:
         assert len(load_examples(program, "train")) == 40
     qa = load_program(root / "programs" / "qa.yaml")
     assert [e.input_keys for e in load_examples(qa, limit=2)] == [("question",), ("question",)]
+
+
+def test_an_optional_input_may_be_left_out_of_a_record(tmp_path: Path, lm_server: LMServer) -> None:
+    """As with -i and --batch rows: the example lacks it, and the prompt has no section for it."""
+    write_jsonl(
+        tmp_path / "dev.jsonl",
+        [
+            {"question": "q1", "answer": "a"},
+            {"question": "q2", "hint": None, "answer": "a"},
+            {"question": "q3", "hint": "think", "answer": "a"},
+        ],
+    )
+    path = tmp_path / "p.yaml"
+    path.write_text(
+        f'lm: {{model: openai/x, api_base: "{lm_server.api_base}", num_retries: 0}}\n'
+        'modules:\n  m: {signature: "question: str, hint: Optional[str] -> answer"}\n'
+        "data: {dev: dev.jsonl}\nmetric: exact_match\n"
+    )
+    examples = load_examples(load_program(path))
+    assert [sorted(example.inputs().keys()) for example in examples] == [
+        ["question"],
+        ["hint", "question"],
+        ["hint", "question"],
+    ]
+    lm_server.responder = lambda body: "[[ ## answer ## ]]\na\n\n[[ ## completed ## ]]"
+    done = dspx("evaluate", str(path), "--json", "-j", "1", "--output", str(tmp_path / "run"))
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["score"] == 1.0
+    users = [request.body["messages"][-1]["content"] for request in lm_server.requests]
+    assert ["[[ ## hint ## ]]" in text for text in users] == [False, True, True]
+    assert "[[ ## hint ## ]]\nNone" in users[1] and "[[ ## hint ## ]]\nthink" in users[2]

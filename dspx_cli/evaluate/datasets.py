@@ -42,6 +42,7 @@ from dspx_cli.core import Example
 from dspx_cli.core.json_values import json_kind
 from dspx_cli.core.jsonl import BadLine, decode_line, first_clause, read_objects
 from dspx_cli.errors import DspxError, Location, ProgramError, UsageError
+from dspx_cli.program.input_types import allows_none
 from dspx_cli.program.model import Program
 
 __all__ = ["SPLITS", "BadRow", "configured_splits", "load_examples", "load_rows"]
@@ -150,7 +151,7 @@ def _records(
         what = f"{source.path}"
     else:
         source, records, what = _split_records(program, split, types, strict)
-    records = _check_inputs(records, inputs)
+    records = _check_inputs(records, inputs, _optional_inputs(program))
     if strict:
         _refuse_bad(source, records)
     if not records:
@@ -265,13 +266,21 @@ def _field_types(program: Program) -> dict[str, Any]:
     return types
 
 
-def _check_inputs(records: list[_Record], inputs: list[str]) -> list[_Record]:
+def _optional_inputs(program: Program) -> set[str]:
+    """Inputs whose type admits None: a record may leave them out, as `-i` and --batch rows may
+    (the example then lacks them and the prompt has no section for them, as in DSPy)."""
+    return {name for name, field in program.inputs.items() if allows_none(field.annotation)}
+
+
+def _check_inputs(records: list[_Record], inputs: list[str], optional: set[str]) -> list[_Record]:
     checked = []
     for record in records:
         problem = record.problem
         for key in inputs:
             if problem is not None:
                 break
+            if key in optional:
+                continue
             if key not in record.values:
                 present = ", ".join(record.values) or "none"
                 problem = f"the record has no input {key!r} (its keys: {present})"
