@@ -26,6 +26,9 @@ class LMRequest:
     extra: dict[str, Any] = field(default_factory=dict)
     # Distinguishes otherwise identical requests in the cache (DSPy's rollout_id); never sent.
     rollout_id: int | None = None
+    # Cache keys already hashed for this request, by model: the cache and the history both need
+    # one on every call (lm/cache.request_key fills it; the request is frozen, so it stays valid).
+    keys: dict[str, str] = field(default_factory=dict, init=False, repr=False, compare=False)
 
 
 @dataclass(frozen=True)

@@ -48,6 +48,9 @@ class CacheMode(enum.Enum):
 
 
 def request_key(model: str, request: LMRequest) -> str:
+    known = request.keys.get(model)
+    if known is not None:
+        return known
     # orjson: the key is computed on every call, and the stdlib json takes ~4x longer.
     payload = {
         "v": KEY_VERSION,
@@ -59,7 +62,9 @@ def request_key(model: str, request: LMRequest) -> str:
         "extra": request.extra,
         "rollout_id": request.rollout_id,
     }
-    return hashlib.sha256(orjson.dumps(payload, option=orjson.OPT_SORT_KEYS)).hexdigest()
+    key = hashlib.sha256(orjson.dumps(payload, option=orjson.OPT_SORT_KEYS)).hexdigest()
+    request.keys[model] = key
+    return key
 
 
 class ResponseCache:
