@@ -8,7 +8,7 @@ from typing import Any, Self
 
 from dspx_cli.adapters import ChatAdapter, JSONAdapter
 from dspx_cli.core import Prediction, Signature
-from dspx_cli.errors import AdapterParseError, LMError
+from dspx_cli.errors import AdapterParseError
 from dspx_cli.lm.base import LM, LMRequest, LMResponse, Message, Usage
 from dspx_cli.modules import trace as tracing
 
@@ -44,8 +44,6 @@ class Predict:
         self.extra = dict(extra or {})
         self.on_fallback = on_fallback
         self.on_unusable_reply = on_unusable_reply  # called with `cached` for each reply that did not parse
-        # Cleared when an endpoint rejects json_schema; json_object is then used from there on.
-        self._structured_outputs = True
 
     def named_predictors(self) -> list[tuple[str, Predict]]:
         return [("", self)]
@@ -79,7 +77,7 @@ class Predict:
         adapter = adapter or self.adapter
         extra = dict(self.extra)
         if isinstance(adapter, JSONAdapter) and "response_format" not in extra:
-            extra["response_format"] = adapter.response_format(self.signature, structured=self._structured_outputs)
+            extra["response_format"] = adapter.response_format(self.signature)
         # An optimizer may resample a whole run (bootstrap rounds); see modules/trace.py.
         override = tracing.current_override()
         temperature = self.temperature
@@ -141,18 +139,7 @@ class Predict:
 
     async def _complete(self, adapter: ChatAdapter, inputs: dict[str, Any]) -> tuple[LMRequest, LMResponse]:
         assert self.lm is not None
+        # A server that refuses json_schema gets json_object from the HTTP backend itself
+        # (lm/structured_outputs.py), below the retries: nothing to fall back on here.
         request = self.request(inputs, adapter)
-        try:
-            return request, await self.lm.complete(request)
-        except LMError as exc:
-            # Not every OpenAI-compatible server knows json_schema; json_object is widely supported.
-            if not (isinstance(adapter, JSONAdapter) and self._structured_outputs and _rejects_schema(exc)):
-                raise
-            self._structured_outputs = False
-            request = self.request(inputs, adapter)
-            return request, await self.lm.complete(request)
-
-
-def _rejects_schema(error: LMError) -> bool:
-    text = str(error).lower()
-    return getattr(error, "status", None) == 400 and ("response_format" in text or "json_schema" in text)
+        return request, await self.lm.complete(request)
