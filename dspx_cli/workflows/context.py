@@ -7,12 +7,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dspx_cli.errors import UsageError
-from dspx_cli.lm.cache import CacheMode
-from dspx_cli.program.context import RunContext
 from dspx_cli.program.model import Program
 
 if TYPE_CHECKING:
-    # Imported where used: it pulls in every module type, which `dspx validate` does not need.
+    # Imported where used: the run context pulls in the cache (hashlib, orjson, logging), the
+    # runner every module type; `dspx validate` needs neither (it imports this for CacheOptions).
+    from dspx_cli.program.context import RunContext
     from dspx_cli.program.runner import ProgramRunner
 
 
@@ -37,6 +37,9 @@ class CacheOptions:
         ]
         if len(chosen) > 1:
             raise UsageError(f"{' and '.join(chosen)} contradict each other; pick one")
+        from dspx_cli.lm.cache import CacheMode
+        from dspx_cli.program.context import RunContext
+
         mode = (
             CacheMode.OFF
             if self.no_cache
