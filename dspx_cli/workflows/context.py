@@ -54,10 +54,15 @@ class CacheOptions:
 
 def build_runner(program: Program, context: RunContext | None, state_file: Path | None) -> ProgramRunner:
     """The program's modules, with a compiled state (demos, instructions) applied when given."""
-    from dspx_cli.evaluate.rewards import build_rewards
     from dspx_cli.program.runner import ProgramRunner
 
-    runner = ProgramRunner(program, context, rewards=build_rewards(program, context))
+    rewards = None
+    if any(definition.reward is not None for definition in program.modules.values()):
+        # Imported only then: the evaluate layer (metrics, datasets) is not needed to run a program.
+        from dspx_cli.evaluate.rewards import build_rewards
+
+        rewards = build_rewards(program, context)
+    runner = ProgramRunner(program, context, rewards=rewards)
     if state_file is not None:
         from dspx_cli.optimizers.state import load_state, read_state_file
 
