@@ -261,3 +261,40 @@ def test_a_users_python_file_is_torn_down_as_in_a_normal_exit(tmp_path: Path, lm
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["score"] == 1.0
     assert log.read_text() == "a scored\n"
+
+
+def test_the_garbage_collector_is_on_once_the_program_runs(tmp_path: Path, lm_server: LMServer) -> None:
+    """The entry point pauses the collector for start-up only: a metric (run in the evaluate loop)
+    sees it on, and so does whatever the typer app runs when the fast path declines."""
+    (tmp_path / "metrics.py").write_text(
+        "import gc\n\ndef collecting(example, prediction, trace=None):\n    return float(gc.isenabled())\n"
+    )
+    (tmp_path / "dev.jsonl").write_text('{"text": "a", "answer": "b"}\n')
+    program = tmp_path / "p.yaml"
+    program.write_text(
+        f'lm: {{model: openai/x, api_base: "{lm_server.api_base}", num_retries: 0}}\n'
+        'modules:\n  echo: {signature: "text -> answer"}\n'
+        "data: {dev: dev.jsonl, inputs: [text]}\n"
+        'metric: {python: "metrics.py:collecting"}\n'
+    )
+    lm_server.responder = lambda body: "[[ ## answer ## ]]\nb\n\n[[ ## completed ## ]]"
+    argv = ("evaluate", str(program), "--json", "--output", str(tmp_path / "run"))
+    done = subprocess.run(
+        [sys.executable, "-c", _THROUGH_MAIN, *argv], capture_output=True, text=True, cwd=tmp_path, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["score"] == 1.0
+    script = (
+        "import atexit, gc, sys\n"
+        "atexit.register(lambda: print('collector on' if gc.isenabled() else 'collector off', file=sys.stderr))\n"
+        + _THROUGH_MAIN
+    )
+    declined = subprocess.run(  # `--graph=yes` is not the fast path's: typer reports the usage error
+        [sys.executable, "-c", script, "validate", str(program), "--graph=yes"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
+    assert declined.returncode == 2
+    assert declined.stderr.strip().splitlines()[-1] == "collector on"

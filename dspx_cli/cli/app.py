@@ -13,6 +13,12 @@ run. It ends normally instead when a thread other than daemons is still alive (t
 would join it) or when a program's own Python file was imported (user code may leave a file to be
 flushed by its finalizer). `main` therefore does not return; call `app` to run dspx inside
 another program.
+
+The fast path also runs start-up with the garbage collector paused: importing and building the
+program-file models makes hundreds of thousands of objects and no garbage cycles worth looking
+for, and the collector's passes over them cost 10-15 ms. `run` and `evaluate` turn it back on once
+the program is loaded, before their first LM call (cli/commands.py, cli/evaluate_command.py);
+`validate` ends first.
 """
 
 from __future__ import annotations
@@ -36,14 +42,18 @@ def main() -> None:
         sys.modules.setdefault(name, None)  # type: ignore[arg-type] # None makes `import name` fail
     argv = sys.argv[1:]
     if argv and argv[0] in _FAST_COMMANDS:
+        import gc
+
         from dspx_cli.cli.fast_path import dispatch
 
+        gc.disable()
         try:
             handled = dispatch(argv)
         except SystemExit as exc:
             _leave(exc.code)
         if handled:
             _leave(0)
+        gc.enable()  # nothing was run: the typer app parses the command line
     from dspx_cli.cli.typer_app import app as typer_app
 
     typer_app(prog_name="dspx")
