@@ -164,6 +164,13 @@ def main() -> None:
         f"{verdict(intercept, 300.0)}  (wall of {args.examples} ex. minus 1/3 of the {4 * args.examples}-ex. extra)"
     )
     print(f"baseline python -c pass: {baseline:.1f} ms wall, {baseline_cpu:.1f} ms cpu")
+    cores = os.cpu_count() or 1
+    if max(load_before[0], load_after[0]) > cores:
+        # Processes queue for a core: wall times grow with the queue, CPU times much less.
+        print(
+            f"note: the machine was busy (load above {cores} cores): wall figures include waiting for a "
+            "core; cpu ms (user + system of each process) is the steadier figure"
+        )
 
 
 if __name__ == "__main__":
