@@ -14,6 +14,11 @@ range / median), and the target. Figures and targets:
   of two dataset sizes (N and 4N examples: wall_N - (wall_4N - wall_N) / 3) is printed beside it.
 
 A figure that is zero or negative is a broken measurement, never "met".
+
+Every process runs with its bytecode cached, as an installed dspx runs (pip compiles on install): a
+PYTHONDONTWRITEBYTECODE in the environment would make each run compile dspx_cli from source again
+(~50 ms), so the children write their caches under a scratch PYTHONPYCACHEPREFIX instead (filled by
+the warm-up round, and leaving the source tree alone).
 """
 
 from __future__ import annotations
@@ -49,12 +54,12 @@ class Figure:
     loops: list[float] = field(default_factory=list)  # evaluate: the loop time it reports
     summary: Path | None = None
 
-    def measure(self) -> None:
+    def measure(self, env: dict[str, str]) -> None:
         if self.summary is not None:
             self.summary.unlink(missing_ok=True)
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         started = time.perf_counter()
-        done = subprocess.run(self.command, capture_output=True, text=True)
+        done = subprocess.run(self.command, capture_output=True, text=True, env=env)
         wall = (time.perf_counter() - started) * 1000
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         if done.returncode != 0:
@@ -123,14 +128,16 @@ def main() -> None:
         ]
         figures[-2].summary = folder / f"run{args.examples}" / "summary.json"
         figures[-1].summary = folder / f"run{4 * args.examples}" / "summary.json"
+        env = {key: value for key, value in os.environ.items() if key != "PYTHONDONTWRITEBYTECODE"}
+        env["PYTHONPYCACHEPREFIX"] = str(folder / "pycache")
         for figure in figures:  # warm the OS file cache and the bytecode caches
-            figure.measure()
+            figure.measure(env)
             figure.walls.clear(), figure.cpus.clear(), figure.loops.clear()
         order = list(figures)
         for _ in range(args.runs):
             random.shuffle(order)
             for figure in order:
-                figure.measure()
+                figure.measure(env)
     load_after = os.getloadavg()
 
     median: Callable[[list[float]], float] = statistics.median
@@ -157,6 +164,13 @@ def main() -> None:
         f"{verdict(intercept, 300.0)}  (wall of {args.examples} ex. minus 1/3 of the {4 * args.examples}-ex. extra)"
     )
     print(f"baseline python -c pass: {baseline:.1f} ms wall, {baseline_cpu:.1f} ms cpu")
+    cores = os.cpu_count() or 1
+    if max(load_before[0], load_after[0]) > cores:
+        # Processes queue for a core: wall times grow with the queue, CPU times much less.
+        print(
+            f"note: the machine was busy (load above {cores} cores): wall figures include waiting for a "
+            "core; cpu ms (user + system of each process) is the steadier figure"
+        )
 
 
 if __name__ == "__main__":

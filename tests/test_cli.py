@@ -24,9 +24,11 @@ def imported_modules(*argv: str) -> list[str]:
     script = (
         "import sys, json\n"
         f"sys.argv = ['dspx', *{list(argv)!r}]\n"
+        "import atexit\n"
+        # At exit: main() may end the process itself (os._exit after the atexit functions).
+        f"atexit.register(lambda: print(json.dumps([m for m in {HEAVY!r} if m in sys.modules]), file=sys.stderr))\n"
         "from dspx_cli.cli.app import main\n"
-        "try:\n    main()\nexcept SystemExit:\n    pass\n"
-        f"print(json.dumps([m for m in {HEAVY!r} if m in sys.modules]), file=sys.stderr)\n"
+        "main()\n"
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=120)
     return json.loads(done.stderr.strip().splitlines()[-1])

@@ -141,29 +141,35 @@ def test_what_the_fast_path_parses(monkeypatch: pytest.MonkeyPatch) -> None:
         assert parse(unusual, _RUN) is None, unusual
 
 
-def test_validate_imports_neither_typer_nor_the_http_stack_nor_rich() -> None:
+def test_validate_imports_neither_typer_nor_the_http_stack_nor_rich_nor_asyncio() -> None:
     script = (
         "import sys, json\n"
         f"sys.argv = ['dspx', 'validate', {str(PROGRAMS / 'sentiment.yaml')!r}]\n"
+        "import atexit\n"
+        "names = ('typer', 'httpx', 'aiohttp', 'rich', 'torch', 'llama_cpp', 'asyncio', 'dspx_cli.lm.cache')\n"
+        # At exit: main() ends the process itself (os._exit after the atexit functions).
+        "atexit.register(lambda: print(json.dumps([m for m in names if m in sys.modules]), file=sys.stderr))\n"
         "from dspx_cli.cli.app import main\n"
         "main()\n"
-        "names = ('typer', 'httpx', 'aiohttp', 'rich', 'torch', 'llama_cpp')\n"
-        "print(json.dumps([m for m in names if m in sys.modules]), file=sys.stderr)\n"
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stderr.strip().splitlines()[-1]) == []
 
 
-def test_one_run_call_imports_no_aiohttp(echo_program: Path, lm_server: LMServer) -> None:
+def test_one_run_call_imports_no_aiohttp_nor_module_types_it_does_not_use(
+    echo_program: Path, lm_server: LMServer
+) -> None:
     answer = "[[ ## answer ## ]]\nhello\n\n[[ ## completed ## ]]"
     lm_server.push(Reply(json={"choices": [{"message": {"content": answer}, "finish_reason": "stop"}]}))
     script = (
         "import sys, json\n"
         f"sys.argv = ['dspx', 'run', {str(echo_program)!r}, '-i', 'text=hi', '--no-cache']\n"
+        "import atexit\n"
+        "names = ('aiohttp', 'typer', 'dspx_cli.modules.react', 'dspx_cli.retrieval', 'dspx_cli.evaluate')\n"
+        "atexit.register(lambda: print(json.dumps([m for m in names if m in sys.modules]), file=sys.stderr))\n"
         "from dspx_cli.cli.app import main\n"
         "main()\n"
-        "print(json.dumps([m for m in ('aiohttp', 'typer') if m in sys.modules]), file=sys.stderr)\n"
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert done.returncode == 0, done.stderr
@@ -226,3 +232,72 @@ def test_a_users_python_file_may_import_what_the_entry_point_blocks(tmp_path: Pa
     )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["score"] == 1.0
+
+
+def test_a_users_python_file_is_torn_down_as_in_a_normal_exit(tmp_path: Path, lm_server: LMServer) -> None:
+    """The fast path ends the process without the interpreter's teardown, except when a program's
+    own Python file was imported: here a metric whose log file is only flushed when it is finalized."""
+    log = tmp_path / "scores.log"
+    (tmp_path / "metrics.py").write_text(
+        f"LOG = open({str(log)!r}, 'w', buffering=1 << 20)  # flushed when the file object is finalized\n\n"
+        "def logged(example, prediction, trace=None):\n"
+        "    LOG.write(f'{example.text} scored\\n')\n"
+        "    return 1.0\n"
+    )
+    (tmp_path / "dev.jsonl").write_text('{"text": "a", "answer": "b"}\n')
+    program = tmp_path / "p.yaml"
+    program.write_text(
+        f'lm: {{model: openai/x, api_base: "{lm_server.api_base}", num_retries: 0}}\n'
+        'modules:\n  echo: {signature: "text -> answer"}\n'
+        "data: {dev: dev.jsonl, inputs: [text]}\n"
+        'metric: {python: "metrics.py:logged"}\n'
+    )
+    lm_server.responder = lambda body: "[[ ## answer ## ]]\nb\n\n[[ ## completed ## ]]"
+    done = subprocess.run(
+        [sys.executable, "-m", "dspx_cli", "evaluate", str(program), "--json", "--output", str(tmp_path / "run")],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+        env={**os.environ, "NO_COLOR": "1", "PYTHONPATH": str(ROOT)},
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["score"] == 1.0
+    assert log.read_text() == "a scored\n"
+
+
+def test_the_garbage_collector_is_on_once_the_program_runs(tmp_path: Path, lm_server: LMServer) -> None:
+    """The entry point pauses the collector for start-up only: a metric (run in the evaluate loop)
+    sees it on, and so does whatever the typer app runs when the fast path declines."""
+    (tmp_path / "metrics.py").write_text(
+        "import gc\n\ndef collecting(example, prediction, trace=None):\n    return float(gc.isenabled())\n"
+    )
+    (tmp_path / "dev.jsonl").write_text('{"text": "a", "answer": "b"}\n')
+    program = tmp_path / "p.yaml"
+    program.write_text(
+        f'lm: {{model: openai/x, api_base: "{lm_server.api_base}", num_retries: 0}}\n'
+        'modules:\n  echo: {signature: "text -> answer"}\n'
+        "data: {dev: dev.jsonl, inputs: [text]}\n"
+        'metric: {python: "metrics.py:collecting"}\n'
+    )
+    lm_server.responder = lambda body: "[[ ## answer ## ]]\nb\n\n[[ ## completed ## ]]"
+    argv = ("evaluate", str(program), "--json", "--output", str(tmp_path / "run"))
+    done = subprocess.run(
+        [sys.executable, "-c", _THROUGH_MAIN, *argv], capture_output=True, text=True, cwd=tmp_path, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["score"] == 1.0
+    script = (
+        "import atexit, gc, sys\n"
+        "atexit.register(lambda: print('collector on' if gc.isenabled() else 'collector off', file=sys.stderr))\n"
+        + _THROUGH_MAIN
+    )
+    declined = subprocess.run(  # `--graph=yes` is not the fast path's: typer reports the usage error
+        [sys.executable, "-c", script, "validate", str(program), "--graph=yes"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
+    assert declined.returncode == 2
+    assert declined.stderr.strip().splitlines()[-1] == "collector on"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import sys
 from pathlib import Path
@@ -41,6 +42,7 @@ def run(
         batch=input_file is not None,
         pairs=pairs,
     )
+    gc.enable()  # start-up is over (the entry point may have paused the collector, cli/app.py)
     if input_file is not None:
         run_file(loaded, input_file, concurrency, trace=trace)
         return

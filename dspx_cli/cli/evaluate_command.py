@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import sys
 from pathlib import Path
@@ -18,6 +19,7 @@ __all__ = ["EvaluateOptions", "run"]
 
 def run(path: Path, lm_override: str | None, options: EvaluateOptions, cache: CacheOptions) -> None:
     job = workflow.prepare(path, lm_override, options, cache)
+    gc.enable()  # start-up is over (the entry point may have paused the collector, cli/app.py)
     try:
         result = workflow.execute(job, Hooks(progress=Progress))
     except BaseException:

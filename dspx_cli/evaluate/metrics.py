@@ -13,7 +13,6 @@ Built-ins are records of the registry in `metric_base.py`, defined in `builtin_m
 from __future__ import annotations
 
 import ast
-import asyncio
 import difflib
 import inspect
 from collections.abc import Callable, Mapping
@@ -143,6 +142,8 @@ class _PythonMetric:
             else:
                 # A thread, as DSPy's evaluator uses: a slow or blocking metric (one that calls an
                 # LM itself, say) must not stall every other example's LM calls.
+                import asyncio  # here: `dspx validate` resolves metrics without importing asyncio
+
                 result = await asyncio.to_thread(self.function, *args)
                 if inspect.isawaitable(result):
                     result = await result

@@ -8,16 +8,20 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dspx_cli.adapters import ChatAdapter, JSONAdapter
 from dspx_cli.core.pyfile import PyFileError, split_target
 from dspx_cli.errors import UsageError
 from dspx_cli.lm.base import LM
-from dspx_cli.modules import Module, Retrieve, RewardFn, Tool, calculator
+from dspx_cli.modules.base import Module
 from dspx_cli.program.context import RunContext
 from dspx_cli.program.model import ModuleDef, Program, RetrieverDef, ToolDef
 from dspx_cli.program.module_types import MODULE_TYPES
+
+if TYPE_CHECKING:
+    from dspx_cli.modules.best_of_n import RewardFn
+    from dspx_cli.modules.tool import Tool
 
 
 def build_module(
@@ -78,8 +82,13 @@ class Builder:
 def _tool(definition: ToolDef, context: RunContext | None) -> Tool:
     name, desc, timeout = definition.name, definition.desc, definition.timeout
     if definition.kind == "calculator":
+        from dspx_cli.modules.calculator import calculator
+        from dspx_cli.modules.tool import Tool
+
         return Tool(calculator, name=name, desc=desc, timeout=timeout)
     if definition.kind == "retrieve":
+        from dspx_cli.modules.retrieve import Retrieve
+
         assert definition.retriever is not None
         search = Retrieve(_retriever(definition.retriever, context), k=definition.retriever.k)
         return search.as_tool(name=name, desc=desc, timeout=timeout)

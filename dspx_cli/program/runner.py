@@ -5,14 +5,17 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dspx_cli.core import Prediction
 from dspx_cli.lm.base import Message, Usage
-from dspx_cli.modules import Module, RewardFn
+from dspx_cli.modules.base import Module
 from dspx_cli.program.build import build_module
 from dspx_cli.program.context import RunContext
 from dspx_cli.program.model import INPUT, Program, Ref, Step
+
+if TYPE_CHECKING:
+    from dspx_cli.modules.best_of_n import RewardFn
 
 
 @dataclass

@@ -87,7 +87,7 @@ class ModuleSpec(Strict):
     `settings` model of the type's record (program/module_types.py), where they are located."""
 
     # Extras are a type's own keys: each is checked against its type's settings model.
-    model_config = ConfigDict(extra="allow", populate_by_name=True)
+    model_config = ConfigDict(extra="allow", populate_by_name=True, defer_build=True)
 
     type: ModuleTypeName = "predict"
     signature: str | SignatureSpec | None = None  # required except for best_of_n, refine, retrieve

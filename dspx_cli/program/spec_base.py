@@ -29,7 +29,7 @@ def lm_shorthand(value: Any) -> Any:
 
 class Strict(BaseModel):
     # Unknown keys are errors: a typo such as `temprature` must not be silently ignored.
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, defer_build=True)
 
 
 class NoSettings(Strict):

@@ -7,12 +7,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dspx_cli.errors import UsageError
-from dspx_cli.lm.cache import CacheMode
-from dspx_cli.program.context import RunContext
 from dspx_cli.program.model import Program
 
 if TYPE_CHECKING:
-    # Imported where used: it pulls in every module type, which `dspx validate` does not need.
+    # Imported where used: the run context pulls in the cache (hashlib, orjson, logging), the
+    # runner every module type; `dspx validate` needs neither (it imports this for CacheOptions).
+    from dspx_cli.program.context import RunContext
     from dspx_cli.program.runner import ProgramRunner
 
 
@@ -37,6 +37,9 @@ class CacheOptions:
         ]
         if len(chosen) > 1:
             raise UsageError(f"{' and '.join(chosen)} contradict each other; pick one")
+        from dspx_cli.lm.cache import CacheMode
+        from dspx_cli.program.context import RunContext
+
         mode = (
             CacheMode.OFF
             if self.no_cache
@@ -51,10 +54,15 @@ class CacheOptions:
 
 def build_runner(program: Program, context: RunContext | None, state_file: Path | None) -> ProgramRunner:
     """The program's modules, with a compiled state (demos, instructions) applied when given."""
-    from dspx_cli.evaluate.rewards import build_rewards
     from dspx_cli.program.runner import ProgramRunner
 
-    runner = ProgramRunner(program, context, rewards=build_rewards(program, context))
+    rewards = None
+    if any(definition.reward is not None for definition in program.modules.values()):
+        # Imported only then: the evaluate layer (metrics, datasets) is not needed to run a program.
+        from dspx_cli.evaluate.rewards import build_rewards
+
+        rewards = build_rewards(program, context)
+    runner = ProgramRunner(program, context, rewards=rewards)
     if state_file is not None:
         from dspx_cli.optimizers.state import load_state, read_state_file
 

@@ -30,9 +30,10 @@ def validate_program(path: Path) -> Program:
         from dspx_cli.evaluate.metrics import resolve_metric
 
         resolve_metric(program, None, run_code=False)
-    from dspx_cli.evaluate.rewards import build_rewards
+    if any(definition.reward is not None for definition in program.modules.values()):
+        from dspx_cli.evaluate.rewards import build_rewards
 
-    build_rewards(program, None, run_code=False)  # each best_of_n/refine reward, checked where it is written
+        build_rewards(program, None, run_code=False)  # each best_of_n/refine reward, checked where it is written
     if program.spec.optimizer is not None:
         from dspx_cli.optimizers.compile import choose_optimizer
 
