@@ -15,7 +15,6 @@ need the key; the error is raised when an LM that would send it is created.
 
 from __future__ import annotations
 
-import functools
 import re
 from typing import Any
 
@@ -36,15 +35,18 @@ _NOT_SECRETS = frozenset({"cache_key"})
 
 
 def is_secret_name(name: object) -> bool:
-    return isinstance(name, str) and _secret_str(name)
+    if not isinstance(name, str):
+        return False
+    verdict = _VERDICTS.get(name)
+    if verdict is None:
+        verdict = name.lower() not in _NOT_SECRETS and _SECRET_NAME.search(name) is not None
+        if len(_VERDICTS) < 4096:
+            _VERDICTS[name] = verdict
+    return verdict
 
 
-@functools.lru_cache(maxsize=4096)
-def _secret_str(name: str) -> bool:
-    # Cached: every history record (one per LM call) asks again about the same few key names.
-    return name.lower() not in _NOT_SECRETS and _SECRET_NAME.search(name) is not None
-
-
+# Every history record (one per LM call) asks again about the same few key names.
+_VERDICTS: dict[str, bool] = {}
 # Values returned as they are without a call: most of what a record holds.
 _LEAVES = frozenset({str, int, float, bool, type(None)})
 
@@ -55,7 +57,10 @@ def redact(value: Any) -> Any:
     if isinstance(value, dict):
         copy = {}
         for key, item in value.items():
-            if is_secret_name(key) and item not in (None, ""):
+            secret = _VERDICTS.get(key)
+            if secret is None:
+                secret = is_secret_name(key)
+            if secret and item not in (None, ""):
                 copy[key] = REDACTED
             else:
                 copy[key] = item if type(item) in _LEAVES else redact(item)
