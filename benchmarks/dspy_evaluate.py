@@ -8,7 +8,7 @@ The same work as the other contenders: `dspy.Predict("text -> answer")` with DSP
 and retries off, the exact-match metric on `answer`, and `dspy.Evaluate` with `num_threads` = the
 examples in flight. It prints the first example's messages as JSON (the parent checks they are
 the ones dspx sends), then `ready`; then for each line `run N` on stdin it evaluates the examples
-with N threads and prints `seconds score`, timing only the Evaluate call.
+with N threads and prints `seconds cpu_seconds score`, timing only the Evaluate call.
 """
 
 from __future__ import annotations
@@ -48,11 +48,11 @@ def main() -> None:
             display_table=False,
             max_errors=count,
         )
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         result = evaluator(program)
-        seconds = time.perf_counter() - started
+        seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
         lm.history.clear()  # DSPy keeps every call in memory; a fresh process would start empty
-        print(f"{seconds:.4f} {float(result.score) / 100:.4f}", flush=True)
+        print(f"{seconds:.4f} {cpu:.4f} {float(result.score) / 100:.4f}", flush=True)
 
 
 if __name__ == "__main__":

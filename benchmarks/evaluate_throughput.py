@@ -1,7 +1,7 @@
 """`dspx evaluate`'s loop beside a bare aiohttp client (and DSPy 3.4.1) on one loopback server.
 
     python benchmarks/evaluate_throughput.py [--compare] [--examples 1000] [--latency 0.1]
-        [--rounds 5] [--in-flight 64 256] [--httpx]
+        [--rounds 7] [--in-flight 64 256] [--httpx]
 
 The server (benchmarks/latency_server.py, its own process) answers every request after 100 ms.
 Each contender evaluates the same N examples (`text -> answer`, gold answer the upper-cased text)
@@ -17,6 +17,10 @@ with the cache off, and only its loop is timed (imports, start-up and program lo
   ChatAdapter, cache off (benchmarks/dspy_evaluate.py), from a venv this script makes under
   ~/.cache/dspx-bench/dspy-3.4.1 (`python -m venv` + `pip install dspy==3.4.1`) the first time.
 - dspx over httpx (`--httpx`): dspx with DSPX_HTTP_TRANSPORT=httpx, for context.
+
+Client CPU per example (process CPU time of the loop / N; DSPy's counts all its threads) is printed
+beside the wall times: it is what a contender costs, and is less noisy than wall time when other
+work shares the cores.
 
 The first example's messages are checked to be the same bytes in all three before anything is
 timed. Each round runs every contender once at each in-flight count, in an order that rotates
@@ -36,8 +40,9 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -163,13 +168,13 @@ class DSPyContender:
             raise RuntimeError(f"the DSPy contender exited ({self.process.wait()})")
         return line.strip()
 
-    def run(self, concurrency: int) -> float:
+    def run(self, concurrency: int) -> tuple[float, float]:
         assert self.process.stdin is not None
         self.process.stdin.write(f"run {concurrency}\n")
         self.process.stdin.flush()
-        seconds, score = self._line().split()
+        seconds, cpu, score = self._line().split()
         assert float(score) == 1.0, score
-        return float(seconds)
+        return float(seconds), float(cpu)
 
     def close(self) -> None:
         if self.process.stdin is not None:
@@ -188,7 +193,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--examples", type=int, default=1000)
     parser.add_argument("--latency", type=float, default=0.1)
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--in-flight", type=int, nargs="+", default=[64, 256])
     parser.add_argument("--compare", action="store_true", help=f"also DSPy {DSPY_VERSION} (a venv made once)")
     parser.add_argument("--httpx", action="store_true", help="also dspx over httpx's own pool (slow)")
@@ -199,9 +204,9 @@ def main() -> None:
         examples = [Example(text=f"t{i}", answer=f"T{i}").with_inputs("text") for i in range(args.examples)]
         expected = dspx_messages(program)
         assert bare_messages("t0") == expected, "the bare client's prompt differs from dspx's"
-        contenders: dict[str, Callable[[int], float]] = {
-            "bare": lambda c: asyncio.run(bare_run(port, examples, c)),
-            "dspx": lambda c: asyncio.run(dspx_run(program, examples, c, scratch)),
+        contenders: dict[str, Callable[[int], tuple[float, float]]] = {
+            "bare": lambda c: in_process(lambda: bare_run(port, examples, c)),
+            "dspx": lambda c: in_process(lambda: dspx_run(program, examples, c, scratch)),
         }
         dspy: DSPyContender | None = None
         if args.compare:
@@ -210,10 +215,10 @@ def main() -> None:
             contenders["dspy"] = dspy.run
         if args.httpx:
 
-            def over_httpx(concurrency: int) -> float:
+            def over_httpx(concurrency: int) -> tuple[float, float]:
                 os.environ["DSPX_HTTP_TRANSPORT"] = "httpx"
                 try:
-                    return asyncio.run(dspx_run(program, examples, concurrency, scratch))
+                    return in_process(lambda: dspx_run(program, examples, concurrency, scratch))
                 finally:
                     del os.environ["DSPX_HTTP_TRANSPORT"]
 
@@ -224,29 +229,50 @@ def main() -> None:
             f"{args.rounds} rounds (+1 warm-up); load average before: {load_average()}"
         )
         times: dict[tuple[str, int], list[float]] = {}
+        cpus: dict[tuple[str, int], list[float]] = {}
         try:
             for round_ in range(args.rounds + 1):
                 order = names[round_ % len(names) :] + names[: round_ % len(names)]
                 for concurrency in args.in_flight:
                     for name in order:
-                        seconds = contenders[name](concurrency)
+                        seconds, cpu = contenders[name](concurrency)
                         if round_:  # round 0 warms up: imports, first connections, caches
                             times.setdefault((name, concurrency), []).append(seconds)
+                            cpus.setdefault((name, concurrency), []).append(cpu)
         finally:
             if dspy is not None:
                 dspy.close()
-        report(args, names, times)
+        report(args, names, times, cpus)
 
 
-def report(args: argparse.Namespace, names: list[str], times: dict[tuple[str, int], list[float]]) -> None:
+def in_process(loop: Callable[[], Coroutine[Any, Any, float]]) -> tuple[float, float]:
+    """The loop's seconds, and the CPU this process spent on it (start-up included, a few ms)."""
+    cpu = time.process_time()
+    seconds = asyncio.run(loop())
+    return seconds, time.process_time() - cpu
+
+
+def report(
+    args: argparse.Namespace,
+    names: list[str],
+    times: dict[tuple[str, int], list[float]],
+    cpus: dict[tuple[str, int], list[float]],
+) -> None:
     print(f"load average after: {load_average()}")
-    print(f"{'contender':>10} {'in flight':>9} {'median s':>9} {'min':>6} {'max':>6} {'% ideal':>8}")
+    print(
+        f"{'contender':>10} {'in flight':>9} {'median s':>9} {'min':>6} {'max':>6} {'% ideal':>8} "
+        f"{'client CPU per example':>23}"
+    )
     for concurrency in args.in_flight:
         ideal = args.examples * args.latency / concurrency
         for name in names:
             runs = times[(name, concurrency)]
             median = statistics.median(runs)
-            print(f"{name:>10} {concurrency:>9} {median:9.2f} {min(runs):6.2f} {max(runs):6.2f} {ideal / median:8.1%}")
+            cpu = statistics.median(cpus[(name, concurrency)]) / args.examples * 1e6
+            print(
+                f"{name:>10} {concurrency:>9} {median:9.2f} {min(runs):6.2f} {max(runs):6.2f} {ideal / median:8.1%} "
+                f"{cpu:20.0f} us"
+            )
     figures = []
     for concurrency in args.in_flight:
         bare = times[("bare", concurrency)]
