@@ -14,6 +14,7 @@ with N threads and prints `seconds cpu_seconds score`, timing only the Evaluate 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 import time
@@ -25,6 +26,7 @@ import dspy
 
 def main() -> None:
     port, count = int(sys.argv[1]), int(sys.argv[2])
+    logging.getLogger("dspy").setLevel(logging.WARNING)  # no "Average Metric" line per run
     dspy.configure_cache(enable_disk_cache=False, enable_memory_cache=False)
     lm = dspy.LM("openai/bench", api_base=f"http://127.0.0.1:{port}/v1", api_key="none", cache=False, num_retries=0)
     adapter = dspy.ChatAdapter()

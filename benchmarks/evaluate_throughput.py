@@ -40,9 +40,8 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -66,17 +65,19 @@ TARGET_DSPY = 0.5  # dspx / DSPy at 256 in flight: DSPy takes at least twice as 
 # ----- dspx --------------------------------------------------------------------------------------
 
 
-async def dspx_run(program_path: Path, examples: list[Example], concurrency: int, cache_dir: Path) -> float:
+async def dspx_run(
+    program_path: Path, examples: list[Example], concurrency: int, cache_dir: Path
+) -> tuple[float, float]:
     program = load_program(program_path)
     context = RunContext(base_dir=program.base_dir, cache_dir=cache_dir, cache_mode=CacheMode.OFF)
     runner = ProgramRunner(program, context)
     metric = resolve_metric(program, context)
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     evaluation = await evaluate(runner, examples, metric, concurrency=concurrency)
-    seconds = time.perf_counter() - started
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
     await context.aclose()
     assert evaluation.errors == 0 and evaluation.score == 1.0, (evaluation.errors, evaluation.score)
-    return seconds
+    return seconds, cpu
 
 
 def dspx_messages(program_path: Path) -> list[dict[str, str]]:
@@ -106,7 +107,7 @@ def bare_messages(text: str) -> list[dict[str, str]]:
     ]
 
 
-async def bare_run(port: int, examples: list[Example], concurrency: int) -> float:
+async def bare_run(port: int, examples: list[Example], concurrency: int) -> tuple[float, float]:
     import aiohttp
     import orjson
 
@@ -123,11 +124,11 @@ async def bare_run(port: int, examples: list[Example], concurrency: int) -> floa
             answer = content.split("[[ ## answer ## ]]", 1)[1].split("[[ ## ", 1)[0].strip()
             scores.append(float(answer == example["answer"]))
 
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         await asyncio.gather(*(one(example) for example in examples))
-        seconds = time.perf_counter() - started
+        seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
     assert sum(scores) == len(examples), sum(scores)
-    return seconds
+    return seconds, cpu
 
 
 # ----- DSPy --------------------------------------------------------------------------------------
@@ -205,8 +206,8 @@ def main() -> None:
         expected = dspx_messages(program)
         assert bare_messages("t0") == expected, "the bare client's prompt differs from dspx's"
         contenders: dict[str, Callable[[int], tuple[float, float]]] = {
-            "bare": lambda c: in_process(lambda: bare_run(port, examples, c)),
-            "dspx": lambda c: in_process(lambda: dspx_run(program, examples, c, scratch)),
+            "bare": lambda c: asyncio.run(bare_run(port, examples, c)),
+            "dspx": lambda c: asyncio.run(dspx_run(program, examples, c, scratch)),
         }
         dspy: DSPyContender | None = None
         if args.compare:
@@ -218,7 +219,7 @@ def main() -> None:
             def over_httpx(concurrency: int) -> tuple[float, float]:
                 os.environ["DSPX_HTTP_TRANSPORT"] = "httpx"
                 try:
-                    return in_process(lambda: dspx_run(program, examples, concurrency, scratch))
+                    return asyncio.run(dspx_run(program, examples, concurrency, scratch))
                 finally:
                     del os.environ["DSPX_HTTP_TRANSPORT"]
 
@@ -243,13 +244,6 @@ def main() -> None:
             if dspy is not None:
                 dspy.close()
         report(args, names, times, cpus)
-
-
-def in_process(loop: Callable[[], Coroutine[Any, Any, float]]) -> tuple[float, float]:
-    """The loop's seconds, and the CPU this process spent on it (start-up included, a few ms)."""
-    cpu = time.process_time()
-    seconds = asyncio.run(loop())
-    return seconds, time.process_time() - cpu
 
 
 def report(
