@@ -238,7 +238,8 @@ def _split_sections(completion: str) -> list[tuple[str | None, str]]:
     sections: list[tuple[str | None, list[str]]] = [(None, [])]
     for line in completion.splitlines():
         stripped = line.strip()
-        match = _HEADER_RE.match(stripped)
+        # Most lines are field text: only one that starts like a header is matched against it.
+        match = _HEADER_RE.match(stripped) if stripped.startswith("[[") else None
         if match is None:
             sections[-1][1].append(line)
             continue

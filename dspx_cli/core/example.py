@@ -111,7 +111,9 @@ class Example:
         return selected
 
     def labels(self) -> Example:
-        input_keys = set(self.inputs().keys())
+        if self._input_keys is None:
+            raise ValueError("this example has no input keys; call example.with_inputs(...) first")
+        input_keys = self._input_keys
         return type(self)({k: v for k, v in self._store.items() if k not in input_keys})
 
     # ----- copies --------------------------------------------------------------------------------
@@ -161,8 +163,8 @@ class Prediction(Example):
     @classmethod
     def from_completions(cls, completions: Sequence[Mapping[str, Any]] | Mapping[str, list[Any]]) -> Prediction:
         prediction = cls()
-        prediction._completions = Completions(completions)
-        prediction._store = {k: v[0] for k, v in prediction._completions.items() if v}
+        columns = Completions(completions)
+        prediction.__dict__.update(_completions=columns, _store={k: v[0] for k, v in columns.items() if v})
         return prediction
 
     @property

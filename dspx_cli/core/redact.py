@@ -35,19 +35,38 @@ _NOT_SECRETS = frozenset({"cache_key"})
 
 
 def is_secret_name(name: object) -> bool:
-    return isinstance(name, str) and name.lower() not in _NOT_SECRETS and _SECRET_NAME.search(name) is not None
+    if not isinstance(name, str):
+        return False
+    verdict = _VERDICTS.get(name)
+    if verdict is None:
+        verdict = name.lower() not in _NOT_SECRETS and _SECRET_NAME.search(name) is not None
+        if len(_VERDICTS) < 4096:
+            _VERDICTS[name] = verdict
+    return verdict
+
+
+# Every history record (one per LM call) asks again about the same few key names.
+_VERDICTS: dict[str, bool] = {}
+# Values returned as they are without a call: most of what a record holds.
+_LEAVES = frozenset({str, int, float, bool, type(None)})
 
 
 def redact(value: Any) -> Any:
     """A copy of `value` (dicts, lists, tuples, scalars) with the value of every secret key, at any
     depth, replaced by `<redacted>`. An empty or absent secret stays as it is, so "no key" shows."""
     if isinstance(value, dict):
-        return {
-            key: (REDACTED if is_secret_name(key) and item not in (None, "") else redact(item))
-            for key, item in value.items()
-        }
+        copy = {}
+        for key, item in value.items():
+            secret = _VERDICTS.get(key)
+            if secret is None:
+                secret = is_secret_name(key)
+            if secret and item not in (None, ""):
+                copy[key] = REDACTED
+            else:
+                copy[key] = item if type(item) in _LEAVES else redact(item)
+        return copy
     if isinstance(value, list | tuple):
-        return [redact(item) for item in value]
+        return [item if type(item) in _LEAVES else redact(item) for item in value]
     return value
 
 

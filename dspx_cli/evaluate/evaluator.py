@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dspx_cli.core import Example, Prediction
+from dspx_cli.core.collector import fewer_collections
 from dspx_cli.errors import DspxError
 from dspx_cli.evaluate.datasets import BadRow
 from dspx_cli.evaluate.metrics import Metric
@@ -93,7 +94,10 @@ async def evaluate(
         if isinstance(example, BadRow):
             return ExampleResult(index, Example().with_inputs(), None, failure_score, str(example))
         try:
-            run = await runner.run(dict(example.inputs().items()))
+            keys = example.input_keys
+            # The inputs as a dict without the Example `inputs()` makes (which raises when keys is None).
+            inputs = dict(example.inputs().items()) if keys is None else {k: v for k, v in example.items() if k in keys}
+            run = await runner.run(inputs)
             prediction = Prediction(**run.outputs)
             value = await metric(example, prediction, None)
             return ExampleResult(
@@ -121,5 +125,6 @@ async def evaluate(
             if on_result is not None:
                 on_result(result)
 
-    await asyncio.gather(*(worker() for _ in range(min(concurrency, len(examples)) or 1)))
+    with fewer_collections():
+        await asyncio.gather(*(worker() for _ in range(min(concurrency, len(examples)) or 1)))
     return Evaluation.partial(results, len(examples), aborted)

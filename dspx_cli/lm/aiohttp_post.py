@@ -67,7 +67,7 @@ class AiohttpPost:
             self._session = None
 
     async def post(self, content: bytes) -> httpx.Response | PlainReply:
-        with httpx_errors():
+        try:  # what httpx_errors() does, without a context manager object per call
             async with self._open().request(
                 "POST",
                 self._url,
@@ -80,6 +80,8 @@ class AiohttpPost:
             ) as response:
                 body = await response.read()
                 status, raw_headers, reason = response.status, response.raw_headers, response.reason
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise _httpx_error(exc)(str(exc) or type(exc).__name__) from exc
         if status < 400 and not any(key.lower() in _HTTPX_ONLY for key, _ in raw_headers):
             # Nothing to decode and no cookie to keep: the body is the content, as httpx would read it.
             return PlainReply(status, body, lambda: self.response(status, raw_headers, body, reason))

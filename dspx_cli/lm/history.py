@@ -3,8 +3,9 @@
 JSONL rather than SQLite: it is append-only (no schema to migrate), readable with `tail` and
 `jq`, and each record is written with a single `write()` on a file opened with O_APPEND, so
 processes sharing the folder append whole lines without a lock. It holds no secrets: requests
-carry none (the API key lives in the backend), and every record passes through `redact` (the one
-rule for secret settings) on its way in, whoever writes it.
+carry none (the API key lives in the backend), and the settings in every record pass through
+`redact` (the one rule for secret settings) on their way in: `append` redacts the whole record,
+unless its writer has redacted the settings itself (the LM stack, which writes one per call).
 """
 
 from __future__ import annotations
@@ -37,12 +38,16 @@ class History:
         self._lock = threading.Lock()
         self._failed = False  # one write failed: said once, and the run goes on without a history
 
-    def append(self, record: dict[str, Any]) -> None:
-        """Never raises: the history is a record of the run, losing it must not lose the run."""
+    def append(self, record: dict[str, Any], *, redacted: bool = False) -> None:
+        """Never raises: the history is a record of the run, losing it must not lose the run.
+
+        `redacted`: the writer has passed every setting in the record through `redact` itself (the
+        LM stack: its settings once per LM, each call's parameters per call), so the rest of it
+        (messages, outputs, counts: the user's data, which `redact` leaves alone) is not walked again."""
         if self._failed:
             return
         try:
-            line = orjson.dumps(redact(record), default=str) + b"\n"
+            line = orjson.dumps(record if redacted else redact(record), default=str) + b"\n"
             with self._lock:
                 if self._fd is None:
                     self._fd = self._open()

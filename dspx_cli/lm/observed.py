@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime
 
+from dspx_cli.core.redact import redact
 from dspx_cli.lm.base import LM, LMRequest, LMResponse
 from dspx_cli.lm.cache import request_key
 from dspx_cli.lm.config import LMConfig
@@ -20,7 +21,7 @@ class ObservedLM(LM):
         self.config = config
         self.meter = meter
         self.history = history
-        self._settings = config.redacted()  # computed once: never holds the API key
+        self._settings = redact(config.redacted())  # computed once: never holds the API key
 
     async def complete(self, request: LMRequest) -> LMResponse:
         started = time.perf_counter()
@@ -94,13 +95,16 @@ class ObservedLM(LM):
             "model": self.model,
             "lm": self._settings,
             "messages": request.messages,
-            "params": {
-                "temperature": request.temperature,
-                "max_tokens": request.max_tokens,
-                "n": request.n,
-                "extra": request.extra,
-                "rollout_id": request.rollout_id,
-            },
+            # The only part of a call's record that may hold a secret setting (an extra parameter).
+            "params": redact(
+                {
+                    "temperature": request.temperature,
+                    "max_tokens": request.max_tokens,
+                    "n": request.n,
+                    "extra": request.extra,
+                    "rollout_id": request.rollout_id,
+                }
+            ),
             "latency_s": round(seconds, 6),
             # What `dspx cache rm` takes, so a bad answer found here can be evicted.
             "cache_key": request_key(self.model, request),
@@ -114,7 +118,9 @@ class ObservedLM(LM):
             record["cached"] = response.cached
         if error is not None:
             record["error"] = error
-        self.history.append(record)  # a write that fails is one warning, never the call's failure
+        # Settings and parameters are redacted above; messages and outputs are the user's data.
+        # A write that fails is one warning, never the call's failure.
+        self.history.append(record, redacted=True)
 
     async def aclose(self) -> None:
         await self.inner.aclose()

@@ -211,7 +211,7 @@ class OpenAICompatLM(LM):
         if not isinstance(choices, list) or not choices:
             raise self.errors.error(f"{url} replied without choices: {shorten(json.dumps(data))}", retryable=True)
         try:
-            ordered = sorted(choices, key=lambda choice: choice.get("index", 0))
+            ordered = choices if len(choices) == 1 else sorted(choices, key=lambda choice: choice.get("index", 0))
             completions = [choice["message"].get("content") or "" for choice in ordered]
             finish_reasons = [choice.get("finish_reason") for choice in ordered]
         except (AttributeError, KeyError, TypeError):

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import IO, Any
 
+from dspx_cli.core.collector import fewer_collections
 from dspx_cli.core.jsonl import BadLine, parse_object
 from dspx_cli.errors import DspxError
 from dspx_cli.lm.registry import EMBEDDED_NAMES, LOCAL_PREFIX
@@ -94,19 +95,20 @@ async def run_batch(
 
     reader = _LineReader(getattr(source, "buffer", source), asyncio.get_running_loop())
     try:
-        async with asyncio.TaskGroup() as group:
-            index = line_number = 0
-            while True:
-                line = await reader.readline()
-                if line is None:
-                    break
-                line_number += 1
-                if not line.strip():
-                    continue
-                await slots.acquire()  # bounds memory too: a huge file is not read ahead of the work
-                group.create_task(one(index, line_number, line))
-                index += 1
-            rows = index
+        with fewer_collections():
+            async with asyncio.TaskGroup() as group:
+                index = line_number = 0
+                while True:
+                    line = await reader.readline()
+                    if line is None:
+                        break
+                    line_number += 1
+                    if not line.strip():
+                        continue
+                    await slots.acquire()  # bounds memory too: a huge file is not read ahead of the work
+                    group.create_task(one(index, line_number, line))
+                    index += 1
+                rows = index
     except BaseExceptionGroup as failure:
         # Rows never raise (their failures are records), so this is the output failing: report
         # that error itself (BrokenPipeError for `| head`), not a group around it.

@@ -50,9 +50,10 @@ class ProgramRunner:
         tasks: dict[str, asyncio.Task[Prediction]] = {}
 
         async def run_step(step: Step) -> Prediction:
-            depends_on = step.depends_on
-            if depends_on:
-                await asyncio.gather(*(tasks[source] for source in depends_on))
+            if tasks:  # a lone step has no task and depends on nothing but the inputs
+                depends_on = step.depends_on
+                if depends_on:
+                    await asyncio.gather(*(tasks[source] for source in depends_on))
             values = {
                 name: self._resolve(value, inputs, predictions)
                 for name, value in step.bindings.items()
@@ -79,11 +80,12 @@ class ProgramRunner:
                 # The first step to fail cancels the others; report its error, not the group.
                 raise _first_leaf(group_error) from None
 
-        usage = Usage()
+        usage: Usage | None = None
         for prediction in predictions.values():
-            usage = usage + (prediction.usage or Usage())
+            step_usage = prediction.usage or Usage()
+            usage = step_usage if usage is None else usage + step_usage
         outputs = {name: self._resolve(ref, inputs, predictions) for name, ref in self.program.outputs.items()}
-        return RunResult(outputs=outputs, steps=predictions, usage=usage)
+        return RunResult(outputs=outputs, steps=predictions, usage=usage or Usage())
 
     def completions(self, result: RunResult) -> list[dict[str, Any]]:
         """The program's outputs once per sampled completion (a module with `n > 1`), first one
