@@ -1,0 +1,1 @@
+"""`dspx finetune`: training data from a program's traces, training the local model, the result."""
