@@ -179,3 +179,21 @@ def test_the_default_run_folder_is_the_same_for_the_same_command(lm_server: LMSe
     folders = [json.loads(done.stdout)["folder"] for done in (first, again, other)]
     assert folders[0] == folders[1] != folders[2]
     assert folders[0].startswith("runs/finetune-program-")
+
+
+def test_a_teacher_lm_writes_the_traces_of_a_local_student(lm_server: LMServer, tmp_path: Path) -> None:
+    """The program runs on the embedded model; --teacher-lm (the loopback server) answers instead."""
+    case = CASES["predict_demos"]
+    lm_server.responder = responder(case)
+    path = write_program(case, tmp_path)
+    program = yaml.safe_load(path.read_text())
+    program["lm"] = "local/smollm2"
+    path.write_text(yaml.safe_dump(program, sort_keys=False))
+    records = data_only(
+        lm_server, path, tmp_path / "run", "--traces", "bootstrap", "--teacher-lm", f"test-model@{lm_server.api_base}"
+    )
+    assert records == case["records"]  # the same prompts: the teacher's LM changes, not the program
+    assert {r.body["model"] for r in lm_server.requests} == {"test-model"}
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["teacher"] == {"lm": "test-model", "state": None}
+    assert summary["traces"]["mode"] == "bootstrap" and summary["student"] is None
