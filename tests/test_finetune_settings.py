@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from dspx_cli.finetune.settings import choose_finetune_settings
+from dspx_cli.finetune.section import choose_finetune_settings
 from dspx_cli.program.loader import load_program
 from tests.cli_inprocess import dspx
 from tests.lm_server import LMServer
@@ -41,7 +41,7 @@ def program(tmp_path: Path, finetune: str = "", lm: str | None = None) -> Path:
         ("finetune:\n  epochs: 0\n", "p.yaml:7:3: finetune.epochs: expected greater than or equal to 1, got 0"),
         ("finetune:\n  lora: {r: 0}\n", "p.yaml:7:10: finetune.lora.r: expected greater than or equal to 1, got 0"),
         ("finetune:\n  lora: {rank: 8}\n", "p.yaml:7:10: unknown key 'rank' in finetune.lora"),
-        ("finetune:\n  gguf: q4\n", "p.yaml:7:3: finetune.gguf: expected 'f16' or 'q8_0', got 'q4'"),
+        ("finetune:\n  gguf: q4\n", "p.yaml:7:3: finetune.gguf: expected 'f16', 'q8_0' or 'source', got 'q4'"),
         ("finetune:\n  traces: all\n", "p.yaml:7:3: finetune.traces: expected 'auto', 'labeled' or 'bootstrap'"),
         ("finetune:\n  learning_rate: fast\n", "p.yaml:7:3: finetune.learning_rate: expected a number, got 'fast'"),
         ("finetune:\n  teacher: {lm: no-such-model}\n", "p.yaml:7:13: teacher: unknown model 'no-such-model'"),
@@ -63,7 +63,7 @@ def test_bad_settings_are_exit_2_at_their_line(tmp_path: Path, section: str, mes
         (("--set", "epochs=zero"), "error: --set epochs=zero: finetune.epochs: expected a valid integer"),
         (("--set", "epoch=2"), "error: --set epoch=2: expected KEY=VALUE with KEY one of: epochs, learning_rate"),
         (("--set", "lora.rank=2"), "error: --set lora.rank=2: expected lora.KEY with KEY one of: r, alpha, dropout"),
-        (("--set", "gguf=q4"), "error: --set gguf=q4: finetune.gguf: expected 'f16' or 'q8_0'"),
+        (("--set", "gguf=q4"), "error: --set gguf=q4: finetune.gguf: expected 'f16', 'q8_0' or 'source'"),
         (("--traces", "some"), "error: --traces some: expected 'auto', 'labeled' or 'bootstrap'"),
         (("--teacher-lm", "nonsense"), "error: --teacher-lm nonsense: unknown model 'nonsense'"),
     ],

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dspx_cli.finetune.settings import FinetuneSettings
+from dspx_cli.finetune.section import FinetuneSettings
 
 __all__ = ["OnStep", "Trained", "train_student"]
 

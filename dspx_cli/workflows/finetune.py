@@ -33,7 +33,7 @@ from dspx_cli.errors import UsageError
 from dspx_cli.evaluate.datasets import BadRow, configured_splits, load_rows
 from dspx_cli.evaluate.evaluator import Evaluation, evaluate
 from dspx_cli.evaluate.metrics import Metric, resolve_metric
-from dspx_cli.finetune.settings import FinetuneChoice, choose_finetune_settings
+from dspx_cli.finetune.section import FinetuneChoice, choose_finetune_settings
 from dspx_cli.finetune.student import student_model
 from dspx_cli.finetune.traces import TraceReport, bootstrap_records, choose_trace_mode, labeled_records
 from dspx_cli.lm.registry import anchor_model_path
@@ -138,7 +138,7 @@ def finetune_program(
         "train_file": str(train_file),
         "student": run["student"],
         "teacher": run["teacher"],
-        "settings": run["settings"],
+        "settings": choice.settings.record(),
         "traces": report.describe(),
         "trainset": len(trainset),
         "devset": len(devset),
@@ -273,7 +273,9 @@ def _run_record(
         "teacher": choice.teacher.describe() if choice.teacher else None,
         "traces": choice.settings.traces,
         "limit": options.limit,
-        "settings": choice.settings.record(),
+        # Not checkpoint_every nor gguf: they change no trained number, so a rerun that changes them
+        # resumes the same training.
+        "settings": {k: v for k, v in choice.settings.record().items() if k not in ("checkpoint_every", "gguf")},
     }
     key = hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()
     return {**record, "hash": key}

@@ -38,7 +38,7 @@ def validate_program(path: Path) -> Program:
 
         check_teacher(program, choose_optimizer(program, None, ()).teacher)
     if program.spec.finetune is not None:
-        from dspx_cli.finetune.settings import choose_finetune_settings
+        from dspx_cli.finetune.section import choose_finetune_settings
 
         check_teacher(program, choose_finetune_settings(program, ()).teacher, section="finetune")
     return program

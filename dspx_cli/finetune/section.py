@@ -25,8 +25,8 @@ __all__ = ["FinetuneChoice", "FinetuneSettings", "LoraSettings", "choose_finetun
 
 TraceMode = Literal["auto", "labeled", "bootstrap"]
 
-# Learning rates when the file gives none: LoRA trains a few small matrices and wants a larger step
-# than updating every weight of the model.
+# Learning rates when the file gives none (the trainer's own defaults, finetune/settings.py): LoRA
+# adapters start at zero and want a larger step than updating every weight of the model.
 FULL_LEARNING_RATE = 5e-5
 LORA_LEARNING_RATE = 2e-4
 
@@ -39,13 +39,16 @@ class LoraSettings(Strict):
 
 class FinetuneSettings(Strict):
     epochs: int = Field(default=3, ge=1)
-    learning_rate: float | None = Field(default=None, gt=0)  # None: by mode, see learning_rate_or_default
+    learning_rate: float | None = Field(default=None, gt=0, lt=1)  # None: by mode, see learning_rate_or_default
     batch_size: int = Field(default=4, ge=1)
-    max_length: int = Field(default=1024, ge=16)  # tokens per training record; longer ones are cut
+    max_length: int = Field(default=1024, ge=16)  # tokens per training record; longer ones are left out
     lora: bool | LoraSettings = False
     seed: int = 0
-    checkpoint_every: int = Field(default=50, ge=1)  # optimizer steps between checkpoints
-    gguf: Literal["f16", "q8_0"] = "f16"
+    checkpoint_every: int = Field(default=20, ge=1)  # optimizer steps between checkpoints
+    gguf: Literal["f16", "q8_0", "source"] = "f16"
+    warmup_steps: int = Field(default=0, ge=0)
+    weight_decay: float = Field(default=0.0, ge=0)
+    max_grad_norm: float = Field(default=1.0, gt=0)
     traces: TraceMode = "auto"
     teacher: Any = None  # {lm: ..., state: ...}, as under optimizer:; checked by resolve_teacher
 
@@ -74,6 +77,9 @@ class FinetuneSettings(Strict):
             "seed": self.seed,
             "checkpoint_every": self.checkpoint_every,
             "gguf": self.gguf,
+            "warmup_steps": self.warmup_steps,
+            "weight_decay": self.weight_decay,
+            "max_grad_norm": self.max_grad_norm,
         }
 
 
