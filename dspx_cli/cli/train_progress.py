@@ -28,7 +28,7 @@ class TrainingProgress:
         self._task: Any = None
         self._started: float | None = None  # at the first step this process reported
         self._first_step = 0
-        self._last_line = 0.0
+        self._last_line = float("-inf")  # the first step always prints
         self._figures: tuple[int, int, float, int] | None = None
 
     def __enter__(self) -> TrainingProgress:
