@@ -197,3 +197,32 @@ def test_a_teacher_lm_writes_the_traces_of_a_local_student(lm_server: LMServer, 
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["teacher"] == {"lm": "test-model", "state": None}
     assert summary["traces"]["mode"] == "bootstrap" and summary["student"] is None
+
+
+def test_a_compiled_state_gives_the_student_its_demos(lm_server: LMServer, tmp_path: Path) -> None:
+    case = {**CASES["predict_demos"], "demos": []}
+    path = write_program(case, tmp_path)
+    demo = {"question": "What is the capital of Italy?", "answer": "Rome"}
+    state = {
+        "draft": {
+            "traces": [],
+            "train": [],
+            "demos": [demo, case["train"][0]],  # a train example among the demos is left out of its own record
+            "signature": {
+                "instructions": "Answer with the capital only.",
+                "fields": [
+                    {"prefix": "Q:", "description": "${question}"},
+                    {"prefix": "A:", "description": "${answer}"},
+                ],
+            },
+            "lm": None,
+        }
+    }
+    (tmp_path / "compiled.json").write_text(json.dumps(state))
+    records = data_only(lm_server, path, tmp_path / "run", "--state", str(tmp_path / "compiled.json"))
+    assert all("Answer with the capital only." in r["messages"][0]["content"] for r in records)
+    belgium = next(r for r in records if "Belgium" in r["messages"][-2]["content"])
+    assert "Italy" in belgium["messages"][1]["content"] and len(belgium["messages"]) == 5
+    peru = next(r for r in records if "Peru" in r["messages"][-2]["content"])
+    assert len(peru["messages"]) == 7  # both demos
+    assert lm_server.requests == []

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any
 
 from dspx_cli.cli import render
 from dspx_cli.cli.progress import Progress
@@ -36,8 +35,8 @@ def _table(result: FinetuneResult) -> str:
         return "-" if value is None else f"{value:.4f} ({value * 100:.1f}%)"
 
     traces = summary["traces"]
-    losses: list[Any] = summary.get("loss_curve") or []
-    loss = f"{losses[0][1]:.4f} -> {losses[-1][1]:.4f}" if losses else "-"
+    losses: list[float] = summary.get("loss_curve") or []
+    loss = f"{losses[0]:.4f} -> {losses[-1]:.4f}" if losses else "-"
     used = f"{traces['records']} records from {traces['examples_used']} of {traces['examples']} train examples"
     rows = [
         ("student", summary["student"]["model"] if summary.get("student") else "-"),

@@ -1,9 +1,10 @@
 """Training progress on stderr: step, loss, tokens per second and time left.
 
 On a terminal a rich bar (colour unless NO_COLOR is set, which rich reads itself); otherwise a
-plain line at most every `DSPX_PROGRESS_INTERVAL` seconds (default 5) and one for the last step,
-so a log shows the run without a line per step. Rates count only the steps of this process: a
-resumed run's first step starts the clock.
+plain line for the first step, then at most one every `DSPX_PROGRESS_INTERVAL` seconds (default 5),
+and one for the last step, so a log shows the run without a line per step. The rate and the time
+left are the trainer's: tokens per second of training time in this process (a resumed run counts
+from its first step), and the remaining steps at this session's pace.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from dspx_cli.cli.progress import progress_interval
 
 
 class TrainingProgress:
-    """`with TrainingProgress("train") as progress: ... progress.step(step, total, loss, tokens)`."""
+    """`with TrainingProgress("train") as progress: ... progress.step(step, total, loss, rate, eta)`."""
 
     def __init__(self, label: str) -> None:
         self.label = label
@@ -26,10 +27,9 @@ class TrainingProgress:
         self._lock = threading.Lock()
         self._live: Any = None
         self._task: Any = None
-        self._started: float | None = None  # at the first step this process reported
-        self._first_step = 0
+        self._started = time.monotonic()
         self._last_line = float("-inf")  # the first step always prints
-        self._figures: tuple[int, int, float, int] | None = None
+        self._figures: tuple[int, int, float, float, float] | None = None
 
     def __enter__(self) -> TrainingProgress:
         if sys.stderr.isatty():
@@ -50,12 +50,10 @@ class TrainingProgress:
             self._task = self._live.add_task(self.label, total=None, figures="starting")
         return self
 
-    def step(self, step: int, total: int, loss: float, tokens: int) -> None:
+    def step(self, step: int, total: int, loss: float, tokens_per_second: float, eta_seconds: float) -> None:
         now = time.monotonic()
         with self._lock:
-            if self._started is None:
-                self._started, self._first_step = now, step - 1
-            self._figures = (step, total, loss, tokens)
+            self._figures = (step, total, loss, tokens_per_second, eta_seconds)
             if self._live is not None:
                 self._live.update(self._task, completed=step, total=total, figures=self.figures())
             elif step >= total or now - self._last_line >= self.interval:
@@ -64,20 +62,18 @@ class TrainingProgress:
 
     def figures(self) -> str:
         """`loss 1.234 · 812 tok/s · 40 s elapsed, ~2 min left`"""
-        if self._figures is None or self._started is None:
+        if self._figures is None:
             return "starting"
-        step, total, loss, tokens = self._figures
-        elapsed = max(time.monotonic() - self._started, 1e-9)
-        done = step - self._first_step
-        parts = [f"loss {loss:.4f}", f"{tokens / elapsed:.0f} tok/s", f"{elapsed:.0f} s elapsed"]
-        if 0 < done and step < total:
-            parts[-1] += f", ~{_duration(elapsed / done * (total - step))} left"
+        step, total, loss, rate, eta = self._figures
+        parts = [f"loss {loss:.4f}", f"{rate:.0f} tok/s", f"{time.monotonic() - self._started:.0f} s elapsed"]
+        if step < total:
+            parts[-1] += f", ~{_duration(eta)} left"
         return " · ".join(parts)
 
     def line(self) -> str:
         if self._figures is None:
             return f"{self.label}: starting"
-        step, total, _, _ = self._figures
+        step, total = self._figures[:2]
         return f"{self.label}: step {step}/{total} · {self.figures()}"
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None) -> None:

@@ -281,6 +281,10 @@ def finetune(
     teacher_state: Annotated[
         Path | None, typer.Option("--teacher-state", help="Collect traces from the program in this state.")
     ] = None,
+    state: Annotated[
+        Path | None,
+        typer.Option("--state", help="A compiled state for the student: its demos are in the prompts trained on."),
+    ] = None,
     lm: LMOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
     cache_dir: CacheDirOpt = None,
@@ -301,6 +305,7 @@ def finetune(
         data_only=data_only,
         teacher_lm=teacher_lm,
         teacher_state=teacher_state,
+        state=state,
         as_json=as_json,
     )
     actions.guard(

@@ -66,6 +66,7 @@ class FinetuneOptions:
     data_only: bool = False
     teacher_lm: str | None = None
     teacher_state: Path | None = None
+    state: Path | None = None  # a compiled state for the student: its demos are in the prompts trained on
     as_json: bool = False
 
 
@@ -115,7 +116,7 @@ def finetune_program(
     concurrency = options.concurrency or default_concurrency(program)
     context = cache.context(program)
     metric = resolve_metric(program, context)
-    runner = build_runner(program, context, None)
+    runner = build_runner(program, context, options.state)
     teacher = build_teacher(program, choice.teacher, context) or runner
 
     async def collect() -> tuple[TraceReport, Evaluation | None]:
@@ -156,14 +157,18 @@ def finetune_program(
     with hooks.training("train") as tracker:
         trained = train_student(report.records, student[1], choice.settings, folder, tracker.step)
 
+    summary.update({"model": str(trained.model_file), "checkpoint": str(trained.checkpoint), **trained.summary})
+    summary["gguf"] = str(trained.gguf) if trained.gguf else None
     state = folder / "state.json"
-    save_state_file(
-        state,
-        dump_state(runner, metadata={"finetune": summary}, lm=local_model_entry(trained.model_file, state)),
-    )
+    entry = local_model_entry(trained.model_file, state)
+
+    def save_state() -> None:
+        save_state_file(state, dump_state(runner, metadata={"finetune": redact(summary)}, lm=entry))
+
+    save_state()
     after_context = cache.context(program)
     after_context.meter = context.meter  # one usage record for the whole command
-    after_runner = build_runner(program, after_context, state)
+    after_runner = build_runner(program, after_context, state)  # the student's demos, the trained model
 
     async def score_after() -> Evaluation | None:
         try:
@@ -172,15 +177,8 @@ def finetune_program(
             await after_context.aclose()
 
     after = asyncio.run(score_after())
-    summary.update(
-        {
-            "score_after": after.score if after else None,
-            "model": str(trained.model_file),
-            "checkpoint": str(trained.checkpoint) if trained.checkpoint else None,
-            "state": str(state),
-            **trained.summary,
-        }
-    )
+    summary.update({"score_after": after.score if after else None, "state": str(state)})
+    save_state()  # again, with the score after
     return _finish(folder, summary, state, context.meter, started)
 
 
@@ -273,6 +271,7 @@ def _run_record(
         "teacher": choice.teacher.describe() if choice.teacher else None,
         "traces": choice.settings.traces,
         "limit": options.limit,
+        "state": _file_hash(options.state) if options.state else None,
         # Not checkpoint_every nor gguf: they change no trained number, so a rerun that changes them
         # resumes the same training.
         "settings": {k: v for k, v in choice.settings.record().items() if k not in ("checkpoint_every", "gguf")},
@@ -323,6 +322,13 @@ def _write_atomic(path: Path, text: str) -> None:
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     temporary.write_text(text, encoding="utf-8")
     os.replace(temporary, path)
+
+
+def _file_hash(path: Path) -> str:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    except OSError:
+        return "unreadable"  # build_runner reports it, naming the file
 
 
 def _slug(program: Program) -> str:

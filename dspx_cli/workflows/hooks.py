@@ -59,9 +59,9 @@ class Silent:
 
 
 class StepTracker(Protocol):
-    def step(self, step: int, total: int, loss: float, tokens: int) -> None:
-        """Optimizer step `step` of `total` is done; `loss` is its training loss and `tokens` the
-        tokens trained on so far in this process (for tokens per second)."""
+    def step(self, step: int, total: int, loss: float, tokens_per_second: float, eta_seconds: float) -> None:
+        """Optimizer step `step` of `total` is done: its training loss, the tokens per second of
+        training and the trainer's estimate of the time left."""
 
 
 class TrainingProgressFactory(Protocol):
@@ -80,7 +80,7 @@ class SilentTraining:
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None) -> None:
         pass
 
-    def step(self, step: int, total: int, loss: float, tokens: int) -> None:
+    def step(self, step: int, total: int, loss: float, tokens_per_second: float, eta_seconds: float) -> None:
         pass
 
 
