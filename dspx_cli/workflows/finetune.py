@@ -5,7 +5,7 @@ runs/finetune-<program>-<key>/      (the same folder for the same command: a rer
     program.json     the program as resolved, secrets redacted
     train.jsonl      the training records (OpenAI's chat fine-tuning format), reused by a rerun
     traces.json      where the records came from (labeled or bootstrap, counts per predictor)
-    ...              the trainer's checkpoints and exported model (finetune/trainer.py)
+    checkpoint-N/, model/, model.gguf, result.json    the trainer's (finetune/trainer.py)
     state.json       the program's state whose predictors run the fine-tuned model (--state)
     summary.json     dev scores before and after, records, steps, loss curve, times, settings
 
