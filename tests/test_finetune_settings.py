@@ -141,3 +141,11 @@ def test_a_state_points_a_predictor_at_a_local_model(lm_server: LMServer, tmp_pa
     hosted = dspx("run", str(path), "--state", str(folder / "state.json"), "-i", "text=b", BASE=lm_server.api_base)
     assert hosted.returncode == 0 and hosted.stdout.strip() == "answer: B"
     assert [r.body["model"] for r in lm_server.requests] == ["m"]
+
+
+def test_validate_and_help_of_finetune_import_no_training_packages(tmp_path: Path) -> None:
+    from tests.test_cli import imported_modules
+
+    path = program(tmp_path, "finetune:\n  lora: true\n  teacher: {lm: local/smollm2}\n")
+    assert imported_modules("validate", str(path)) == []
+    assert imported_modules("finetune", "--help") == []
