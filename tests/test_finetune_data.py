@@ -226,3 +226,22 @@ def test_a_compiled_state_gives_the_student_its_demos(lm_server: LMServer, tmp_p
     peru = next(r for r in records if "Peru" in r["messages"][-2]["content"])
     assert len(peru["messages"]) == 7  # both demos
     assert lm_server.requests == []
+
+
+def test_without_a_metric_every_teacher_run_gives_records(lm_server: LMServer, tmp_path: Path) -> None:
+    case = CASES["predict_demos"]
+    lm_server.responder = responder(case)
+    path = write_program(case, tmp_path)
+    program = yaml.safe_load(path.read_text())
+    del program["metric"]
+    path.write_text(yaml.safe_dump(program, sort_keys=False))
+    records = data_only(lm_server, path, tmp_path / "run", "--traces", "bootstrap")
+    assert len(records) == 4  # Chile's wrong answer too: nothing judges it, as in DSPy with metric=None
+
+
+def test_bad_input_leaves_no_run_folder(lm_server: LMServer, tmp_path: Path) -> None:
+    path = write_program(CASES["predict_demos"], tmp_path)
+    (tmp_path / "bad.json").write_text("{")
+    done = dspx("finetune", str(path), "--data-only", "--state", str(tmp_path / "bad.json"), cwd=tmp_path)
+    assert done.returncode == 2 and "bad.json:1:2: the state file is not valid JSON" in done.stderr
+    assert not (tmp_path / "runs").exists()

@@ -167,13 +167,14 @@ def choose_trace_mode(mode: str, runner: ProgramRunner, trainset: Sequence[Examp
 async def bootstrap_records(
     teacher: ProgramRunner,
     trainset: Sequence[Example],
-    metric: Metric,
+    metric: Metric | None,
     *,
     concurrency: int,
     reason: str,
     on_result: Callable[[float | None, bool], None] | None = None,
 ) -> TraceReport:
-    """Run the teacher on every example (`concurrency` at once); keep the traces the metric accepts."""
+    """Run the teacher on every example (`concurrency` at once); keep the traces the metric accepts
+    (every run that did not fail, without a metric, as DSPy does)."""
     report = TraceReport("bootstrap", reason, examples=len(trainset))
     names = {id(predictor): name for name, predictor in named_predictors(teacher)}
     gate = asyncio.Semaphore(max(1, concurrency))
@@ -183,7 +184,7 @@ async def bootstrap_records(
             try:
                 with trace_scope() as trace:
                     result = await teacher.run(dict(example.inputs().items()))
-                score = await metric(example, Prediction(**result.outputs), list(trace))
+                score = 1.0 if metric is None else await metric(example, Prediction(**result.outputs), list(trace))
             except Exception:  # noqa: BLE001 - a failed run scores 0 and gives no records, as in DSPy's Evaluate
                 if on_result is not None:
                     on_result(0.0, True)

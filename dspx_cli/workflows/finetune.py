@@ -110,14 +110,17 @@ def finetune_program(
     if not trainset:
         raise UsageError(f"{program.path}: no training example could be read (see the warnings above)")
 
+    concurrency = options.concurrency or default_concurrency(program)
+    context = cache.context(program)
+    # Without a metric every teacher run that did not fail gives records (DSPy's BootstrapFinetune
+    # with metric=None) and the dev split is not scored.
+    metric = resolve_metric(program, context) if program.spec.metric is not None else None
+    runner = build_runner(program, context, options.state)
+    teacher = build_teacher(program, choice.teacher, context) or runner
+    # Everything was checked above: only now is the folder made.
     run = _run_record(program, lm_override, choice, student, options)
     folder = options.output or Path("runs") / f"finetune-{_slug(program)}-{run['hash'][:12]}"
     _claim(folder, run, program)
-    concurrency = options.concurrency or default_concurrency(program)
-    context = cache.context(program)
-    metric = resolve_metric(program, context)
-    runner = build_runner(program, context, options.state)
-    teacher = build_teacher(program, choice.teacher, context) or runner
 
     async def collect() -> tuple[TraceReport, Evaluation | None]:
         try:
@@ -190,7 +193,7 @@ async def _records(
     runner: ProgramRunner,
     teacher: ProgramRunner,
     trainset: list[Example],
-    metric: Metric,
+    metric: Metric | None,
     choice: FinetuneChoice,
     concurrency: int,
     meter: UsageMeter,
@@ -234,13 +237,13 @@ def _why_empty(report: TraceReport) -> str:
 async def _score(
     runner: ProgramRunner,
     devset: list[Example],
-    metric: Metric,
+    metric: Metric | None,
     concurrency: int,
     meter: UsageMeter,
     hooks: Hooks,
     label: str,
 ) -> Evaluation | None:
-    if not devset:
+    if not devset or metric is None:
         return None
     rows: list[Example | BadRow] = list(devset)
     with hooks.progress(meter, label, total=len(devset)) as progress:
