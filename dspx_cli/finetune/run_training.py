@@ -8,9 +8,13 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dspx_cli.finetune.section import FinetuneSettings
+from dspx_cli.finetune.settings import LoraSettings, TrainSettings
+
+if TYPE_CHECKING:
+    from dspx_cli.finetune.trainer import StepInfo
 
 __all__ = ["OnStep", "Trained", "train_settings", "train_student"]
 
@@ -26,9 +30,7 @@ class Trained:
     summary: dict[str, Any] = field(default_factory=dict)  # steps, loss curve, times, for summary.json
 
 
-def train_settings(section: FinetuneSettings) -> Any:
-    from dspx_cli.finetune.settings import LoraSettings, TrainSettings  # type: ignore[import-not-found]
-
+def train_settings(section: FinetuneSettings) -> TrainSettings:
     lora = section.lora_settings
     return TrainSettings(
         epochs=section.epochs,
@@ -50,9 +52,10 @@ def train_student(
 ) -> Trained:
     """Train `base` on `records` in `folder`; a rerun resumes from the trainer's last checkpoint there."""
 
-    from dspx_cli.finetune.trainer import train  # type: ignore[import-not-found]
+    # The trainer module is light (torch comes inside train), but only this path needs it.
+    from dspx_cli.finetune.trainer import train
 
-    def step(info: Any) -> None:
+    def step(info: StepInfo) -> None:
         on_step(info.step, info.total_steps, info.loss, info.tokens_per_second, info.eta_seconds)
 
     # Library chatter (transformers' deprecation notices, gguf-py's note that it rewrites a key it

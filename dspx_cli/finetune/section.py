@@ -16,6 +16,7 @@ from typing import Any, Literal
 from pydantic import Field, ValidationError
 
 from dspx_cli.errors import UsageError
+from dspx_cli.finetune.settings import FULL_LEARNING_RATE, LORA_LEARNING_RATE
 from dspx_cli.optimizers.compile import Teacher, resolve_teacher
 from dspx_cli.program.diagnostics import to_program_error
 from dspx_cli.program.model import Program
@@ -24,11 +25,6 @@ from dspx_cli.program.spec_base import Strict
 __all__ = ["FinetuneChoice", "FinetuneSettings", "LoraSettings", "choose_finetune_settings"]
 
 TraceMode = Literal["auto", "labeled", "bootstrap"]
-
-# Learning rates when the file gives none (the trainer's own defaults, finetune/settings.py): LoRA
-# adapters start at zero and want a larger step than updating every weight of the model.
-FULL_LEARNING_RATE = 5e-5
-LORA_LEARNING_RATE = 2e-4
 
 
 class LoraSettings(Strict):
@@ -61,6 +57,7 @@ class FinetuneSettings(Strict):
 
     @property
     def learning_rate_or_default(self) -> float:
+        # The trainer's own defaults: LoRA adapters start at zero and want a larger step.
         if self.learning_rate is not None:
             return self.learning_rate
         return LORA_LEARNING_RATE if self.lora_settings else FULL_LEARNING_RATE
