@@ -73,3 +73,7 @@ def test_finetune_trains_the_embedded_model_and_the_state_runs_it(tmp_path: Path
     assert "traces: reusing 2 records" in again.stderr
     resumed = json.loads(again.stdout)
     assert resumed["steps"] == 2 and resumed["loss_curve"] == summary["loss_curve"]  # finished: nothing retrained
+    assert resumed["score_after"] == summary["score_after"]
+    # The same weights: their dev answers come from the cache (new weights would be asked afresh).
+    trained = resumed["usage"]["models"][f"local/{(run / 'model.gguf').resolve()}"]
+    assert trained["calls"] == trained["cached_calls"] > 0

@@ -36,6 +36,8 @@ from dspx_cli.evaluate.metrics import Metric, resolve_metric
 from dspx_cli.finetune.section import FinetuneChoice, choose_finetune_settings
 from dspx_cli.finetune.student import student_model
 from dspx_cli.finetune.traces import TraceReport, bootstrap_records, choose_trace_mode, labeled_records
+from dspx_cli.finetune.trainer import GGUF_FILE, MODEL_DIR
+from dspx_cli.lm.cache import CacheMode
 from dspx_cli.lm.registry import anchor_model_path
 from dspx_cli.lm.usage import UsageMeter
 from dspx_cli.optimizers.compile import build_teacher
@@ -118,7 +120,7 @@ def finetune_program(
     runner = build_runner(program, context, options.state)
     teacher = build_teacher(program, choice.teacher, context) or runner
     # Everything was checked above: only now is the folder made.
-    run = _run_record(program, lm_override, choice, student, options)
+    run = _run_record(program, lm_override, choice, student, options, trainset)
     folder = options.output or Path("runs") / f"finetune-{_slug(program)}-{run['hash'][:12]}"
     _claim(folder, run, program)
 
@@ -157,6 +159,7 @@ def finetune_program(
     from dspx_cli.finetune.run_training import train_student
 
     hooks.notice(f"training {student[0]} on {len(report.records)} records in {folder}\n")
+    written = _modified(folder)
     with hooks.training("train") as tracker:
         trained = train_student(report.records, student[1], choice.settings, folder, tracker.step)
 
@@ -171,6 +174,11 @@ def finetune_program(
     save_state()
     after_context = cache.context(program)
     after_context.meter = context.meter  # one usage record for the whole command
+    if _modified(folder) != written and after_context.cache_mode is CacheMode.ON:
+        # New weights under the same file name: answers cached from an earlier model at this path
+        # (a run folder deleted and trained again) must not stand in for this one's. Stored afresh,
+        # they serve `evaluate --state` and a rerun of this command.
+        after_context.cache_mode = CacheMode.REFRESH
     after_runner = build_runner(program, after_context, state)  # the student's demos, the trained model
 
     async def score_after() -> Evaluation | None:
@@ -265,10 +273,14 @@ def _run_record(
     choice: FinetuneChoice,
     student: tuple[str, Path] | None,
     options: FinetuneOptions,
+    trainset: list[Example],
 ) -> dict[str, Any]:
     """Everything that changes what this command produces; its hash names the run folder."""
+    examples = json.dumps([example.to_dict() for example in trainset], sort_keys=True, default=str)
     record = {
         "program_sha256": program_hash(program),
+        # The data files are not in the program's hash: edited examples are another run.
+        "trainset_sha256": hashlib.sha256(examples.encode()).hexdigest()[:16],
         "lm": lm_override,
         "student": {"model": student[0], "path": str(student[1])} if student else None,
         "teacher": choice.teacher.describe() if choice.teacher else None,
@@ -325,6 +337,18 @@ def _write_atomic(path: Path, text: str) -> None:
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     temporary.write_text(text, encoding="utf-8")
     os.replace(temporary, path)
+
+
+def _modified(folder: Path) -> tuple[int, int] | None:
+    """When the trained GGUF (else checkpoint weights) was last written, to tell new weights from a
+    finished run the trainer only read back."""
+    for path in (folder / GGUF_FILE, folder / MODEL_DIR / "config.json"):
+        try:
+            stat = path.stat()
+        except OSError:
+            continue
+        return stat.st_mtime_ns, stat.st_ino
+    return None
 
 
 def _file_hash(path: Path) -> str:
