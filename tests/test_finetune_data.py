@@ -245,3 +245,20 @@ def test_bad_input_leaves_no_run_folder(lm_server: LMServer, tmp_path: Path) -> 
     done = dspx("finetune", str(path), "--data-only", "--state", str(tmp_path / "bad.json"), cwd=tmp_path)
     assert done.returncode == 2 and "bad.json:1:2: the state file is not valid JSON" in done.stderr
     assert not (tmp_path / "runs").exists()
+
+
+def test_no_records_is_exit_1_naming_the_first_failure_and_a_rerun_collects_again(
+    lm_server: LMServer, tmp_path: Path
+) -> None:
+    case = CASES["predict_demos"]
+    lm_server.responder = lambda body: "no sections at all"
+    path = write_program(case, tmp_path)
+    args = ("finetune", str(path), "--data-only", "-o", str(tmp_path / "run"), "--traces", "bootstrap")
+    done = dspx(*args, BASE=lm_server.api_base)
+    assert done.returncode == 1
+    assert "error: no training records: 4 of the teacher's 4 runs failed (the first: expected " in done.stderr
+    assert not (tmp_path / "run" / "train.jsonl").exists()
+    lm_server.responder = responder(case)
+    again = dspx(*args, BASE=lm_server.api_base)
+    assert again.returncode == 0, again.stderr
+    assert len((tmp_path / "run" / "train.jsonl").read_text().splitlines()) == 3

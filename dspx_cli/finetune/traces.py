@@ -52,6 +52,7 @@ class TraceReport:
     examples: int = 0
     examples_used: int = 0
     failed_runs: int = 0  # bootstrap: runs that raised (an LM error, a reply that did not parse)
+    first_error: str | None = None  # the first of those, in trainset order
     per_predictor: dict[str, int] = field(default_factory=dict)
 
     def describe(self) -> dict[str, Any]:
@@ -62,6 +63,7 @@ class TraceReport:
             "examples": self.examples,
             "examples_used": self.examples_used,
             "failed_runs": self.failed_runs,
+            "first_error": self.first_error,
             "per_predictor": self.per_predictor,
         }
 
@@ -123,10 +125,12 @@ def _label(runner: ProgramRunner, step_id: str, field_name: str, example: Exampl
 
 
 def labeled_coverage(runner: ProgramRunner, trainset: Sequence[Example]) -> dict[str, int]:
-    """Per step: how many examples label every output of its one predictor."""
+    """Per step that calls an LM: how many examples label every output of its one predictor (a
+    step without a predictor, such as `retrieve`, trains nothing and is left out)."""
     return {
         step.id: sum(_labeled_call(runner, step, example) is not None for example in trainset)
         for step in runner.program.steps
+        if runner.modules[step.module].named_predictors()
     }
 
 
@@ -179,24 +183,26 @@ async def bootstrap_records(
     names = {id(predictor): name for name, predictor in named_predictors(teacher)}
     gate = asyncio.Semaphore(max(1, concurrency))
 
-    async def one(example: Example) -> tuple[float, list[Any], bool]:
+    async def one(example: Example) -> tuple[float, list[Any], str | None]:
         async with gate:
             try:
                 with trace_scope() as trace:
                     result = await teacher.run(dict(example.inputs().items()))
                 score = 1.0 if metric is None else await metric(example, Prediction(**result.outputs), list(trace))
-            except Exception:  # noqa: BLE001 - a failed run scores 0 and gives no records, as in DSPy's Evaluate
+            except Exception as exc:  # noqa: BLE001 - a failed run scores 0 and gives no records, as in DSPy's Evaluate
                 if on_result is not None:
                     on_result(0.0, True)
-                return 0.0, [], True
+                return 0.0, [], str(exc) or type(exc).__name__
         if on_result is not None:
             on_result(float(score), False)
-        return float(score), list(trace), False
+        return float(score), list(trace), None
 
     results = await asyncio.gather(*(one(example) for example in trainset))
     order = _call_order(teacher)
-    for score, trace, failed in results:
-        report.failed_runs += failed
+    for score, trace, error in results:
+        if error is not None:
+            report.failed_runs += 1
+            report.first_error = report.first_error or error
         if not score:
             continue
         report.examples_used += 1

@@ -29,7 +29,7 @@ from typing import Any
 
 from dspx_cli.core import Example
 from dspx_cli.core.redact import redact
-from dspx_cli.errors import UsageError
+from dspx_cli.errors import DspxError, UsageError
 from dspx_cli.evaluate.datasets import BadRow, configured_splits, load_rows
 from dspx_cli.evaluate.evaluator import Evaluation, evaluate
 from dspx_cli.evaluate.metrics import Metric, resolve_metric
@@ -129,7 +129,7 @@ def finetune_program(
             report = await _records(
                 folder, runner, teacher, trainset, metric, choice, concurrency, context.meter, hooks
             )
-            if options.data_only:
+            if options.data_only or not report.records:
                 return report, None
             return report, await _score(runner, devset, metric, concurrency, context.meter, hooks, "dev before")
         finally:
@@ -150,10 +150,11 @@ def finetune_program(
         "devset": len(devset),
         "score_before": before.score if before else None,
     }
+    if not report.records:
+        _finish(folder, summary, None, context.meter, started)
+        raise NoRecords(f"no training records: {_why_empty(report)} (see {folder / TRACES_FILE})")
     if options.data_only:
         return _finish(folder, summary, None, context.meter, started)
-    if not report.records:
-        raise UsageError(f"no training records: {_why_empty(report)}; nothing to train on (see {folder / TRACES_FILE})")
 
     assert student is not None
     from dspx_cli.finetune.run_training import train_student
@@ -230,16 +231,31 @@ async def _records(
     hooks.notice(
         f"traces: {len(report.records)} records from {report.examples_used} of {report.examples} examples ({per})\n"
     )
-    _write_atomic(train_file, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in report.records))
+    if report.failed_runs:
+        hooks.notice(f"traces: {report.failed_runs} teacher runs failed; the first: {report.first_error}\n")
     _write_atomic(traces_file, json.dumps(report.describe(), indent=2) + "\n")
+    # No records: nothing for a rerun to reuse; it collects again (the cache replays what finished).
+    if report.records:
+        _write_atomic(train_file, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in report.records))
+    else:
+        train_file.unlink(missing_ok=True)
     return report
+
+
+class NoRecords(DspxError):
+    """Nothing to train on: every teacher run failed or missed the metric, or no example is labeled.
+    Exit 1, a run that produced nothing, like an evaluation whose examples all failed."""
 
 
 def _why_empty(report: TraceReport) -> str:
     if report.mode == "labeled":
         return f"none of the {report.examples} training examples labels every output of a predictor"
-    failed = f" ({report.failed_runs} runs failed)" if report.failed_runs else ""
-    return f"the metric accepted none of the teacher's {report.examples} runs{failed}"
+    if report.failed_runs:
+        return (
+            f"{report.failed_runs} of the teacher's {report.examples} runs failed (the first: {report.first_error}) "
+            "and the metric accepted none of the others"
+        )
+    return f"the metric accepted none of the teacher's {report.examples} runs"
 
 
 async def _score(
