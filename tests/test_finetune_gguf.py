@@ -84,3 +84,16 @@ def test_bad_base_and_type_are_one_line_errors(base: LoadedBase, tmp_path: Path)
         load_base(tmp_path / "missing.bin")
     with pytest.raises(FinetuneError, match="gguf_type 'q4_k': expected one of f16, q8_0, source"):
         export_gguf(base.model, embedded_model_path(), tmp_path / "x.gguf", "q4_k")
+
+
+def test_the_finetune_api_imports_no_heavy_library() -> None:
+    # The CLI side reads TrainSettings while validating a program: that must stay light.
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\nimport dspx_cli.finetune.trainer, dspx_cli.finetune.settings\n"
+        "print([m for m in ('torch', 'transformers', 'peft', 'gguf', 'numpy', 'llama_cpp') if m in sys.modules])"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
