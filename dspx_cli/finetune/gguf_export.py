@@ -56,7 +56,7 @@ def export_gguf(model: Any, template: Path, out_path: Path, gguf_type: str = "f1
         if alignment is not None:
             writer.data_alignment = int(alignment.contents())
         for key, field in reader.fields.items():
-            if key.startswith("GGUF."):
+            if key.startswith("GGUF.") or key == "general.architecture":  # the writer adds the architecture
                 continue
             if key == "general.file_type" and gguf_type in _FILE_TYPES:
                 writer.add_uint32(key, _FILE_TYPES[gguf_type])

@@ -18,6 +18,7 @@ import json
 import math
 import random
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -234,7 +235,10 @@ def _with_lora(model: Any, settings: TrainSettings) -> Any:
         task_type="CAUSAL_LM",
     )
     try:
-        return peft.get_peft_model(model, config)
+        with warnings.catch_warnings():
+            # peft asks transformers a deprecated question (is_gradient_checkpointing) on every wrap.
+            warnings.simplefilter("ignore", FutureWarning)
+            return peft.get_peft_model(model, config)
     except ValueError as exc:
         raise FinetuneError(f"lora.target_modules: {' '.join(str(exc).split())}") from None
 
