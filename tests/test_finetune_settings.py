@@ -149,3 +149,12 @@ def test_validate_and_help_of_finetune_import_no_training_packages(tmp_path: Pat
     path = program(tmp_path, "finetune:\n  lora: true\n  teacher: {lm: local/smollm2}\n")
     assert imported_modules("validate", str(path)) == []
     assert imported_modules("finetune", "--help") == []
+
+
+def test_a_toml_finetune_table_is_checked_at_its_line(tmp_path: Path) -> None:
+    (tmp_path / "p.toml").write_text(
+        '[modules.m]\nsignature = "q -> a"\n\n[finetune]\nepochs = 2\n\n[finetune.lora]\nr = 0\n'
+    )
+    done = dspx("validate", "p.toml", cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr == "error: p.toml:8:1: finetune.lora.r: expected greater than or equal to 1, got 0\n"
