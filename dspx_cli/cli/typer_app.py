@@ -250,6 +250,73 @@ app.command("optimize", help="Alias of compile.")(_compile)
 
 
 @app.command()
+def finetune(
+    program: ProgramArg,
+    assignments: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Override a finetune: setting: KEY=VALUE (JSON; lora.r=8). Repeatable."),
+    ] = None,
+    traces: Annotated[
+        str | None,
+        typer.Option(
+            "--traces",
+            help="labeled (the examples are the calls), bootstrap (the teacher's runs the metric accepts) "
+            "or auto (labeled when the examples label every output) [default: the file's, else auto].",
+        ),
+    ] = None,
+    data_only: Annotated[
+        bool, typer.Option("--data-only", help="Write the training records (train.jsonl) and stop.")
+    ] = False,
+    output: Annotated[
+        Path | None,
+        typer.Option("-o", "--output", help="Run folder [default: runs/finetune-<program>-<hash of the settings>]."),
+    ] = None,
+    concurrency: Annotated[
+        int | None, typer.Option("-j", "--concurrency", min=1, help=CONCURRENCY_HELP.format("Examples"))
+    ] = None,
+    limit: Annotated[int | None, typer.Option("--limit", help="Only the first N train and dev examples.")] = None,
+    teacher_lm: Annotated[
+        str | None, typer.Option("--teacher-lm", help="The model whose runs become the traces (not changed by --lm).")
+    ] = None,
+    teacher_state: Annotated[
+        Path | None, typer.Option("--teacher-state", help="Collect traces from the program in this state.")
+    ] = None,
+    state: Annotated[
+        Path | None,
+        typer.Option("--state", help="A compiled state for the student: its demos are in the prompts trained on."),
+    ] = None,
+    lm: LMOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    cache_dir: CacheDirOpt = None,
+    no_cache: NoCacheOpt = False,
+    cache_only: CacheOnlyOpt = False,
+    refresh: RefreshOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Fine-tune PROGRAM's local model on traces of its train split; save a state that runs it."""
+    from dspx_cli.cli import commands, finetune_command
+
+    options = finetune_command.FinetuneOptions(
+        assignments=tuple(assignments or ()),
+        output=output,
+        concurrency=concurrency,
+        limit=limit,
+        traces=traces,
+        data_only=data_only,
+        teacher_lm=teacher_lm,
+        teacher_state=teacher_state,
+        state=state,
+        as_json=as_json,
+    )
+    actions.guard(
+        debug,
+        lambda: finetune_command.run(
+            program, lm, options, commands.CacheOptions(cache_dir, no_cache, cache_only, refresh)
+        ),
+    )
+
+
+@app.command()
 def inspect(
     program: ProgramArg,
     inputs: InputOpt = None,

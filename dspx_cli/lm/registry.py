@@ -82,6 +82,22 @@ def model_problem(config: LMConfig, base_dir: Path | None = None) -> str | None:
     )
 
 
+def local_model_path(config: LMConfig, base_dir: Path | None = None) -> Path | None:
+    """The file or folder a local model string names (the embedded model's GGUF included), or None
+    for a model served over HTTP. Assumes `model_problem(config, base_dir)` found nothing."""
+    model = config.model.strip()
+    if model in EMBEDDED_NAMES:
+        from dspx_cli.lm.local_gguf import embedded_model_path
+
+        return embedded_model_path()
+    if model.startswith(LOCAL_PREFIX):
+        return _resolve(model[len(LOCAL_PREFIX) :], base_dir)
+    if names_provider(model):
+        return None
+    path = _resolve(model, base_dir)
+    return path if _is_local_model(path) else None
+
+
 def anchor_model_path(model: str, base_dir: Path) -> str:
     """A model string naming a file or folder, made absolute against `base_dir`; others unchanged.
 

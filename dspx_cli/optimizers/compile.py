@@ -60,6 +60,11 @@ class _TeacherRoot(BaseModel):
     optimizer: _TeacherSection
 
 
+class _FinetuneTeacherRoot(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    finetune: _TeacherSection
+
+
 @dataclass
 class OptimizerChoice:
     name: str
@@ -145,13 +150,24 @@ def _teacher(
 ) -> Teacher | None:
     if (lm_text or state_path) and not OPTIMIZERS[optimizer].takes_teacher:
         raise UsageError(f"--teacher-lm/--teacher-state: {optimizer} takes no teacher")
+    return resolve_teacher(program, raw, lm_text, state_path, at="optimizer")
+
+
+def resolve_teacher(
+    program: Program, raw: Any, lm_text: str | None, state_path: Path | None, *, at: str
+) -> Teacher | None:
+    """The teacher written under `<at>.teacher` in the file (`raw`, checked there), with
+    `--teacher-lm` / `--teacher-state` replacing its parts; None when neither names one."""
     lm: LMConfig | None = None
     state: Path | None = None
     if raw is not None:
+        root = _TeacherRoot if at == "optimizer" else _FinetuneTeacherRoot
+        data = {at: {"teacher": raw}}
         try:
-            spec = _TeacherRoot.model_validate({"optimizer": {"teacher": raw}}).optimizer.teacher
+            checked = root.model_validate(data)
         except ValidationError as exc:
-            raise to_program_error(exc, {"optimizer": {"teacher": raw}}, program.positions, _TeacherRoot) from None
+            raise to_program_error(exc, data, program.positions, root) from None
+        spec = getattr(checked, at).teacher
         assert spec is not None
         lm = lm_config(spec.lm, None) if spec.lm else None
         # Written in the file: relative to the file, like data paths.
@@ -184,7 +200,13 @@ def build_teacher(program: Program, teacher: Teacher | None, context: RunContext
         program = replace(program, modules=modules)
     runner = ProgramRunner(program, context, rewards=build_rewards(program, context))
     if teacher.state is not None:
-        load_state(runner, read_state_file(teacher.state), source=str(teacher.state))
+        load_state(
+            runner,
+            read_state_file(teacher.state),
+            source=str(teacher.state),
+            context=context,
+            base_dir=teacher.state.parent,
+        )
     return runner
 
 

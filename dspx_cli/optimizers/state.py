@@ -5,6 +5,11 @@ Per predictor DSPy writes `traces`, `train`, `demos`, `signature` (`instructions
 predictors sits `metadata` with `dependency_versions`. dspx writes exactly that, so DSPy can load a
 dspx state into the same program, and adds its own record under `metadata.dspx`.
 
+`lm` is None unless the state names a model of its own: `dspx finetune` writes
+`{"model": "local/<path>"}`, the path relative to the state file's folder, so the state and the
+model it points at move together. A state never carries endpoints or keys; an `lm` naming any
+other model (DSPy writes the LM a predictor was given) is ignored, and the program's LMs stay.
+
 DSPy's layout names no fields, so matching a state to a program relies on predictor names, field
 counts, DSPy's `${name}` placeholder descriptions, demo keys and, for states dspx wrote, the
 signatures recorded in `metadata.dspx.predictors`.
@@ -18,6 +23,7 @@ import os
 import re
 import sys
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -26,12 +32,16 @@ from dspx_cli.core import Signature
 from dspx_cli.core.json_values import json_kind, jsonable
 from dspx_cli.core.redact import redact
 from dspx_cli.errors import ProgramError, UsageError
+from dspx_cli.lm.config import LMConfig
+from dspx_cli.lm.registry import EMBEDDED_NAMES, LOCAL_PREFIX, model_problem
 from dspx_cli.modules import Predict
+from dspx_cli.program.context import RunContext
 from dspx_cli.program.runner import ProgramRunner
 
 __all__ = [
     "dump_state",
     "load_state",
+    "local_model_entry",
     "named_predictors",
     "program_hash",
     "read_state_file",
@@ -67,9 +77,12 @@ def program_hash(runner: ProgramRunner) -> str:
 # ----- dump ------------------------------------------------------------------------------------
 
 
-def dump_state(runner: ProgramRunner, *, metadata: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def dump_state(
+    runner: ProgramRunner, *, metadata: Mapping[str, Any] | None = None, lm: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
     """The program's state as DSPy's `Module.save()` lays it out. `metadata` (optimizer, settings,
-    scores, LM usage, ...) goes under `metadata.dspx`, next to what dspx records itself."""
+    scores, LM usage, ...) goes under `metadata.dspx`, next to what dspx records itself. `lm`
+    (`local_model_entry`) is every predictor's model; None keeps the program's."""
     state: dict[str, Any] = {}
     for name, predictor in named_predictors(runner):
         state[name] = {
@@ -77,7 +90,8 @@ def dump_state(runner: ProgramRunner, *, metadata: Mapping[str, Any] | None = No
             "train": [],
             "demos": [jsonable(dict(demo)) for demo in predictor.demos],
             "signature": _dump_signature(predictor.signature),
-            "lm": None,  # the LM comes from the program file; a state never carries endpoints
+            # None: the LM comes from the program file. A state never carries endpoints or keys.
+            "lm": dict(lm) if lm is not None else None,
         }
     state[METADATA] = {
         # DSPy's `load()` compares every key here with its own versions and fails on keys it does not
@@ -93,6 +107,17 @@ def dump_state(runner: ProgramRunner, *, metadata: Mapping[str, Any] | None = No
     return state
 
 
+def local_model_entry(model_path: Path, state_path: Path) -> dict[str, Any]:
+    """A predictor's `lm` naming a local model file or folder, relative to the state file's folder
+    when it lies below it (a run folder moved elsewhere keeps working), else absolute."""
+    model_path, folder = model_path.resolve(), state_path.resolve().parent
+    try:
+        shown = str(model_path.relative_to(folder))
+    except ValueError:
+        shown = str(model_path)
+    return {"model": LOCAL_PREFIX + shown}
+
+
 def _dump_signature(signature: Signature) -> dict[str, Any]:
     return {
         "instructions": signature.instructions,
@@ -103,8 +128,17 @@ def _dump_signature(signature: Signature) -> dict[str, Any]:
 # ----- load ------------------------------------------------------------------------------------
 
 
-def load_state(runner: ProgramRunner, state: Mapping[str, Any], *, source: str) -> None:
-    """Set demos, instructions and field descriptions of every predictor from `state`.
+def load_state(
+    runner: ProgramRunner,
+    state: Mapping[str, Any],
+    *,
+    source: str,
+    context: RunContext | None = None,
+    base_dir: Path | None = None,
+) -> None:
+    """Set demos, instructions and field descriptions of every predictor from `state`, and the
+    model of those whose `lm` names a local one (relative to `base_dir`, the state file's folder;
+    only with a `context`, which makes LMs: without one nothing is called, as in `dspx inspect`).
 
     Accepts what dspx and DSPy write. Everything is checked before any predictor changes, so a state
     that does not fit leaves the runner as it was. Errors name `source` (the state file)."""
@@ -134,9 +168,39 @@ def load_state(runner: ProgramRunner, state: Mapping[str, Any], *, source: str) 
         name: _checked_update(name, predictor, state[name], recorded.get(name), source)
         for name, predictor in predictors.items()
     }
+    models = {name: _local_model(name, state[name], base_dir, source) for name in predictors}
     for name, (signature, demos) in updates.items():
         predictors[name].signature = signature
         predictors[name].demos = demos
+        model = models[name]
+        if model is not None and context is not None:
+            # The module's LM settings (timeouts, cache, limits) stay; only the model is the state's,
+            # and a local model has no endpoint or key.
+            config = runner.program.modules[name.split(".", 1)[0]].lm
+            predictors[name].lm = context.lm(replace(config, model=model, api_base=None, api_key=None))
+
+
+def _local_model(name: str, entry: Any, base_dir: Path | None, source: str) -> str | None:
+    """The local model a predictor's `lm` names, as an absolute `local/...` string; None when it names
+    none (None, or a model that is not `local/...`, which is ignored: see the module's docstring)."""
+    lm = entry.get("lm") if isinstance(entry, Mapping) else None
+    if lm is None:
+        return None
+    if not isinstance(lm, Mapping) or not isinstance(lm.get("model"), str):
+        raise _error(source, f"predictor {name!r}: expected `lm` to be null or an object with a `model`")
+    model = lm["model"].strip()
+    if model in EMBEDDED_NAMES:
+        return model
+    if not model.startswith(LOCAL_PREFIX):
+        return None
+    path = Path(model[len(LOCAL_PREFIX) :]).expanduser()
+    if not path.is_absolute():
+        path = (base_dir or Path.cwd()) / path
+    resolved = LOCAL_PREFIX + str(path.resolve())
+    problem = model_problem(LMConfig(model=resolved))
+    if problem is not None:
+        raise _error(source, f"predictor {name!r}: {problem}")
+    return resolved
 
 
 def _keyed_by_predictor(state: Mapping[str, Any], predictors: list[str], source: str) -> Mapping[str, Any]:

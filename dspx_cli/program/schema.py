@@ -172,5 +172,6 @@ class ProgramSpec(Strict):
     # {judge: {...}}; checked by the evaluate layer.
     metric: str | dict[str, Any] | None = None
     optimizer: dict[str, Any] | None = None
+    finetune: dict[str, Any] | None = None  # what `dspx finetune` trains with; finetune/section.py
 
     _lm_shorthand = field_validator("lm", mode="before")(lambda cls, v: lm_shorthand(v))

@@ -66,5 +66,7 @@ def build_runner(program: Program, context: RunContext | None, state_file: Path 
     if state_file is not None:
         from dspx_cli.optimizers.state import load_state, read_state_file
 
-        load_state(runner, read_state_file(state_file), source=str(state_file))
+        load_state(
+            runner, read_state_file(state_file), source=str(state_file), context=context, base_dir=state_file.parent
+        )
     return runner

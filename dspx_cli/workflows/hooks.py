@@ -58,6 +58,32 @@ class Silent:
         pass
 
 
+class StepTracker(Protocol):
+    def step(self, step: int, total: int, loss: float, tokens_per_second: float, eta_seconds: float) -> None:
+        """Optimizer step `step` of `total` is done: its training loss, the tokens per second of
+        training and the trainer's estimate of the time left."""
+
+
+class TrainingProgressFactory(Protocol):
+    """Shaped like `cli.train_progress.TrainingProgress`."""
+
+    def __call__(self, label: str) -> AbstractContextManager[StepTracker]: ...
+
+
+class SilentTraining:
+    def __init__(self, label: str) -> None:
+        pass
+
+    def __enter__(self) -> SilentTraining:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None) -> None:
+        pass
+
+    def step(self, step: int, total: int, loss: float, tokens_per_second: float, eta_seconds: float) -> None:
+        pass
+
+
 def _ignore(text: str) -> None:
     pass
 
@@ -66,3 +92,4 @@ def _ignore(text: str) -> None:
 class Hooks:
     progress: ProgressFactory = Silent
     notice: Callable[[str], object] = _ignore  # a whole line, newline included
+    training: TrainingProgressFactory = SilentTraining

@@ -38,6 +38,10 @@ def validate_program(path: Path) -> Program:
         from dspx_cli.optimizers.compile import choose_optimizer
 
         check_teacher(program, choose_optimizer(program, None, ()).teacher)
+    if program.spec.finetune is not None:
+        from dspx_cli.finetune.section import choose_finetune_settings
+
+        check_teacher(program, choose_finetune_settings(program, ()).teacher, section="finetune")
     return program
 
 
@@ -50,9 +54,9 @@ def preview(
     return program, build_runner(program, None, state_file).preview(inputs)
 
 
-def check_teacher(program: Program, teacher: Any, flag: str | None = None) -> None:
-    """A teacher model no backend takes fails before compiling, where the file (or `flag`,
-    --teacher-lm) names it."""
+def check_teacher(program: Program, teacher: Any, flag: str | None = None, section: str = "optimizer") -> None:
+    """A teacher model no backend takes fails before compiling, where the file (under `section`)
+    or `flag` (--teacher-lm) names it."""
     from dspx_cli.errors import ProgramError
     from dspx_cli.lm.registry import model_problem
 
@@ -62,4 +66,4 @@ def check_teacher(program: Program, teacher: Any, flag: str | None = None) -> No
     if problem is not None and flag:
         raise UsageError(f"--teacher-lm {flag}: {problem}")
     if problem is not None:
-        raise ProgramError(f"teacher: {problem}", program.positions.locate(("optimizer", "teacher", "lm")))
+        raise ProgramError(f"teacher: {problem}", program.positions.locate((section, "teacher", "lm")))
