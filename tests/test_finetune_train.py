@@ -9,10 +9,12 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import peft  # noqa: F401  (LoRA is part of the hf extra: a missing peft fails here, never skips)
 import pytest
+from gguf import GGUFReader
 from safetensors.torch import load_file
 
 from dspx_cli.finetune.base_model import load_base
@@ -101,9 +103,16 @@ def test_lora_learns_and_is_merged_into_the_written_model(lora_run: TrainResult,
 
 def test_a_finished_run_is_returned_not_retrained(lora_run: TrainResult, base_folder: Path) -> None:
     out_dir = lora_run.checkpoint_dir.parent
+    assert not list(out_dir.glob("checkpoint-*"))  # the model files replace them
     again = train(RECORDS, base_folder, LORA, out_dir, lambda info: pytest.fail("trained again"))
     assert again.loss_curve == lora_run.loss_curve
-    with pytest.raises(FinetuneError, match="holds a checkpoint of a different training run"):
+    # Another GGUF type re-writes only the GGUF.
+    requantized = train(
+        RECORDS, base_folder, replace(LORA, gguf_type="q8_0"), out_dir, lambda info: pytest.fail("trained")
+    )
+    assert requantized.gguf_path is not None
+    assert GGUFReader(requantized.gguf_path).fields["general.file_type"].contents() == 7
+    with pytest.raises(FinetuneError, match="holds the result of a different training run"):
         train(RECORDS[:2], base_folder, LORA, out_dir)
 
 

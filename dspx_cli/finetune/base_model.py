@@ -85,7 +85,6 @@ def _load_gguf(path: Path) -> LoadedBase:
     import transformers
     from gguf import GGUFReader
     from gguf.quants import dequantize
-    from transformers.initialization import no_init_weights
 
     from dspx_cli.finetune.gguf_names import heads_for, hf_name, unpermute
 
@@ -112,7 +111,7 @@ def _load_gguf(path: Path) -> LoadedBase:
             weights = unpermute(weights, heads)
         state[name] = torch.from_numpy(np.array(weights, dtype=np.float32))  # a writable copy
     # Random initialisation of 135M weights that are overwritten next costs seconds; skip it.
-    with no_init_weights():
+    with _no_init_weights():
         model = transformers.LlamaForCausalLM(config)
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [key for key in missing if not (config.tie_word_embeddings and key == "lm_head.weight")]
@@ -124,6 +123,14 @@ def _load_gguf(path: Path) -> LoadedBase:
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     return LoadedBase(model, tokenizer, path.resolve())
+
+
+def _no_init_weights() -> Any:
+    try:
+        from transformers.initialization import no_init_weights  # transformers 5
+    except ImportError:
+        from transformers.modeling_utils import no_init_weights  # type: ignore[attr-defined,no-redef]
+    return no_init_weights()
 
 
 def _llama_config(meta: dict[str, Any], tokenizer: Any, tied: bool) -> Any:

@@ -10,9 +10,11 @@ from dspx_cli.finetune.gguf_export import GGUF_TYPES
 
 # All of a llama block's linear layers: on a 135M model LoRA on attention alone learns too little.
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-# Defaults when learning_rate is unset: LoRA adapters start at zero and need a larger step.
+# Defaults when learning_rate is unset: LoRA adapters start at zero and need a larger step. Measured
+# on programs/support.yaml (28 train records, 3 epochs, batch 4; dev accuracy of the GGUF): full at
+# 5e-5 82%; LoRA at 1e-3 71%, at 2e-4 0% (the reply format learnt, the queue left empty).
 FULL_LEARNING_RATE = 5e-5
-LORA_LEARNING_RATE = 2e-4
+LORA_LEARNING_RATE = 1e-3
 
 
 @dataclass(frozen=True)

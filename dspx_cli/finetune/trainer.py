@@ -4,7 +4,8 @@ A plain loop over padded batches (no HF Trainer): forward with labels, backward,
 scheduler step. It checkpoints every `checkpoint_every` steps and at the last one (train_state.py);
 calling `train` again with the same out_dir resumes from the newest checkpoint with the same data
 order, RNG and optimizer state, so the loss curve continues as if never stopped. A run whose
-outputs are complete returns its recorded result without training again.
+outputs are complete returns its recorded result without training again (re-writing only the
+GGUF when gguf_type changed); its checkpoints are removed once the model files are written.
 
 Outputs in out_dir: `model/` (transformers checkpoint folder: `lm: local/<out_dir>/model`),
 `model.gguf` (when the base came from a GGUF; `lm: local/<out_dir>/model.gguf`), `result.json`.
@@ -17,6 +18,7 @@ import hashlib
 import json
 import math
 import random
+import shutil
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -83,7 +85,7 @@ def train(
     check_records(records)
     out_dir.mkdir(parents=True, exist_ok=True)
     fingerprint = _fingerprint(records, base, settings)
-    finished = _finished(out_dir, fingerprint)
+    finished = _finished(out_dir, fingerprint, settings.gguf_type)
     if finished is not None:
         return finished
 
@@ -138,7 +140,11 @@ def train(
             load_seconds=load_seconds,
             export_seconds=time.perf_counter() - started,
         )
-        write_text(out_dir / RESULT_FILE, json.dumps({"fingerprint": fingerprint, **result.to_json()}, indent=2) + "\n")
+        _record(out_dir, fingerprint, settings.gguf_type, result)
+        # The model files hold everything a finished run needs; a full fine-tuning checkpoint is
+        # three times the model (weights and AdamW's two moments) and would only take disk.
+        for checkpoint in out_dir.glob(f"{train_state.PREFIX}*"):
+            shutil.rmtree(checkpoint, ignore_errors=True)
         return result
     finally:
         torch.set_num_threads(threads_before)
@@ -250,13 +256,36 @@ def _fingerprint(records: Sequence[dict[str, Any]], base: Path, settings: TrainS
     return digest.hexdigest()[:24]
 
 
-def _finished(out_dir: Path, fingerprint: str) -> TrainResult | None:
+def _record(out_dir: Path, fingerprint: str, gguf_type: str, result: TrainResult) -> None:
+    data = {"fingerprint": fingerprint, "gguf_type": gguf_type, **result.to_json()}
+    write_text(out_dir / RESULT_FILE, json.dumps(data, indent=2) + "\n")
+
+
+def _finished(out_dir: Path, fingerprint: str, gguf_type: str) -> TrainResult | None:
+    """The recorded result of a finished run of the same training, re-exporting its GGUF first if
+    only gguf_type changed; None when out_dir holds no such run."""
     path = out_dir / RESULT_FILE
     if not path.is_file():
         return None
     data = json.loads(path.read_text(encoding="utf-8"))
-    if data.pop("fingerprint", None) != fingerprint or not (out_dir / MODEL_DIR).is_dir():
+    if data.pop("fingerprint", None) != fingerprint:
+        raise FinetuneError(
+            f"{out_dir} holds the result of a different training run (other data, settings or base model); "
+            "use a new output folder or delete it to start over"
+        )
+    if not (out_dir / MODEL_DIR).is_dir():
         return None
+    written_type = data.pop("gguf_type", None)
     data["checkpoint_dir"] = Path(data["checkpoint_dir"])
     data["gguf_path"] = Path(data["gguf_path"]) if data["gguf_path"] else None
-    return TrainResult(**data)
+    result = TrainResult(**data)
+    if result.gguf_path is not None and written_type != gguf_type:
+        from dspx_cli.finetune.base_model import load_base
+        from dspx_cli.finetune.gguf_export import export_gguf
+
+        loaded = load_base(result.checkpoint_dir)
+        if loaded.gguf_template is None:
+            raise FinetuneError(f"{result.checkpoint_dir}: the GGUF it came from is gone; cannot write {gguf_type}")
+        export_gguf(loaded.model, loaded.gguf_template, result.gguf_path, gguf_type)
+        _record(out_dir, fingerprint, gguf_type, result)
+    return result
