@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from dspx_cli.finetune.section import choose_finetune_settings
+from dspx_cli.finetune.settings import FULL_LEARNING_RATE, LORA_LEARNING_RATE
 from dspx_cli.program.loader import load_program
 from tests.cli_inprocess import dspx
 from tests.lm_server import LMServer
@@ -76,14 +77,14 @@ def test_bad_command_line_settings_are_exit_2(tmp_path: Path, args: tuple[str, .
 
 def test_settings_merge_the_file_and_set(tmp_path: Path) -> None:
     path = program(tmp_path, "finetune:\n  epochs: 2\n  lora: true\n  gguf: q8_0\n")
-    choice = choose_finetune_settings(load_program(path), ["lora.r=4", "learning_rate=0.001"])
+    choice = choose_finetune_settings(load_program(path), ["lora.r=4", "learning_rate=0.003"])
     record = choice.settings.record()
-    assert record["epochs"] == 2 and record["gguf"] == "q8_0" and record["learning_rate"] == 0.001
+    assert record["epochs"] == 2 and record["gguf"] == "q8_0" and record["learning_rate"] == 0.003
     assert record["lora"] == {"r": 4, "alpha": 32, "dropout": 0.05}
-    assert choose_finetune_settings(load_program(path), []).settings.learning_rate_or_default == 2e-4
+    assert choose_finetune_settings(load_program(path), []).settings.learning_rate_or_default == LORA_LEARNING_RATE
     (tmp_path / "plain").mkdir()
     plain = choose_finetune_settings(load_program(program(tmp_path / "plain")), []).settings
-    assert plain.lora_settings is None and plain.learning_rate_or_default == 5e-5
+    assert plain.lora_settings is None and plain.learning_rate_or_default == FULL_LEARNING_RATE
 
 
 def test_a_remote_student_is_refused_before_any_call(lm_server: LMServer, tmp_path: Path) -> None:
