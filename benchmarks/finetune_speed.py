@@ -54,7 +54,12 @@ def settings(batch_size: int, lora: bool) -> object:
     from dspx_cli.finetune.settings import LoraSettings, TrainSettings
 
     return TrainSettings(
-        epochs=1, batch_size=batch_size, max_length=2048, checkpoint_every=10**6, lora=LoraSettings() if lora else None
+        epochs=1,
+        batch_size=batch_size,
+        max_length=2048,
+        checkpoint_every=10**6,
+        lora=LoraSettings() if lora else None,
+        threads=2,  # as the plain loop
     )
 
 

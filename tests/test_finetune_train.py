@@ -22,6 +22,7 @@ from dspx_cli.finetune.errors import FinetuneError
 from dspx_cli.finetune.export import export_checkpoint
 from dspx_cli.finetune.settings import LoraSettings, TrainSettings
 from dspx_cli.finetune.trainer import StepInfo, TrainResult, train
+from dspx_cli.lm.core_share import CoreShare
 from dspx_cli.lm.local_gguf import embedded_model_path
 from tests.finetune_helpers import answers
 
@@ -67,10 +68,24 @@ def _secret(model: str) -> str:
     return answers(model, (QUESTION,), max_tokens=8)[0]
 
 
-def test_full_fine_tuning_from_the_gguf_learns_and_writes_both_formats(base_folder: Path, tmp_path: Path) -> None:
+def test_full_fine_tuning_from_the_gguf_learns_and_writes_both_formats(
+    base_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch
+
     steps: list[StepInfo] = []
+    threads: list[int] = []
+
+    def on_step(info: StepInfo) -> None:
+        steps.append(info)
+        threads.append(torch.get_num_threads())
+
+    # The step's thread count is what the free cores allow, asked again before every step.
+    monkeypatch.setattr(CoreShare, "threads", lambda self: 1)
+    threads_before = torch.get_num_threads()
     settings = TrainSettings(epochs=4, batch_size=2, max_length=64, learning_rate=1e-4, checkpoint_every=100)
-    result = train(RECORDS, embedded_model_path(), settings, tmp_path, steps.append)
+    result = train(RECORDS, embedded_model_path(), settings, tmp_path, on_step)
+    assert threads == [1] * 8 and torch.get_num_threads() == threads_before
 
     assert result.steps == 8 == len(result.loss_curve) and result.resumed_from == 0
     assert [info.step for info in steps] == list(range(1, 9)) and steps[-1].total_steps == 8

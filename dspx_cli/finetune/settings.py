@@ -38,7 +38,9 @@ class TrainSettings:
     warmup_steps: int = 0  # linear warm-up, then linear decay to zero at the last step
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
-    threads: int = 2  # torch CPU threads while training
+    # torch CPU threads; None: the cores other processes leave free, chosen again before every
+    # step (torch's OpenMP workers spin at barriers like llama.cpp's: see lm/core_share.py).
+    threads: int | None = None
 
     @property
     def lr(self) -> float:
@@ -68,7 +70,7 @@ class TrainSettings:
         need(self.warmup_steps >= 0, "warmup_steps", "a whole number >= 0")
         need(self.weight_decay >= 0, "weight_decay", "a number >= 0")
         need(self.max_grad_norm > 0, "max_grad_norm", "a number > 0")
-        need(self.threads >= 1, "threads", "a whole number >= 1")
+        need(self.threads is None or self.threads >= 1, "threads", "a whole number >= 1")
         if self.lora is not None:
             need(self.lora.r >= 1, "lora.r", "a whole number >= 1")
             need(self.lora.alpha > 0, "lora.alpha", "a number > 0")

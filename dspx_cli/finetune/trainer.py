@@ -32,6 +32,7 @@ from dspx_cli.finetune.chat_data import Encoded, check_records, collate, encode,
 from dspx_cli.finetune.errors import FinetuneError
 from dspx_cli.finetune.loss import causal_lm_loss
 from dspx_cli.finetune.settings import TrainSettings
+from dspx_cli.lm.core_share import CoreShare
 
 MODEL_DIR = "model"
 GGUF_FILE = "model.gguf"
@@ -94,7 +95,8 @@ def train(
     from dspx_cli.finetune.base_model import load_base
 
     threads_before = torch.get_num_threads()
-    torch.set_num_threads(settings.threads)
+    share = CoreShare() if settings.threads is None else None
+    torch.set_num_threads(settings.threads or threads_before)
     try:
         started = time.perf_counter()
         random.seed(settings.seed)
@@ -113,7 +115,7 @@ def train(
             if loaded.tokenizer.pad_token_id is not None
             else loaded.tokenizer.eos_token_id
         )
-        progress, resumed_from = _train_loop(model, kept, pad_id, settings, out_dir, fingerprint, on_step)
+        progress, resumed_from = _train_loop(model, kept, pad_id, settings, out_dir, fingerprint, on_step, share)
 
         started = time.perf_counter()
         if settings.lora is not None:
@@ -158,6 +160,7 @@ def _train_loop(
     out_dir: Path,
     fingerprint: str,
     on_step: Callable[[StepInfo], None] | None,
+    share: CoreShare | None,
 ) -> tuple[train_state.Progress, int]:
     import torch
 
@@ -180,6 +183,8 @@ def _train_loop(
         batches = epoch_order(lengths, settings.batch_size, settings.seed, epoch)
         for index in range(progress.step - epoch * per_epoch, per_epoch):
             batch = collate([examples[i] for i in batches[index]], pad_id)
+            if share is not None and (threads := share.threads()) != torch.get_num_threads():
+                torch.set_num_threads(threads)
             began = time.perf_counter()
             loss, labelled = causal_lm_loss(model, batch)
             loss.backward()
