@@ -10,10 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dspx_cli.core import Example
 from dspx_cli.core.redact import redact
-from dspx_cli.errors import UsageError
-from dspx_cli.evaluate.datasets import BadRow, configured_splits, load_rows
 from dspx_cli.evaluate.evaluator import Evaluation, evaluate
 from dspx_cli.evaluate.metrics import resolve_metric
 from dspx_cli.lm.registry import anchor_model_path
@@ -25,6 +22,7 @@ from dspx_cli.program.loader import load_program
 from dspx_cli.workflows.context import CacheOptions, build_runner
 from dspx_cli.workflows.hooks import Hooks
 from dspx_cli.workflows.run_folder import default_run_dir, program_hash, resolved_program
+from dspx_cli.workflows.training_data import train_and_dev
 from dspx_cli.workflows.validate import check_teacher
 
 logger = logging.getLogger(__name__)
@@ -65,17 +63,7 @@ def compile_program(
         program, options.optimizer, options.assignments, teacher_lm=teacher_lm, teacher_state=options.teacher_state
     )
     check_teacher(program, choice.teacher, teacher_lm)
-    splits = configured_splits(program)
-    if "train" not in splits:
-        # load_examples' own hint names evaluate's --split/--dataset, which compile does not take.
-        raise UsageError(
-            f"{program.path} configures no 'train' split (configured splits: {', '.join(splits) or 'none'}); "
-            "compile trains on it: add data.train (a file) or data.path with data.split to the program"
-        )
-    trainset = _readable(load_rows(program, "train", limit=options.limit))
-    devset = _readable(load_rows(program, "dev", limit=options.limit)) if "dev" in splits else []
-    if not trainset:
-        raise UsageError(f"{program.path}: no training example could be read (see the warnings above)")
+    trainset, devset = train_and_dev(program, "compile", options.limit)
     concurrency = options.concurrency or default_concurrency(program)
     context = cache.context(program)
     metric = resolve_metric(program, context)
@@ -137,11 +125,3 @@ def compile_program(
         (output.parent / "summary.json").write_text(json.dumps(metadata, indent=2, default=str) + "\n")
     demos = {name: len(predictor.demos) for name, predictor in named_predictors(runner)}
     return CompileResult(metadata, demos, output, context.meter, seconds)
-
-
-def _readable(rows: list[Example | BadRow]) -> list[Example]:
-    """The rows that are examples; each bad one is skipped with a warning naming its file and line."""
-    for row in rows:
-        if isinstance(row, BadRow):
-            logger.warning("skipping %s", row)
-    return [row for row in rows if not isinstance(row, BadRow)]

@@ -30,7 +30,7 @@ from typing import Any
 from dspx_cli.core import Example
 from dspx_cli.core.redact import redact
 from dspx_cli.errors import DspxError, UsageError
-from dspx_cli.evaluate.datasets import BadRow, configured_splits, load_rows
+from dspx_cli.evaluate.datasets import BadRow
 from dspx_cli.evaluate.evaluator import Evaluation, evaluate
 from dspx_cli.evaluate.metrics import Metric, resolve_metric
 from dspx_cli.finetune.section import FinetuneChoice, choose_finetune_settings
@@ -49,6 +49,7 @@ from dspx_cli.program.runner import ProgramRunner
 from dspx_cli.workflows.context import CacheOptions, build_runner
 from dspx_cli.workflows.hooks import Hooks
 from dspx_cli.workflows.run_folder import program_hash, resolved_program
+from dspx_cli.workflows.training_data import train_and_dev
 from dspx_cli.workflows.validate import check_teacher
 
 logger = logging.getLogger(__name__)
@@ -101,16 +102,7 @@ def finetune_program(
     )
     check_teacher(program, choice.teacher, teacher_lm, section="finetune")
     student: tuple[str, Path] | None = None if options.data_only else student_model(program)
-    splits = configured_splits(program)
-    if "train" not in splits:
-        raise UsageError(
-            f"{program.path} configures no 'train' split (configured splits: {', '.join(splits) or 'none'}); "
-            "finetune trains on it: add data.train (a file) or data.path with data.split to the program"
-        )
-    trainset = _readable(load_rows(program, "train", limit=options.limit))
-    devset = _readable(load_rows(program, "dev", limit=options.limit)) if "dev" in splits else []
-    if not trainset:
-        raise UsageError(f"{program.path}: no training example could be read (see the warnings above)")
+    trainset, devset = train_and_dev(program, "finetune", options.limit)
 
     concurrency = options.concurrency or default_concurrency(program)
     context = cache.context(program)
@@ -376,10 +368,3 @@ def _file_hash(path: Path) -> str:
 
 def _slug(program: Program) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", program.name).strip("-") or "program"
-
-
-def _readable(rows: list[Example | BadRow]) -> list[Example]:
-    for row in rows:
-        if isinstance(row, BadRow):
-            logger.warning("skipping %s", row)
-    return [row for row in rows if not isinstance(row, BadRow)]
