@@ -116,16 +116,22 @@ def test_lora_learns_and_is_merged_into_the_written_model(lora_run: TrainResult,
     assert "pineapple" in _secret(f"local/{lora_run.gguf_path}")
 
 
-def test_a_finished_run_is_returned_not_retrained(lora_run: TrainResult, base_folder: Path) -> None:
+def test_a_finished_run_is_returned_not_retrained(lora_run: TrainResult, base_folder: Path, tmp_path: Path) -> None:
     out_dir = lora_run.checkpoint_dir.parent
     assert not list(out_dir.glob("checkpoint-*"))  # the model files replace them
     again = train(RECORDS, base_folder, LORA, out_dir, lambda info: pytest.fail("trained again"))
     assert again.loss_curve == lora_run.loss_curve
+    # result.json is untrusted (a committed run folder): the paths in it are never written to.
+    recorded = json.loads((out_dir / "result.json").read_text())
+    elsewhere = tmp_path / "elsewhere.gguf"
+    recorded.update(gguf_path=str(elsewhere), checkpoint_dir=str(tmp_path / "other-model"))
+    (out_dir / "result.json").write_text(json.dumps(recorded))
     # Another GGUF type re-writes only the GGUF.
     requantized = train(
         RECORDS, base_folder, replace(LORA, gguf_type="q8_0"), out_dir, lambda info: pytest.fail("trained")
     )
-    assert requantized.gguf_path is not None
+    assert requantized.gguf_path == out_dir / "model.gguf" and not elsewhere.exists()
+    assert requantized.checkpoint_dir == out_dir / "model"
     assert GGUFReader(requantized.gguf_path).fields["general.file_type"].contents() == 7
     with pytest.raises(FinetuneError, match="holds the result of a different training run"):
         train(RECORDS[:2], base_folder, LORA, out_dir)

@@ -67,20 +67,47 @@ def load(folder: Path, model: Any, optimizer: Any, scheduler: Any, fingerprint: 
     """Restore `folder` into the live objects; FinetuneError if it belongs to another run."""
     import torch
 
-    progress = Progress(**json.loads((folder / "progress.json").read_text(encoding="utf-8")))
+    # A run folder can be committed or handed over like a cache folder: its files are untrusted
+    # input, so nothing in them is unpickled (weights_only) and a malformed one is an error.
+    try:
+        progress = Progress(**json.loads((folder / "progress.json").read_text(encoding="utf-8")))
+        if not isinstance(progress.fingerprint, str) or not isinstance(progress.step, int):
+            raise TypeError("fingerprint and step")
+    except (OSError, ValueError, TypeError) as exc:
+        raise FinetuneError(f"{folder}: unreadable checkpoint ({exc}); delete it to start over") from None
     if progress.fingerprint != fingerprint:
         raise FinetuneError(
             f"{folder.parent} holds a checkpoint of a different training run (other data, settings or base "
             "model); use a new output folder or delete it to start over"
         )
-    weights = torch.load(folder / "weights.pt", weights_only=True)
+    weights = _load_tensors(folder / "weights.pt")
     trainable = {name for name, p in model.named_parameters() if p.requires_grad}
     if set(weights) != trainable:
         raise FinetuneError(f"{folder}: its weights do not match the model being trained")
     model.load_state_dict(weights, strict=False)
-    states = torch.load(folder / "optimizer.pt", weights_only=False)
-    optimizer.load_state_dict(states["optimizer"])
-    scheduler.load_state_dict(states["scheduler"])
-    torch.set_rng_state(states["torch_rng"])
-    random.setstate(states["python_rng"])
+    states = _load_tensors(folder / "optimizer.pt")
+    try:
+        optimizer.load_state_dict(states["optimizer"])
+        scheduler.load_state_dict(states["scheduler"])
+        torch.set_rng_state(states["torch_rng"])
+        random.setstate(_as_tuples(states["python_rng"]))
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise FinetuneError(f"{folder}: unreadable checkpoint ({exc}); delete it to start over") from None
     return progress
+
+
+def _load_tensors(path: Path) -> Any:
+    """torch.load without unpickling arbitrary objects: tensors, numbers, strings and containers."""
+    import pickle
+
+    import torch
+
+    try:
+        return torch.load(path, weights_only=True)
+    except (OSError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError) as exc:
+        raise FinetuneError(f"{path}: unreadable checkpoint file ({exc}); delete the folder to start over") from None
+
+
+def _as_tuples(value: Any) -> Any:
+    # random.setstate wants the nested tuples random.getstate gave.
+    return tuple(_as_tuples(item) for item in value) if isinstance(value, (list, tuple)) else value

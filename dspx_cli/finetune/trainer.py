@@ -272,8 +272,12 @@ def _finished(out_dir: Path, fingerprint: str, gguf_type: str) -> TrainResult | 
     path = out_dir / RESULT_FILE
     if not path.is_file():
         return None
-    data = json.loads(path.read_text(encoding="utf-8"))
-    if data.pop("fingerprint", None) != fingerprint:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        recorded = data.pop("fingerprint", None) if isinstance(data, dict) else None
+    except (OSError, ValueError) as exc:
+        raise FinetuneError(f"{path}: unreadable ({exc}); delete the folder to start over") from None
+    if recorded != fingerprint:
         raise FinetuneError(
             f"{out_dir} holds the result of a different training run (other data, settings or base model); "
             "use a new output folder or delete it to start over"
@@ -281,9 +285,14 @@ def _finished(out_dir: Path, fingerprint: str, gguf_type: str) -> TrainResult | 
     if not (out_dir / MODEL_DIR).is_dir():
         return None
     written_type = data.pop("gguf_type", None)
-    data["checkpoint_dir"] = Path(data["checkpoint_dir"])
-    data["gguf_path"] = Path(data["gguf_path"]) if data["gguf_path"] else None
-    result = TrainResult(**data)
+    # The folder may have moved, or its result.json been edited: the model files are the ones in
+    # out_dir, never paths read from the file (a rewritten GGUF must not land outside the folder).
+    data["checkpoint_dir"] = out_dir / MODEL_DIR
+    data["gguf_path"] = out_dir / GGUF_FILE if data.get("gguf_path") else None
+    try:
+        result = TrainResult(**data)
+    except TypeError as exc:
+        raise FinetuneError(f"{path}: unreadable ({exc}); delete the folder to start over") from None
     if result.gguf_path is not None and written_type != gguf_type:
         from dspx_cli.finetune.base_model import load_base
         from dspx_cli.finetune.gguf_export import export_gguf

@@ -203,11 +203,19 @@ async def _records(
     """The records of an earlier run of this command in `folder`, else collected now and written."""
     train_file, traces_file = folder / TRAIN_FILE, folder / TRACES_FILE
     if train_file.is_file() and traces_file.is_file():
-        described = json.loads(traces_file.read_text(encoding="utf-8"))
-        records = [json.loads(line) for line in train_file.read_text(encoding="utf-8").splitlines() if line]
-        report = TraceReport(described["mode"], described["reason"], records, described["examples"])
-        report.examples_used, report.failed_runs = described["examples_used"], described["failed_runs"]
-        report.per_predictor = described["per_predictor"]
+        # The folder's files are untrusted (a committed run folder): a malformed one is an error
+        # naming it; the trainer checks each record's shape before training.
+        try:
+            described = json.loads(traces_file.read_text(encoding="utf-8"))
+            records = [json.loads(line) for line in train_file.read_text(encoding="utf-8").splitlines() if line]
+            report = TraceReport(described["mode"], described["reason"], records, described["examples"])
+            report.examples_used, report.failed_runs = described["examples_used"], described["failed_runs"]
+            report.per_predictor = dict(described["per_predictor"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise UsageError(
+                f"{folder}: its training records are unreadable ({type(exc).__name__}: {exc}); "
+                "delete the folder (or pass another -o) to collect them again"
+            ) from None
         hooks.notice(f"traces: reusing {len(records)} records from {train_file}\n")
         return report
     mode, reason = choose_trace_mode(choice.settings.traces, runner, trainset)
