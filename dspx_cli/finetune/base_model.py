@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dspx_cli.errors import LMError
 from dspx_cli.finetune.errors import FinetuneError
 
 HF_EXTRA_HINT = "fine-tuning needs the hf extra: pip install 'dspx_cli[hf]'"
@@ -58,25 +59,26 @@ def _quiet_transformers() -> None:
 
 
 def _load_checkpoint(folder: Path) -> LoadedBase:
-    import torch
-    import transformers
+    from dspx_cli.lm.local_hf import open_checkpoint
 
-    if not (folder / "config.json").is_file():
-        raise FinetuneError(f"base model {folder}: not a checkpoint folder (no config.json)")
     try:
-        tokenizer = transformers.AutoTokenizer.from_pretrained(folder)
-        model = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
-    except (OSError, ValueError, KeyError) as exc:
-        raise FinetuneError(f"cannot load the base model {folder}: {' '.join(str(exc).split())}") from None
-    if not tokenizer.chat_template:
-        raise FinetuneError(f"base model {folder}: its tokenizer has no chat template")
-    template: Path | None = None
-    source = folder / SOURCE_FILE
-    if source.is_file():
-        recorded = json.loads(source.read_text(encoding="utf-8")).get("gguf_template")
-        if recorded and Path(recorded).is_file():
-            template = Path(recorded)
-    return LoadedBase(model, tokenizer, template)
+        model, tokenizer = open_checkpoint(folder)
+    except LMError as exc:
+        raise FinetuneError(f"base model: {exc}") from None
+    return LoadedBase(model, tokenizer, _recorded_template(folder))
+
+
+def _recorded_template(folder: Path) -> Path | None:
+    """The GGUF an exported folder says it came from, if that file is still there. The folder may
+    come from anyone: a malformed record means no GGUF output rather than an error."""
+    try:
+        recorded = json.loads((folder / SOURCE_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    template = recorded.get("gguf_template") if isinstance(recorded, dict) else None
+    if isinstance(template, str) and template.lower().endswith(".gguf") and Path(template).is_file():
+        return Path(template)
+    return None
 
 
 def _load_gguf(path: Path) -> LoadedBase:

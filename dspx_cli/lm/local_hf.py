@@ -46,12 +46,13 @@ def load_checkpoint(path: Path) -> LoadedCheckpoint:
     path = path.resolve()
     with _load_lock:
         if path not in _loaded:
-            model, tokenizer = _open_checkpoint(path)
+            model, tokenizer = open_checkpoint(path)
             _loaded[path] = LoadedCheckpoint(model, tokenizer, ThreadPoolExecutor(1, thread_name_prefix="hf"))
         return _loaded[path]
 
 
-def _open_checkpoint(path: Path) -> tuple[Any, Any]:
+def open_checkpoint(path: Path) -> tuple[Any, Any]:
+    """A checkpoint folder's model (float32, eval mode) and tokenizer with its chat template; LMError if not."""
     try:
         import torch
         import transformers
