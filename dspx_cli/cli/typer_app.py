@@ -56,6 +56,11 @@ CacheDirOpt = Annotated[
 ]
 NoCacheOpt = Annotated[bool, typer.Option("--no-cache", help="Neither read nor write the cache for this run.")]
 CONCURRENCY_HELP = "{} in flight [default: 2 when a module runs a local model, else 16]."
+ExamplesConcurrencyOpt = Annotated[
+    int | None, typer.Option("-j", "--concurrency", min=1, help=CONCURRENCY_HELP.format("Examples"))
+]
+SummaryJsonOpt = Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")]
+TrainLimitOpt = Annotated[int | None, typer.Option("--limit", help="Only the first N train and dev examples.")]
 CacheOnlyOpt = Annotated[
     bool, typer.Option("--cache-only", help="Replay from the cache; a call that is not cached is an error.")
 ]
@@ -141,9 +146,7 @@ def evaluate(
         Path | None, typer.Option("--dataset", help="Score this JSONL/JSON/CSV file instead of the split's.")
     ] = None,
     limit: Annotated[int | None, typer.Option("--limit", help="Only the first N examples.")] = None,
-    concurrency: Annotated[
-        int | None, typer.Option("-j", "--concurrency", min=1, help=CONCURRENCY_HELP.format("Examples"))
-    ] = None,
+    concurrency: ExamplesConcurrencyOpt = None,
     output: Annotated[
         Path | None, typer.Option("--output", help="Run folder [default: runs/<timestamp>-<program>].")
     ] = None,
@@ -159,7 +162,7 @@ def evaluate(
         int | None, typer.Option("--max-errors", help="Stop after more examples than this have failed.")
     ] = 10,
     lm: LMOpt = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    as_json: SummaryJsonOpt = False,
     cache_dir: CacheDirOpt = None,
     no_cache: NoCacheOpt = False,
     cache_only: CacheOnlyOpt = False,
@@ -206,10 +209,8 @@ def _compile(
     output: Annotated[
         Path | None, typer.Option("-o", "--output", help="State file [default: runs/<timestamp>-<program>/state.json].")
     ] = None,
-    concurrency: Annotated[
-        int | None, typer.Option("-j", "--concurrency", min=1, help=CONCURRENCY_HELP.format("Examples"))
-    ] = None,
-    limit: Annotated[int | None, typer.Option("--limit", help="Only the first N train and dev examples.")] = None,
+    concurrency: ExamplesConcurrencyOpt = None,
+    limit: TrainLimitOpt = None,
     teacher_lm: Annotated[
         str | None, typer.Option("--teacher-lm", help="Bootstrap with this model as the teacher (not changed by --lm).")
     ] = None,
@@ -217,7 +218,7 @@ def _compile(
         Path | None, typer.Option("--teacher-state", help="Bootstrap with the program in this state as the teacher.")
     ] = None,
     lm: LMOpt = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    as_json: SummaryJsonOpt = False,
     cache_dir: CacheDirOpt = None,
     no_cache: NoCacheOpt = False,
     cache_only: CacheOnlyOpt = False,
@@ -271,10 +272,8 @@ def finetune(
         Path | None,
         typer.Option("-o", "--output", help="Run folder [default: runs/finetune-<program>-<hash of the settings>]."),
     ] = None,
-    concurrency: Annotated[
-        int | None, typer.Option("-j", "--concurrency", min=1, help=CONCURRENCY_HELP.format("Examples"))
-    ] = None,
-    limit: Annotated[int | None, typer.Option("--limit", help="Only the first N train and dev examples.")] = None,
+    concurrency: ExamplesConcurrencyOpt = None,
+    limit: TrainLimitOpt = None,
     teacher_lm: Annotated[
         str | None, typer.Option("--teacher-lm", help="The model whose runs become the traces (not changed by --lm).")
     ] = None,
@@ -286,7 +285,7 @@ def finetune(
         typer.Option("--state", help="A compiled state for the student: its demos are in the prompts trained on."),
     ] = None,
     lm: LMOpt = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    as_json: SummaryJsonOpt = False,
     cache_dir: CacheDirOpt = None,
     no_cache: NoCacheOpt = False,
     cache_only: CacheOnlyOpt = False,
