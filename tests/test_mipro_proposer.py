@@ -14,6 +14,7 @@ import asyncio
 import json
 import random
 import textwrap
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -140,12 +141,20 @@ def trainset(case: dict[str, Any]) -> list[Example]:
     ]
 
 
-def run_case(case: dict[str, Any], tmp_path: Path) -> Outcome:
+def run_case(
+    case: dict[str, Any],
+    tmp_path: Path,
+    *,
+    responder: Callable[[dict[str, Any]], str | list[str]] | None = None,
+    no_demo_sets: bool = False,
+    **options: Any,
+) -> Outcome:
+    """Propose as DSPy did for `case`; `options` override propose_instructions' keywords."""
     path = tmp_path / f"{case['program']}.yaml"
     path.write_text(PROGRAMS[case["program"]])
     warnings: list[str] = []
     with LMServer() as server:
-        server.responder = Script(set(case.get("broken", [])))
+        server.responder = responder or Script(set(case.get("broken", [])))
         program = load_program(path, env={"BASE": server.api_base})
 
         async def go() -> Outcome:
@@ -167,16 +176,20 @@ def run_case(case: dict[str, Any], tmp_path: Path) -> Outcome:
                 rng = rng_before_proposer(case)
                 zeroshot = case.get("max_bootstrapped_demos", 4) == 0 and case.get("max_labeled_demos", 4) == 0
                 num_candidates = case.get("num_candidates") or 6
+                settings: dict[str, Any] = {
+                    "num_candidates": num_candidates if zeroshot or case.get("auto") is None else num_candidates // 2,
+                    "init_temperature": 1.0,
+                    **options,
+                }
                 candidates = await propose_instructions(
                     runner,
                     trainset(case),
-                    demo_sets,
+                    None if no_demo_sets else demo_sets,
                     prompt_lm=prompt_lm,
                     rng=rng,
-                    num_candidates=num_candidates if zeroshot or case.get("auto") is None else num_candidates // 2,
-                    init_temperature=1.0,
                     program_text=path.read_text(),
                     warn=warnings.append,
+                    **settings,
                 )
                 bodies = [r.body for r in server.requests if r.body["model"] == "prompt-model"]
                 return Outcome(candidates, bodies, prompt_lm.calls, warnings, rng, path.read_text(), runner)
@@ -301,3 +314,60 @@ def test_program_text_stands_in_for_dspys_class_source(tmp_path: Path) -> None:
     assert code.startswith("StringSignature(message -> reasoning, queue\n")
     assert "\n)\n\nStringSignature(message, queue -> priority\n" in code
     assert code.endswith(")\n\n\n\nTEXT")
+
+
+def test_a_proposal_that_parses_on_its_retry_is_kept(tmp_path: Path) -> None:
+    case = CASES["zeroshot_predict"]
+    script = Script()
+    proposals = 0
+
+    def respond(body: dict[str, Any]) -> str | list[str]:
+        nonlocal proposals
+        if body["model"] == "prompt-model" and stage_of(body) == "propose_instruction":
+            proposals += 1
+            if proposals in (2, 3):  # the second proposal: its chat call and its JSON fallback
+                return "{}"
+        return script(body)
+
+    outcome = run_case(case, tmp_path, responder=respond)
+    golden_ids = [c["kwargs"].get("rollout_id") for c in case["prompt_lm_calls"]]
+    second = golden_ids[6]  # summary (3 calls), then describe, describe, propose per proposal
+    ids = [c.rollout_id for c in outcome.calls]
+    assert ids == [*golden_ids[:9], second, second + 1, *golden_ids[9:]]
+    # The retry's reply is the script's second proposal; the RNG moved as in DSPy.
+    assert outcome.candidates["route"] == [
+        "Route the customer message to the support queue that should handle it.",
+        "Read the message, then name one queue. [2]",
+        "Name the queue (billing, shipping, returns or account). [3]",
+    ]
+    assert sum("asking again" in w for w in outcome.warnings) == 1
+    assert not any("dropped" in w for w in outcome.warnings)
+
+
+def test_without_awareness_only_the_instruction_stage_is_asked(tmp_path: Path) -> None:
+    """All four proposer flags off, no demo sets: N proposals of task demos and the instruction
+    alone, one rollout id (and no tip) drawn per proposal, at init_temperature."""
+    case = CASES["light_predict"]
+    outcome = run_case(
+        case,
+        tmp_path,
+        no_demo_sets=True,
+        num_candidates=2,
+        init_temperature=0.7,
+        program_aware=False,
+        data_aware=False,
+        tip_aware=False,
+        fewshot_aware=False,
+    )
+    assert [stage_of(b) for b in outcome.bodies] == ["propose_instruction"] * 2
+    assert {b["temperature"] for b in outcome.bodies} == {0.7}
+    user = outcome.bodies[1]["messages"][1]["content"]
+    assert user.startswith("[[ ## task_demos ## ]]\nNo task demos provided.\n\n[[ ## basic_instruction ## ]]\n")
+    assert "[[ ## tip ## ]]" not in user
+    expected = rng_before_proposer(case)
+    assert [c.rollout_id for c in outcome.calls] == [expected.randint(0, 10**9) for _ in range(2)]
+    assert outcome.rng.getstate() == expected.getstate()
+    assert outcome.candidates["route"] == [
+        "Route the customer message to the support queue that should handle it.",
+        "Read the message, then name one queue. [2]",
+    ]
