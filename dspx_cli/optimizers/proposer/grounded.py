@@ -59,6 +59,7 @@ NO_DEMOS = "No task demos provided."
 NOT_AVAILABLE = "Not available"
 NOT_PROVIDED = "Not provided"
 ROLLOUT_ID_MAX = 10**9
+WARNING = "warning: mipro_v2: "  # the compile command's notice style
 
 Demo = Mapping[str, Any]
 
@@ -120,7 +121,9 @@ class _Proposer:
         except Exception as exc:  # noqa: BLE001 - DSPy: any failure drops program awareness for this proposal
             if not self.described_failed:
                 self.described_failed = True
-                self.warn(f"the prompt model could not describe the program ({_first_line(exc)}); proposing without it")
+                self.warn(
+                    f"{WARNING}the prompt model could not describe the program ({_first_line(exc)}); proposing without it"
+                )
         return description, module, module_description
 
     async def propose(
@@ -156,9 +159,11 @@ class _Proposer:
                     proposed = await generate.acall(**inputs)
             except AdapterParseError as exc:
                 if attempt == 0:
-                    self.warn(f"{name}: the proposed instruction did not parse ({_first_line(exc)}); asking again")
+                    self.warn(
+                        f"{WARNING}{name}: the proposed instruction did not parse ({_first_line(exc)}); asking again"
+                    )
                     continue
-                self.warn(f"{name}: the proposed instruction did not parse again; this candidate is dropped")
+                self.warn(f"{WARNING}{name}: the proposed instruction did not parse again; this candidate is dropped")
                 return None
             return strip_prefix(strip_prefix(str(proposed["proposed_instruction"])))
         return None  # not reached: the loop returns on its last attempt
@@ -214,7 +219,9 @@ async def propose_instructions(
                 trainset, prompt_lm=prompt_lm, batch_size=view_data_batch_size, options=options
             )
         except Exception as exc:  # noqa: BLE001 - DSPy: no summary, the proposal loses its dataset field
-            notify(f"the prompt model could not summarize the dataset ({_first_line(exc)}); proposing without it")
+            notify(
+                f"{WARNING}the prompt model could not summarize the dataset ({_first_line(exc)}); proposing without it"
+            )
     proposer = _Proposer(
         prompt_lm=prompt_lm,
         options=options,
