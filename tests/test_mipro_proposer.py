@@ -21,12 +21,12 @@ from typing import Any
 
 import pytest
 
-from dspx_cli.core import Example
+from dspx_cli.core import Example, Signature
 from dspx_cli.lm.base import LM, LMRequest, LMResponse
 from dspx_cli.lm.config import LMConfig
 from dspx_cli.optimizers.proposer import TIPS, propose_instructions, strip_prefix
 from dspx_cli.optimizers.proposer.dataset_summary import examples_text
-from dspx_cli.optimizers.proposer.program_description import program_code
+from dspx_cli.optimizers.proposer.program_description import program_code, signature_block
 from dspx_cli.optimizers.state import named_predictors
 from dspx_cli.program.context import RunContext
 from dspx_cli.program.loader import load_program
@@ -371,3 +371,29 @@ def test_without_awareness_only_the_instruction_stage_is_asked(tmp_path: Path) -
         "Route the customer message to the support queue that should handle it.",
         "Read the message, then name one queue. [2]",
     ]
+
+
+def test_signature_blocks_follow_dspys_repr() -> None:
+    """The expected text is what DSPy 3.4.1 prints for `repr(dspy.Signature(SPEC))`."""
+    spec = 'a: int, b, c: list[str] -> d: Literal["x", "y"], e: float'
+    extra = "required=True json_schema_extra="
+    assert signature_block(Signature.parse(spec), string_spec=spec) == "\n".join(
+        [
+            "StringSignature(a, b, c -> d, e",
+            "    instructions='Given the fields `a`, `b`, `c`, produce the fields `d`, `e`.'",
+            "    a = Field(annotation=int " + extra + "{'IS_TYPE_UNDEFINED': False, '__dspy_field_type': 'input', "
+            "'prefix': 'A:', 'desc': '${a}'})",
+            "    b = Field(annotation=str " + extra + "{'IS_TYPE_UNDEFINED': True, '__dspy_field_type': 'input', "
+            "'prefix': 'B:', 'desc': '${b}'})",
+            "    c = Field(annotation=list[str] "
+            + extra
+            + "{'IS_TYPE_UNDEFINED': False, '__dspy_field_type': 'input', "
+            "'prefix': 'C:', 'desc': '${c}'})",
+            "    d = Field(annotation=Literal['x', 'y'] " + extra + "{'__dspy_field_type': 'output', 'prefix': 'D:', "
+            "'desc': '${d}'})",
+            "    e = Field(annotation=float "
+            + extra
+            + "{'__dspy_field_type': 'output', 'prefix': 'E:', 'desc': '${e}'})",
+            ")",
+        ]
+    )
