@@ -16,6 +16,7 @@ from dspx_cli.evaluate.metrics import Metric
 from dspx_cli.evaluate.rewards import build_rewards
 from dspx_cli.lm.config import LMConfig
 from dspx_cli.optimizers.registry import OPTIMIZERS, CompileJob, OptimizerType
+from dspx_cli.optimizers.settings_checks import check_cross_fields
 from dspx_cli.optimizers.state import load_state, read_state_file
 from dspx_cli.program.context import RunContext
 from dspx_cli.program.diagnostics import to_program_error
@@ -142,7 +143,9 @@ def _checked_settings(
             raise UsageError(f"--set {given[-1]}: {message}") from None
         where = ("optimizer", key) if key in section else ("optimizer",)
         raise ProgramError(message, program.positions.locate(where)) from None
-    return {key: getattr(checked, key) for key in settings}
+    values = {key: getattr(checked, key) for key in settings}
+    check_cross_fields(program, record.name, values, section, assignments)
+    return values
 
 
 def _teacher(
