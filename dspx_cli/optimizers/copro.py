@@ -233,7 +233,7 @@ async def compile_copro(runner: ProgramRunner, settings: dict[str, Any], job: Co
         job.metric,
         prompt_lm=prompt_lm,
         num_threads=num_threads,
-        warn=_line_writer(job.notice),
+        warn=job.notice,
         **settings,
     )
     return report_dict(report)
@@ -260,9 +260,3 @@ def report_dict(report: CoproReport) -> dict[str, Any]:
         "results_best": {name: stats.to_dict() for name, stats in report.results_best.items()},
         "results_latest": {name: stats.to_dict() for name, stats in report.results_latest.items()},
     }
-
-
-def _line_writer(notice: Callable[[str], None] | None) -> Callable[[str], None] | None:
-    if notice is None:
-        return None
-    return lambda line: notice(line if line.endswith("\n") else line + "\n")

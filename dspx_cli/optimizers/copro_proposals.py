@@ -92,7 +92,7 @@ class Proposer:
 
     async def given_attempts(self, attempts: Sequence[str], n: int, *, label: str) -> list[Proposal]:
         """`GenerateInstructionGivenAttempts` with `n` samples: attempts are listed worst first."""
-        inputs = {"attempted_instructions": list(attempts)}
+        inputs: dict[str, object] = {"attempted_instructions": list(attempts)}
         return await self._sample(GENERATE_INSTRUCTION_GIVEN_ATTEMPTS, inputs, n, label)
 
     async def _sample(self, signature: Signature, inputs: dict[str, object], n: int, label: str) -> list[Proposal]:
