@@ -283,6 +283,10 @@ MISMATCHES = [
         "dspy.json: predictor 'verify': expected field 3 (ok) to have a text `description`",
     ),
     (
+        _set("verify", "signature", "fields", 2, {"prefix": 3, "description": "${ok}"}),
+        "dspy.json: predictor 'verify': expected field 3 (ok) to have a text `prefix`",
+    ),
+    (
         _set("verify", "signature", "instructions", None),
         "dspy.json: predictor 'verify': expected `signature.instructions` to be text, got null",
     ),
