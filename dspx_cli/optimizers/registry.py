@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from dspx_cli.core import Example
     from dspx_cli.evaluate.metrics import Metric
     from dspx_cli.lm.base import LM
+    from dspx_cli.lm.config import LMConfig
     from dspx_cli.program.runner import ProgramRunner
 
 __all__ = [
@@ -45,6 +46,9 @@ class CompileJob:
     # Instruction optimizers (mipro_v2, copro). Compile fills prompt_lm with the program's default
     # LM when neither `prompt_lm:` nor --prompt-lm names one, so they may assume it is set.
     prompt_lm: LM | None = None  # the proposer's LM
+    # Its config: the sampling settings (temperature, max_tokens, n) the file gave it, which the LM
+    # object does not carry (they travel with each request, as for modules).
+    prompt_lm_config: LMConfig | None = None
     program_text: str = ""  # the program file's text as written, secrets redacted (proposer's program_code)
     run_dir: Path | None = None  # the compile run folder (exists before the optimizer runs)
     storage: str | None = None  # --storage URL; None: sqlite:///{run_dir}/study.db
@@ -67,6 +71,8 @@ class OptimizerType:
     entry: str  # "module:function", an EntryPoint
     # Keeps an optuna study in the run folder: takes --storage, --study and --resume.
     takes_study: bool = False
+    # Writes instructions with a prompt LM (`prompt_lm:` / --prompt-lm).
+    takes_prompt_lm: bool = False
 
     def defaults(self) -> dict[str, Any]:
         return {f.name: f.default for f in dataclasses.fields(self.settings)}
@@ -174,12 +180,14 @@ OPTIMIZERS: dict[str, OptimizerType] = _registry(
         MiproV2Settings,
         "dspx_cli.optimizers.mipro:compile_mipro_v2",
         takes_study=True,
+        takes_prompt_lm=True,
     ),
     OptimizerType(
         "copro",
         "COPRO: instructions proposed and refined by the prompt LM, scored on the trainset",
         CoproSettings,
         "dspx_cli.optimizers.copro:compile_copro",
+        takes_prompt_lm=True,
     ),
 )
 
