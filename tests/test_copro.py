@@ -269,3 +269,60 @@ def test_compile_with_copro_writes_the_new_instructions(lm_server: LMServer, tmp
     load_state(runner, state, source=str(state_path))
     (step,) = runner.preview({"message": "Where is my parcel?"})
     assert step[1][0]["content"].endswith("your objective is: \n        Route it (reply 1)")
+
+
+def test_compile_the_fixture_program_with_its_prompt_lm_as_dspy_did(lm_server: LMServer, tmp_path: Path) -> None:
+    """tests/fixtures/mipro/programs/predict.yaml names `prompt_lm: openai/prompt-model`: `dspx compile
+    --optimizer copro` on its first 8 training rows sends DSPy's copro_predict requests, byte for
+    byte, and saves DSPy's state (the dev split is scored before and after, by the task model only)."""
+    golden = GOLDEN["copro_predict"]
+    lm_server.responder = Script()
+    state_path = tmp_path / "state.json"
+    done = dspx(
+        "compile",
+        str(Path(__file__).parent / "fixtures/mipro/programs/predict.yaml"),
+        "--optimizer",
+        "copro",
+        "--set",
+        "breadth=3",
+        "--set",
+        "depth=2",
+        "--set",
+        "init_temperature=1.4",
+        "--limit",
+        "8",
+        "-o",
+        str(state_path),
+        MIPRO_API_BASE=lm_server.api_base,
+    )
+    assert done.returncode == 0, done.stderr
+    assert bodies(lm_server, "prompt-model") == [r["body"] for r in golden["prompt_requests"]]
+    state = read_state_file(state_path)
+    expected = {key: value for key, value in golden["final_state"].items() if key != "metadata"}
+    assert state["route"] == expected
+    assert state["metadata"]["dspx"]["report"]["total_calls"] == golden["total_calls"]
+
+
+def test_compile_warns_about_a_dropped_proposal_and_keeps_the_instruction(lm_server: LMServer, tmp_path: Path) -> None:
+    lm_server.responder = Script({"*"})  # the prompt model answers `{}`, as the 135M model did
+    state_path = tmp_path / "state.json"
+    done = dspx(
+        "compile",
+        str(Path(__file__).parent / "fixtures/mipro/programs/predict.yaml"),
+        "--optimizer",
+        "copro",
+        "--set",
+        "breadth=2",
+        "--set",
+        "depth=1",
+        "--limit",
+        "4",
+        "-o",
+        str(state_path),
+        MIPRO_API_BASE=lm_server.api_base,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "copro: predictor 'route': proposal 1 of 1 did not parse twice, dropped" in done.stderr
+    signature = read_state_file(state_path)["route"]["signature"]
+    assert signature["instructions"] == "Route the customer message to the support queue that should handle it."
+    assert signature["fields"][-1]["prefix"] == "Queue:"
