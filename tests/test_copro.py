@@ -328,3 +328,5 @@ def test_compile_warns_about_a_dropped_proposal_and_keeps_the_instruction(lm_ser
     signature = read_state_file(state_path)["route"]["signature"]
     assert signature["instructions"] == "Route the customer message to the support queue that should handle it."
     assert signature["fields"][-1]["prefix"] == "Queue:"
+    # The four `{}` replies (chat, JSON fallback, then both again) are counted apart from used ones.
+    assert read_state_file(state_path)["metadata"]["dspx"]["lm_calls"]["unusable_replies"] == 4

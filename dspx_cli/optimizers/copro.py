@@ -133,7 +133,16 @@ async def copro(
     working = clone_runner(runner)
     predictors = dict(named_predictors(working))
     names = list(predictors)
-    proposer = Proposer(prompt_lm, init_temperature, warn)
+    if not names:
+        raise UsageError("copro: the program has no predictor (no module that calls an LM) to optimize")
+    meter_hooks = predictors[names[0]]  # its callbacks count into the run's usage meter
+    proposer = Proposer(
+        prompt_lm,
+        init_temperature,
+        warn,
+        on_fallback=meter_hooks.on_fallback,
+        on_unusable_reply=meter_hooks.on_unusable_reply,
+    )
 
     all_candidates: dict[str, list[Proposal]] = {}
     for name in names:

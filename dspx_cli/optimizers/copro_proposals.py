@@ -80,10 +80,21 @@ class Proposal:
 class Proposer:
     """Asks the prompt LM for proposals; counts and reports the ones dropped."""
 
-    def __init__(self, lm: LM, temperature: float, warn: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        lm: LM,
+        temperature: float,
+        warn: Callable[[str], None] | None = None,
+        *,
+        on_fallback: Callable[[], None] | None = None,
+        on_unusable_reply: Callable[[bool], None] | None = None,
+    ) -> None:
         self.lm = lm
         self.temperature = temperature
         self.warn = warn
+        # The run's usage meter hooks (a program predictor's): replies that did not fit are counted apart.
+        self.on_fallback = on_fallback
+        self.on_unusable_reply = on_unusable_reply
         self.dropped = 0
 
     async def initial(self, basic_instruction: str, n: int, *, label: str) -> list[Proposal]:
@@ -99,7 +110,13 @@ class Proposer:
         temperature = self.temperature
         if n > 1 and (temperature is None or temperature <= _LOW_TEMPERATURE):
             temperature = _SAMPLING_TEMPERATURE
-        predictor = Predict(signature, self.lm, temperature=temperature)
+        predictor = Predict(
+            signature,
+            self.lm,
+            temperature=temperature,
+            on_fallback=self.on_fallback,
+            on_unusable_reply=self.on_unusable_reply,
+        )
         proposals: list[Proposal] = []
         for sample in range(n):
             # One after another, as DSPy sends them: a scripted or rate-limited server sees DSPy's order.
