@@ -283,6 +283,10 @@ MISMATCHES = [
         "dspy.json: predictor 'verify': expected field 3 (ok) to have a text `description`",
     ),
     (
+        _set("verify", "signature", "fields", 2, {"prefix": 3, "description": "${ok}"}),
+        "dspy.json: predictor 'verify': expected field 3 (ok) to have a text `prefix`",
+    ),
+    (
         _set("verify", "signature", "instructions", None),
         "dspy.json: predictor 'verify': expected `signature.instructions` to be text, got null",
     ),
@@ -408,3 +412,94 @@ def test_a_state_mixing_both_layouts_is_not_taken_for_a_bare_predict(tmp_path: P
     mixed = {**flat, "answer": {key: flat[key] for key in ("traces", "train", "demos", "signature", "lm")}}
     with pytest.raises(ProgramError, match="predictor 'traces', 'train', 'demos', 'signature', 'lm' in the state"):
         load_state(runner_for(tmp_path, ONE_PREDICT), mixed, source="mixed.json")
+
+
+# ----- instructions and prefixes (what MIPROv2 and COPRO change) ---------------------------------
+
+ROUTE_THEN_PRIORITIZE = """\
+lm:
+  model: openai/test-model
+signatures:
+  route:
+    instructions: Route the customer message to the support queue that should handle it.
+    inputs: {message: str}
+    outputs:
+      queue: {type: str, desc: the name of one support queue}
+modules:
+  route: {type: chain_of_thought, signature: route}
+  prioritize: {signature: "message, queue -> priority"}
+flow:
+  - {id: route, module: route, with: {message: $input.message}}
+  - {id: prioritize, module: prioritize, with: {message: $input.message, queue: $route.queue}}
+output: {queue: $route.queue, priority: $prioritize.priority}
+"""
+
+
+def test_instructions_and_prefixes_round_trip(tmp_path: Path) -> None:
+    original = runner_for(tmp_path)
+    draft = original.modules["draft"].predict
+    draft.signature = (
+        draft.signature.with_instructions("Think, then answer in one word.")
+        .with_updated_field("answer", prefix="Final Answer:")
+        .with_updated_field("question", prefix="Q:")
+    )
+    before_hash = program_hash(original)
+    state = dump_state(original)
+    fields = state["draft.predict"]["signature"]["fields"]
+    assert [f["prefix"] for f in fields] == ["Q:", "Context:", "Reasoning:", "Final Answer:"]
+    assert state["draft.predict"]["signature"]["instructions"] == "Think, then answer in one word."
+
+    path = tmp_path / "state.json"
+    save_state_file(path, state)
+    fresh = runner_for(tmp_path)
+    load_state(fresh, read_state_file(path), source=str(path))
+    assert fresh.modules["draft"].predict.signature == draft.signature
+    assert fresh.modules["draft"].predict.signature.fields["answer"].prefix == "Final Answer:"
+    assert dump_state(fresh)["draft.predict"] == state["draft.predict"]
+    assert messages(fresh) == messages(original)
+    # Instructions and prefixes are what a state changes, not the program's structure.
+    assert program_hash(fresh) == before_hash == program_hash(runner_for(tmp_path))
+
+
+def test_a_prefix_never_reaches_the_prompt(tmp_path: Path) -> None:
+    runner = runner_for(tmp_path)
+    before = messages(runner)
+    verify = runner.modules["verify"]
+    verify.signature = verify.signature.with_updated_field("ok", prefix="Verdict 3:")
+    assert verify.signature != runner_for(tmp_path).modules["verify"].signature
+    assert messages(runner) == before  # DSPy's ChatAdapter shows no prefixes either
+    # A prefix equal to the inferred one is no custom prefix: the signature equals the program's.
+    same = verify.signature.with_updated_field("ok", prefix="Ok:")
+    assert same == runner_for(tmp_path).modules["verify"].signature
+
+
+def test_a_copro_state_saved_by_dspy_loads_with_its_instructions_and_prefixes(tmp_path: Path) -> None:
+    """DSPy 3.4.1's COPRO state for the fixture's route-then-prioritize program (golden.json)."""
+    golden = json.loads((FIXTURES.parent / "mipro" / "golden.json").read_text())
+    (case,) = [c for c in golden["copro"] if c["id"] == "copro_two_predictors"]
+    state = case["final_state"]
+    runner = runner_for(tmp_path, ROUTE_THEN_PRIORITIZE)
+    plain = messages_for(runner)
+    before_hash = program_hash(runner)
+
+    load_state(runner, state, source="copro.json")
+    route = runner.modules["route"].predict.signature
+    assert route.instructions == "Route it (reply 3); use billing, shipping, returns or account"
+    assert route.fields["queue"].prefix == "Queue 3:"
+    prioritize = runner.modules["prioritize"].signature
+    assert prioritize.instructions == "Route it (reply 2)" and prioritize.fields["priority"].prefix == "Queue 2:"
+    assert program_hash(runner) == before_hash
+
+    changed = messages_for(runner)
+    for old, new, instructions in zip(plain, changed, [route.instructions, prioritize.instructions], strict=True):
+        assert new[0]["content"].endswith("your objective is: \n        " + instructions)
+        # Only the instructions moved: the rest of the system message and the user message are as before.
+        assert new[0]["content"].split("In adhering")[0] == old[0]["content"].split("In adhering")[0]
+        assert new[1:] == old[1:]
+    dumped = dump_state(runner)
+    for name in ("route.predict", "prioritize"):
+        assert dumped[name]["signature"] == state[name]["signature"]
+
+
+def messages_for(runner: ProgramRunner) -> list[list[dict[str, Any]]]:
+    return [[dict(m) for m in step_messages] for _, step_messages in runner.preview({"message": "Where is my parcel?"})]

@@ -28,22 +28,38 @@ class Field:
     name: str
     annotation: Any = str
     desc: str = ""
+    # DSPy's `prefix` when it is not the one inferred from the name: COPRO rewrites the last output
+    # field's prefix and DSPy's saved state carries it. None means inferred. No adapter shows a
+    # prefix (DSPy's ChatAdapter and JSONAdapter do not either), so it never changes a prompt.
+    custom_prefix: str | None = None
 
     def __post_init__(self) -> None:
         # DSPy stores "${name}" as the description of an undescribed field and renders it as empty;
         # normalising here means every dspx layer sees a single spelling of "no description".
         if self.desc is None or self.desc == f"${{{self.name}}}":
             object.__setattr__(self, "desc", "")
+        # One spelling of "the inferred prefix" too, so a field read back from a state equals the
+        # program's own when its prefix was never changed.
+        if self.custom_prefix is not None and self.custom_prefix == self.inferred_prefix:
+            object.__setattr__(self, "custom_prefix", None)
 
     @property
     def type_name(self) -> str:
         return annotation_name(self.annotation)
 
     @property
-    def prefix(self) -> str:
-        """DSPy's inferred prefix ("question_text" -> "Question Text:"), kept for its saved-state layout."""
+    def inferred_prefix(self) -> str:
+        """DSPy's prefix inferred from the name ("question_text" -> "Question Text:")."""
         words = _PREFIX_WORD_RE.findall(self.name)
         return " ".join(w if w.isupper() else w.capitalize() for w in words) + ":"
+
+    @property
+    def prefix(self) -> str:
+        """DSPy's prefix: the custom one if set, else the inferred one; kept for its saved-state layout."""
+        return self.inferred_prefix if self.custom_prefix is None else self.custom_prefix
+
+    def with_prefix(self, prefix: str) -> Field:
+        return replace(self, custom_prefix=prefix)
 
     def to_dict(self) -> dict[str, str]:
         return {"name": self.name, "type": self.type_name, "desc": self.desc}
@@ -157,15 +173,22 @@ class Signature:
     def with_instructions(self, text: str) -> Signature:
         return replace(self, instructions=text)
 
-    def with_updated_field(self, name: str, desc: str | None = None, *, annotation: Any = None) -> Signature:
-        """Change a field's description and/or annotation (None leaves it as it is)."""
+    def with_updated_field(
+        self, name: str, desc: str | None = None, *, annotation: Any = None, prefix: str | None = None
+    ) -> Signature:
+        """Change a field's description, annotation and/or prefix (None leaves it as it is)."""
         if name not in self.fields:
             raise SignatureError(f'no field "{name}"; fields are: {", ".join(self.fields)}')
 
         def update(f: Field) -> Field:
             if f.name != name:
                 return f
-            return Field(name, f.annotation if annotation is None else annotation, f.desc if desc is None else desc)
+            return replace(
+                f,
+                annotation=f.annotation if annotation is None else annotation,
+                desc=f.desc if desc is None else desc,
+                custom_prefix=f.custom_prefix if prefix is None else prefix,
+            )
 
         return replace(self, inputs=tuple(map(update, self.inputs)), outputs=tuple(map(update, self.outputs)))
 

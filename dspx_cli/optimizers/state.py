@@ -12,7 +12,9 @@ other model (DSPy writes the LM a predictor was given) is ignored, and the progr
 
 DSPy's layout names no fields, so matching a state to a program relies on predictor names, field
 counts, DSPy's `${name}` placeholder descriptions, demo keys and, for states dspx wrote, the
-signatures recorded in `metadata.dspx.predictors`.
+signatures recorded in `metadata.dspx.predictors`. Instructions, descriptions and prefixes are what
+optimizers change (MIPROv2 the instructions, COPRO the instructions and the last field's prefix):
+they are taken from the state, never compared with the program file's.
 """
 
 from __future__ import annotations
@@ -136,7 +138,7 @@ def load_state(
     context: RunContext | None = None,
     base_dir: Path | None = None,
 ) -> None:
-    """Set demos, instructions and field descriptions of every predictor from `state`, and the
+    """Set demos, instructions, field descriptions and prefixes of every predictor from `state`, and the
     model of those whose `lm` names a local one (relative to `base_dir`, the state file's folder;
     only with a `context`, which makes LMs: without one nothing is called, as in `dspx inspect`).
 
@@ -288,8 +290,12 @@ def _checked_update(
                 f"{where}: field {index + 1} is {placeholder.group(1)!r} in the state, {field.name!r} in the program "
                 f"(program fields in order: {', '.join(f.name for f in fields)})",
             )
-        # Prefixes are not compared: DSPy's chat adapter ignores them and its optimizers rewrite them.
-        updated = updated.with_updated_field(field.name, desc=description)
+        # Prefixes are not compared but taken: DSPy's COPRO rewrites the last one, and no adapter
+        # shows them, so a state's prefix changes what the next save writes, never a prompt.
+        prefix = saved_field.get("prefix", field.prefix)
+        if not isinstance(prefix, str):
+            raise _error(source, f"{where}: expected field {index + 1} ({field.name}) to have a text `prefix`")
+        updated = updated.with_updated_field(field.name, desc=description, prefix=prefix)
 
     demos = _checked_demos(where, entry.get("demos"), signature, source)
     # Checked last: the checks above name the exact field; this one also catches changed types and
