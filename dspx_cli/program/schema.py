@@ -35,6 +35,12 @@ else:
 TOOL_TYPES = ("calculator", "retrieve", "python")
 
 
+def _no_demos() -> list[dict[str, Any]]:
+    # A Python function, not `list`: pydantic reads a default factory's signature, and the builtin's
+    # comes from its text signature through the tokenize module (~3 ms of regex compiling per process).
+    return []
+
+
 class Prices(Strict):
     """USD per million tokens."""
 
@@ -92,7 +98,7 @@ class ModuleSpec(Strict):
     type: ModuleTypeName = "predict"
     signature: str | SignatureSpec | None = None  # required except for best_of_n, refine, retrieve
     instructions: str | None = None
-    demos: list[dict[str, Any]] = Field(default_factory=list)
+    demos: list[dict[str, Any]] = Field(default_factory=_no_demos)
     lm: LMSpec | None = None
     adapter: Literal["chat", "json"] = "chat"
     # Unset sampling settings fall back to the module's LM.
