@@ -18,7 +18,6 @@ import orjson
 
 from dspx_cli.lm.base import LM, LMRequest, LMResponse
 from dspx_cli.lm.config import LMConfig
-from dspx_cli.lm.embeddings import EmbeddingsRequest, EmbeddingsResponse, EmbeddingsShapeError, parse_vectors
 from dspx_cli.lm.openai_http import (
     CONNECT_TIMEOUT,
     PROVIDERS,
@@ -45,6 +44,7 @@ from dspx_cli.lm.structured_outputs import (
 
 if TYPE_CHECKING:
     from dspx_cli.lm.aiohttp_post import AiohttpPost, PlainReply
+    from dspx_cli.lm.embeddings import EmbeddingsRequest, EmbeddingsResponse
 
 # Re-exported: callers name these as part of the client's interface.
 __all__ = [
@@ -229,6 +229,9 @@ class OpenAICompatLM(LM):
 
     async def embed(self, request: EmbeddingsRequest) -> EmbeddingsResponse:
         """One `/embeddings` call: a vector per text, through the same client and error mapping."""
+        # Imported here: a chat-only run (most runs) never needs the embeddings types.
+        from dspx_cli.lm.embeddings import EmbeddingsResponse, EmbeddingsShapeError, parse_vectors
+
         url = self.endpoint.embeddings_url
         body = {**self.config.extra, **request.extra, "model": self.endpoint.model_name, "input": list(request.texts)}
         started = time.perf_counter()
