@@ -4,7 +4,9 @@ Only structure lives here. Meaning (do references resolve, do type strings parse
 the loader, which knows where each key was written.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations`: pydantic would then evaluate every field's annotation
+# from its string when the class is made; written plainly, Python evaluates them (faster, and the
+# schema's names are all defined at run time).
 
 from typing import TYPE_CHECKING, Any, Literal
 
