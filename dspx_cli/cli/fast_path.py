@@ -20,6 +20,8 @@ from dspx_cli.cli import actions
 
 @dataclass(frozen=True)
 class _Option:
+    """How one option of a fast-path command is read, and the parameter it fills."""
+
     dest: str
     kind: str  # "flag", "str", "path", "many" (repeatable str), "count" (an int >= 1), "number" (a plain decimal)
     envvar: str | None = None

@@ -79,6 +79,8 @@ def passage_match(passages: Iterable[str], answers: Iterable[str]) -> bool:
 
 @dataclass
 class _Scored:
+    """A built-in metric: a plain scoring function behind the async metric interface."""
+
     name: str
     score: Callable[[Example, Prediction], float]
 

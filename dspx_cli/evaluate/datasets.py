@@ -75,6 +75,8 @@ class _File:
 
 @dataclass(frozen=True)
 class _Record:
+    """One row of a data file, before it becomes an Example (or a BadRow when `problem` is set)."""
+
     values: dict[str, Any]
     where: str  # "line 3", "row 3" or "item 3"
     line: int | None

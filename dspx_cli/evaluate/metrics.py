@@ -133,6 +133,8 @@ def _builtin(name: Any, options: dict[str, Any], origin: MetricOrigin) -> Metric
 
 @dataclass
 class _PythonMetric:
+    """A metric from a program's Python file, called with as many arguments as it takes."""
+
     name: str
     function: Callable[..., Any]
     arity: int  # 2: (example, prediction); 3: (example, prediction, trace)

@@ -35,6 +35,8 @@ class Positions:
 
 @dataclass
 class Source:
+    """A program file read: its data and where each key and value was written."""
+
     path: Path
     data: Any
     positions: Positions
