@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import time
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -35,6 +36,7 @@ from dspx_cli.lm.openai_http import (
 )
 from dspx_cli.lm.structured_outputs import (
     JSON_OBJECT,
+    Mode,
     SchemaRefusals,
     asks_for_schema,
     catalog_mode,
@@ -79,7 +81,6 @@ class OpenAICompatLM(LM):
         self.config = config
         self.endpoint = resolve_endpoint(config, what, section)
         self.errors = ErrorMapper(self.endpoint, config.timeout, section)
-        self.response_format_mode = catalog_mode(split_provider(config.model)[0], self.endpoint.model_name)
         self.refusals = refusals if refusals is not None else SchemaRefusals()
         self._client: httpx.AsyncClient | None = None
         self._fast: AiohttpPost | None = None
@@ -89,6 +90,12 @@ class OpenAICompatLM(LM):
 
     def __repr__(self) -> str:
         return f"OpenAICompatLM(model={self.model!r}, url={self.endpoint.url!r})"
+
+    @cached_property
+    def response_format_mode(self) -> Mode:
+        """What this model is sent when the adapter asks for a response_format (structured_outputs.py).
+        Worked out on first use: a run whose requests carry none never compiles the catalog's patterns."""
+        return catalog_mode(split_provider(self.config.model)[0], self.endpoint.model_name)
 
     @property
     def transport_name(self) -> str:

@@ -58,7 +58,7 @@ def catalog_mode(provider: str | None, model_name: str) -> Mode:
         if ":" in name or name.startswith("gpt-3.5"):
             return "none"
     for pattern, mode in _PATTERNS:
-        # Compiled on first use (re caches them): a run whose adapter never asks compiles none.
+        # Compiled on first use (re caches them), not when this module is imported.
         if re.fullmatch(pattern, name):
             return mode
     return "none"
