@@ -24,13 +24,13 @@ __all__ = ["f1_score", "normalize_text", "passage_match"]
 # ----- DSPy's text normalization and scores ------------------------------------------------------
 
 _PUNCTUATION = str.maketrans("", "", string.punctuation)
-_ARTICLES = re.compile(r"\b(a|an|the)\b")
+_ARTICLES = r"\b(a|an|the)\b"  # compiled (and cached by re) on first use
 
 
 def normalize_text(text: str) -> str:
     """DSPy's `normalize_text`, in its order: NFD, lowercase, punctuation, articles, whitespace."""
     text = unicodedata.normalize("NFD", text).lower().translate(_PUNCTUATION)
-    return " ".join(_ARTICLES.sub(" ", text).split())
+    return " ".join(re.sub(_ARTICLES, " ", text).split())
 
 
 def f1_score(prediction: str, gold: str) -> float:
