@@ -38,6 +38,11 @@ _USER_CODE_PREFIXES = ("dspx_user_", "dspx_metric_", "dspx_tool_")
 
 
 def main() -> None:
+    # pydantic looks for plugins (observability hooks for a user's own models) by reading the entry
+    # points of every installed distribution the first time it builds a model: ~5 ms per process.
+    # dspx's models are its internal program-file and settings schema, not a user's to instrument.
+    # setdefault: a user's explicit setting (say, naming the one plugin to skip) wins.
+    os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
     for name in _UNUSED_OPTIONAL_IMPORTS:
         sys.modules.setdefault(name, None)  # type: ignore[arg-type] # None makes `import name` fail
     argv = sys.argv[1:]

@@ -11,15 +11,17 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from dspx_cli.cli import actions
 
 
-@dataclass(frozen=True)
-class _Option:
+class _Option(NamedTuple):
+    """How one option of a fast-path command is read, and the parameter it fills. A NamedTuple, as
+    are the other private records on the start-up path: a frozen dataclass costs ~0.4 ms to define
+    on Python 3.11 (six generated methods, each compiled), a NamedTuple ~0.06 ms."""
+
     dest: str
     kind: str  # "flag", "str", "path", "many" (repeatable str), "count" (an int >= 1), "number" (a plain decimal)
     envvar: str | None = None

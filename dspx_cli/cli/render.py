@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dspx_cli.core import annotation_name
-from dspx_cli.lm.base import Message
-from dspx_cli.lm.usage import UsageMeter
 from dspx_cli.program.model import ModuleDef, Program, Step
 from dspx_cli.program.module_types import MODULE_TYPES
 from dspx_cli.workflows.records import jsonable, outputs_record
+
+if TYPE_CHECKING:
+    # Annotations only: `validate` sends no message and meters no usage.
+    from dspx_cli.lm.base import Message
+    from dspx_cli.lm.usage import UsageMeter
 
 __all__ = [
     "fields_text",

@@ -24,13 +24,13 @@ __all__ = ["f1_score", "normalize_text", "passage_match"]
 # ----- DSPy's text normalization and scores ------------------------------------------------------
 
 _PUNCTUATION = str.maketrans("", "", string.punctuation)
-_ARTICLES = re.compile(r"\b(a|an|the)\b")
+_ARTICLES = r"\b(a|an|the)\b"  # compiled (and cached by re) on first use
 
 
 def normalize_text(text: str) -> str:
     """DSPy's `normalize_text`, in its order: NFD, lowercase, punctuation, articles, whitespace."""
     text = unicodedata.normalize("NFD", text).lower().translate(_PUNCTUATION)
-    return " ".join(_ARTICLES.sub(" ", text).split())
+    return " ".join(re.sub(_ARTICLES, " ", text).split())
 
 
 def f1_score(prediction: str, gold: str) -> float:
@@ -79,6 +79,8 @@ def passage_match(passages: Iterable[str], answers: Iterable[str]) -> bool:
 
 @dataclass
 class _Scored:
+    """A built-in metric: a plain scoring function behind the async metric interface."""
+
     name: str
     score: Callable[[Example, Prediction], float]
 

@@ -13,7 +13,6 @@ Built-ins are records of the registry in `metric_base.py`, defined in `builtin_m
 from __future__ import annotations
 
 import ast
-import difflib
 import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -109,15 +108,21 @@ def _no_other_keys(spec: Mapping[str, Any], kind: str, origin: MetricOrigin) -> 
             raise origin.error(f"unknown key {key!r} next to {kind!r} in the metric", key)
 
 
+def _close_matches(word: str, choices: list[str]) -> list[str]:
+    import difflib  # only for a misspelt name: a valid program's load does not need it
+
+    return difflib.get_close_matches(word, choices, n=1)
+
+
 def _builtin(name: Any, options: dict[str, Any], origin: MetricOrigin) -> Metric:
     kind = METRICS.get(name) if isinstance(name, str) else None
     if kind is None:
-        close = difflib.get_close_matches(str(name), list(METRICS), n=1)
+        close = _close_matches(str(name), list(METRICS))
         hint = f"did you mean {close[0]!r}?" if close else f"expected {metric_forms()}"
         raise origin.error(f"unknown metric {name!r}; {hint}", *(("name",) if options else ()))
     for key in options:
         if key not in kind.options:
-            close = difflib.get_close_matches(str(key), sorted(kind.options), n=1)
+            close = _close_matches(str(key), sorted(kind.options))
             hint = f"did you mean {close[0]!r}?" if close else f"its options: {', '.join(sorted(kind.options))}"
             raise origin.error(f"unknown option {key!r} for metric {name}; {hint}", key)
     return kind.build(options, origin)
@@ -128,6 +133,8 @@ def _builtin(name: Any, options: dict[str, Any], origin: MetricOrigin) -> Metric
 
 @dataclass
 class _PythonMetric:
+    """A metric from a program's Python file, called with as many arguments as it takes."""
+
     name: str
     function: Callable[..., Any]
     arity: int  # 2: (example, prediction); 3: (example, prediction, trace)

@@ -18,6 +18,8 @@ _AT_URL = re.compile(r"^(?P<model>.+)@(?P<base>https?://\S+)$")
 
 @dataclass(frozen=True)
 class LMConfig:
+    """One LM as a program (or --lm) names it: the model string, its endpoint and sampling settings."""
+
     model: str
     api_base: str | None = None
     api_key: str | None = field(default=None, repr=False)

@@ -18,11 +18,13 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from dspx_cli.lm.base import LM, LMRequest, LMResponse
-from dspx_cli.lm.embeddings import EmbeddingsRequest, EmbeddingsResponse
-from dspx_cli.lm.embeddings import estimate_tokens as estimate_embedding_tokens
+
+if TYPE_CHECKING:
+    # Annotations only: a chat-only run never needs the embeddings types.
+    from dspx_cli.lm.embeddings import EmbeddingsRequest, EmbeddingsResponse
 
 R = TypeVar("R")
 
@@ -180,6 +182,8 @@ class LimitedLM(LM):
         return await self._limited(call, estimated, lambda r: 0 if r.cached else r.usage.total_tokens or estimated)
 
     async def embed(self, request: EmbeddingsRequest) -> EmbeddingsResponse:
+        from dspx_cli.lm.embeddings import estimate_tokens as estimate_embedding_tokens
+
         estimated = estimate_embedding_tokens(request) if self.pacer is not None and self.pacer.tpm is not None else 0
         call = lambda: self.inner.embed(request)  # type: ignore[attr-defined]  # noqa: E731
         return await self._limited(call, estimated, lambda r: r.usage.total_tokens or estimated)

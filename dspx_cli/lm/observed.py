@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from dspx_cli.core.redact import redact
 from dspx_cli.lm.base import LM, LMRequest, LMResponse
 from dspx_cli.lm.cache import request_key
 from dspx_cli.lm.config import LMConfig
-from dspx_cli.lm.embeddings import EmbeddingsRequest, EmbeddingsResponse
 from dspx_cli.lm.history import History
 from dspx_cli.lm.usage import UsageMeter
+
+if TYPE_CHECKING:
+    # Annotations only: a run without retrieval makes no embeddings call.
+    from dspx_cli.lm.embeddings import EmbeddingsRequest, EmbeddingsResponse
 
 
 class ObservedLM(LM):

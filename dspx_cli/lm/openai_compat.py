@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import time
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -18,7 +19,6 @@ import orjson
 
 from dspx_cli.lm.base import LM, LMRequest, LMResponse
 from dspx_cli.lm.config import LMConfig
-from dspx_cli.lm.embeddings import EmbeddingsRequest, EmbeddingsResponse, EmbeddingsShapeError, parse_vectors
 from dspx_cli.lm.openai_http import (
     CONNECT_TIMEOUT,
     PROVIDERS,
@@ -36,6 +36,7 @@ from dspx_cli.lm.openai_http import (
 )
 from dspx_cli.lm.structured_outputs import (
     JSON_OBJECT,
+    Mode,
     SchemaRefusals,
     asks_for_schema,
     catalog_mode,
@@ -45,6 +46,7 @@ from dspx_cli.lm.structured_outputs import (
 
 if TYPE_CHECKING:
     from dspx_cli.lm.aiohttp_post import AiohttpPost, PlainReply
+    from dspx_cli.lm.embeddings import EmbeddingsRequest, EmbeddingsResponse
 
 # Re-exported: callers name these as part of the client's interface.
 __all__ = [
@@ -79,7 +81,6 @@ class OpenAICompatLM(LM):
         self.config = config
         self.endpoint = resolve_endpoint(config, what, section)
         self.errors = ErrorMapper(self.endpoint, config.timeout, section)
-        self.response_format_mode = catalog_mode(split_provider(config.model)[0], self.endpoint.model_name)
         self.refusals = refusals if refusals is not None else SchemaRefusals()
         self._client: httpx.AsyncClient | None = None
         self._fast: AiohttpPost | None = None
@@ -89,6 +90,12 @@ class OpenAICompatLM(LM):
 
     def __repr__(self) -> str:
         return f"OpenAICompatLM(model={self.model!r}, url={self.endpoint.url!r})"
+
+    @cached_property
+    def response_format_mode(self) -> Mode:
+        """What this model is sent when the adapter asks for a response_format (structured_outputs.py).
+        Worked out on first use: a run whose requests carry none never compiles the catalog's patterns."""
+        return catalog_mode(split_provider(self.config.model)[0], self.endpoint.model_name)
 
     @property
     def transport_name(self) -> str:
@@ -229,6 +236,9 @@ class OpenAICompatLM(LM):
 
     async def embed(self, request: EmbeddingsRequest) -> EmbeddingsResponse:
         """One `/embeddings` call: a vector per text, through the same client and error mapping."""
+        # Imported here: a chat-only run (most runs) never needs the embeddings types.
+        from dspx_cli.lm.embeddings import EmbeddingsResponse, EmbeddingsShapeError, parse_vectors
+
         url = self.endpoint.embeddings_url
         body = {**self.config.extra, **request.extra, "model": self.endpoint.model_name, "input": list(request.texts)}
         started = time.perf_counter()

@@ -19,6 +19,8 @@ OPENAI_COMPATIBLE = "dspx_cli.lm.openai_compat:OpenAICompatLM"
 
 @dataclass(frozen=True)
 class Provider:
+    """A `<prefix>/<model>` family: its default endpoint, key variable and backend class."""
+
     prefix: str  # `<prefix>/<model>`
     api_base: str  # the default endpoint; a program's api_base replaces it
     # Read when the program gives no api_key; only for hosted APIs where a key is always needed.

@@ -11,11 +11,11 @@ from typing import TYPE_CHECKING
 
 from dspx_cli.core.redact import UnsetSecret
 from dspx_cli.errors import LMError
-from dspx_cli.lm.base import LM
 from dspx_cli.lm.config import LMConfig
 from dspx_cli.lm.providers import OPENAI_COMPATIBLE, PROVIDERS, load_backend, split_provider
 
 if TYPE_CHECKING:
+    from dspx_cli.lm.base import LM
     from dspx_cli.lm.structured_outputs import SchemaRefusals
 
 EMBEDDED_NAMES = ("local/smollm2", "smollm2")

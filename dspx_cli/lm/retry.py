@@ -15,11 +15,14 @@ import asyncio
 import logging
 import random
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from dspx_cli.errors import LMError
 from dspx_cli.lm.base import LM, LMRequest, LMResponse
-from dspx_cli.lm.embeddings import EmbeddingsRequest, EmbeddingsResponse
+
+if TYPE_CHECKING:
+    # Annotations only: a run without retrieval makes no embeddings call.
+    from dspx_cli.lm.embeddings import EmbeddingsRequest, EmbeddingsResponse
 
 Sleep = Callable[[float], Awaitable[None]]
 T = TypeVar("T")

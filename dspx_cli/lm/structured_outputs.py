@@ -37,7 +37,6 @@ _PATTERNS: tuple[tuple[str, Mode], ...] = (
     (r"gpt-3\.5-turbo(-\d{4})?|gpt-4(-\d{4})?|gpt-4-turbo" + _DATE + r"|gpt-4-\d{4}-preview", "json_object"),
     (r"computer-use-preview", "json_object"),
 )
-_CATALOG = tuple((re.compile(pattern), mode) for pattern, mode in _PATTERNS)
 
 # Providers whose models DSPy's catalog does not describe: they get no response_format.
 _UNCATALOGUED_PROVIDERS = frozenset({"vllm", "ollama", "llamacpp"})
@@ -58,8 +57,9 @@ def catalog_mode(provider: str | None, model_name: str) -> Mode:
         name = name[3:]
         if ":" in name or name.startswith("gpt-3.5"):
             return "none"
-    for pattern, mode in _CATALOG:
-        if pattern.fullmatch(name):
+    for pattern, mode in _PATTERNS:
+        # Compiled on first use (re caches them), not when this module is imported.
+        if re.fullmatch(pattern, name):
             return mode
     return "none"
 

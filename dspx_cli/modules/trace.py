@@ -71,9 +71,9 @@ HINT_FIELD = "hint_"
 HINT_DESC = "A hint to the module from an earlier run"
 
 
-@dataclass(frozen=True)
-class _Hints:
-    """Advice per predictor; a predictor without advice gets `default` (DSPy hints every call)."""
+class _Hints(NamedTuple):
+    """Advice per predictor; a predictor without advice gets `default` (DSPy hints every call).
+    A NamedTuple: a private record, cheaper to define than a dataclass (cli/fast_path.py)."""
 
     advice: Mapping[Predict, str]
     default: str

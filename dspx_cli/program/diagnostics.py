@@ -7,7 +7,6 @@ Pydantic reports every failed union branch; we keep the error that went deepest 
 
 from __future__ import annotations
 
-import difflib
 import types
 import typing
 from collections.abc import Sequence
@@ -78,6 +77,8 @@ def to_program_error(
 
 def unknown_name_hint(name: str, allowed: list[str]) -> str:
     """ "; did you mean 'temperature'?" for a near miss, else the list of what is allowed."""
+    import difflib  # only for a misspelt name
+
     close = difflib.get_close_matches(name, allowed, n=1)
     if close:
         return f"; did you mean {close[0]!r}?"

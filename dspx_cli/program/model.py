@@ -31,6 +31,8 @@ class Ref:
 
 @dataclass(frozen=True)
 class EmbeddingsDef:
+    """The embeddings endpoint of a retriever, resolved from the program's `embeddings:` key."""
+
     model: str
     api_base: str | None
     api_key: str | None = field(repr=False)
@@ -69,6 +71,8 @@ class ToolDef:
 
 @dataclass(frozen=True)
 class ModuleDef:
+    """A module of the program, checked: signature built, LM resolved, its type's keys validated."""
+
     name: str
     type: str
     signature: Signature  # as declared; ChainOfThought adds `reasoning` when built
@@ -106,6 +110,8 @@ class ModuleDef:
 
 @dataclass(frozen=True)
 class Step:
+    """A flow step: which module runs and where each of its inputs comes from."""
+
     id: str
     module: str
     bindings: dict[str, Ref | Any]  # signature input -> Ref or a literal value
@@ -118,6 +124,8 @@ class Step:
 
 @dataclass
 class Program:
+    """The loaded program: what `load_program` returns and every command works from."""
+
     path: Path
     name: str
     description: str | None

@@ -96,6 +96,8 @@ def summary_line(definition: ModuleDef, *details: str) -> str:
 
 @dataclass(frozen=True)
 class ModuleType:
+    """One module type's record in the registry: everything that differs by type (module docstring)."""
+
     name: str
     doc: str  # one line: what the module does
     build: Callable[[ModuleDef, Builder], Module]

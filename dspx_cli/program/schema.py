@@ -4,7 +4,9 @@ Only structure lives here. Meaning (do references resolve, do type strings parse
 the loader, which knows where each key was written.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations`: pydantic would then evaluate every field's annotation
+# from its string when the class is made; written plainly, Python evaluates them (faster, and the
+# schema's names are all defined at run time).
 
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -33,6 +35,12 @@ if TYPE_CHECKING:
 else:
     ModuleTypeName = Literal[tuple(MODULE_TYPES)]
 TOOL_TYPES = ("calculator", "retrieve", "python")
+
+
+def _no_demos() -> list[dict[str, Any]]:
+    # A Python function, not `list`: pydantic reads a default factory's signature, and the builtin's
+    # comes from its text signature through the tokenize module (~3 ms of regex compiling per process).
+    return []
 
 
 class Prices(Strict):
@@ -92,7 +100,7 @@ class ModuleSpec(Strict):
     type: ModuleTypeName = "predict"
     signature: str | SignatureSpec | None = None  # required except for best_of_n, refine, retrieve
     instructions: str | None = None
-    demos: list[dict[str, Any]] = Field(default_factory=list)
+    demos: list[dict[str, Any]] = Field(default_factory=_no_demos)
     lm: LMSpec | None = None
     adapter: Literal["chat", "json"] = "chat"
     # Unset sampling settings fall back to the module's LM.

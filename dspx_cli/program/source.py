@@ -35,6 +35,8 @@ class Positions:
 
 @dataclass
 class Source:
+    """A program file read: its data and where each key and value was written."""
+
     path: Path
     data: Any
     positions: Positions
@@ -105,10 +107,11 @@ def one_line(text: object) -> str:
 
 # ---------------------------------------------------------------- TOML
 
-# No nested or lazy quantifiers: a valid file may hold 100,000 spaces on one line.
-_TABLE = re.compile(r"^\s*(\[\[?)([^\]]*)\]\]?\s*(#.*)?$")
-_KEY = re.compile(r"""^\s*((?:[A-Za-z0-9_-]+|"[^"]*"|'[^']*')(?:\s*\.\s*(?:[A-Za-z0-9_-]+|"[^"]*"|'[^']*'))*)\s*=""")
-_INLINE_KEY = re.compile(r"""(?:[{,]\s*)([A-Za-z0-9_-]+|"[^"]*"|'[^']*')\s*=""")
+# No nested or lazy quantifiers: a valid file may hold 100,000 spaces on one line. Kept as strings:
+# `re` compiles (and caches) them the first time a TOML program is read, not for every command.
+_TABLE = r"^\s*(\[\[?)([^\]]*)\]\]?\s*(#.*)?$"
+_KEY = r"""^\s*((?:[A-Za-z0-9_-]+|"[^"]*"|'[^']*')(?:\s*\.\s*(?:[A-Za-z0-9_-]+|"[^"]*"|'[^']*'))*)\s*="""
+_INLINE_KEY = r"""(?:[{,]\s*)([A-Za-z0-9_-]+|"[^"]*"|'[^']*')\s*="""
 
 
 def _read_toml(path: Path, text: str) -> tuple[Any, Positions]:
@@ -186,7 +189,7 @@ def _toml_positions(path: Path, text: str) -> Positions:
         stripped = line.strip()
         if not stripped or stripped.startswith("#"):
             continue
-        header = _TABLE.match(line)
+        header = re.match(_TABLE, line)
         if header and "=" not in line.split("#")[0]:
             name = tuple(_split_dotted(header.group(2).strip()))
             if header.group(1) == "[[":
@@ -200,7 +203,7 @@ def _toml_positions(path: Path, text: str) -> Positions:
                 positions.lines.setdefault(name[:depth], (number, line.index("[") + 1))
             positions.lines.setdefault(table, (number, line.index("[") + 1))
             continue
-        key = _KEY.match(line)
+        key = re.match(_KEY, line)
         if not key:
             continue
         parts = _split_dotted(key.group(1))
@@ -209,7 +212,7 @@ def _toml_positions(path: Path, text: str) -> Positions:
             positions.lines.setdefault((*table, *parts[:depth]), (number, column))
         full: KeyPath = (*table, *parts)
         rest = line[key.end() :]
-        for inner in _INLINE_KEY.finditer(rest):
+        for inner in re.finditer(_INLINE_KEY, rest):
             inner_key = inner.group(1).strip("\"'")
             positions.lines.setdefault((*full, inner_key), (number, key.end() + inner.start(1) + 1))
         for quote in ('"""', "'''"):

@@ -4,7 +4,9 @@ Separate so a module type's settings model (program/module_types.py) can build o
 importing the schema, which reads the module-type registry.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations`: pydantic would then evaluate every field's annotation
+# from its string when the class is made; written plainly, Python evaluates them (faster, and the
+# schema's names are all defined at run time).
 
 from typing import Any
 
