@@ -241,34 +241,39 @@ def test_compile_with_copro_writes_the_new_instructions(lm_server: LMServer, tmp
             """
         )
     )
+
+    def compile_copro(breadth: int, state_path: Path) -> dict[str, Any]:
+        done = dspx(
+            "compile", str(program), "--optimizer", "copro", "--set", f"breadth={breadth}", "--set", "depth=1",
+            "-o", str(state_path),
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        return read_state_file(state_path)
+
+    # breadth 2: one proposal (reply 1) beside the original; both score 4/6. DSPy would take the
+    # proposal (the first of the best); dspx keeps what the user wrote unless a proposal is better.
+    tie = compile_copro(2, tmp_path / "tie.json")
+    original = "Route the customer message to the support queue that should handle it."
+    assert tie["route"]["signature"]["instructions"] == original
+    assert tie["metadata"]["dspx"]["report"]["kept_original"] is True
+    assert tie["metadata"]["dspx"]["report"]["best"]["instruction"] == "Route it (reply 1)"
+
+    # breadth 4: replies 1 (cached from above), 2 and 3; the third names the queues and scores 6/6.
     state_path = tmp_path / "state.json"
-    done = dspx(
-        "compile",
-        str(program),
-        "--optimizer",
-        "copro",
-        "--set",
-        "breadth=2",
-        "--set",
-        "depth=1",
-        "-o",
-        str(state_path),
-    )
-    assert done.returncode == 0, done.stderr
-    state = read_state_file(state_path)
+    state = compile_copro(4, state_path)
+    better = f"Route it (reply 3); use {MAGIC}"
     signature = state["route"]["signature"]
-    # breadth 2: one proposal (reply 1) beside the original; both score 4/6, and the first of the
-    # best, the proposal, wins (DSPy's max keeps the first).
-    assert signature["instructions"] == "Route it (reply 1)"
-    assert signature["fields"][-1] == {"prefix": "Queue 1:", "description": "the name of one support queue"}
+    assert signature["instructions"] == better
+    assert signature["fields"][-1] == {"prefix": "Queue 3:", "description": "the name of one support queue"}
     report = state["metadata"]["dspx"]["report"]
-    assert report["best"]["instruction"] == "Route it (reply 1)" and len(report["candidates"]) == 2
+    assert report["kept_original"] is False and len(report["candidates"]) == 4
+    assert report["best"]["score"] == 1.0
 
     # The state loads back into the program: the system message now ends with the new instruction.
     runner = ProgramRunner(load_program(program, env={}), None)
     load_state(runner, state, source=str(state_path))
     (step,) = runner.preview({"message": "Where is my parcel?"})
-    assert step[1][0]["content"].endswith("your objective is: \n        Route it (reply 1)")
+    assert step[1][0]["content"].endswith(f"your objective is: \n        {better}")
 
 
 @pytest.mark.parametrize("case_id", ["copro_predict", "copro_two_predictors"])

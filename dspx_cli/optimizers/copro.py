@@ -96,6 +96,7 @@ class CoproReport:
     results_best: dict[str, Stats]
     results_latest: dict[str, Stats]
     dropped: int  # proposals that did not parse twice
+    kept_original: bool = False  # no candidate scored above the program as given, which stays
 
     @property
     def best(self) -> Candidate:
@@ -156,6 +157,7 @@ async def copro(
     results_best = {name: Stats() for name in names}
     results_latest = {name: Stats() for name in names}
     total_calls = 0
+    original_score: float | None = None  # the program as given, scored first at depth 1
 
     async def score(label: str) -> tuple[float, float]:
         evaluation = await evaluate(working, examples, metric, concurrency=num_threads, max_errors=max_errors)
@@ -177,6 +179,8 @@ async def copro(
                 label = f"depth {d + 1}, predictor {p_i + 1} ({name}), candidate {c_i + 1} of {len(pool)}"
                 percent, mean = await score(label)
                 total_calls += 1
+                if d == 0 and p_i == 0 and c_i == len(pool) - 1:
+                    original_score = percent  # the last of the first pool is the original, others unchanged
                 stored = evaluated[name].get((instruction, prefix))
                 if stored is None or stored.score < percent:
                     # Re-assigning an existing key keeps its place: ties among the best keep the first.
@@ -210,10 +214,14 @@ async def copro(
         results_best[name].add(last_depth, [c.score for c in ranked][:_STATS_TOP])
     pooled.sort(key=lambda c: c.score, reverse=True)
 
-    chosen = pooled[0].program
-    for name, predictor in named_predictors(runner):
-        predictor.signature = chosen[name]
-    return CoproReport(pooled, total_calls, results_best, results_latest, proposer.dropped)
+    # Departure: DSPy takes the first of the best even when the program as given scored as well;
+    # a proposal that is no better on the trainset never replaces what the user wrote.
+    kept_original = original_score is not None and pooled[0].score <= original_score
+    if not kept_original:
+        chosen = pooled[0].program
+        for name, predictor in named_predictors(runner):
+            predictor.signature = chosen[name]
+    return CoproReport(pooled, total_calls, results_best, results_latest, proposer.dropped, kept_original)
 
 
 def attempts(best_first: Sequence[Candidate]) -> list[str]:
@@ -263,6 +271,7 @@ def report_dict(report: CoproReport) -> dict[str, Any]:
 
     return {
         "best": entry(report.best),
+        "kept_original": report.kept_original,
         "candidates": [entry(c) for c in report.candidates],
         "total_calls": report.total_calls,
         "dropped_proposals": report.dropped,
