@@ -342,6 +342,7 @@ class TrialSearch:
         record: dict[str, Any] = {
             "number": trial.number,
             "kind": kind,
+            "added": bool(trial.user_attrs.get(ADDED)),  # the baseline or a full evaluation, not a trial of its own
             "params": self.candidates.describe(params),
             "instructions": self.candidates.chosen_instructions(params),
             "score": _value(trial),
