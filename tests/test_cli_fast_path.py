@@ -146,7 +146,8 @@ def test_validate_imports_neither_typer_nor_the_http_stack_nor_rich_nor_asyncio(
         "import sys, json\n"
         f"sys.argv = ['dspx', 'validate', {str(PROGRAMS / 'sentiment.yaml')!r}]\n"
         "import atexit\n"
-        "names = ('typer', 'httpx', 'aiohttp', 'rich', 'torch', 'llama_cpp', 'asyncio', 'dspx_cli.lm.cache')\n"
+        "names = ('typer', 'httpx', 'aiohttp', 'rich', 'torch', 'transformers', 'llama_cpp', 'optuna', 'asyncio',"
+        " 'dspx_cli.lm.cache')\n"
         # At exit: main() ends the process itself (os._exit after the atexit functions).
         "atexit.register(lambda: print(json.dumps([m for m in names if m in sys.modules]), file=sys.stderr))\n"
         "from dspx_cli.cli.app import main\n"

@@ -124,7 +124,7 @@ def test_default_output_is_a_run_folder(lm_server: LMServer, tmp_path: Path) -> 
     state = Path(json.loads(done.stdout)["state"])
     folder = tmp_path / state.parent if not state.is_absolute() else state.parent
     assert folder.parent == tmp_path / "runs"
-    assert {p.name for p in folder.iterdir()} == {"state.json", "program.json", "summary.json"}
+    assert {p.name for p in folder.iterdir()} == {"state.json", "program.json", "summary.json", "compile.json"}
     assert json.loads((folder / "summary.json").read_text())["score_after"] == 1.0
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,13 +20,33 @@ __all__ = ["CompileOptions", "run"]
 
 
 def run(path: Path, lm_override: str | None, options: CompileOptions, cache: CacheOptions) -> None:
-    result = compile_program(path, lm_override, options, cache, Hooks(progress=Progress, notice=sys.stderr.write))
+    hooks = Hooks(progress=Progress, notice=sys.stderr.write, trial=trial_hook())
+    result = compile_program(path, lm_override, options, cache, hooks)
     if options.as_json:
         record = {**result.metadata, "state": str(result.state), "demos": result.demos}
         sys.stdout.write(json.dumps(record, default=str) + "\n")
     else:
         sys.stdout.write(_table(result.metadata, result.demos, result.state))
     render.usage_line(result.meter, result.seconds)
+
+
+def trial_hook() -> Callable[[dict[str, Any]], None]:
+    """What the CLI does with each finished mipro_v2 trial (Hooks.trial -> CompileJob.on_trial).
+
+    TRIAL TABLE HOOK (issue 14): the live table is `render_trial(record, console)` in
+    dspx_cli/cli/trial_table.py, written with the search; until that module exists, trials
+    show nothing here (the compile progress line still runs)."""
+    if importlib.util.find_spec("dspx_cli.cli.trial_table") is None:
+        return _no_trial
+    from rich.console import Console
+
+    render = importlib.import_module("dspx_cli.cli.trial_table").render_trial
+    console = Console(stderr=True)
+    return lambda record: render(record, console)
+
+
+def _no_trial(record: dict[str, Any]) -> None:
+    pass
 
 
 def _table(metadata: dict[str, Any], demos: dict[str, int], output: Path) -> str:

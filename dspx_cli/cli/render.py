@@ -121,6 +121,8 @@ def program_summary(program: Program) -> str:
 
         record = OPTIMIZERS.get(optimizer)
         lines.append(f"  optimizer: {optimizer}" + (f": {record.doc}" if record else ""))
+    if program.prompt_lm is not None:
+        lines.append(f"  prompt lm: {program.prompt_lm.model}")
     return "\n".join(lines) + "\n"
 
 

@@ -217,6 +217,28 @@ def _compile(
     teacher_state: Annotated[
         Path | None, typer.Option("--teacher-state", help="Bootstrap with the program in this state as the teacher.")
     ] = None,
+    prompt_lm: Annotated[
+        str | None,
+        typer.Option(
+            "--prompt-lm",
+            help="mipro_v2/copro: the model that writes instructions [default: the file's prompt_lm:, else its lm:]"
+            " (not changed by --lm).",
+        ),
+    ] = None,
+    storage: Annotated[
+        str | None,
+        typer.Option(
+            "--storage", help="mipro_v2: optuna storage URL for the study [default: sqlite in the run folder]."
+        ),
+    ] = None,
+    study: Annotated[
+        str | None,
+        typer.Option("--study", help="mipro_v2: the study's name; processes given the same one share its trials."),
+    ] = None,
+    resume: Annotated[
+        Path | None,
+        typer.Option("--resume", help="mipro_v2: continue the killed run kept in this run folder (RUN_DIR)."),
+    ] = None,
     lm: LMOpt = None,
     as_json: SummaryJsonOpt = False,
     cache_dir: CacheDirOpt = None,
@@ -225,7 +247,8 @@ def _compile(
     refresh: RefreshOpt = False,
     debug: DebugOpt = False,
 ) -> None:
-    """Optimize PROGRAM's demos on its train split and save a state file for --state."""
+    """Optimize PROGRAM's demos (and, with mipro_v2/copro, its instructions) on its train split and
+    save a state file for --state."""
     from dspx_cli.cli import commands, compile_command
 
     options = compile_command.CompileOptions(
@@ -237,6 +260,10 @@ def _compile(
         as_json=as_json,
         teacher_lm=teacher_lm,
         teacher_state=teacher_state,
+        prompt_lm=prompt_lm,
+        storage=storage,
+        study=study,
+        resume=resume,
     )
     actions.guard(
         debug,

@@ -20,7 +20,7 @@ from typing import Any
 
 from dspx_cli.errors import ProgramError
 
-__all__ = ["REDACTED", "UnsetSecret", "is_secret_name", "redact"]
+__all__ = ["REDACTED", "UnsetSecret", "is_secret_name", "redact", "redact_text"]
 
 REDACTED = "<redacted>"
 
@@ -68,6 +68,28 @@ def redact(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [item if type(item) in _LEAVES else redact(item) for item in value]
     return value
+
+
+# `key: value` or `key = value` at a line's start (YAML, TOML) or after `{`/`,` (a flow mapping,
+# an inline table); the value a quoted string or a bare word.
+_ASSIGNMENT = re.compile(
+    r"(?m)(?P<lead>(?:^|[{,])[ \t]*-?[ \t]*)(?P<key>[\"']?[A-Za-z_][\w.\-]*[\"']?)(?P<sep>[ \t]*[:=][ \t]*)"
+    r"(?P<value>\"[^\"\n]*\"|'[^'\n]*'|[^\s,{}\[\]#]+)"
+)
+
+
+def redact_text(text: str) -> str:
+    """A program file's text with the value of every secret key replaced by `<redacted>`: what is
+    shown to an LM (mipro_v2's proposer reads the program file). `${VAR}` references stay, they
+    hold no secret."""
+
+    def replace(match: re.Match[str]) -> str:
+        value = match["value"]
+        if not is_secret_name(match["key"].strip("\"'")) or value.strip("\"'").startswith("${"):
+            return match[0]
+        return f"{match['lead']}{match['key']}{match['sep']}{REDACTED}"
+
+    return _ASSIGNMENT.sub(replace, text)
 
 
 class UnsetSecret(str):

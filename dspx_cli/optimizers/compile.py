@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +14,10 @@ from dspx_cli.core import Example
 from dspx_cli.errors import ProgramError, UsageError
 from dspx_cli.evaluate.metrics import Metric
 from dspx_cli.evaluate.rewards import build_rewards
+from dspx_cli.lm.base import LM
 from dspx_cli.lm.config import LMConfig
 from dspx_cli.optimizers.registry import OPTIMIZERS, CompileJob, OptimizerType
+from dspx_cli.optimizers.settings_checks import check_cross_fields
 from dspx_cli.optimizers.state import load_state, read_state_file
 from dspx_cli.program.context import RunContext
 from dspx_cli.program.diagnostics import to_program_error
@@ -142,7 +144,9 @@ def _checked_settings(
             raise UsageError(f"--set {given[-1]}: {message}") from None
         where = ("optimizer", key) if key in section else ("optimizer",)
         raise ProgramError(message, program.positions.locate(where)) from None
-    return {key: getattr(checked, key) for key in settings}
+    values = {key: getattr(checked, key) for key in settings}
+    check_cross_fields(program, record.name, values, section, assignments)
+    return values
 
 
 def _teacher(
@@ -219,17 +223,56 @@ async def optimize(
     concurrency: int,
     valset: Sequence[Example] | None = None,
     teacher: ProgramRunner | None = None,
+    study: StudyJob | None = None,
 ) -> dict[str, Any]:
-    """Sets the demos of `runner` in place; returns what the optimizer reports.
+    """Sets the demos (and, for instruction optimizers, the instructions) of `runner` in place;
+    returns what the optimizer reports.
 
-    `valset` is used by the optimizers that select among candidates (random search); the others
-    see only the trainset, as in DSPy."""
+    `valset` is used by the optimizers that select among candidates (random search, mipro_v2);
+    the others see only the trainset, as in DSPy. `study` carries what instruction optimizers
+    need besides (CompileJob's prompt_lm ... on_trial); the others ignore it."""
     settings = dict(choice.settings)
     settings.pop("teacher", None)  # its description; the runner comes in `teacher`
     # A loaded state makes the teacher compiled: its demos are used as they are, as in DSPy.
     teacher_compiled = bool(choice.teacher and choice.teacher.state)
     job = CompileJob(trainset, metric, concurrency, valset, teacher, teacher_compiled)
+    if study is not None:
+        job = replace(job, **{f.name: getattr(study, f.name) for f in fields(StudyJob)})
     return await OPTIMIZERS[choice.name].entry_point()(runner, settings, job)
+
+
+@dataclass(frozen=True)
+class StudyJob:
+    """CompileJob's fields for instruction optimizers, as the compile workflow fills them."""
+
+    prompt_lm: LM | None = None
+    prompt_lm_config: LMConfig | None = None
+    program_text: str = ""
+    run_dir: Path | None = None
+    storage: str | None = None
+    study_name: str | None = None
+    resume: bool = False
+    notice: Callable[[str], None] | None = None
+    on_trial: Callable[[dict[str, Any]], None] | None = None
+
+
+def prompt_lm_config(program: Program, optimizer: str, flag: str | None) -> LMConfig | None:
+    """The proposer's LM: --prompt-lm (a path in it relative to the working directory), else the
+    file's `prompt_lm:`, else the program's default LM (DSPy: the task model). None for an
+    optimizer that proposes nothing; --prompt-lm with one is a usage error."""
+    if not OPTIMIZERS[optimizer].takes_prompt_lm:
+        if flag:
+            raise UsageError(f"--prompt-lm: {optimizer} uses no prompt LM (mipro_v2 and copro do)")
+        return None
+    if flag:
+        from dspx_cli.lm.registry import anchor_model_path, model_problem
+
+        config = LMConfig.from_model_string(anchor_model_path(flag, Path.cwd()))
+        problem = model_problem(config, program.base_dir)
+        if problem is not None:
+            raise UsageError(f"--prompt-lm {flag}: {problem}")
+        return config
+    return program.prompt_lm or program.default_lm
 
 
 def call_counts(usage: dict[str, Any]) -> dict[str, int]:

@@ -42,8 +42,7 @@ from dspx_cli.core import Example
 from dspx_cli.errors import DspxError, UsageError
 from dspx_cli.evaluate.evaluator import evaluate
 from dspx_cli.evaluate.metrics import Metric
-from dspx_cli.optimizers.bootstrap import bootstrap_few_shot
-from dspx_cli.optimizers.labeled import clone_runner, labeled_few_shot
+from dspx_cli.optimizers.demo_sets import MIN_NUM_SAMPLES, ZERO_SHOT, build_candidate
 from dspx_cli.optimizers.registry import CompileJob
 from dspx_cli.optimizers.state import named_predictors
 from dspx_cli.program.runner import ProgramRunner
@@ -56,9 +55,6 @@ __all__ = [
     "shuffle_seed",
 ]
 
-ZERO_SHOT, LABELED_ONLY, UNSHUFFLED = -3, -2, -1
-# DSPy's `min_num_samples`: the smallest bootstrap quota a shuffled candidate can draw.
-MIN_NUM_SAMPLES = 1
 _SEED_STRIDE = 2**32
 
 
@@ -127,37 +123,30 @@ async def bootstrap_random_search(
     best_key: float | None = None
 
     for candidate_seed in range(ZERO_SHOT, num_candidate_programs):
-        candidate = clone_runner(runner)
-        quota: int | None = None
-        bootstrapped: list[int] = []
-        if candidate_seed == ZERO_SHOT:
-            for _, predictor in named_predictors(candidate):
-                predictor.demos = []
-        elif candidate_seed == LABELED_ONLY:
-            await labeled_few_shot(candidate, examples, k=max_labeled_demos, seed=seed)
-        else:
-            order = list(range(len(examples)))
-            quota = max_bootstrapped_demos
-            if candidate_seed >= 0:
-                random.Random(shuffle_seed(seed, candidate_seed)).shuffle(order)
-                # A second fresh RNG, not the shuffle's: DSPy draws the size from Random(seed) anew.
-                sizes = random.Random(shuffle_seed(seed, candidate_seed))
-                quota = sizes.randint(MIN_NUM_SAMPLES, max_bootstrapped_demos)
-            result = await bootstrap_few_shot(
-                candidate,
-                [examples[i] for i in order],
-                metric,
-                max_bootstrapped_demos=quota,
-                max_labeled_demos=max_labeled_demos,
-                max_rounds=max_rounds,
-                metric_threshold=metric_threshold,
-                teacher=teacher,
-                teacher_compiled=teacher_compiled,
-                max_errors=max_errors,
-                concurrency=num_threads,
-                seed=seed,
-            )
-            bootstrapped = [order[i] for i in result.bootstrapped]
+
+        def shuffle(order: list[int], candidate_seed: int = candidate_seed) -> int:
+            random.Random(shuffle_seed(seed, candidate_seed)).shuffle(order)
+            # A second fresh RNG, not the shuffle's: DSPy draws the size from Random(seed) anew.
+            return random.Random(shuffle_seed(seed, candidate_seed)).randint(MIN_NUM_SAMPLES, max_bootstrapped_demos)
+
+        built = await build_candidate(
+            runner,
+            examples,
+            metric,
+            candidate_seed,
+            shuffle,
+            labeled_only=True,  # DSPy's random search builds -2 with LabeledFewShot whatever k is
+            max_bootstrapped_demos=max_bootstrapped_demos,
+            max_labeled_demos=max_labeled_demos,
+            max_rounds=max_rounds,
+            metric_threshold=metric_threshold,
+            teacher=teacher,
+            teacher_compiled=teacher_compiled,
+            max_errors=max_errors,
+            concurrency=num_threads,
+            seed=seed,
+        )
+        candidate, quota, bootstrapped = built.runner, built.max_bootstrapped_demos, built.bootstrapped
 
         evaluation = await evaluate(candidate, scoring, metric, concurrency=num_threads, max_errors=max_errors)
         if evaluation.aborted:

@@ -12,14 +12,25 @@ import dataclasses
 import importlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from dspx_cli.core import Example
     from dspx_cli.evaluate.metrics import Metric
+    from dspx_cli.lm.base import LM
+    from dspx_cli.lm.config import LMConfig
     from dspx_cli.program.runner import ProgramRunner
 
-__all__ = ["OPTIMIZERS", "CompileJob", "OptimizerType", "optimizer_names"]
+__all__ = [
+    "OPTIMIZERS",
+    "CompileJob",
+    "CoproSettings",
+    "MiproV2Settings",
+    "OptimizerType",
+    "optimizer_names",
+    "study_optimizers",
+]
 
 
 @dataclass(frozen=True)
@@ -32,6 +43,20 @@ class CompileJob:
     valset: Sequence[Example] | None = None  # for optimizers that select among candidates
     teacher: ProgramRunner | None = None
     teacher_compiled: bool = False  # a loaded teacher state: its demos are used as they are
+    # Instruction optimizers (mipro_v2, copro). Compile fills prompt_lm with the program's default
+    # LM when neither `prompt_lm:` nor --prompt-lm names one, so they may assume it is set.
+    prompt_lm: LM | None = None  # the proposer's LM
+    # Its config: the sampling settings (temperature, max_tokens, n) the file gave it, which the LM
+    # object does not carry (they travel with each request, as for modules).
+    prompt_lm_config: LMConfig | None = None
+    program_text: str = ""  # the program file's text as written, secrets redacted (proposer's program_code)
+    run_dir: Path | None = None  # the compile run folder (exists before the optimizer runs)
+    storage: str | None = None  # --storage URL; None: sqlite:///{run_dir}/study.db
+    study_name: str | None = None  # --study NAME; None: the optimizer derives one
+    resume: bool = False  # --resume RUN_DIR was given (run_dir is that folder)
+    notice: Callable[[str], None] | None = None  # one warning/progress line for stderr (newline optional)
+    # Called once per finished trial with {"number", "kind", "params", "score", "best_score", "trial", "of"}.
+    on_trial: Callable[[dict[str, Any]], None] | None = None
 
 
 # `await entry(runner, settings, job)`: sets the runner's demos in place, returns what to report.
@@ -44,6 +69,10 @@ class OptimizerType:
     doc: str  # one line
     settings: type  # a dataclass whose fields are the settings, with DSPy's defaults
     entry: str  # "module:function", an EntryPoint
+    # Keeps an optuna study in the run folder: takes --storage, --study and --resume.
+    takes_study: bool = False
+    # Writes instructions with a prompt LM (`prompt_lm:` / --prompt-lm).
+    takes_prompt_lm: bool = False
 
     def defaults(self) -> dict[str, Any]:
         return {f.name: f.default for f in dataclasses.fields(self.settings)}
@@ -88,6 +117,40 @@ class BootstrapRandomSearchSettings:
     teacher: Any = None
 
 
+@dataclass
+class MiproV2Settings:
+    # DSPy 3.4.1's MIPROv2 defaults (constructor and compile()); docs/mipro-design.md section 1.
+    auto: str | None = "light"  # light | medium | heavy, or None with num_candidates and num_trials
+    num_candidates: int | None = None
+    num_trials: int | None = None
+    max_bootstrapped_demos: int = 4
+    max_labeled_demos: int = 4
+    seed: int = 9
+    init_temperature: float = 1.0
+    minibatch: bool = True
+    minibatch_size: int = 35
+    minibatch_full_eval_steps: int = 5
+    view_data_batch_size: int = 10
+    program_aware_proposer: bool = True
+    data_aware_proposer: bool = True
+    tip_aware_proposer: bool = True
+    fewshot_aware_proposer: bool = True
+    metric_threshold: float | None = None
+    max_errors: int | None = 10  # None: never stop on errors
+    num_threads: int | None = None  # None: the command's --concurrency
+    teacher: Any = None
+
+
+@dataclass
+class CoproSettings:
+    # DSPy 3.4.1's COPRO defaults; docs/mipro-design.md section 2.
+    breadth: int = 10
+    depth: int = 3
+    init_temperature: float = 1.4
+    num_threads: int | None = None
+    max_errors: int | None = 10
+
+
 def _registry(*records: OptimizerType) -> dict[str, OptimizerType]:
     return {record.name: record for record in records}
 
@@ -111,7 +174,27 @@ OPTIMIZERS: dict[str, OptimizerType] = _registry(
         BootstrapRandomSearchSettings,
         "dspx_cli.optimizers.random_search:compile_bootstrap_random_search",
     ),
+    OptimizerType(
+        "mipro_v2",
+        "MIPROv2: proposed instructions and demo sets, searched with optuna's TPE on the dev set",
+        MiproV2Settings,
+        "dspx_cli.optimizers.mipro:compile_mipro_v2",
+        takes_study=True,
+        takes_prompt_lm=True,
+    ),
+    OptimizerType(
+        "copro",
+        "COPRO: instructions proposed and refined by the prompt LM, scored on the trainset",
+        CoproSettings,
+        "dspx_cli.optimizers.copro:compile_copro",
+        takes_prompt_lm=True,
+    ),
 )
+
+
+def study_optimizers() -> list[str]:
+    """The optimizers that take --storage, --study and --resume."""
+    return [name for name, record in OPTIMIZERS.items() if record.takes_study]
 
 
 def optimizer_names(last: str = "or") -> str:

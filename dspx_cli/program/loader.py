@@ -68,6 +68,9 @@ def load_program(
         positions,
     )
     _check_models(spec, modules, given_override, source.path.parent, positions)
+    prompt_lm = lm_config(spec.prompt_lm, None) if spec.prompt_lm is not None else None
+    if prompt_lm is not None and (problem := model_problem(prompt_lm, source.path.parent)) is not None:
+        raise ProgramError(problem, positions.locate(("prompt_lm", "model")))
     steps, outputs, inputs = build_flow(spec, data, modules, positions)
     return Program(
         path=source.path,
@@ -80,6 +83,8 @@ def load_program(
         steps=steps,
         outputs=outputs,
         inputs=inputs,
+        default_lm=default_lm,
+        prompt_lm=prompt_lm,
     )
 
 

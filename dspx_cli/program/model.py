@@ -128,6 +128,10 @@ class Program:
     steps: list[Step]  # in an order where every step comes after the steps it reads
     outputs: dict[str, Ref]
     inputs: dict[str, Field] = field(default_factory=dict)  # program inputs and their declared types
+    # The top-level `lm:` (with --lm applied): what modules without their own LM use.
+    default_lm: LMConfig | None = None
+    # `prompt_lm:` as written (not changed by --lm), the proposer's LM of mipro_v2/copro; None: default_lm.
+    prompt_lm: LMConfig | None = None
 
     @property
     def base_dir(self) -> Path:

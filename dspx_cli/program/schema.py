@@ -161,6 +161,8 @@ class ProgramSpec(Strict):
     name: str | None = None
     description: str | None = None
     lm: LMSpec | None = None
+    # The LM that writes instructions for mipro_v2/copro (DSPy's prompt_model); default: `lm:`.
+    prompt_lm: LMSpec | None = None
     signatures: dict[str, str | SignatureSpec] = Field(default_factory=dict)
     tools: dict[str, ToolSpec] = Field(default_factory=dict)
     modules: dict[str, ModuleSpec] = Field(min_length=1)
@@ -174,4 +176,4 @@ class ProgramSpec(Strict):
     optimizer: dict[str, Any] | None = None
     finetune: dict[str, Any] | None = None  # what `dspx finetune` trains with; finetune/section.py
 
-    _lm_shorthand = field_validator("lm", mode="before")(lambda cls, v: lm_shorthand(v))
+    _lm_shorthand = field_validator("lm", "prompt_lm", mode="before")(lambda cls, v: lm_shorthand(v))

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Protocol
+from typing import Any, Protocol
 
 from dspx_cli.lm.usage import UsageMeter
 
@@ -88,8 +88,14 @@ def _ignore(text: str) -> None:
     pass
 
 
+def _ignore_trial(record: dict[str, Any]) -> None:
+    pass
+
+
 @dataclass(frozen=True)
 class Hooks:
     progress: ProgressFactory = Silent
     notice: Callable[[str], object] = _ignore  # a whole line, newline included
     training: TrainingProgressFactory = SilentTraining
+    # One finished optimizer trial (mipro_v2; CompileJob.on_trial documents the record's keys).
+    trial: Callable[[dict[str, Any]], None] = _ignore_trial
