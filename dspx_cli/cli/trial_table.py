@@ -144,7 +144,9 @@ class TrialTable:
 
         self._phase = figures
         # Notices written to sys.stderr while the table is up are printed above it, not through it.
-        live = Live(_View(), console=Console(stderr=True), refresh_per_second=2, redirect_stdout=False, redirect_stderr=True)
+        live = Live(
+            _View(), console=Console(stderr=True), refresh_per_second=2, redirect_stdout=False, redirect_stderr=True
+        )
         with live:
             self._live = live
             try:

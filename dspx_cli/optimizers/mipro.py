@@ -19,7 +19,6 @@ trial is a line of RUN_DIR/trials.jsonl and a call of `job.on_trial` (the CLI's 
 
 from __future__ import annotations
 
-import importlib
 import json
 import random
 from collections.abc import Callable, Sequence
@@ -32,8 +31,10 @@ from dspx_cli.core.json_values import jsonable
 from dspx_cli.errors import UsageError
 from dspx_cli.evaluate.evaluator import evaluate
 from dspx_cli.evaluate.metrics import Metric
+from dspx_cli.optimizers.demo_sets import create_demo_sets
 from dspx_cli.optimizers.mipro_plan import MiproPlan, plan_mipro, split_valset
 from dspx_cli.optimizers.mipro_search import BASELINE, Candidates, TrialSearch, best_full_trial, restored_rng
+from dspx_cli.optimizers.proposer import propose_instructions
 from dspx_cli.optimizers.registry import CompileJob
 from dspx_cli.optimizers.state import named_predictors
 from dspx_cli.optimizers.study import (
@@ -53,7 +54,7 @@ TRIALS_FILE = "trials.jsonl"
 
 @dataclass(frozen=True)
 class _Job:
-    """The CompileJob fields MIPROv2 reads beyond the common ones (issue 14's additions)."""
+    """The CompileJob fields MIPROv2 reads beyond the common ones, with a notice that always works."""
 
     prompt_lm: Any
     program_text: str
@@ -67,14 +68,14 @@ class _Job:
     @classmethod
     def of(cls, job: CompileJob) -> _Job:
         return cls(
-            prompt_lm=getattr(job, "prompt_lm", None),
-            program_text=getattr(job, "program_text", ""),
-            run_dir=getattr(job, "run_dir", None),
-            storage=getattr(job, "storage", None),
-            study_name=getattr(job, "study_name", None),
-            resume=bool(getattr(job, "resume", False)),
-            notice=getattr(job, "notice", None) or (lambda text: None),
-            on_trial=getattr(job, "on_trial", None),
+            prompt_lm=job.prompt_lm,
+            program_text=job.program_text,
+            run_dir=job.run_dir,
+            storage=job.storage,
+            study_name=job.study_name,
+            resume=job.resume,
+            notice=job.notice or (lambda text: None),
+            on_trial=job.on_trial,
         )
 
 
@@ -121,9 +122,8 @@ async def _propose(
     concurrency: int,
 ) -> Candidates:
     """Demo sets, then instruction proposals: both draw from the shared `rng`, in DSPy's order."""
-    # Imported by name: the demo-set builder and the proposer are their own modules (INTERFACES.md).
-    create_demo_sets = importlib.import_module("dspx_cli.optimizers.demo_sets").create_demo_sets
-    propose_instructions = importlib.import_module("dspx_cli.optimizers.proposer").propose_instructions
+    if extras.prompt_lm is None:
+        raise UsageError("mipro_v2 needs a prompt LM (prompt_lm: in the program file, or --prompt-lm)")
     boot, labeled = plan.bootstrap_quota(settings["max_bootstrapped_demos"], settings["max_labeled_demos"])
     extras.notice(f"mipro_v2: bootstrapping {plan.num_demo_sets} demo sets\n")
     demo_sets = await create_demo_sets(
