@@ -158,6 +158,35 @@ def test_validate_imports_neither_typer_nor_the_http_stack_nor_rich_nor_asyncio(
     assert json.loads(done.stderr.strip().splitlines()[-1]) == []
 
 
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--help"],
+        ["compile", "--help"],
+        ["validate", str(ROOT / "tests" / "fixtures" / "mipro" / "programs" / "route_then_prioritize.yaml")],
+    ],
+    ids=["help", "compile-help", "validate-mipro"],
+)
+def test_help_and_validating_a_mipro_program_import_no_optuna(argv: list[str]) -> None:
+    """optuna (mipro_v2's study) is imported inside the optimizer only, never to parse or check."""
+    script = (
+        "import sys, json, atexit\n"
+        f"sys.argv = ['dspx', *{argv!r}]\n"
+        "names = ('optuna', 'torch', 'transformers', 'llama_cpp', 'sqlalchemy')\n"
+        "atexit.register(lambda: print(json.dumps([m for m in names if m in sys.modules]), file=sys.stderr))\n"
+        "from dspx_cli.cli.app import main\n"
+        "main()\n"
+    )
+    env = {**os.environ, "MIPRO_API_BASE": "http://127.0.0.1:9/v1", "NO_COLOR": "1"}
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, env=env, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    if argv[0] == "validate":
+        assert "optimizer: mipro_v2" in done.stdout and "prompt lm: openai/prompt-model" in done.stdout
+    assert json.loads(done.stderr.strip().splitlines()[-1]) == []
+
+
 def test_one_run_call_imports_no_aiohttp_nor_module_types_it_does_not_use(
     echo_program: Path, lm_server: LMServer
 ) -> None:

@@ -96,7 +96,7 @@ def compile_program(
         prompt_lm=context.lm(prompt_config) if prompt_config is not None else None,
         prompt_lm_config=prompt_config,
         program_text=redact_text(program.path.read_text(encoding="utf-8")),
-        run_dir=run_dir,
+        run_dir=run_dir.resolve(),  # absolute: the default storage URL is built from it
         storage=options.storage,
         study_name=options.study,
         resume=options.resume is not None,
