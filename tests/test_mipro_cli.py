@@ -240,3 +240,16 @@ def test_two_processes_share_one_sqlite_study(tmp_path: Path) -> None:
     assert json.loads((tmp_path / "b" / "candidates.json").read_text()) == json.loads(
         (tmp_path / "a" / "candidates.json").read_text()
     )
+
+
+def test_two_compiles_with_one_seed_choose_the_same(tmp_path: Path) -> None:
+    runs = []
+    for name in ("a", "b"):
+        folder = tmp_path / name
+        folder.mkdir()
+        _, run_dir = compile_case(folder, "explicit_cot_two_predictors_minibatch")  # each its own cache
+        state = json.loads((run_dir / "state.json").read_text())
+        runs.append(
+            (view(study_trials(run_dir)), records(run_dir), {k: v for k, v in state.items() if k != "metadata"})
+        )
+    assert runs[0] == runs[1]

@@ -288,3 +288,25 @@ def test_two_runs_with_one_seed_give_the_same_trials(tmp_path: Path) -> None:
     assert [trial_view(t) for t in first["study"].trials] == [trial_view(t) for t in second["study"].trials]
     assert first["records"] == second["records"]
     assert first["final"] == second["final"]
+
+
+def test_a_failed_evaluation_scores_zero_and_says_so(tmp_path: Path) -> None:
+    from tests.lm_server import Reply
+
+    case = CASES["light_predict"]
+    valset = [Example(**row).with_inputs("message") for row in DEV_ROWS[:3]]
+    notices: list[str] = []
+    with LMServer() as server:
+        server.rule = lambda request, attempt: Reply(status=500, json={"error": {"message": "down"}})
+        program = program_for(case, tmp_path, server)
+        context = RunContext(cache_dir=tmp_path / "cache", history=False)
+
+        async def go() -> float:
+            try:
+                score = _scorer(resolve_metric(program, context), 1, 0, notices.append)
+                return await score(ProgramRunner(program, context), valset)
+            finally:
+                await context.aclose()
+
+        assert asyncio.run(go()) == 0.0
+    assert notices and "scores 0" in notices[0]
