@@ -102,7 +102,10 @@ def compile_case(tmp_path: Path, case_id: str) -> tuple[subprocess.CompletedProc
     return result, run_dir
 
 
-@pytest.mark.parametrize("case_id", ["light_predict", "explicit_cot_two_predictors_minibatch", "zeroshot_predict"])
+@pytest.mark.parametrize(
+    "case_id",
+    ["light_predict", "explicit_cot_two_predictors_minibatch", "zeroshot_predict", "summary_and_description_fail"],
+)
 def test_compile_reproduces_dspys_trials_and_final_state(case_id: str, tmp_path: Path) -> None:
     case = CASES[case_id]
     result, run_dir = compile_case(tmp_path, case_id)
@@ -132,6 +135,18 @@ def test_compile_reproduces_dspys_trials_and_final_state(case_id: str, tmp_path:
     lines = [line for line in result.stderr.splitlines() if line.startswith("trial ")]
     assert len(lines) == len(case["study_trials"])
     assert lines[0].startswith("trial base #0")
+
+
+def test_a_proposer_that_only_answers_empty_json_does_not_end_the_run(tmp_path: Path) -> None:
+    # DSPy dies here (AdapterParseError, the 135M model's `{}`); dspx keeps the original instruction.
+    result, run_dir = compile_case(tmp_path, "proposer_replies_empty_json")
+    assert "this candidate is dropped" in result.stderr
+    candidates = json.loads((run_dir / "candidates.json").read_text())
+    assert candidates["instructions"] == {
+        "route": ["Route the customer message to the support queue that should handle it."]
+    }
+    assert len(objective(study_trials(run_dir))) == 3
+    assert all(r["params"]["route"]["instruction"] == 0 for r in records(run_dir))
 
 
 def test_zero_shot_trials_choose_instructions_only(tmp_path: Path) -> None:
