@@ -36,7 +36,7 @@ from dspx_cli.lm.cache import CacheMode  # noqa: E402
 from dspx_cli.optimizers.mipro import _scorer  # noqa: E402
 from dspx_cli.optimizers.mipro_plan import plan_mipro  # noqa: E402
 from dspx_cli.optimizers.mipro_search import Candidates, TrialSearch  # noqa: E402
-from dspx_cli.optimizers.study import open_study  # noqa: E402
+from dspx_cli.optimizers.study import _storage, open_study  # noqa: E402
 from dspx_cli.program.context import RunContext  # noqa: E402
 from dspx_cli.program.loader import load_program  # noqa: E402
 from dspx_cli.program.runner import ProgramRunner  # noqa: E402
@@ -98,7 +98,8 @@ def optuna_alone(trials: int, storage: str, scratch: Path) -> float:
     from optuna.distributions import CategoricalDistribution
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    url = f"sqlite:///{scratch / 'alone.db'}" if storage == "sqlite" else None
+    # The same storage as the search's (study.py: SQLite in WAL mode), or optuna's in-memory one.
+    url = _storage(f"sqlite:///{scratch / 'alone.db'}") if storage == "sqlite" else None
     study = optuna.create_study(
         direction="maximize", storage=url, sampler=optuna.samplers.TPESampler(seed=SEED, multivariate=True)
     )

@@ -99,9 +99,28 @@ def _storage(url: str | None) -> Any:
         # Several processes on one SQLite file take turns at its lock: wait for it, do not fail.
         engine = {"connect_args": {"timeout": 60}}
     try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=engine)
+        storage = optuna.storages.RDBStorage(url, engine_kwargs=engine)
     except Exception as exc:  # noqa: BLE001 - a bad URL or an unreachable server: one line, exit 2
         raise UsageError(f"--storage {_redacted(url)}: {type(exc).__name__}: {exc}") from None
+    if url.startswith("sqlite"):
+        _write_ahead(storage.engine)
+    return storage
+
+
+def _write_ahead(engine: Any) -> None:
+    """SQLite in WAL mode with `synchronous=NORMAL`: a commit no longer waits for the disk (optuna
+    commits several times per trial, about 15 ms each otherwise), readers do not block the writer
+    (several processes on one file), and a killed process still loses nothing it committed."""
+    from sqlalchemy import event
+
+    def pragmas(connection: Any, record: Any) -> None:
+        cursor = connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    event.listen(engine, "connect", pragmas)
+    engine.dispose()  # connections opened while optuna set the storage up reconnect with the pragmas
 
 
 @dataclass
