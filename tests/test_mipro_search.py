@@ -310,3 +310,16 @@ def test_a_failed_evaluation_scores_zero_and_says_so(tmp_path: Path) -> None:
 
         assert asyncio.run(go()) == 0.0
     assert notices and "scores 0" in notices[0]
+
+
+def test_a_resume_finds_its_study_or_starts_one_in_an_empty_storage(tmp_path: Path) -> None:
+    # Killed before its study existed: the resume creates it.
+    handle = open_study(run_dir=tmp_path, storage=None, name="s1", seed=9, resume=True)
+    assert handle.created
+    handle.write_study_file(tmp_path)
+    # The run folder's study.json names the study a resume continues, whatever name is derived now.
+    again = open_study(run_dir=tmp_path, storage=None, name="derived-now", seed=9, resume=True)
+    assert again.name == "s1" and not again.created
+    (tmp_path / "study.json").unlink()
+    with pytest.raises(UsageError, match=r"no study 'other'.*it has: s1"):
+        open_study(run_dir=tmp_path, storage=None, name="other", seed=9, resume=True)

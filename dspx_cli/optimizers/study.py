@@ -220,15 +220,15 @@ def open_study(
     backend = _storage(storage)
     sampler = optuna.samplers.TPESampler(seed=seed, multivariate=True)
     if resume:
-        try:
+        names = [summary.study_name for summary in optuna.study.get_all_study_summaries(backend)]
+        if name in names:
             study = optuna.load_study(study_name=name, storage=backend, sampler=sampler)
-        except KeyError:
-            names = [s.study_name for s in optuna.study.get_all_study_summaries(backend)]
+            return StudyHandle(study, storage, name, created=False)
+        if names:
             raise UsageError(
-                f"--resume: no study {name!r} in {_redacted(storage or 'memory')}"
-                + (f" (it has: {', '.join(names)})" if names else " (it has none)")
-            ) from None
-        return StudyHandle(study, storage, name, created=False)
+                f"--resume: no study {name!r} in {_redacted(storage or 'memory')} (it has: {', '.join(names)})"
+            )
+        # Killed before its study was created: the resume starts it.
     try:
         study = optuna.create_study(study_name=name, storage=backend, sampler=sampler, direction="maximize")
         return StudyHandle(study, storage, name, created=True)
