@@ -134,11 +134,21 @@ class Candidates:
 
 def best_full_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
     """The best full-valset score so far; ties keep the earlier trial (DSPy replaces on `>` only)."""
+    return _best_of(trials_in_order(study, _complete()))
+
+
+def _best_of(trials: list[optuna.trial.FrozenTrial]) -> optuna.trial.FrozenTrial | None:
     best = None
-    for trial in trials_in_order(study, _complete()):
-        if trial.user_attrs.get(KIND) in (BASELINE, FULL) and (best is None or _value(trial) > _value(best)):
+    for trial in trials:  # in trial-number order
+        if trial.state.name != "COMPLETE" or trial.user_attrs.get(KIND) not in (BASELINE, FULL):
+            continue
+        if best is None or _value(trial) > _value(best):
             best = trial
     return best
+
+
+def _finished_objective(trial: optuna.trial.FrozenTrial) -> bool:
+    return trial.state.name == "COMPLETE" and not trial.user_attrs.get(ADDED) and bool(trial.user_attrs.get(KIND))
 
 
 def _complete() -> tuple[Any, ...]:
@@ -203,7 +213,7 @@ class TrialSearch:
                 user_attrs={KIND: BASELINE, ADDED: True},
             )
         )
-        self._record(self._last_trial(), BASELINE)
+        self._record(None, BASELINE)
 
     async def run(self) -> None:
         """Objective trials until `num_trials` have finished in the study (any process's count)."""
@@ -248,7 +258,7 @@ class TrialSearch:
             self.study.tell(trial, state=TrialState.FAIL)
             raise
         self.study.tell(trial, score)
-        self._record(self._trial(trial.number), kind)
+        self._record(trial.number, kind)
         if due:
             await self._full_evaluation(after=trial.number)
         return True
@@ -300,7 +310,7 @@ class TrialSearch:
                 user_attrs={KIND: FULL, ADDED: True, "after": after},
             )
         )
-        self._record(self._last_trial(), FULL)
+        self._record(None, FULL)
 
     async def _owed_full_evaluations(self) -> None:
         """After a kill during a full evaluation: the objective trial that owed it is finished,
@@ -330,15 +340,12 @@ class TrialSearch:
 
     # ----- records -------------------------------------------------------------------------------
 
-    def _trial(self, number: int) -> optuna.trial.FrozenTrial:
-        return next(t for t in self.study.get_trials(deepcopy=False) if t.number == number)
-
-    def _last_trial(self) -> optuna.trial.FrozenTrial:
-        return max(self.study.get_trials(deepcopy=False), key=lambda t: t.number)
-
-    def _record(self, trial: optuna.trial.FrozenTrial, kind: str) -> None:
+    def _record(self, number: int | None, kind: str) -> None:
+        """Report trial `number` (None: the last one added) from one read of the study."""
+        trials = trials_in_order(self.study)
+        trial = trials[-1] if number is None else next(t for t in trials if t.number == number)
         params = {name: int(trial.params[name]) for name in self.param_names}
-        best = best_full_trial(self.study)
+        best = _best_of(trials)
         record: dict[str, Any] = {
             "number": trial.number,
             "kind": kind,
@@ -347,7 +354,7 @@ class TrialSearch:
             "instructions": self.candidates.chosen_instructions(params),
             "score": _value(trial),
             "best_score": _value(best) if best is not None else None,
-            "trial": len(finished_objective_trials(self.study)),
+            "trial": sum(1 for t in trials if _finished_objective(t)),
             "of": self.plan.num_trials,
         }
         if kind == MINIBATCH:
