@@ -310,7 +310,7 @@ class TrialSearch:
                 user_attrs={KIND: FULL, ADDED: True, "after": after},
             )
         )
-        self._record(None, FULL)
+        self._record(None, FULL, after=after)
 
     async def _owed_full_evaluations(self) -> None:
         """After a kill during a full evaluation: the objective trial that owed it is finished,
@@ -340,10 +340,19 @@ class TrialSearch:
 
     # ----- records -------------------------------------------------------------------------------
 
-    def _record(self, number: int | None, kind: str) -> None:
-        """Report trial `number` (None: the last one added) from one read of the study."""
+    def _record(self, number: int | None, kind: str, *, after: int | None = None) -> None:
+        """Report trial `number`, or (None) the trial this process just added, from one read of the
+        study. An added trial is found by its attributes: another worker may have asked for a
+        trial since, so the study's last trial need not be it."""
         trials = trials_in_order(self.study)
-        trial = trials[-1] if number is None else next(t for t in trials if t.number == number)
+        if number is None:
+            trial = next(
+                t
+                for t in reversed(trials)
+                if t.user_attrs.get(ADDED) and t.user_attrs.get(KIND) == kind and t.user_attrs.get("after") == after
+            )
+        else:
+            trial = next(t for t in trials if t.number == number)
         params = {name: int(trial.params[name]) for name in self.param_names}
         best = _best_of(trials)
         record: dict[str, Any] = {
