@@ -333,6 +333,8 @@ class TrialSearch:
         objective = finished_objective_trials(self.study)
         if len(objective) < self.plan.num_trials:
             return
+        if objective[-1].user_attrs.get("full_eval_due"):
+            return  # the process that ran the last trial runs (or, killed, a resume runs) its full evaluation
         last = objective[-1].number
         if any(t.user_attrs.get(ADDED) and t.number > last for t in trials_in_order(self.study, _complete())):
             return
