@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
-from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
 from dspx_cli.cli import render
 from dspx_cli.cli.progress import Progress
+from dspx_cli.cli.trial_table import TrialTable
+from dspx_cli.lm.usage import UsageMeter
 from dspx_cli.optimizers.compile import describe_calls
 from dspx_cli.workflows.compile import CompileOptions, compile_program
 from dspx_cli.workflows.context import CacheOptions
@@ -20,7 +21,16 @@ __all__ = ["CompileOptions", "run"]
 
 
 def run(path: Path, lm_override: str | None, options: CompileOptions, cache: CacheOptions) -> None:
-    hooks = Hooks(progress=Progress, notice=sys.stderr.write, trial=trial_hook())
+    trials = TrialTable()
+
+    def progress(meter: UsageMeter, label: str, **kwargs: Any) -> AbstractContextManager[Any]:
+        # The optimizer's phase: on a terminal its figures and the trial table share one live display.
+        if label.startswith("compile ("):
+            return trials.phase(meter, label, **kwargs)
+        return Progress(meter, label, **kwargs)
+
+    # Looked up at each call, so a notice written while the live table is up goes above it.
+    hooks = Hooks(progress=progress, notice=lambda text: sys.stderr.write(text), trial=trials)
     result = compile_program(path, lm_override, options, cache, hooks)
     if options.as_json:
         record = {**result.metadata, "state": str(result.state), "demos": result.demos}
@@ -28,25 +38,6 @@ def run(path: Path, lm_override: str | None, options: CompileOptions, cache: Cac
     else:
         sys.stdout.write(_table(result.metadata, result.demos, result.state))
     render.usage_line(result.meter, result.seconds)
-
-
-def trial_hook() -> Callable[[dict[str, Any]], None]:
-    """What the CLI does with each finished mipro_v2 trial (Hooks.trial -> CompileJob.on_trial).
-
-    TRIAL TABLE HOOK (issue 14): the live table is `render_trial(record, console)` in
-    dspx_cli/cli/trial_table.py, written with the search; until that module exists, trials
-    show nothing here (the compile progress line still runs)."""
-    if importlib.util.find_spec("dspx_cli.cli.trial_table") is None:
-        return _no_trial
-    from rich.console import Console
-
-    render = importlib.import_module("dspx_cli.cli.trial_table").render_trial
-    console = Console(stderr=True)
-    return lambda record: render(record, console)
-
-
-def _no_trial(record: dict[str, Any]) -> None:
-    pass
 
 
 def _table(metadata: dict[str, Any], demos: dict[str, int], output: Path) -> str:
