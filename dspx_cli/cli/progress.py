@@ -59,6 +59,7 @@ class Progress:
         self.errors = 0
         self.score_sum = 0.0
         self.started = time.monotonic()
+        self._calls_before = self._tokens_before = 0
         self.interval = progress_interval()
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -68,6 +69,9 @@ class Progress:
 
     def __enter__(self) -> Progress:
         self.started = time.monotonic()
+        # The meter counts the whole run; rates and estimates are this phase's own.
+        before = self.meter.totals()
+        self._calls_before, self._tokens_before = before.calls, before.completion_tokens
         if sys.stderr.isatty():
             self._start_bar()
         every = min(self.interval, TERMINAL_REFRESH_S) if self._live is not None else self.interval
@@ -103,8 +107,9 @@ class Progress:
         calls = f"{totals.calls} call{'s' if totals.calls != 1 else ''}"
         if totals.cached_calls:
             calls += f" ({totals.cached_calls} cached)"
-        parts = [calls, f"{totals.completion_tokens / elapsed:.1f} tok/s", f"{elapsed:.0f} s elapsed"]
-        eta = self._eta(totals.calls, elapsed)
+        tokens = totals.completion_tokens - self._tokens_before
+        parts = [calls, f"{tokens / elapsed:.1f} tok/s", f"{elapsed:.0f} s elapsed"]
+        eta = self._eta(totals.calls - self._calls_before, elapsed)
         if eta is not None:
             parts[-1] += f", ~{eta:.0f} s left"
         return " · ".join(parts)
