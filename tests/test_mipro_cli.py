@@ -230,13 +230,26 @@ def test_two_processes_share_one_sqlite_study(tmp_path: Path) -> None:
     program = write_case(tmp_path, "light_predict")
     storage = f"sqlite:///{tmp_path / 'shared.db'}"
     flags = ("--storage", storage, "--study", "shared")
-    with LMServer() as server:
-        server.responder = Script()
-        server.default_delay = 0.01
-        first = start(program, tmp_path / "a", tmp_path / "cache-a", server.api_base, *flags)
+    # One server per process, so the first can be held back: once its setup is done (the baseline
+    # is in its trials.jsonl) its calls wait until the second has finished a trial, however the
+    # machine schedules them; otherwise a fast first process could take every trial before the
+    # second has even scored its dev set.
+    script = Script()
+    deadline: list[float] = []  # one wait of at most 120 s in all, so a broken second fails fast
+
+    def first_replies(body: dict[str, Any]) -> str | list[str]:
+        if records(tmp_path / "a"):
+            deadline.append(deadline[0] if deadline else time.monotonic() + 120)
+            while not records(tmp_path / "b") and time.monotonic() < deadline[0]:
+                time.sleep(0.02)
+        return script(body)
+
+    with LMServer() as server_a, LMServer() as server_b:
+        server_a.responder, server_b.responder = first_replies, script
+        first = start(program, tmp_path / "a", tmp_path / "cache-a", server_a.api_base, *flags)
         # The second joins once the study exists: it waits for the first to set it up, then takes trials.
         wait_for(lambda: (tmp_path / "a" / "study.json").exists(), first, "the study")
-        second = start(program, tmp_path / "b", tmp_path / "cache-b", server.api_base, *flags)
+        second = start(program, tmp_path / "b", tmp_path / "cache-b", server_b.api_base, *flags)
         outputs = [p.communicate(timeout=300) for p in (first, second)]
     assert first.returncode == 0 and second.returncode == 0, outputs
 
