@@ -241,3 +241,46 @@ def test_compile_tunes_the_lm_steps_and_leaves_the_python_step_alone(lm_server: 
     used = dspx("run", str(path), "--state", str(state), "-i", "text=a b", "--json", BASE=lm_server.api_base)
     assert used.returncode == 0, used.stderr
     assert json.loads(used.stdout)["verdict"] == "2 words"
+
+
+SHAPES = """\
+import sys
+from dspx_cli.core import Prediction
+
+
+def prediction(text):
+    return Prediction(n=len(text))
+
+
+def nothing(text):
+    return None
+
+
+def missing(**inputs):
+    return {"m": 1}
+
+
+def leaves(text):
+    sys.exit(3)
+"""
+
+
+@pytest.mark.parametrize(
+    ("function", "outcome"),
+    [
+        ("prediction", '{"n": 3}'),
+        ("nothing", "returned NoneType; expected a dict with n"),
+        ("missing", "returned keys that do not fit its signature: missing n; unexpected m"),
+        ("leaves", "raised SystemExit: 3"),
+    ],
+)
+def test_what_a_python_step_may_return(tmp_path: Path, function: str, outcome: str) -> None:
+    (tmp_path / "shapes.py").write_text(SHAPES)
+    path = tmp_path / "p.yaml"
+    path.write_text(f'modules:\n  m: {{type: python, function: "shapes.py:{function}", signature: "text -> n: int"}}\n')
+    done = dspx("run", str(path), "-i", "text=abc", "--json")
+    if outcome.startswith("{"):
+        assert done.returncode == 0 and json.loads(done.stdout) == json.loads(outcome), done.stderr
+    else:
+        assert done.returncode == 1
+        assert done.stderr.startswith(f"error: python step 'm' (shapes.py:{function}) {outcome}"), done.stderr

@@ -63,7 +63,7 @@ class PythonStep:
                 result = await result
         except DspxError:
             raise
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:  # sys.exit() in a step fails its example, not dspx
             raise self.error(f"raised {type(exc).__name__}: {exc}{self._where(exc)}") from exc
         prediction = Prediction(self._outputs(result))
         prediction.usage = Usage()  # no LM tokens
@@ -85,10 +85,16 @@ class PythonStep:
 
     def _outputs(self, result: Any) -> dict[str, Any]:
         """The returned mapping checked against the signature: same keys, values of the declared types."""
-        if not isinstance(result, Mapping):
+        items = getattr(result, "items", None)
+        if isinstance(result, str | bytes) or not callable(items):
             raise self.error(
                 f"returned {type(result).__name__}; expected a dict with {', '.join(self.signature.output_fields)}"
             )
+        try:
+            # A dict, a Prediction (dspx's or DSPy's: not Mappings, but they have items()), any mapping.
+            result = dict(items())
+        except Exception as exc:  # noqa: BLE001 - an `items` that is not a mapping's
+            raise self.error(f"returned {type(result).__name__}, whose items() is not a mapping's: {exc}") from None
         expected = self.signature.output_fields
         missing = [name for name in expected if name not in result]
         extra = [str(name) for name in result if name not in expected]
