@@ -152,6 +152,11 @@ modules:
             "M:",
             "module 'plain2': 'M' applies to type multi_chain_comparison, not predict",
         ),
+        (
+            'glue: {type: python, function: "s.py:f", signature: "q -> a", tools: [calculator]}',
+            "tools:",
+            "module 'glue': 'tools' applies to type react, not python",
+        ),
     ],
 )
 def test_a_types_own_keys_are_checked_by_its_settings_where_written(
