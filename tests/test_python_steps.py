@@ -284,3 +284,20 @@ def test_what_a_python_step_may_return(tmp_path: Path, function: str, outcome: s
     else:
         assert done.returncode == 1
         assert done.stderr.startswith(f"error: python step 'm' (shapes.py:{function}) {outcome}"), done.stderr
+
+
+def test_parameters_are_checked_for_named_and_structured_signatures(tmp_path: Path) -> None:
+    """A structured signature is checked by validate; a named one (resolved later) when the file is imported."""
+    (tmp_path / "steps.py").write_text("def f(a):\n    return {'b': a}\n")
+    path = tmp_path / "p.yaml"
+    structured = "modules:\n  m:\n    type: python\n    function: steps.py:f\n    signature: {inputs: {x: str}, outputs: {b: str}}\n"
+    path.write_text(structured)
+    checked = dspx("validate", str(path))
+    assert checked.returncode == 2 and f"{path}:4:5: " in checked.stderr and "takes no parameter x" in checked.stderr
+    path.write_text(
+        'signatures: {s: "x -> b"}\nmodules:\n  m:\n    type: python\n    function: steps.py:f\n    signature: s\n'
+    )
+    ran = dspx("run", str(path), "-i", "x=1")
+    assert ran.returncode == 2 and ran.stderr.startswith(
+        f"error: {path}:5:5: module 'm': steps.py:f takes no parameter x"
+    )

@@ -40,7 +40,7 @@ class PythonStep:
         self.function = function
         self.name = name  # the module's name in the program
         self.label = label  # `file.py:function`, as the program file writes it
-        self.path = path  # the file, to point at the line that raised
+        self.path = path.resolve() if path is not None else None  # to point at the line that raised
         # An object with an async __call__ is awaited in the loop too.
         self._is_async = inspect.iscoroutinefunction(function) or inspect.iscoroutinefunction(type(function).__call__)
 
@@ -79,7 +79,7 @@ class PythonStep:
         lines = [
             frame.lineno
             for frame in traceback.extract_tb(exc.__traceback__)
-            if frame.filename and Path(frame.filename) == self.path
+            if frame.filename and Path(frame.filename).resolve() == self.path
         ]
         return f" at {self.path}:{lines[-1]}" if lines else ""
 
