@@ -34,6 +34,7 @@ modules:
   best: {type: best_of_n, module: cot, N: 2, reward: {python: "rewards.py:short"}}
   refined: {type: refine, module: plain, N: 2, reward: {python: "rewards.py:short"}}
   find: {type: retrieve, corpus: corpus.txt, k: 1}
+  glue: {type: python, function: "steps.py:glue", signature: "question -> answer"}
 flow:
   - {id: a, module: plain, with: {question: $input.question}}
   - {id: b, module: cot, with: {question: $input.question}}
@@ -42,13 +43,15 @@ flow:
   - {id: e, module: best, with: {question: $input.question}}
   - {id: f, module: refined, with: {question: $input.question}}
   - {id: g, module: find, with: {query: $input.question}}
-output: {a: $a.answer, b: $b.answer, c: $c.answer, d: $d.answer, e: $e.answer, f: $f.answer, g: $g.passages}
+  - {id: h, module: glue, with: {question: $input.question}}
+output: {a: $a.answer, b: $b.answer, c: $c.answer, d: $d.answer, e: $e.answer, f: $f.answer, g: $g.passages, h: $h.answer}
 """
 
 
 @pytest.fixture
 def every_type(tmp_path: Path) -> Path:
     (tmp_path / "rewards.py").write_text("def short(inputs, prediction):\n    return 1.0\n")
+    (tmp_path / "steps.py").write_text("def glue(question):\n    return {'answer': question}\n")
     (tmp_path / "corpus.txt").write_text("Brussels is the capital of Belgium.\n\nParis is in France.\n")
     path = tmp_path / "every.yaml"
     path.write_text(EVERY_TYPE)
@@ -87,7 +90,7 @@ def test_every_module_type_copies_its_predictors_and_renders_messages(every_type
             copied.demos.append({"question": "new"})
             assert {"question": "new"} not in original.demos, (step.module, name)
     previews = {step.id: messages for step, messages in runner.preview({"question": "Why?"})}
-    assert previews["g"] == [] and all(previews[step] for step in "abcdef")
+    assert previews["g"] == previews["h"] == [] and all(previews[step] for step in "abcdef")
 
 
 COMMON_KEYS = ["type", "signature", "instructions", "demos", "lm", "adapter", "n", "temperature", "max_tokens"]
@@ -148,6 +151,11 @@ modules:
             'plain2: {type: predict, signature: "q -> a", M: 2}',
             "M:",
             "module 'plain2': 'M' applies to type multi_chain_comparison, not predict",
+        ),
+        (
+            'glue: {type: python, function: "s.py:f", signature: "q -> a", tools: [calculator]}',
+            "tools:",
+            "module 'glue': 'tools' applies to type react, not python",
         ),
     ],
 )

@@ -252,3 +252,6 @@ register(
         key_docs="`corpus` (required), `k` (3), `text_field` (`text`), `embeddings`",
     ),
 )
+
+# The `python` type lives in a file of its own and registers itself after the built-ins above.
+from dspx_cli.program import python_module_type as _python_module_type  # noqa: E402, F401
