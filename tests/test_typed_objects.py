@@ -180,3 +180,35 @@ def test_an_object_input_is_checked(tmp_path: Path) -> None:
     done = dspx("inspect", str(path), "-i", 'p={"x": 1, "y": 2}', "--json")
     assert done.returncode == 0, done.stderr
     assert '[[ ## p ## ]]\n{"x": 1, "y": 2}' in json.loads(done.stdout)[0]["messages"][-1]["content"]
+
+
+def test_an_object_output_feeds_an_object_input(lm_server: LMServer, tmp_path: Path) -> None:
+    path = tmp_path / "f.yaml"
+    path.write_text(
+        textwrap.dedent(
+            """\
+            lm: {model: openai/gpt-4o-mini, api_base: "${BASE}", num_retries: 0}
+            types:
+              Point: {x: int, y: {type: int, desc: height}}
+            modules:
+              a: {signature: "q -> p: Point"}
+              b: {signature: "p: Point -> d: float"}
+            flow:
+              - {id: a, module: a, with: {q: "$input.q"}}
+              - {id: b, module: b, with: {p: "$a.p"}}
+            output: {p: "$a.p", d: "$b.d"}
+            """
+        )
+    )
+
+    def reply(body: dict[str, Any]) -> str:
+        if "[[ ## q ## ]]" in body["messages"][-1]["content"]:
+            return '[[ ## p ## ]]\n{"x": 1, "y": "2"}\n\n[[ ## completed ## ]]'
+        return "[[ ## d ## ]]\n2.2\n\n[[ ## completed ## ]]"
+
+    lm_server.responder = reply
+    done = dspx("run", str(path), "-i", "q=hi", "--json", BASE=lm_server.api_base)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"p": {"x": 1, "y": 2}, "d": 2.2}
+    # The second module reads the validated object (the LM's "2" became 2), as JSON.
+    assert '[[ ## p ## ]]\n{"x": 1, "y": 2}' in lm_server.requests[-1].body["messages"][-1]["content"]
