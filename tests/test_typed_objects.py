@@ -212,3 +212,31 @@ def test_an_object_output_feeds_an_object_input(lm_server: LMServer, tmp_path: P
     assert json.loads(done.stdout) == {"p": {"x": 1, "y": 2}, "d": 2.2}
     # The second module reads the validated object (the LM's "2" became 2), as JSON.
     assert '[[ ## p ## ]]\n{"x": 1, "y": 2}' in lm_server.requests[-1].body["messages"][-1]["content"]
+
+
+def test_an_object_type_with_an_open_ended_field_gets_json_mode() -> None:
+    named = build_object_types({"Stats": {"counts": "dict[str, int]"}, "Box": {"stats": "list[Stats]"}})
+    signature = Signature.from_spec({"inputs": {"q": "str"}, "outputs": {"box": "Box"}}, named_types=named)
+    assert JSONAdapter().response_format(signature) == {"type": "json_object"}
+
+
+def test_exact_match_compares_an_object_with_its_json_label(lm_server: LMServer, tmp_path: Path) -> None:
+    program = tmp_path / "e.yaml"
+    program.write_text(
+        textwrap.dedent(
+            """\
+            lm: {model: openai/gpt-4o-mini, api_base: "${BASE}", num_retries: 0}
+            types:
+              Point: {x: int, y: int}
+            modules:
+              m: {signature: "q -> p: Point"}
+            metric: exact_match
+            """
+        )
+    )
+    data = tmp_path / "dev.jsonl"
+    data.write_text('{"q": "a", "p": {"x": 1, "y": 2}}\n{"q": "b", "p": {"x": 5, "y": 5}}\n')
+    lm_server.responder = lambda body: '[[ ## p ## ]]\n{"x": 1, "y": 2}\n\n[[ ## completed ## ]]'
+    done = dspx("evaluate", str(program), "--dataset", str(data), "--json", BASE=lm_server.api_base)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["score"] == 0.5

@@ -227,11 +227,17 @@ def _open_ended(annotation: Any) -> bool:
     """Whether a value of this type may be an object with arbitrary keys, or may be anything.
 
     Strict structured outputs need every object's keys declared, so such a field cannot be
-    described. DSPy checks only for a top-level `dict[K, V]`; a nested or bare `dict`, `Any`, or an
-    unparameterized container (whose items are `Any`) is just as undescribable.
+    described. DSPy checks only for a top-level `dict[K, V]`; a nested or bare `dict`, `Any`, an
+    unparameterized container (whose items are `Any`), or an object type with such a field is just
+    as undescribable (DSPy would send a schema that forbids every key of such a dict).
     """
     if annotation is Any or annotation is dict:
         return True
+    model_fields = getattr(annotation, "model_fields", None)
+    if isinstance(annotation, type) and isinstance(model_fields, dict):
+        # A declared object type (`types:`): open-ended if any of its fields is. Declared types
+        # cannot contain themselves (the loader refuses cycles), so this ends.
+        return any(_open_ended(info.annotation) for info in model_fields.values())
     if annotation in (list, set, tuple, frozenset):
         return True
     origin = get_origin(annotation)
