@@ -227,11 +227,17 @@ def _open_ended(annotation: Any) -> bool:
     """Whether a value of this type may be an object with arbitrary keys, or may be anything.
 
     Strict structured outputs need every object's keys declared, so such a field cannot be
-    described. DSPy checks only for a top-level `dict[K, V]`; a nested or bare `dict`, `Any`, or an
-    unparameterized container (whose items are `Any`) is just as undescribable.
+    described. DSPy checks only for a top-level `dict[K, V]`; a nested or bare `dict`, `Any`, an
+    unparameterized container (whose items are `Any`), or an object type with such a field is just
+    as undescribable (DSPy would send a schema that forbids every key of such a dict).
     """
     if annotation is Any or annotation is dict:
         return True
+    model_fields = getattr(annotation, "model_fields", None)
+    if isinstance(annotation, type) and isinstance(model_fields, dict):
+        # A declared object type (`types:`): open-ended if any of its fields is. Declared types
+        # cannot contain themselves (the loader refuses cycles), so this ends.
+        return any(_open_ended(info.annotation) for info in model_fields.values())
     if annotation in (list, set, tuple, frozenset):
         return True
     origin = get_origin(annotation)
@@ -265,27 +271,71 @@ def _outputs_schema(signature: Signature) -> dict[str, Any]:
     return schema
 
 
-def _close_objects(node: Any) -> None:
-    """Make every object schema list all its properties as required and forbid other keys.
+def _close_objects(schema: dict[str, Any]) -> None:
+    """Make the schema strict in the two passes DSPy's request goes through, in their order.
 
-    This is what DSPy does to its model's schema, together with the pass LiteLLM/OpenAI apply
-    before sending a strict schema (which also walks unions and drops `default: null`). For the
-    types program files can spell today pydantic's schema already complies (every field required,
-    extra="forbid", and the only nested objects come from dicts, which go to JSON mode); the pass
-    keeps richer output types from producing a schema providers reject.
+    First DSPy's own: every object with properties requires them all and forbids other keys
+    (walking properties, array items and definitions). Then the pass LiteLLM/OpenAI apply to a
+    pydantic `response_format` before sending it (`_strict`). The order of keys is theirs too, so
+    the request body is the same text.
     """
-    if not isinstance(node, dict):
-        return
+    _require_all(schema)
+    _strict(schema, schema)
+
+
+def _require_all(node: dict[str, Any]) -> None:
     if node.get("type") == "object":
-        properties = node.setdefault("properties", {})
-        node["required"] = list(properties)
-        node["additionalProperties"] = False
-    for key in ("properties", "$defs", "definitions"):
+        properties = node.get("properties")
+        if properties is None:
+            node.update(properties={}, required=[], additionalProperties=False)
+        else:
+            node["required"] = list(properties)
+            node["additionalProperties"] = False
+            for sub in properties.values():
+                if isinstance(sub, dict):
+                    _require_all(sub)
+    if node.get("type") == "array" and isinstance(node.get("items"), dict):
+        _require_all(node["items"])
+    for key in ("$defs", "definitions"):
         for sub in (node.get(key) or {}).values():
-            _close_objects(sub)
-    _close_objects(node.get("items"))
-    for key in ("anyOf", "allOf", "oneOf"):
-        for sub in node.get(key) or []:
-            _close_objects(sub)
+            _require_all(sub)
+
+
+def _strict(node: dict[str, Any], root: dict[str, Any]) -> dict[str, Any]:
+    """OpenAI's strict-schema pass: definitions first, then objects closed, unions and items
+    walked, a lone allOf merged, `default: null` dropped, and a `$ref` with sibling keys (a
+    described nested object) replaced by the definition it points to, merged under those keys."""
+    for key in ("$defs", "definitions"):
+        definitions = node.get(key)
+        if isinstance(definitions, dict):
+            for sub in definitions.values():
+                _strict(sub, root)
+    if node.get("type") == "object" and "additionalProperties" not in node:
+        node["additionalProperties"] = False
+    properties = node.get("properties")
+    if isinstance(properties, dict):
+        node["required"] = list(properties)
+        node["properties"] = {name: _strict(sub, root) for name, sub in properties.items()}
+    if isinstance(node.get("items"), dict):
+        node["items"] = _strict(node["items"], root)
+    if isinstance(node.get("anyOf"), list):
+        node["anyOf"] = [_strict(sub, root) for sub in node["anyOf"]]
+    all_of = node.get("allOf")
+    if isinstance(all_of, list):
+        if len(all_of) == 1:
+            node.update(_strict(all_of[0], root))
+            node.pop("allOf")
+        else:
+            node["allOf"] = [_strict(sub, root) for sub in all_of]
     if "default" in node and node["default"] is None:
         del node["default"]
+    ref = node.get("$ref")
+    if isinstance(ref, str) and len(node) > 1:
+        target: Any = root
+        for part in ref.removeprefix("#/").split("/"):
+            target = target[part]
+        # The node's own keys keep their places and win; the definition's keys follow.
+        node.update({**target, **node})
+        node.pop("$ref")
+        return _strict(node, root)
+    return node

@@ -117,8 +117,13 @@ class Signature:
     # ----- construction ------------------------------------------------------------------------
 
     @classmethod
-    def parse(cls, text: str, instructions: str | None = None) -> Signature:
-        """Read DSPy's string form: `"question, context: list[str] -> answer: str"`."""
+    def parse(
+        cls, text: str, instructions: str | None = None, *, named_types: Mapping[str, Any] | None = None
+    ) -> Signature:
+        """Read DSPy's string form: `"question, context: list[str] -> answer: str"`.
+
+        `named_types` are the program's declared object types (`types:`), usable as field types.
+        """
         if not isinstance(text, str):
             raise SignatureError(f'expected a signature string "inputs -> outputs", got {text!r}')
         arrows = _top_level_positions(text, "->")
@@ -127,20 +132,20 @@ class Signature:
         if len(arrows) > 1:
             raise SignatureError(f'expected "inputs -> outputs" with one "->", got {len(arrows)} in "{text}"')
         inputs_text, outputs_text = text[: arrows[0]], text[arrows[0] + 2 :]
-        outputs = _parse_side(outputs_text, text)
+        outputs = _parse_side(outputs_text, text, named_types)
         if not outputs:
             raise SignatureError(f'expected at least one output field after "->", got "{text}"')
-        return cls(_parse_side(inputs_text, text), outputs, instructions or "")
+        return cls(_parse_side(inputs_text, text, named_types), outputs, instructions or "")
 
     @classmethod
-    def from_spec(cls, spec: str | Mapping[str, Any]) -> Signature:
+    def from_spec(cls, spec: str | Mapping[str, Any], *, named_types: Mapping[str, Any] | None = None) -> Signature:
         """A string is `parse`d; a mapping has `instructions` and `inputs`/`outputs` in either layout.
 
         Field layouts: `{name: "type"}`, `{name: {"type": ..., "desc": ...}}`, or a list of
         `{"name": ..., "type": ..., "desc": ...}` (strings `"name: type"` are accepted in lists too).
         """
         if isinstance(spec, str):
-            return cls.parse(spec)
+            return cls.parse(spec, named_types=named_types)
         if not isinstance(spec, Mapping):
             raise SignatureError(f"expected a signature string or mapping, got {type(spec).__name__}")
         unknown = set(spec) - {"instructions", "inputs", "outputs"}
@@ -152,8 +157,8 @@ class Signature:
         instructions = spec.get("instructions")
         if instructions is not None and not isinstance(instructions, str):
             raise SignatureError(f"expected instructions to be text, got {type(instructions).__name__}")
-        inputs = _fields_from_spec(spec.get("inputs"), "inputs")
-        outputs = _fields_from_spec(spec.get("outputs"), "outputs")
+        inputs = _fields_from_spec(spec.get("inputs"), "inputs", named_types)
+        outputs = _fields_from_spec(spec.get("outputs"), "outputs", named_types)
         return cls(inputs, outputs, instructions or "")
 
     @classmethod
@@ -276,18 +281,18 @@ def _top_level_positions(text: str, token: str) -> list[int]:
     return positions
 
 
-def _parse_side(side: str, whole: str) -> tuple[Field, ...]:
+def _parse_side(side: str, whole: str, named: Mapping[str, Any] | None) -> tuple[Field, ...]:
     if not side.strip():
         return ()
     fields: list[Field] = []
     start = 0
     for end in [*_top_level_positions(side, ","), len(side)]:
-        fields.append(_parse_field_text(side[start:end], whole))
+        fields.append(_parse_field_text(side[start:end], whole, named))
         start = end + 1
     return tuple(fields)
 
 
-def _parse_field_text(text: str, whole: str) -> Field:
+def _parse_field_text(text: str, whole: str, named: Mapping[str, Any] | None = None) -> Field:
     # Names cannot contain ":", so the first one always ends the name, even if the type has more.
     name, colon, type_text = (part.strip() for part in text.partition(":"))
     if not name:
@@ -295,43 +300,43 @@ def _parse_field_text(text: str, whole: str) -> Field:
     _check_name(name)
     if colon and not type_text:
         raise SignatureError(f'expected a type after "{name}:" in "{whole}"')
-    return Field(name, _parse_field_type(name, type_text) if colon else str)
+    return Field(name, _parse_field_type(name, type_text, named) if colon else str)
 
 
-def _parse_field_type(name: str, type_text: str) -> Any:
+def _parse_field_type(name: str, type_text: str, named: Mapping[str, Any] | None = None) -> Any:
     try:
-        return parse_type(type_text)
+        return parse_type(type_text, named)
     except SignatureError as exc:
         raise SignatureError(f'field "{name}": {exc}') from None
 
 
-def _fields_from_spec(raw: Any, role: str) -> tuple[Field, ...]:
+def _fields_from_spec(raw: Any, role: str, named: Mapping[str, Any] | None = None) -> tuple[Field, ...]:
     if raw is None:
         return ()
     if isinstance(raw, Mapping):
-        return tuple(_field_from_entry(name, entry, role) for name, entry in raw.items())
+        return tuple(_field_from_entry(name, entry, role, named) for name, entry in raw.items())
     if isinstance(raw, list | tuple):
         fields: list[Field] = []
         for entry in raw:
             if isinstance(entry, str):
-                fields.append(_parse_field_text(entry, entry))
+                fields.append(_parse_field_text(entry, entry, named))
             elif isinstance(entry, Mapping):
                 if "name" not in entry:
                     raise SignatureError(f'expected a "name" in each of the {role}, got {dict(entry)!r}')
                 rest = {k: v for k, v in entry.items() if k != "name"}
-                fields.append(_field_from_entry(entry["name"], rest, role))
+                fields.append(_field_from_entry(entry["name"], rest, role, named))
             else:
                 raise SignatureError(f'expected each of the {role} to be a mapping or "name: type", got {entry!r}')
         return tuple(fields)
     raise SignatureError(f"expected {role} to be a mapping of name to type, or a list, got {type(raw).__name__}")
 
 
-def _field_from_entry(name: Any, entry: Any, role: str) -> Field:
+def _field_from_entry(name: Any, entry: Any, role: str, named: Mapping[str, Any] | None = None) -> Field:
     _check_name(name)
     if entry is None:  # `question:` with nothing after it in YAML
         return Field(name, str)
     if isinstance(entry, str):
-        return Field(name, _parse_field_type(name, entry))
+        return Field(name, _parse_field_type(name, entry, named))
     if not isinstance(entry, Mapping):
         raise SignatureError(f'field "{name}" in {role}: expected a type string or {{type, desc}}, got {entry!r}')
     unknown = set(entry) - {"type", "desc"}
@@ -343,4 +348,4 @@ def _field_from_entry(name: Any, entry: Any, role: str) -> Field:
     if not isinstance(desc, str):
         raise SignatureError(f'field "{name}" in {role}: expected desc to be text, got {desc!r}')
     type_text = entry.get("type")
-    return Field(name, str if type_text is None else _parse_field_type(name, type_text), desc)
+    return Field(name, str if type_text is None else _parse_field_type(name, type_text, named), desc)

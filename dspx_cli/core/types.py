@@ -90,10 +90,12 @@ def _unquote(literal: str) -> str:
 
 
 class _Parser:
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, named: typing.Mapping[str, Any] | None = None) -> None:
         self.text = text
         self.tokens = _tokenize(text)
         self.index = 0
+        # The program's own object types (its `types:` section), by name.
+        self.named: typing.Mapping[str, Any] = named if named is not None else {}
 
     def fail(self, message: str) -> SignatureError:
         return SignatureError(f"cannot read type {self.text!r}: {message}")
@@ -143,8 +145,15 @@ class _Parser:
             if not self.at("["):
                 raise self.fail(f"{name} needs arguments in brackets, e.g. {name}[...]")
             return self.special(name)
+        if name not in _SCALARS and name in self.named:
+            if self.at("["):
+                raise self.fail(f"{name} takes no type arguments")
+            return self.named[name]
         if name not in _SCALARS:
-            raise SignatureError(f"unknown type {token.text!r} in {self.text!r}; supported: {SUPPORTED_TYPES}")
+            declared = f", or a declared type ({', '.join(self.named)})" if self.named else ""
+            raise SignatureError(
+                f"unknown type {token.text!r} in {self.text!r}; supported: {SUPPORTED_TYPES}{declared}"
+            )
         container = _CONTAINER_ALIASES.get(name, name)
         if not self.at("["):
             return _SCALARS[name]
@@ -203,11 +212,15 @@ class _Parser:
         raise self.fail(f"Literal values must be quoted strings, numbers, True, False or None; got {token.text!r}")
 
 
-def parse_type(text: str) -> Any:
-    """Read a type string into an annotation; raises SignatureError naming what is supported."""
+def parse_type(text: str, named: typing.Mapping[str, Any] | None = None) -> Any:
+    """Read a type string into an annotation; raises SignatureError naming what is supported.
+
+    `named` maps the program's declared object type names (its `types:` section) to their
+    annotations; they are looked up only when a name is not a built-in type.
+    """
     if not isinstance(text, str):
         raise SignatureError(f"expected a type string ({SUPPORTED_TYPES}), got {text!r}")
-    return _Parser(text).parse()
+    return _Parser(text, named).parse()
 
 
 def _quote_literal(value: str) -> str:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dspx_cli.core import Example, Prediction
+from dspx_cli.core.json_values import jsonable
 from dspx_cli.evaluate.metric_base import Metric, MetricError, MetricOrigin, register_metric
 
 __all__ = ["f1_score", "normalize_text", "passage_match"]
@@ -214,7 +215,18 @@ def _exact_match(example: Example, prediction: Prediction, fields: list[str] | N
             )
         if field not in prediction:
             raise MetricError(f"exact_match: the prediction has no field {field!r}")
-    return float(all(example[field] == prediction[field] for field in fields))
+    return float(all(_same(example[field], prediction[field]) for field in fields))
+
+
+def _same(gold: Any, predicted: Any) -> bool:
+    # A declared object type (`types:`) is parsed into a pydantic model, while a dataset's label is
+    # the JSON object it was written as: compare the prediction's JSON form with it.
+    if gold == predicted:
+        return True
+    objects = predicted if isinstance(predicted, list) else [predicted]
+    if any(hasattr(value, "model_dump") for value in objects):
+        return bool(gold == jsonable(predicted))
+    return False
 
 
 def _text(record: Example, field: str, what: str) -> str:

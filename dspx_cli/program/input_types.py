@@ -63,9 +63,24 @@ def type_mismatch(value: Any, annotation: Any) -> str | None:
         return f"{_show(value)} is not one of {', '.join(_show(choice) for choice in args)}"
     if origin is not None:
         return _container_mismatch(value, origin, args)
+    if isinstance(annotation, type) and hasattr(annotation, "model_validate"):
+        return _object_mismatch(value, annotation)
     if isinstance(annotation, type):
         return _scalar_mismatch(value, annotation)
     return None  # a type outside the vocabulary: nothing to check against
+
+
+def _object_mismatch(value: Any, model: Any) -> str | None:
+    """A declared object type (`types:`, a pydantic model): the value must validate against it."""
+    if not isinstance(value, dict | model):
+        return f"{_show(value)} is not {_article(annotation_name(model))} object"
+    try:
+        model.model_validate(value)
+    except ValueError as exc:  # pydantic's ValidationError
+        from dspx_cli.adapters.values import describe_error
+
+        return describe_error(exc)
+    return None
 
 
 def _scalar_mismatch(value: Any, expected: type) -> str | None:

@@ -52,15 +52,17 @@ def load_program(
     except ValidationError as exc:
         raise to_program_error(exc, data, positions, ProgramSpec) from None
 
+    named_types = _build_types(data.get("types") or {}, positions) if spec.types else {}
     signatures = {
-        name: _build_signature(data["signatures"][name], ("signatures", name), positions) for name in spec.signatures
+        name: _build_signature(data["signatures"][name], ("signatures", name), positions, named_types)
+        for name in spec.signatures
     }
     default_lm = lm_config(spec.lm, lm_override)
     tools = build_tools(spec.tools, source.path.parent, positions, run_code=run_code)
     modules = build_module_defs(
         spec.modules,
         data["modules"],
-        lambda raw, key_path: _build_signature(raw, key_path, positions),
+        lambda raw, key_path: _build_signature(raw, key_path, positions, named_types),
         signatures,
         tools,
         lambda module: lm_config(module.lm, lm_override) if module.lm else default_lm,
@@ -134,7 +136,19 @@ def lm_config(spec: LMSpec | None, override: str | None) -> LMConfig:
     return replace(config, model=given.model, api_base=given.api_base or config.api_base)
 
 
-def _build_signature(raw: Any, key_path: KeyPath, positions: Positions) -> Signature:
+def _build_types(section: Mapping[str, Any], positions: Positions) -> dict[str, Any]:
+    """The `types:` section as pydantic models; a mistake is reported where it is written."""
+    from dspx_cli.core.object_types import ObjectTypeError, build_object_types
+
+    try:
+        return build_object_types(section)
+    except ObjectTypeError as exc:
+        raise ProgramError(str(exc), positions.locate(("types", *exc.path))) from None
+
+
+def _build_signature(
+    raw: Any, key_path: KeyPath, positions: Positions, named_types: Mapping[str, Any] | None = None
+) -> Signature:
     if isinstance(raw, dict):
         # Check each type string first, so a bad type is reported at its own line.
         for role in ("inputs", "outputs"):
@@ -144,10 +158,10 @@ def _build_signature(raw: Any, key_path: KeyPath, positions: Positions) -> Signa
                 if isinstance(field_spec, dict) and "type" in field_spec:
                     field_path = (*field_path, "type")
                 try:
-                    parse_type(type_text)
+                    parse_type(type_text, named_types)
                 except SignatureError as exc:
                     raise ProgramError(f"field {field_name!r}: {exc}", positions.locate(field_path)) from None
     try:
-        return Signature.from_spec(raw)
+        return Signature.from_spec(raw, named_types=named_types)
     except SignatureError as exc:
         raise ProgramError(f"invalid signature: {exc}", positions.locate(key_path)) from None

@@ -74,6 +74,14 @@ class FieldSpec(Strict):
     desc: str = ""
 
 
+class TypeFieldSpec(Strict):
+    """One field of a declared object type (`types:`); `optional` fields default to null."""
+
+    type: str = "str"
+    desc: str = ""
+    optional: bool = False
+
+
 class SignatureSpec(Strict):
     instructions: str | None = None
     inputs: dict[str, str | FieldSpec] = Field(default_factory=dict)
@@ -171,6 +179,8 @@ class ProgramSpec(Strict):
     lm: LMSpec | None = None
     # The LM that writes instructions for mipro_v2/copro (DSPy's prompt_model); default: `lm:`.
     prompt_lm: LMSpec | None = None
+    # Object types usable as field types (`outputs: {order: Order}`): name -> field -> type.
+    types: dict[str, dict[str, str | TypeFieldSpec]] = Field(default_factory=dict)
     signatures: dict[str, str | SignatureSpec] = Field(default_factory=dict)
     tools: dict[str, ToolSpec] = Field(default_factory=dict)
     modules: dict[str, ModuleSpec] = Field(min_length=1)
