@@ -121,7 +121,7 @@ class OpenAICompatLM(LM):
         return self._client
 
     def _new_client(self, pooled: bool) -> httpx.AsyncClient:
-        headers = {"Authorization": f"Bearer {self.endpoint.api_key}"} if self.endpoint.api_key else {}
+        headers = self.endpoint.auth_headers()
         timeout = httpx.Timeout(self.config.timeout, connect=min(self.config.timeout, CONNECT_TIMEOUT))
         # The pool must not be the limit on concurrency: evaluate runs up to -j calls at once,
         # and max_concurrency (when set) already bounds requests in flight.
