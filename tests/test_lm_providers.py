@@ -365,3 +365,8 @@ def test_validate_of_an_anthropic_program_imports_no_http_stack(tmp_path: Path) 
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stderr.strip().splitlines()[-1]) == []
+
+
+def test_an_anthropic_embeddings_model_is_refused_in_one_line() -> None:
+    with pytest.raises(LMError, match=r"^embeddings model 'anthropic/x': Anthropic's API offers no embeddings"):
+        OpenAICompatLM(LMConfig(model="anthropic/x", api_key=SECRET), what="embeddings model")

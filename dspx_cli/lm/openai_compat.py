@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import orjson
 
+from dspx_cli.errors import LMError
 from dspx_cli.lm.base import LM, LMRequest, LMResponse
 from dspx_cli.lm.config import LMConfig
 from dspx_cli.lm.openai_http import (
@@ -80,6 +81,12 @@ class OpenAICompatLM(LM):
         self.model = config.model
         self.config = config
         self.endpoint = resolve_endpoint(config, what, section)
+        if self.endpoint.wire == "anthropic":
+            # create_lm sends anthropic/ chat models to lm/anthropic.py; only an embeddings section
+            # lands here, and Anthropic's API has no embeddings.
+            raise LMError(
+                f"{what} {config.model!r}: Anthropic's API offers no embeddings; use an OpenAI-compatible model"
+            )
         self.errors = ErrorMapper(self.endpoint, config.timeout, section)
         self.refusals = refusals if refusals is not None else SchemaRefusals()
         self._client: httpx.AsyncClient | None = None
