@@ -34,6 +34,11 @@ requests were ever served at once; each recorded request has the time (`at`) it 
 similar). Embeddings requests are recorded, queued and scripted by rules like the others.
 
         server.embedder = lambda text: [1.0, 0.0] if "cat" in text else [0.0, 1.0]
+
+`POST .../v1/messages` answers in Anthropic's Messages shape (one text block from the responder,
+`stop_reason` from `server.stop_reason`, usage as input_tokens/output_tokens); `server.root` is
+the api_base an Anthropic client is given. A query string (Azure's ?api-version=) is recorded in
+the path and ignored for routing.
 """
 
 from __future__ import annotations
@@ -121,6 +126,7 @@ class LMServer:
         self.requests: list[RecordedRequest] = []
         self.max_in_flight = 0
         self.rule: Rule | None = None
+        self.stop_reason = "end_turn"  # of Anthropic-format replies
         self._attempts: Counter[bytes] = Counter()
         self._queue: deque[Reply] = deque()
         self._lock = threading.Lock()
@@ -151,6 +157,11 @@ class LMServer:
     @property
     def api_base(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
+
+    @property
+    def root(self) -> str:
+        """The server without /v1: an Anthropic api_base (the client appends /v1/messages)."""
+        return f"http://127.0.0.1:{self.port}"
 
     def push(self, *replies: Reply) -> None:
         """Queue replies for the next requests, in order."""
@@ -215,6 +226,23 @@ class LMServer:
             },
         }
 
+    def _anthropic(self, body: dict[str, Any]) -> dict[str, Any]:
+        texts = self.responder(body)
+        text = texts if isinstance(texts, str) else next(iter(texts))
+        prompt_words = len(str(body.get("system", "")).split()) + sum(
+            len(str(m.get("content", "")).split()) for m in body.get("messages", [])
+        )
+        return {
+            "id": f"msg_{len(self.requests)}",
+            "type": "message",
+            "role": "assistant",
+            "model": body.get("model"),
+            "content": [{"type": "text", "text": text}],
+            "stop_reason": self.stop_reason,
+            "stop_sequence": None,
+            "usage": {"input_tokens": prompt_words, "output_tokens": len(text.split())},
+        }
+
     def _embeddings(self, body: dict[str, Any]) -> dict[str, Any]:
         inputs = body.get("input")
         texts = [inputs] if isinstance(inputs, str) else list(inputs or [])
@@ -270,8 +298,10 @@ def _handler_class(server: LMServer) -> type[BaseHTTPRequestHandler]:
                 payload = reply.body
             elif reply.json is not None:
                 payload = json.dumps(reply.json).encode()
-            elif isinstance(body, dict) and self.path.rstrip("/").endswith("/embeddings"):
+            elif isinstance(body, dict) and self._route() == "embeddings":
                 payload = json.dumps(server._embeddings(body)).encode()
+            elif isinstance(body, dict) and self._route() == "messages":
+                payload = json.dumps(server._anthropic(body)).encode()
             elif isinstance(body, dict):
                 payload = json.dumps(server._completion(body)).encode()
             else:
@@ -286,6 +316,9 @@ def _handler_class(server: LMServer) -> type[BaseHTTPRequestHandler]:
                 self.wfile.write(payload)
             except OSError:
                 pass  # the client gave up (its timeout); nothing left to tell it
+
+        def _route(self) -> str:
+            return self.path.partition("?")[0].rstrip("/").rpartition("/")[2]
 
         def _drop(self, *, reset: bool) -> None:
             if reset:  # linger 0 makes close() send RST instead of FIN

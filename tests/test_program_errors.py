@@ -506,7 +506,7 @@ def test_unknown_model_is_a_load_error_at_its_line(tmp_path: Path, where: str) -
     text = {
         "lm": "lm: gpt-4o-mini\nmodules: {m: {signature: 'q -> a'}}\n",
         "module": "modules:\n  m: {signature: 'q -> a', lm: {model: antrhopic/claude}}\n",
-        "judge": "modules: {m: {signature: 'q -> a'}}\nmetric:\n  judge: {signature: 'q, a -> correct: bool', lm: mistral/x}\n",
+        "judge": "modules: {m: {signature: 'q -> a'}}\nmetric:\n  judge: {signature: 'q, a -> correct: bool', lm: nosuchhost/x}\n",
     }[where]
     path = write(tmp_path, text)
     line = {"lm": 1, "module": 2, "judge": 3}[where]

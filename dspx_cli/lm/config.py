@@ -37,6 +37,8 @@ class LMConfig:
     price_input: float | None = None  # USD per million prompt tokens
     price_output: float | None = None  # USD per million completion tokens
     cache: bool = True
+    # Azure OpenAI's `api-version` query parameter (None: $AZURE_API_VERSION, else a recent GA version).
+    api_version: str | None = None
 
     def key(self) -> tuple[Any, ...]:
         """A hashable identity of every field (the key included), for caching LM instances.
@@ -61,6 +63,7 @@ class LMConfig:
             self.price_input,
             self.price_output,
             self.cache,
+            self.api_version,
         )
 
     def __eq__(self, other: object) -> bool:
@@ -75,6 +78,8 @@ class LMConfig:
         shown: dict[str, Any] = {"model": self.model}
         if self.api_base is not None:
             shown["api_base"] = self.api_base
+        if self.api_version is not None:
+            shown["api_version"] = self.api_version
         for name in ("temperature", "max_tokens"):
             if getattr(self, name) is not None:
                 shown[name] = getattr(self, name)

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import orjson
 
+from dspx_cli.errors import LMError
 from dspx_cli.lm.base import LM, LMRequest, LMResponse
 from dspx_cli.lm.config import LMConfig
 from dspx_cli.lm.openai_http import (
@@ -80,6 +81,12 @@ class OpenAICompatLM(LM):
         self.model = config.model
         self.config = config
         self.endpoint = resolve_endpoint(config, what, section)
+        if self.endpoint.wire == "anthropic":
+            # create_lm sends anthropic/ chat models to lm/anthropic.py; only an embeddings section
+            # lands here, and Anthropic's API has no embeddings.
+            raise LMError(
+                f"{what} {config.model!r}: Anthropic's API offers no embeddings; use an OpenAI-compatible model"
+            )
         self.errors = ErrorMapper(self.endpoint, config.timeout, section)
         self.refusals = refusals if refusals is not None else SchemaRefusals()
         self._client: httpx.AsyncClient | None = None
@@ -121,7 +128,7 @@ class OpenAICompatLM(LM):
         return self._client
 
     def _new_client(self, pooled: bool) -> httpx.AsyncClient:
-        headers = {"Authorization": f"Bearer {self.endpoint.api_key}"} if self.endpoint.api_key else {}
+        headers = self.endpoint.auth_headers()
         timeout = httpx.Timeout(self.config.timeout, connect=min(self.config.timeout, CONNECT_TIMEOUT))
         # The pool must not be the limit on concurrency: evaluate runs up to -j calls at once,
         # and max_concurrency (when set) already bounds requests in flight.

@@ -15,15 +15,17 @@ import os
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
 from dspx_cli.errors import LMError
 from dspx_cli.lm.base import Usage
 from dspx_cli.lm.config import LMConfig
-from dspx_cli.lm.providers import PROVIDERS, Provider, split_provider
+from dspx_cli.lm.providers import PROVIDERS, Provider, Wire, split_provider
 
 __all__ = [
+    "AZURE_API_VERSION",
     "CONNECT_TIMEOUT",
     "PROVIDERS",
     "TRANSPORT_ENV",
@@ -64,14 +66,34 @@ class Endpoint:
     model_name: str  # what is sent as "model": the user's name without the provider prefix
     api_key: str | None = field(default=None, repr=False)
     key_env: str | None = None  # the variable the key was read from, if it came from the environment
+    wire: Wire = "openai"
+    query: str = ""  # appended to every URL (Azure's "?api-version=...")
+    key_hint: str = _KEY_ENV_CONVENTION  # the variable messages about a missing or rejected key name
+    v1_hint: bool = True  # whether a 404 may mean api_base lacks its /v1
 
     @property
     def url(self) -> str:
-        return f"{self.api_base}/chat/completions"
+        return f"{self.api_base}/chat/completions{self.query}"
 
     @property
     def embeddings_url(self) -> str:
-        return f"{self.api_base}/embeddings"
+        return f"{self.api_base}/embeddings{self.query}"
+
+    def auth_headers(self) -> dict[str, str]:
+        """The key's header: Azure's `api-key`, Anthropic's `x-api-key`, everyone else's bearer token."""
+        if not self.api_key:
+            return {}
+        if self.wire == "azure":
+            return {"api-key": self.api_key}
+        if self.wire == "anthropic":
+            return {"x-api-key": self.api_key}
+        return {"Authorization": f"Bearer {self.api_key}"}
+
+
+# Azure OpenAI's api-version when neither the lm section nor $AZURE_API_VERSION gives one: the
+# latest generally available (non-preview) version of the data-plane API.
+AZURE_API_VERSION = "2024-10-21"
+AZURE_API_VERSION_ENV = "AZURE_API_VERSION"
 
 
 def resolve_endpoint(config: LMConfig, what: str = "model", section: str = "lm") -> Endpoint:
@@ -81,21 +103,39 @@ def resolve_endpoint(config: LMConfig, what: str = "model", section: str = "lm")
     provider = PROVIDERS.get(provider_name) if provider_name else None
     api_base = config.api_base or (provider.api_base if provider else None)
     if not api_base:
+        if provider is not None and provider.wire == "azure":
+            raise LMError(
+                f"{what} {config.model!r} needs api_base: the Azure OpenAI resource endpoint "
+                f"(api_base: https://<resource>.openai.azure.com)"
+            )
         raise LMError(
             f"{what} {config.model!r} names no OpenAI-compatible server: give api_base, "
             f"or use a provider prefix ({', '.join(p + '/' for p in PROVIDERS)})"
         )
     api_key, key_env = config.api_key, None
     if api_key is None and provider and provider.key_env:
-        api_key = os.environ.get(provider.key_env) or None
-        key_env = provider.key_env if api_key else None
-        if api_key is None and config.api_base is None:
-            # The hosted API always answers 401 without a key: say so before any call is made.
+        for name in (provider.key_env, *provider.also_key_env):
+            api_key = os.environ.get(name) or None
+            if api_key:
+                key_env = name
+                break
+        # The hosted API always answers 401 without a key: say so before any call is made. Azure
+        # has no default endpoint, so its api_base is always given and says nothing about the key.
+        if api_key is None and (config.api_base is None or provider.wire == "azure"):
             raise LMError(
                 f"{what} {config.model!r} needs an API key: export {provider.key_env}, "
                 f"or set api_key in the {section} section (api_key: ${{{provider.key_env}}})"
             )
-    return Endpoint(api_base.rstrip("/"), model_name, api_key, key_env)
+    api_base = api_base.rstrip("/")
+    wire: Wire = provider.wire if provider else "openai"
+    key_hint = provider.key_env if provider and provider.key_env else _KEY_ENV_CONVENTION
+    v1_hint = provider is None or provider.api_base.endswith("/v1")
+    query = ""
+    if wire == "azure":
+        version = config.api_version or os.environ.get(AZURE_API_VERSION_ENV) or AZURE_API_VERSION
+        api_base = f"{api_base}/openai/deployments/{quote(model_name, safe='')}"
+        query = f"?api-version={quote(version, safe='')}"
+    return Endpoint(api_base, model_name, api_key, key_env, wire, query, key_hint, v1_hint)
 
 
 class ErrorMapper:
@@ -142,7 +182,8 @@ class ErrorMapper:
         if status in (401, 403):
             return self.error(f"HTTP {status} from {url}: {self._key_advice()}{said}", status=status)
         if status == 404:
-            hint = "" if self.endpoint.api_base.endswith("/v1") else "; OpenAI-compatible api_base usually ends in /v1"
+            v1 = not self.endpoint.v1_hint or self.endpoint.api_base.endswith("/v1")
+            hint = "" if v1 else "; OpenAI-compatible api_base usually ends in /v1"
             if url == self.endpoint.embeddings_url:
                 hint += " (does the server offer /embeddings?)"
             return self.error(
@@ -173,13 +214,13 @@ class ErrorMapper:
         )
 
     def _key_advice(self) -> str:
+        env = self.endpoint.key_hint
         if self.endpoint.api_key is None:
             return (
-                f"no API key was sent; set api_key in the {self.section} section (api_key: ${{{_KEY_ENV_CONVENTION}}}) "
-                f"and export {_KEY_ENV_CONVENTION}"
+                f"no API key was sent; set api_key in the {self.section} section (api_key: ${{{env}}}) and export {env}"
             )
         source = f"from {self.endpoint.key_env} " if self.endpoint.key_env else ""
-        return f"the API key {source}was rejected or lacks access; check api_key (e.g. api_key: ${{{_KEY_ENV_CONVENTION}}})"
+        return f"the API key {source}was rejected or lacks access; check api_key (e.g. api_key: ${{{env}}})"
 
     def error(self, message: str, **details: Any) -> LMRequestError:
         # The last line of defence: whatever a server echoed back, the key never reaches a message.

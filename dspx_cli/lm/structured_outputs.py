@@ -6,7 +6,13 @@ enforce a schema; models the catalog knows for JSON mode only get `json_object`;
 gets no `response_format` at all, since it may well reject one. That last group holds every name
 the catalog does not know: a model on vLLM, Ollama or llama.cpp, or any custom name on an
 `api_base`. `catalog_mode` reproduces those three answers for the OpenAI model families
-(checked against DSPy 3.4.1's answers for every OpenAI chat model in its catalog).
+(checked against DSPy 3.4.1's answers for every OpenAI chat model in its catalog). Models behind
+the other presets (gemini/, groq/, openrouter/, ...) match none of those families and get no
+response_format; an Azure deployment named after an OpenAI model gets that model's answer.
+`anthropic/` models never reach this module: the Messages API has no response_format, so the
+Anthropic client (lm/anthropic.py) drops the adapter's and the JSON comes from the prompt alone.
+(DSPy 3.4.1 asks litellm for a schema on the Claude models its catalog marks, e.g. Sonnet 4,
+which litellm turns into Anthropic's own structured output; dspx does not reproduce that.)
 
 Servers differ in how they refuse a schema: llama-cpp-python's own server answers HTTP 500,
 others 400 or 422. `SchemaRefusals` remembers, per endpoint and model, that one did, so the run

@@ -127,6 +127,7 @@ def lm_config(spec: LMSpec | None, override: str | None) -> LMConfig:
         price_input=spec.prices.input if spec.prices else None,
         price_output=spec.prices.output if spec.prices else None,
         cache=spec.cache,
+        api_version=spec.api_version,
     )
     if not override:
         return config

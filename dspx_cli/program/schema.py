@@ -54,6 +54,7 @@ class LMSpec(Strict):
     model: str
     api_base: str | None = None
     api_key: str | None = Field(default=None, repr=False)
+    api_version: str | None = None  # Azure OpenAI's api-version
     temperature: float | None = None
     max_tokens: int | None = Field(default=None, gt=0)
     n: int = Field(default=1, ge=1)
