@@ -51,6 +51,10 @@ class _TeacherSpec(BaseModel):
     _shorthand = field_validator("lm", mode="before")(lambda cls, v: {"model": v} if isinstance(v, str) else v)
 
 
+# Public for `dspx schema`: the `teacher:` key of optimizer settings and of `finetune:`.
+TeacherSpec = _TeacherSpec
+
+
 class _TeacherSection(BaseModel):
     # Only for error locations: the teacher is checked where it was written, optimizer.teacher.
     model_config = ConfigDict(extra="allow")
