@@ -177,6 +177,12 @@ def test_descriptions_come_from_the_models(schema: dict[str, Any]) -> None:
     ]
     assert all(schema["properties"][key].get("description") for key in schema["properties"])
     assert schema["definitions"]["module.react"]["description"] == module_types.MODULE_TYPES["react"].doc
+    for name in OPTIMIZERS:
+        settings = schema["definitions"][f"optimizer.{name}"]["properties"]
+        assert all(field.get("description") for field in settings.values()), name
+    for model in ("FinetuneSettings", "LoraSettings", "EmbeddingsSpec", "TeacherSpec", "JudgeSpec"):
+        fields = schema["definitions"][model]["properties"]
+        assert all(field.get("description") for field in fields.values()), model
 
 
 def test_a_plug_in_module_type_appears_with_its_own_keys() -> None:
