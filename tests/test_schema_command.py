@@ -132,6 +132,7 @@ def test_mistakes_fail(validator: jsonschema.Draft7Validator, data: dict[str, An
         {**BASE, "metric": {"judge": {"signature": "answer, gold_answer -> correct: bool", "type": "cot"}}},
         {**BASE, "metric": {"python": "metrics.py:score"}},
         {**BASE, "finetune": {"lora": {"r": 8}, "teacher": {"state": "compiled.json"}}},
+        {**BASE, "lm": {"model": "openai/x", "temperature": "${TEMP:-0.5}", "cache": "${CACHE}"}},
     ],
     ids=[
         "lm-forms",
@@ -144,6 +145,7 @@ def test_mistakes_fail(validator: jsonschema.Draft7Validator, data: dict[str, An
         "judge",
         "python-metric",
         "finetune",
+        "interpolated-number",
     ],
 )
 def test_what_the_loader_accepts_passes(validator: jsonschema.Draft7Validator, data: dict[str, Any]) -> None:

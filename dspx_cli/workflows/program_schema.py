@@ -59,6 +59,7 @@ def program_json_schema() -> dict[str, Any]:
         "definitions": definitions,
     }
     _shorthands(document)
+    _interpolated(document)
     return document
 
 
@@ -231,6 +232,27 @@ def _metric(definitions: dict[str, Any]) -> dict[str, Any]:
         }
     )
     return {"title": "Metric", "description": "A built-in name, {python: ...} or {judge: {...}}.", "anyOf": forms}
+
+
+# `${VAR}`, `${VAR:-default}`, `${VAR:?message}`: interpolated after parsing (program/interpolate.py),
+# so a number or bool may be written as such a string.
+_INTERPOLATION = {"type": "string", "pattern": r"\$\{", "description": "${VAR} interpolation"}
+
+
+def _interpolated(node: Any) -> None:
+    """A number, integer or bool may be a `${...}` string: the loader converts it after interpolating."""
+    if isinstance(node, dict):
+        for value in node.values():
+            _interpolated(value)
+        if node.get("type") in ("number", "integer", "boolean"):
+            # What editors show on hover stays outside the anyOf.
+            shown = {key: node.pop(key) for key in ("title", "description", "default") if key in node}
+            typed = dict(node)
+            node.clear()
+            node.update(shown, anyOf=[typed, dict(_INTERPOLATION)])
+    elif isinstance(node, list):
+        for value in node:
+            _interpolated(value)
 
 
 def _shorthands(node: Any) -> None:
