@@ -132,12 +132,14 @@ def _modules(spec: type[BaseModel], definitions: dict[str, Any]) -> dict[str, An
         "description": "A module: `type` (default predict) chooses the keys it takes besides the common ones.",
         "type": "object",
         "properties": {
+            # The common keys here too: an editor that does not follow if/then still completes them.
+            **{key: value for key, value in common["properties"].items() if key != "type"},
             "type": {
                 "description": type_doc,
                 "default": default,
                 # The enum is what editors complete; the pattern takes the other spellings the loader takes.
                 "anyOf": [{"enum": names}, {"type": "string", "pattern": _spelling_pattern(spellings)}],
-            }
+            },
         },
         "allOf": branches,
     }
