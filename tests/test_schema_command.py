@@ -61,6 +61,16 @@ def test_the_schema_is_valid_draft_07(schema: dict[str, Any]) -> None:
     assert refs and refs <= set(schema["definitions"])
 
 
+def test_lm_takes_the_string_shorthand_or_the_mapping_everywhere(schema: dict[str, Any]) -> None:
+    expected = [{"type": "string", "description": "a model string"}, {"$ref": "#/definitions/LMSpec"}, {"type": "null"}]
+    assert schema["properties"]["lm"]["anyOf"] == expected
+    assert schema["properties"]["prompt_lm"]["anyOf"] == expected
+    for name in module_types.MODULE_TYPES:
+        assert schema["definitions"][f"module.{name}"]["properties"]["lm"]["anyOf"] == expected
+    # Each pass changes a node once: no anyOf wrapped in another (pydantic's schemas share dicts).
+    assert '"anyOf": [{"anyOf"' not in json.dumps(schema)
+
+
 @pytest.mark.parametrize("path", SHIPPED, ids=[path.name for path in SHIPPED])
 def test_every_shipped_program_validates(validator: jsonschema.Draft7Validator, path: Path) -> None:
     assert errors(validator, read_source(path).data) == []
