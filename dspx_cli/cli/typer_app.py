@@ -368,6 +368,19 @@ def validate(
     actions.validate(program, graph=graph, mermaid=mermaid, debug=debug)
 
 
+@app.command()
+def schema(
+    output: Annotated[
+        Path | None, typer.Option("-o", "--output", help="Write the schema to this file instead of stdout.")
+    ] = None,
+    debug: DebugOpt = False,
+) -> None:
+    """Print a JSON Schema (draft-07) of the program-file format, for editors' completion and checks."""
+    from dspx_cli.cli import schema_command
+
+    actions.guard(debug, lambda: schema_command.run(output))
+
+
 cache_app = typer.Typer(help="Look at or empty the response cache.", no_args_is_help=True)
 app.add_typer(cache_app, name="cache")
 

@@ -32,6 +32,7 @@ from pydantic import ValidationError
 from dspx_cli.core import Example, Prediction, Signature
 from dspx_cli.errors import DspxError, SignatureError
 from dspx_cli.evaluate.metric_base import MetricError, as_score
+from dspx_cli.evaluate.metric_specs import JUDGE_TYPES, JudgeSpec
 from dspx_cli.lm.config import LMConfig
 from dspx_cli.lm.registry import model_problem
 
@@ -47,8 +48,8 @@ if TYPE_CHECKING:
 
 __all__ = ["Judge", "build_judge", "program_lm_config"]
 
-_KEYS = ("signature", "instructions", "lm", "type")
-_TYPES = {"predict": "predict", "chain_of_thought": "chain_of_thought", "cot": "chain_of_thought"}
+_KEYS = tuple(JudgeSpec.model_fields)
+_TYPES = JUDGE_TYPES
 _GOLD, _PREDICTED = "gold_", "predicted_"
 
 ErrorAt = Callable[..., DspxError]  # (message, *key path under the metric) -> the error to raise

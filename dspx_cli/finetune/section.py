@@ -28,25 +28,33 @@ TraceMode = Literal["auto", "labeled", "bootstrap"]
 
 
 class LoraSettings(Strict):
-    r: int = Field(default=16, ge=1)
-    alpha: int = Field(default=32, ge=1)
-    dropout: float = Field(default=0.05, ge=0, lt=1)
+    r: int = Field(default=16, ge=1, description="LoRA rank.")
+    alpha: int = Field(default=32, ge=1, description="LoRA alpha.")
+    dropout: float = Field(default=0.05, ge=0, lt=1, description="LoRA dropout.")
 
 
 class FinetuneSettings(Strict):
-    epochs: int = Field(default=3, ge=1)
-    learning_rate: float | None = Field(default=None, gt=0, lt=1)  # None: by mode, see learning_rate_or_default
-    batch_size: int = Field(default=4, ge=1)
-    max_length: int = Field(default=1024, ge=16)  # tokens per training record; longer ones are left out
-    lora: bool | LoraSettings = False
-    seed: int = 0
-    checkpoint_every: int = Field(default=20, ge=1)  # optimizer steps between checkpoints
-    gguf: Literal["f16", "q8_0", "source"] = "f16"
-    warmup_steps: int = Field(default=0, ge=0)
-    weight_decay: float = Field(default=0.0, ge=0)
-    max_grad_norm: float = Field(default=1.0, gt=0)
-    traces: TraceMode = "auto"
-    teacher: Any = None  # {lm: ..., state: ...}, as under optimizer:; checked by resolve_teacher
+    epochs: int = Field(default=3, ge=1, description="Passes over the training records.")
+    # None: by mode, see learning_rate_or_default
+    learning_rate: float | None = Field(
+        default=None, gt=0, lt=1, description="The optimizer's peak step size; default 5e-5, or 1e-3 with lora."
+    )
+    batch_size: int = Field(default=4, ge=1, description="Records per optimizer step.")
+    max_length: int = Field(
+        default=1024, ge=16, description="Tokens per record; a longer record is left out, never cut."
+    )
+    lora: bool | LoraSettings = Field(
+        default=False, description="Train LoRA adapters ({r, alpha, dropout}, or true for the defaults)."
+    )
+    seed: int = Field(default=0, description="Shuffling and initialisation.")
+    checkpoint_every: int = Field(default=20, ge=1, description="Optimizer steps between checkpoints.")
+    gguf: Literal["f16", "q8_0", "source"] = Field(default="f16", description="The exported GGUF's weight type.")
+    warmup_steps: int = Field(default=0, ge=0, description="Linear warm-up steps, then linear decay to zero.")
+    weight_decay: float = Field(default=0.0, ge=0, description="AdamW's weight decay.")
+    max_grad_norm: float = Field(default=1.0, gt=0, description="Gradients are clipped to this norm.")
+    traces: TraceMode = Field(default="auto", description="Where training records come from: auto, labeled, bootstrap.")
+    # {lm: ..., state: ...}, as under optimizer:; checked by resolve_teacher
+    teacher: Any = Field(default=None, description="{lm, state}: who runs the train examples for bootstrap traces.")
 
     @property
     def lora_settings(self) -> LoraSettings | None:

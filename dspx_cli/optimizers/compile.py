@@ -8,7 +8,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from dspx_cli.core import Example
 from dspx_cli.errors import ProgramError, UsageError
@@ -45,10 +45,14 @@ class Teacher:
 
 class _TeacherSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    lm: LMSpec | None = None
-    state: str | None = None
+    lm: LMSpec | None = Field(default=None, description="Replaces every module's LM while bootstrapping.")
+    state: str | None = Field(default=None, description="A compiled state loaded into the teacher (path).")
 
     _shorthand = field_validator("lm", mode="before")(lambda cls, v: {"model": v} if isinstance(v, str) else v)
+
+
+# Public for `dspx schema`: the `teacher:` key of optimizer settings and of `finetune:`.
+TeacherSpec = _TeacherSpec
 
 
 class _TeacherSection(BaseModel):

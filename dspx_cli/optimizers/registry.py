@@ -86,69 +86,89 @@ class OptimizerType:
         return getattr(importlib.import_module(module), function)
 
 
+def _setting(default: Any, description: str) -> Any:
+    """A setting's default and its description (`dspx schema` shows it; the dataclass takes the default)."""
+    return dataclasses.field(default=default, metadata={"description": description})
+
+
+_TEACHER = "{lm, state}: who runs the training examples while bootstrapping."
+
+
 @dataclass
 class LabeledFewShotSettings:
-    k: int = 16
-    seed: int = 0
+    k: int = _setting(16, "Training examples sampled as every predictor's demos.")
+    seed: int = _setting(0, "Seed of the sampling and shuffling.")
 
 
 @dataclass
 class BootstrapFewShotSettings:
-    max_bootstrapped_demos: int = 4
-    max_labeled_demos: int = 16
-    max_rounds: int = 1
-    metric_threshold: float | None = None
-    max_errors: int | None = 10  # None: never stop on errors
-    seed: int = 0
-    teacher: Any = None  # {lm: ..., state: ...}; checked by optimizers/compile.py (Teacher)
+    max_bootstrapped_demos: int = _setting(4, "Demos taken from traces that pass the metric.")
+    max_labeled_demos: int = _setting(16, "Labeled training examples as demos.")
+    max_rounds: int = _setting(1, "Bootstrapping rounds over the trainset.")
+    metric_threshold: float | None = _setting(
+        None, "A trace counts only at this score or above (null: any truthy score)."
+    )
+    max_errors: int | None = _setting(10, "Stop after this many failed examples (null: never).")
+    seed: int = _setting(0, "Seed of the sampling and shuffling.")
+    teacher: Any = dataclasses.field(
+        default=None, metadata={"description": _TEACHER}
+    )  # {lm: ..., state: ...}; checked by optimizers/compile.py (Teacher)
 
 
 @dataclass
 class BootstrapRandomSearchSettings:
-    num_candidate_programs: int = 16
-    max_bootstrapped_demos: int = 4
-    max_labeled_demos: int = 16
-    max_rounds: int = 1
-    metric_threshold: float | None = None
-    max_errors: int | None = 10  # None: never stop on errors
-    num_threads: int | None = None  # None: the command's --concurrency (DSPy: settings.num_threads)
-    stop_at_score: float | None = None
-    seed: int = 0
-    teacher: Any = None
+    num_candidate_programs: int = _setting(16, "Candidate programs tried.")
+    max_bootstrapped_demos: int = _setting(4, "Demos taken from traces that pass the metric.")
+    max_labeled_demos: int = _setting(16, "Labeled training examples as demos.")
+    max_rounds: int = _setting(1, "Bootstrapping rounds over the trainset.")
+    metric_threshold: float | None = _setting(
+        None, "A trace counts only at this score or above (null: any truthy score)."
+    )
+    max_errors: int | None = _setting(10, "Stop after this many failed examples (null: never).")
+    num_threads: int | None = _setting(
+        None, "Examples in flight (null: the command's -j)."
+    )  # None: the command's --concurrency (DSPy: settings.num_threads)
+    stop_at_score: float | None = _setting(None, "Stop the search at this dev score.")
+    seed: int = _setting(0, "Seed of the sampling and shuffling.")
+    teacher: Any = dataclasses.field(default=None, metadata={"description": _TEACHER})
 
 
 @dataclass
 class MiproV2Settings:
     # DSPy 3.4.1's MIPROv2 defaults (constructor and compile()); docs/mipro-design.md section 1.
-    auto: str | None = "light"  # light | medium | heavy, or None with num_candidates and num_trials
-    num_candidates: int | None = None
-    num_trials: int | None = None
-    max_bootstrapped_demos: int = 4
-    max_labeled_demos: int = 4
-    seed: int = 9
-    init_temperature: float = 1.0
-    minibatch: bool = True
-    minibatch_size: int = 35
-    minibatch_full_eval_steps: int = 5
-    view_data_batch_size: int = 10
-    program_aware_proposer: bool = True
-    data_aware_proposer: bool = True
-    tip_aware_proposer: bool = True
-    fewshot_aware_proposer: bool = True
-    metric_threshold: float | None = None
-    max_errors: int | None = 10  # None: never stop on errors
-    num_threads: int | None = None  # None: the command's --concurrency
-    teacher: Any = None
+    auto: str | None = _setting(
+        "light", "light, medium or heavy (the budget), or null with num_candidates and num_trials."
+    )
+    num_candidates: int | None = _setting(None, "Instruction and demo-set candidates per predictor (with auto: null).")
+    num_trials: int | None = _setting(None, "Search trials (with auto: null).")
+    max_bootstrapped_demos: int = _setting(4, "Demos taken from traces that pass the metric.")
+    max_labeled_demos: int = _setting(4, "Labeled training examples as demos.")
+    seed: int = _setting(9, "Seed of the sampling and shuffling.")
+    init_temperature: float = _setting(1.0, "The proposer's temperature.")
+    minibatch: bool = _setting(True, "Score trials on minibatches of the dev set.")
+    minibatch_size: int = _setting(35, "Dev examples per minibatch trial.")
+    minibatch_full_eval_steps: int = _setting(5, "Trials between full dev evaluations.")
+    view_data_batch_size: int = _setting(10, "Examples per batch when the proposer summarises the data.")
+    program_aware_proposer: bool = _setting(True, "The proposer sees the program's code.")
+    data_aware_proposer: bool = _setting(True, "The proposer sees a summary of the data.")
+    tip_aware_proposer: bool = _setting(True, "The proposer gets a random tip.")
+    fewshot_aware_proposer: bool = _setting(True, "The proposer sees demo sets.")
+    metric_threshold: float | None = _setting(
+        None, "A trace counts only at this score or above (null: any truthy score)."
+    )
+    max_errors: int | None = _setting(10, "Stop after this many failed examples (null: never).")
+    num_threads: int | None = _setting(None, "Examples in flight (null: the command's -j).")
+    teacher: Any = dataclasses.field(default=None, metadata={"description": _TEACHER})
 
 
 @dataclass
 class CoproSettings:
     # DSPy 3.4.1's COPRO defaults; docs/mipro-design.md section 2.
-    breadth: int = 10
-    depth: int = 3
-    init_temperature: float = 1.4
-    num_threads: int | None = None
-    max_errors: int | None = 10
+    breadth: int = _setting(10, "Candidate instructions per round (> 1).")
+    depth: int = _setting(3, "Refinement rounds.")
+    init_temperature: float = _setting(1.4, "The proposer's temperature.")
+    num_threads: int | None = _setting(None, "Examples in flight (null: the command's -j).")
+    max_errors: int | None = _setting(10, "Stop after this many failed examples (null: never).")
 
 
 def _registry(*records: OptimizerType) -> dict[str, OptimizerType]:

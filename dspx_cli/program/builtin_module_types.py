@@ -51,8 +51,9 @@ _REACT_STEP_FIELDS = frozenset({"trajectory", "next_thought", "next_tool_name", 
 
 
 class ReActSettings(Strict):
-    tools: list[str] | None = None  # names from the program's `tools:` section
-    max_iters: int | None = Field(default=None, ge=0)  # None: the module's default (20)
+    tools: list[str] | None = Field(default=None, description="Names from the program's `tools:` section (required).")
+    # None: the module's default (20)
+    max_iters: int | None = Field(default=None, ge=0, description="Think/act steps at most (20).")
 
 
 def _define_react(args: DefineArgs) -> dict[str, Any]:
@@ -93,7 +94,7 @@ MCC_TEMPERATURE = 0.7
 
 
 class MultiChainSettings(Strict):
-    M: int = Field(default=3, ge=1)  # attempts sampled, then compared
+    M: int = Field(default=3, ge=1, description="Attempts sampled, then compared.")
 
 
 def _build_mcc(definition: ModuleDef, builder: Builder) -> Module:

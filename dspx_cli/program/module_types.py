@@ -135,11 +135,14 @@ class WrapperSettings(Strict):
     """The keys of a `signature="wrapped"` type (module_defs reads `module`, `N` and `reward`):
     another module of the program, run up to N times and judged by `reward`."""
 
-    module: str | None = None
-    N: int | None = Field(default=None, ge=1)
-    reward: str | dict[str, Any] | None = None  # a metric spec, scored without labels
-    threshold: float | None = None
-    fail_count: int | None = Field(default=None, ge=0)
+    module: str | None = Field(default=None, description="The module of the program to run (a key of `modules`).")
+    N: int | None = Field(default=None, ge=1, description="Attempts at most.")
+    # a metric spec, scored without labels
+    reward: str | dict[str, Any] | None = Field(
+        default=None, description="A metric spec (as under `metric:`) scored on the inputs only."
+    )
+    threshold: float | None = Field(default=None, description="Stop at the first prediction whose reward reaches it.")
+    fail_count: int | None = Field(default=None, ge=0, description="Failed attempts allowed before giving up.")
 
 
 MODULE_TYPES: dict[str, ModuleType] = {}

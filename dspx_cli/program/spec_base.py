@@ -41,11 +41,11 @@ class NoSettings(Strict):
 class EmbeddingsSpec(Strict):
     """An OpenAI-compatible `/v1/embeddings` endpoint; a corpus is embedded once and cached."""
 
-    model: str
-    api_base: str | None = None
-    api_key: str | None = Field(default=None, repr=False)
-    batch_size: int = Field(default=128, ge=1)
-    timeout: float = Field(default=60.0, gt=0)
+    model: str = Field(description="The embedding model, e.g. openai/text-embedding-3-small.")
+    api_base: str | None = Field(default=None, description="OpenAI-compatible base URL.")
+    api_key: str | None = Field(default=None, repr=False, description="Sent as a Bearer header only; never stored.")
+    batch_size: int = Field(default=128, ge=1, description="Texts per embeddings request.")
+    timeout: float = Field(default=60.0, gt=0, description="Seconds per request.")
 
     _api_key = field_validator("api_key", mode="wrap")(api_key_validator)
 
@@ -53,9 +53,12 @@ class EmbeddingsSpec(Strict):
 class RetrievalKeys(Strict):
     """What a `retrieve` module or tool searches: BM25 over `corpus`, or its embeddings."""
 
-    corpus: str | None = None
-    k: int | None = Field(default=None, ge=1)
-    text_field: str | None = None
-    embeddings: EmbeddingsSpec | None = None
+    corpus: str | None = Field(default=None, description="The corpus file, relative to the program file (required).")
+    k: int | None = Field(default=None, ge=1, description="Passages returned (3).")
+    text_field: str | None = Field(default=None, description="The record key holding the text (text).")
+    embeddings: EmbeddingsSpec | None = Field(
+        default=None,
+        description="Search by embeddings from this endpoint instead of BM25; a model string or a mapping.",
+    )
 
     _embeddings_shorthand = field_validator("embeddings", mode="before")(lambda cls, v: lm_shorthand(v))
