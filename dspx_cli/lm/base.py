@@ -11,7 +11,9 @@ import abc
 from dataclasses import dataclass, field
 from typing import Any
 
-Message = dict[str, str]  # {"role": "system" | "user" | "assistant", "content": "..."}
+# {"role": "system" | "user" | "assistant", "content": text, or a list of content parts when a user
+# turn carries an image: [{"type": "text", "text": ...}, {"type": "image_url", "image_url": {"url": ...}}]}
+Message = dict[str, Any]
 
 
 @dataclass(frozen=True)
