@@ -95,3 +95,98 @@ def test_media_types_are_inputs_only() -> None:
     for text in ("q -> a: Image", "h: list[Image] -> a", "h: Optional[History] -> a", "a: History, b: History -> c"):
         with pytest.raises(SignatureError):
             Signature.parse(text)
+
+
+# ----- the CLI, against the real loopback server -------------------------------------------------
+
+VISION = """\
+lm: {model: openai/test-model, api_base: "${BASE}", api_key: x}
+modules:
+  look:
+    signature: "question: str, history: History, photo: Image -> answer: str"
+"""
+
+
+def _vision_program(tmp_path: Path) -> Path:
+    path = tmp_path / "vision.yaml"
+    path.write_text(VISION)
+    (tmp_path / "dot.png").write_bytes((FIXTURE / "dot.png").read_bytes())
+    (tmp_path / "turns.json").write_text(json.dumps({"messages": [{"question": "Hi?", "answer": "Hello."}]}))
+    return path
+
+
+def test_cli_sends_history_turns_and_image_parts(lm_server: Any, tmp_path: Path) -> None:
+    from tests.cli_inprocess import dspx
+
+    program = _vision_program(tmp_path)
+    lm_server.responder = lambda body: "[[ ## answer ## ]]\nA green dot.\n\n[[ ## completed ## ]]"
+    args = ["-i", "question=What is it?", "-i", "history=@turns.json", "-i", "photo=dot.png"]
+    done = dspx("run", str(program), *args, "--no-cache", "--json", cwd=tmp_path, BASE=lm_server.api_base)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["answer"] == "A green dot."
+    messages = lm_server.requests[-1].body["messages"]
+    assert [m["role"] for m in messages] == ["system", "user", "assistant", "user"]
+    assert messages[1]["content"].startswith("[[ ## question ## ]]\nHi?\n\nRespond with")
+    assert messages[2]["content"] == "[[ ## answer ## ]]\nHello.\n\n[[ ## completed ## ]]\n"
+    parts = messages[3]["content"]
+    assert parts[0] == {"type": "text", "text": "[[ ## question ## ]]\nWhat is it?\n\n[[ ## photo ## ]]\n"}
+    assert parts[1]["type"] == "image_url"
+    image = dict(CASES[[c["id"] for c in CASES].index("image_file_chat")]["messages"][1]["content"][1])
+    assert parts[1] == image  # the same data URI DSPy sends for this file
+    assert parts[2]["text"].startswith("\n\nRespond with the corresponding output fields")
+
+
+def test_cli_image_and_history_mistakes_are_one_line_errors(lm_server: Any, tmp_path: Path) -> None:
+    from tests.cli_inprocess import dspx
+
+    program = _vision_program(tmp_path)
+    base = ["-i", "question=q", "-i", 'history={"messages": []}']
+    for extra, fragment in (
+        (["-i", "photo=missing.png"], "no such image file"),
+        (["-i", "photo=turns.json"], "not an image file name"),
+    ):
+        done = dspx("run", str(program), *base, *extra, "--no-cache", cwd=tmp_path, BASE=lm_server.api_base)
+        assert done.returncode == 2, done.stderr
+        assert fragment in done.stderr and "Traceback" not in done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1
+    done = dspx("run", str(program), "-i", "question=q", "-i", "history=[1]", "-i", "photo=dot.png", cwd=tmp_path)
+    assert done.returncode == 2 and "is not a History" in done.stderr
+    assert not lm_server.requests
+
+
+def test_dataset_images_are_read_beside_the_data_file(tmp_path: Path) -> None:
+    from dspx_cli.evaluate.datasets import load_examples, load_rows
+    from dspx_cli.program.loader import load_program
+
+    data = tmp_path / "data"
+    (data / "img").mkdir(parents=True)
+    (data / "img" / "dot.png").write_bytes((FIXTURE / "dot.png").read_bytes())
+    rows = [
+        {"photo": "img/dot.png", "history": [], "answer": "dot"},
+        {"photo": "../vision.yaml", "history": [], "answer": "x"},
+    ]
+    (data / "dev.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    program_path = tmp_path / "vision.yaml"
+    program_path.write_text(
+        "modules:\n  look:\n    signature: 'history: History, photo: Image -> answer: str'\ndata:\n  dev: data/dev.jsonl\n"
+    )
+    program = load_program(program_path)
+    good, bad = load_rows(program)
+    assert good.photo == read_image(Path("dot.png"), FIXTURE, confine=True)  # type: ignore[union-attr]
+    assert good.history == {"messages": []}  # type: ignore[union-attr]
+    assert "dev.jsonl:2" in str(bad) and "leads outside" in str(bad)
+    with pytest.raises(Exception, match="leads outside"):
+        load_examples(program)
+
+
+def test_local_models_refuse_images_in_one_line(tmp_path: Path) -> None:
+    from tests.cli_inprocess import dspx
+
+    program = _vision_program(tmp_path)
+    args = ["-i", "question=q", "-i", "history=[]", "-i", "photo=dot.png", "--no-cache"]
+    done = dspx("run", str(program), *args, "--lm", "local/smollm2", cwd=tmp_path)
+    assert done.returncode == 1
+    assert done.stderr.strip() == (
+        "error: local/smollm2 takes text only and this prompt has an image input; "
+        "use a vision model behind an OpenAI-compatible API (e.g. --lm openai/gpt-4o-mini)"
+    )
