@@ -135,6 +135,15 @@ def test_cli_sends_history_turns_and_image_parts(lm_server: Any, tmp_path: Path)
     assert parts[1] == image  # the same data URI DSPy sends for this file
     assert parts[2]["text"].startswith("\n\nRespond with the corresponding output fields")
 
+    # Content parts are a fine cache key: the same call again is answered from the disk cache.
+    cache = {"DSPX_CACHE_DIR": str(tmp_path / "cache"), "BASE": lm_server.api_base}
+    for _ in range(2):
+        done = dspx("run", str(program), *args, "--json", cwd=tmp_path, **cache)
+        assert done.returncode == 0, done.stderr
+    assert len(lm_server.requests) == 2
+    shown = dspx("inspect", str(program), *args, cwd=tmp_path, BASE=lm_server.api_base)
+    assert "[[ ## photo ## ]]\n[image: data:image/png;base64,... (114 chars)]\n" in shown.stdout
+
 
 def test_cli_image_and_history_mistakes_are_one_line_errors(lm_server: Any, tmp_path: Path) -> None:
     from tests.cli_inprocess import dspx

@@ -24,7 +24,7 @@ from dspx_cli.core.media import history_field
 if TYPE_CHECKING:
     from dspx_cli.adapters.chat import ChatAdapter
 
-__all__ = ["format_conversation", "history_name", "image_mark", "split_image_parts"]
+__all__ = ["content_text", "format_conversation", "history_name", "image_mark", "split_image_parts"]
 
 _TOKEN = secrets.token_hex(12)
 _START = f"\x00image:{_TOKEN}:"
@@ -90,3 +90,21 @@ def split_image_parts(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
             parts.append({"type": "text", "text": content[last:]})
         out.append({**message, "content": parts})
     return out
+
+
+def content_text(content: Any) -> str:
+    """A message's content for people to read: text parts as they are, an image as one short line."""
+    if isinstance(content, str):
+        return content
+    pieces: list[str] = []
+    for part in content or []:
+        if isinstance(part, Mapping) and part.get("type") == "text":
+            pieces.append(str(part.get("text", "")))
+        elif isinstance(part, Mapping) and part.get("type") == "image_url":
+            url = str((part.get("image_url") or {}).get("url", ""))
+            # A data URI is kilobytes of base64: show its MIME type and size instead.
+            shown = f"{url.split(',', 1)[0]},... ({len(url)} chars)" if url.startswith("data:") else url
+            pieces.append(f"[image: {shown}]")
+        else:
+            pieces.append(str(part))
+    return "".join(pieces)
