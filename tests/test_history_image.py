@@ -199,3 +199,27 @@ def test_local_models_refuse_images_in_one_line(tmp_path: Path) -> None:
         "error: local/smollm2 takes text only and this prompt has an image input; "
         "use a vision model behind an OpenAI-compatible API (e.g. --lm openai/gpt-4o-mini)"
     )
+
+
+def test_program_file_demos_with_images_match_dspy(tmp_path: Path) -> None:
+    from tests.cli_inprocess import dspx
+
+    case = CASES[[c["id"] for c in CASES].index("image_demos_chat")]
+    (tmp_path / "dot.png").write_bytes((FIXTURE / "dot.png").read_bytes())
+    demos = "".join(
+        f"      - {{photo: {d['photo'].removeprefix('image:')}, caption: {d['caption']}}}\n" for d in case["demos"]
+    )
+    program = tmp_path / "demos.yaml"
+    program.write_text(f"modules:\n  look:\n    signature: 'photo: Image -> caption'\n    demos:\n{demos}")
+    done = dspx("inspect", str(program), "-i", "photo=dot.png", "--json", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)[0]["messages"] == case["messages"]
+
+    (tmp_path / "sub").mkdir()
+    program.rename(tmp_path / "sub" / "demos.yaml")
+    done = dspx("validate", str(tmp_path / "sub" / "demos.yaml"), cwd=tmp_path)
+    assert done.returncode == 2
+    assert "demos.yaml:6:" in done.stderr and "no such image file" in done.stderr
+    (tmp_path / "sub" / "dot.png").symlink_to(tmp_path / "dot.png")
+    done = dspx("validate", str(tmp_path / "sub" / "demos.yaml"), cwd=tmp_path)
+    assert done.returncode == 2 and "leads outside" in done.stderr
