@@ -223,3 +223,12 @@ def test_program_file_demos_with_images_match_dspy(tmp_path: Path) -> None:
     (tmp_path / "sub" / "dot.png").symlink_to(tmp_path / "dot.png")
     done = dspx("validate", str(tmp_path / "sub" / "demos.yaml"), cwd=tmp_path)
     assert done.returncode == 2 and "leads outside" in done.stderr
+
+
+def test_an_image_counts_as_a_thousand_tokens_when_pacing() -> None:
+    from dspx_cli.lm.base import LMRequest
+    from dspx_cli.lm.limits import estimate_tokens
+
+    huge = "data:image/png;base64," + "A" * 400_000
+    parts = [{"type": "text", "text": "x" * 40}, {"type": "image_url", "image_url": {"url": huge}}]
+    assert estimate_tokens(LMRequest(({"role": "user", "content": parts},))) == 10 + 4 + 1000
