@@ -232,3 +232,28 @@ def test_an_image_counts_as_a_thousand_tokens_when_pacing() -> None:
     huge = "data:image/png;base64," + "A" * 400_000
     parts = [{"type": "text", "text": "x" * 40}, {"type": "image_url", "image_url": {"url": huge}}]
     assert estimate_tokens(LMRequest(({"role": "user", "content": parts},))) == 10 + 4 + 1000
+
+
+def test_batch_rows_read_images_inside_the_working_directory(lm_server: Any, tmp_path: Path) -> None:
+    from tests.cli_inprocess import dspx
+
+    program = _vision_program(tmp_path)
+    lm_server.responder = lambda body: "[[ ## answer ## ]]\nok\n\n[[ ## completed ## ]]"
+    rows = [
+        {"question": "a", "history": [], "photo": "dot.png"},
+        {"question": "b", "history": [], "photo": "/etc/hostname.png"},
+        {
+            "question": "c",
+            "history": {"messages": [{"question": "q0", "answer": "a0"}]},
+            "photo": "https://e.com/x.png",
+        },
+    ]
+    stdin = "".join(json.dumps(r) + "\n" for r in rows)
+    done = dspx("run", str(program), "--batch", "-", "-j", "1", input=stdin, cwd=tmp_path, BASE=lm_server.api_base)
+    records = [json.loads(line) for line in done.stdout.splitlines()]
+    assert records[0] == {"answer": "ok"} and records[2] == {"answer": "ok"}
+    assert records[1]["error"]["line"] == 2 and "absolute path is not allowed" in records[1]["error"]["message"]
+    first, last = (r.body["messages"] for r in lm_server.requests)
+    assert first[-1]["content"][1]["image_url"]["url"].startswith("data:image/png;base64,")
+    assert [m["role"] for m in last] == ["system", "user", "assistant", "user"]
+    assert last[-1]["content"][1] == {"type": "image_url", "image_url": {"url": "https://e.com/x.png"}}
