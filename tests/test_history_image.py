@@ -16,6 +16,8 @@ from dspx_cli.program.media_inputs import MAX_IMAGE_BYTES, MediaError, prepare_m
 FIXTURE = Path(__file__).parent / "fixtures" / "history_image"
 GOLDEN = json.loads((FIXTURE / "golden.json").read_text())
 CASES = GOLDEN["cases"]
+PREDICT_CASES = [c for c in CASES if "module" not in c]
+MODULE_CASES = [c for c in CASES if "module" in c]
 
 
 def _value(name: str, raw: Any) -> Any:
@@ -26,13 +28,29 @@ def _value(name: str, raw: Any) -> Any:
     return raw
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c["id"] for c in CASES])
+@pytest.mark.parametrize("case", PREDICT_CASES, ids=[c["id"] for c in PREDICT_CASES])
 def test_messages_match_dspy(case: dict[str, Any]) -> None:
     signature = Signature.parse(case["signature"])
     adapter = ChatAdapter() if case["adapter"] == "chat" else JSONAdapter()
     demos = [{k: _value(k, v) for k, v in d.items()} for d in case["demos"]]
     inputs = {k: _value(k, v) for k, v in case["inputs"].items()}
     assert adapter.format(signature, demos, inputs) == case["messages"]
+
+
+@pytest.mark.parametrize("case", MODULE_CASES, ids=[c["id"] for c in MODULE_CASES])
+def test_module_messages_match_dspy(case: dict[str, Any], tmp_path: Path) -> None:
+    """A ChainOfThought with a History input, through the CLI (`dspx inspect --json`)."""
+    from tests.cli_inprocess import dspx
+
+    program = tmp_path / "p.yaml"
+    program.write_text(
+        f"modules:\n  m:\n    type: {case['module']}\n    adapter: {case['adapter']}\n"
+        f"    signature: '{case['signature']}'\n"
+    )
+    args = [a for k, v in case["inputs"].items() for a in ("-i", f"{k}={v if isinstance(v, str) else json.dumps(v)}")]
+    done = dspx("inspect", str(program), *args, "--json", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)[0]["messages"] == case["messages"]
 
 
 # ----- image files and history values at the input layer ---------------------------------------
