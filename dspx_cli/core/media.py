@@ -12,6 +12,7 @@ stay plain JSON, so examples, caches and traces need nothing new:
 
 from __future__ import annotations
 
+import types
 from typing import Any, Union, get_args, get_origin
 
 __all__ = ["MEDIA_TYPES", "History", "Image", "contains_media", "history_field", "is_image", "media_annotation"]
@@ -32,7 +33,7 @@ def media_annotation(annotation: Any) -> type | None:
     """History or Image when the annotation is one of them, or `Optional[...]` of one, else None."""
     if annotation in (History, Image):
         return annotation
-    if get_origin(annotation) is Union:
+    if get_origin(annotation) in (Union, types.UnionType):
         rest = [arg for arg in get_args(annotation) if arg is not type(None)]
         if len(rest) == 1 and rest[0] in (History, Image):
             return rest[0]
