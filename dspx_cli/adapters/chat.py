@@ -11,6 +11,7 @@ import textwrap
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from dspx_cli.adapters.media import format_conversation, history_name, image_mark, split_image_parts
 from dspx_cli.adapters.values import (
     annotation_allows_none,
     describe_error,
@@ -19,6 +20,7 @@ from dspx_cli.adapters.values import (
     type_placeholder,
 )
 from dspx_cli.core import Field, Signature, annotation_name
+from dspx_cli.core.media import is_image
 from dspx_cli.errors import AdapterParseError
 
 __all__ = ["ChatAdapter"]
@@ -31,7 +33,7 @@ INCOMPLETE_DEMO_PREFIX = "This is an example of the task, though some input or o
 NOT_SUPPLIED = "Not supplied for this particular example. "
 NOT_IN_HISTORY = "Not supplied for this conversation history message. "
 
-Message = dict[str, str]
+Message = dict[str, Any]  # content is text, or content parts when a user turn has an image
 
 
 def _sections(fields: list[tuple[str, str]]) -> str:
@@ -78,10 +80,17 @@ class ChatAdapter:
         system = self._per_signature.get(signature, "system", self.format_system_message)
         messages: list[Message] = [{"role": "system", "content": system}]
         messages.extend(self.format_demos(signature, demos))
-        content = self.format_user_message(signature, inputs, main_request=True)
+        history = self._per_signature.get(signature, "history", history_name)
+        current = signature
+        if history is not None:
+            # Past turns and the current input are formatted without the history field; the
+            # system message above still lists it, as DSPy's does.
+            current = self._per_signature.get(signature, "without_history", lambda s: s.delete(history))
+            messages.extend(format_conversation(self, current, inputs.get(history)))
+        content = self.format_user_message(current, inputs, main_request=True)
         if content:
             messages.append({"role": "user", "content": content})
-        return messages
+        return split_image_parts(messages)
 
     def format_finetune_data(
         self,
@@ -143,7 +152,9 @@ class ChatAdapter:
         parts = [prefix]
         for f in signature.inputs:
             if f.name in inputs:
-                parts.append(f"[[ ## {f.name} ## ]]\n{format_field_value(f.annotation, inputs.get(f.name))}")
+                value = inputs.get(f.name)
+                text = image_mark(value) if isinstance(value, str) and is_image(f.annotation) else None
+                parts.append(f"[[ ## {f.name} ## ]]\n{text or format_field_value(f.annotation, value)}")
         if main_request:
             parts.append(self._per_signature.get(signature, "requirements", self.user_message_output_requirements))
         parts.append(suffix)

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from dspx_cli.adapters.media import content_text
 from dspx_cli.workflows import cache as workflow
 
 
@@ -75,7 +76,12 @@ def _format_call(record: dict[str, Any]) -> str:
     messages = record.get("messages")
     for message in messages if isinstance(messages, list) else []:
         if isinstance(message, dict):
-            out += [f"{str(message.get('role', '?')).capitalize()} message:", "", str(message.get("content", "")), ""]
+            out += [
+                f"{str(message.get('role', '?')).capitalize()} message:",
+                "",
+                content_text(message.get("content", "")),
+                "",
+            ]
     if "error" in record:
         out += ["Error:", "", str(record["error"]), ""]
     outputs = record.get("outputs")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from dspx_cli.adapters.media import content_text
 from dspx_cli.core import annotation_name
 from dspx_cli.program.model import ModuleDef, Program, Step
 from dspx_cli.program.module_types import MODULE_TYPES
@@ -97,7 +98,7 @@ def messages_text(step: Step, module: ModuleDef, messages: list[Message]) -> str
     out = [f"=== step {step.id} · module {module.name} ({module.type}) · lm {module.lm.model} ==="]
     for message in messages:
         out.append(f"--- {message['role']} ---")
-        out.append(message["content"])
+        out.append(content_text(message["content"]))
     return "\n".join(out) + "\n\n"
 
 

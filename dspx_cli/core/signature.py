@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from dspx_cli.core.media import History, Image, contains_media
 from dspx_cli.core.types import annotation_name, parse_type
 from dspx_cli.errors import SignatureError
 
@@ -236,6 +237,27 @@ def _validate(inputs: tuple[Field, ...], outputs: tuple[Field, ...]) -> None:
         )
     if not outputs:
         raise SignatureError("expected at least one output field, got none")
+    _check_media(inputs, outputs)
+
+
+def _check_media(inputs: tuple[Field, ...], outputs: tuple[Field, ...]) -> None:
+    """History and Image are input types, used whole: the adapters format them apart from text."""
+    for f in outputs:
+        if contains_media(f.annotation):
+            raise SignatureError(f'output field "{f.name}": History and Image are input types only')
+    histories = 0
+    for f in inputs:
+        if f.annotation is History:
+            histories += 1
+        elif f.annotation is Image or f.annotation == (Image | None):
+            continue
+        elif contains_media(f.annotation):
+            raise SignatureError(
+                f'input field "{f.name}": expected History or Image alone (or Optional[Image]), '
+                f"got {annotation_name(f.annotation)}"
+            )
+    if histories > 1:
+        raise SignatureError("expected at most one History input; the conversation is a single field")
 
 
 def _check_name(name: Any) -> None:

@@ -16,13 +16,14 @@ import re
 import typing
 from typing import Any, Literal, Optional, Union
 
+from dspx_cli.core.media import MEDIA_TYPES
 from dspx_cli.errors import SignatureError
 
 __all__ = ["SUPPORTED_TYPES", "annotation_name", "parse_type"]
 
 SUPPORTED_TYPES = (
     "str, int, float, bool, Any, None, list, dict, list[T], dict[K, V], set[T], tuple[T, ...], "
-    "Literal['a', 'b', 1], Optional[T], Union[A, B], A | B"
+    "Literal['a', 'b', 1], Optional[T], Union[A, B], A | B, History, Image (inputs only)"
 )
 
 _NONE_TYPE = type(None)
@@ -45,6 +46,8 @@ _SCALARS: dict[str, Any] = {
     "Tuple": tuple,
     "set": set,
     "Set": set,
+    # DSPy's conversation and image inputs (core/media.py); the signature keeps them to inputs.
+    **MEDIA_TYPES,
 }
 _CONTAINERS: dict[str, Any] = {"list": list, "dict": dict, "tuple": tuple, "set": set}
 _CONTAINER_ALIASES = {"List": "list", "Dict": "dict", "Tuple": "tuple", "Set": "set"}

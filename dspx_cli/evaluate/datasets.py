@@ -41,8 +41,10 @@ from typing import Any, Literal, NamedTuple
 from dspx_cli.core import Example
 from dspx_cli.core.json_values import json_kind
 from dspx_cli.core.jsonl import BadLine, decode_line, first_clause, read_objects
+from dspx_cli.core.media import media_annotation
 from dspx_cli.errors import DspxError, Location, ProgramError, UsageError
 from dspx_cli.program.input_types import allows_none
+from dspx_cli.program.media_inputs import MediaError, prepare_media
 from dspx_cli.program.model import Program
 
 __all__ = ["SPLITS", "BadRow", "configured_splits", "load_examples", "load_rows"]
@@ -153,6 +155,7 @@ def _records(
     else:
         source, records, what = _split_records(program, split, types, strict)
     records = _check_inputs(records, inputs, _optional_inputs(program))
+    records = _with_media(program, records, source.path.parent)
     if strict:
         _refuse_bad(source, records)
     if not records:
@@ -289,6 +292,28 @@ def _check_inputs(records: list[_Record], inputs: list[str], optional: set[str])
                 problem = f"input {key!r} is null"
         checked.append(record if problem is record.problem else _Record({}, record.where, record.line, problem))
     return checked
+
+
+def _with_media(program: Program, records: list[_Record], folder: Path) -> list[_Record]:
+    """Image inputs read from files inside the data file's folder; History values normalised."""
+    if not any(_is_media(f.annotation) for f in program.inputs.values()):
+        return records
+    out = []
+    for record in records:
+        if record.problem is not None:
+            out.append(record)
+            continue
+        try:
+            values = prepare_media(program.inputs, record.values, folder, confine=True)
+        except MediaError as exc:
+            out.append(_Record({}, record.where, record.line, str(exc)))
+        else:
+            out.append(record._replace(values=values))
+    return out
+
+
+def _is_media(annotation: Any) -> bool:
+    return media_annotation(annotation) is not None
 
 
 # ----- file formats ----------------------------------------------------------------------------

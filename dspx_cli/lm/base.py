@@ -11,7 +11,9 @@ import abc
 from dataclasses import dataclass, field
 from typing import Any
 
-Message = dict[str, str]  # {"role": "system" | "user" | "assistant", "content": "..."}
+# {"role": "system" | "user" | "assistant", "content": text, or a list of content parts when a user
+# turn carries an image: [{"type": "text", "text": ...}, {"type": "image_url", "image_url": {"url": ...}}]}
+Message = dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -76,3 +78,15 @@ class LM(abc.ABC):
 
     async def aclose(self) -> None:  # noqa: B027 - optional: most backends hold nothing to release
         """Release connections; local models stay loaded for the life of the process."""
+
+
+def text_messages(messages: tuple[Message, ...], model: str) -> list[dict[str, str]]:
+    """The messages of a text-only backend; an image (a content-part list) is a one-line error."""
+    from dspx_cli.errors import LMError
+
+    if any(not isinstance(m.get("content"), str) for m in messages):
+        raise LMError(
+            f"{model} takes text only and this prompt has an image input; "
+            "use a vision model behind an OpenAI-compatible API (e.g. --lm openai/gpt-4o-mini)"
+        )
+    return [dict(m) for m in messages]

@@ -30,12 +30,24 @@ R = TypeVar("R")
 
 # Roughly what chat templates add per message (role markers, separators), in tokens.
 _TOKENS_PER_MESSAGE = 4
+# An image part costs providers about a thousand tokens (OpenAI: 85 to ~1100 by detail), whatever
+# the length of its base64 text, which at 4 characters a token would count a 1 MB photo as 350k.
+_TOKENS_PER_IMAGE = 1000
 
 
 def estimate_tokens(request: LMRequest) -> int:
     """Prompt tokens as ~4 characters each: good enough to pace by, corrected by real usage after."""
-    chars = sum(len(str(message.get("content", ""))) for message in request.messages)
-    return math.ceil(chars / 4) + _TOKENS_PER_MESSAGE * len(request.messages)
+    chars = images = 0
+    for message in request.messages:
+        content = message.get("content", "")
+        if isinstance(content, list):
+            for part in content:
+                is_image = isinstance(part, dict) and part.get("type") == "image_url"
+                images += is_image
+                chars += 0 if is_image else len(str(part.get("text", "") if isinstance(part, dict) else part))
+        else:
+            chars += len(str(content))
+    return math.ceil(chars / 4) + _TOKENS_PER_MESSAGE * len(request.messages) + _TOKENS_PER_IMAGE * images
 
 
 @dataclass(eq=False)

@@ -37,7 +37,7 @@ from typing import Any
 
 from dspx_cli.adapters.chat import COMPLETED_MARKER
 from dspx_cli.errors import LMError
-from dspx_cli.lm.base import LM, LMRequest, LMResponse, Usage
+from dspx_cli.lm.base import LM, LMRequest, LMResponse, Usage, text_messages
 from dspx_cli.lm.config import LMConfig
 from dspx_cli.lm.core_share import CoreShare
 
@@ -214,6 +214,7 @@ class LocalGGUFLM(LM):
         return self.load().llama
 
     async def complete(self, request: LMRequest) -> LMResponse:
+        messages = text_messages(request.messages, self.model)  # before loading: no image reaches llama.cpp
         loaded = await asyncio.to_thread(self.load)
         temperature = _first(request.temperature, self.config.temperature, 0.0)
         max_tokens = _first(request.max_tokens, self.config.max_tokens, DEFAULT_MAX_TOKENS)
@@ -221,7 +222,6 @@ class LocalGGUFLM(LM):
         if "response_format" in extra:
             extra["response_format"] = _llama_response_format(extra["response_format"])
         extra["stop"] = _with_completed_marker(extra.get("stop"))
-        messages = [dict(message) for message in request.messages]
         started = time.perf_counter()
         loop = asyncio.get_running_loop()
         completions, finish_reasons, usage = await loop.run_in_executor(

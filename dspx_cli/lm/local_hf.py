@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from dspx_cli.errors import LMError
-from dspx_cli.lm.base import LM, LMRequest, LMResponse, Usage
+from dspx_cli.lm.base import LM, LMRequest, LMResponse, Usage, text_messages
 from dspx_cli.lm.config import LMConfig
 
 HF_EXTRA_HINT = "checkpoint folders need the hf extra: pip install 'dspx_cli[hf]'"
@@ -89,11 +89,11 @@ class LocalHFLM(LM):
         return load_checkpoint(self.path)
 
     async def complete(self, request: LMRequest) -> LMResponse:
+        messages = text_messages(request.messages, self.model)  # before loading: the checkpoint takes text only
         loaded = await asyncio.to_thread(self.load)
         temperature = _first(request.temperature, self.config.temperature, 0.0)
         max_tokens = _first(request.max_tokens, self.config.max_tokens, DEFAULT_MAX_TOKENS)
         extra = {k: v for k, v in {**self.config.extra, **request.extra}.items() if k in _PASSED_THROUGH}
-        messages = [dict(message) for message in request.messages]
         started = time.perf_counter()
         loop = asyncio.get_running_loop()
         completions, finish_reasons, usage = await loop.run_in_executor(

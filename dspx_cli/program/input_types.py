@@ -16,6 +16,7 @@ import typing
 from typing import Any, Literal, Union
 
 from dspx_cli.core import annotation_name
+from dspx_cli.core.media import History, Image
 
 __all__ = ["allows_none", "takes_text", "type_mismatch"]
 
@@ -48,6 +49,13 @@ def type_mismatch(value: Any, annotation: Any) -> str | None:
     `item [1]: 3 is not a str`."""
     if annotation is Any or annotation is object:
         return None
+    if annotation is Image:  # a path, URL or data URI; program/media_inputs.py checks the rest
+        ok = isinstance(value, str) or (isinstance(value, dict) and isinstance(value.get("url"), str))
+        return None if ok else f"{_show(value)} is not an image path, URL or data: URI"
+    if annotation is History:
+        messages = value.get("messages") if isinstance(value, dict) else value
+        ok = isinstance(messages, list) and all(isinstance(m, dict) for m in messages)
+        return None if ok else f'{_show(value)} is not a History ({{"messages": [{{...}}, ...]}})'
     if annotation is None or annotation is _NONE:
         return None if value is None else f"{_show(value)} is not None"
     origin, args = typing.get_origin(annotation), typing.get_args(annotation)

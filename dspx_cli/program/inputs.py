@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 from dspx_cli.core import annotation_name
+from dspx_cli.core.media import History
 from dspx_cli.errors import UsageError
 from dspx_cli.program.input_types import allows_none, takes_text, type_mismatch
+from dspx_cli.program.media_inputs import MediaError, prepare_media
 from dspx_cli.program.model import Program
 
 
@@ -33,21 +36,39 @@ def parse_cli_inputs(program: Program, pairs: Iterable[str]) -> dict[str, Any]:
             raise UsageError(f"-i {name}: {program.path} has no input {name!r}; its inputs are: {_names(program)}")
         if name in values:
             raise UsageError(f"-i {name}: given more than once; pass each input once")
+        if field.annotation is History and text.startswith("@"):
+            text = _read_json_file(name, text[1:])
         values[name] = _cli_value(name, field.annotation, text)
     missing = _missing(program, values)
     if missing:
         hint = " ".join(f"-i {name}=..." for name in missing)
         raise UsageError(f"missing input(s) {', '.join(missing)} for {program.path}; pass {hint}")
-    return check_inputs(program, values)
+    # Image paths typed on the command line are the user's own: relative to the cwd, unconfined.
+    return check_inputs(program, values, base=Path.cwd(), confine=False)
 
 
-def check_inputs(program: Program, values: Mapping[str, Any]) -> dict[str, Any]:
+def check_inputs(
+    program: Program, values: Mapping[str, Any], *, base: Path | None = None, confine: bool = True
+) -> dict[str, Any]:
     """The program's inputs from a record; other keys (labels, ids) are ignored, and optional
-    inputs the record lacks stay absent."""
+    inputs the record lacks stay absent. Image files are read relative to `base` (the cwd when
+    None), confined to it unless `confine` is False (program/media_inputs.py)."""
     missing = _missing(program, values)
     if missing:
         raise UsageError(f"missing input(s) {', '.join(missing)}; expected keys: {', '.join(program.inputs)}")
-    return {name: values[name] for name in program.inputs if name in values}
+    inputs = {name: values[name] for name in program.inputs if name in values}
+    try:
+        return prepare_media(program.inputs, inputs, base or Path.cwd(), confine=confine)
+    except MediaError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _read_json_file(name: str, path: str) -> str:
+    """`-i history=@turns.json`: the file's text, read as the value's JSON."""
+    try:
+        return Path(path).expanduser().read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"-i {name}=@{path}: cannot read the file ({getattr(exc, 'strerror', None) or exc})") from None
 
 
 def _missing(program: Program, values: Mapping[str, Any]) -> list[str]:

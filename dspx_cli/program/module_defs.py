@@ -16,9 +16,11 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from dspx_cli.core import Signature
+from dspx_cli.core.media import media_annotation
 from dspx_cli.errors import ProgramError
 from dspx_cli.lm.config import LMConfig
 from dspx_cli.program.diagnostics import to_program_error
+from dspx_cli.program.media_inputs import MediaError, prepare_media
 from dspx_cli.program.model import ModuleDef, ToolDef
 from dspx_cli.program.module_types import MODULE_TYPES, DefineArgs, WrapperSettings, settings_keys, typed
 from dspx_cli.program.schema import ModuleSpec
@@ -168,7 +170,9 @@ def _plain(
         name=name,
         type=spec.type,
         signature=signature,
-        demos=[dict(d) for d in spec.demos],
+        demos=[
+            _demo_media(d, signature, base_dir, positions, (*key_path, "demos", i)) for i, d in enumerate(spec.demos)
+        ],
         lm=lm,
         n=spec.n or lm.n,
         temperature=spec.temperature if spec.temperature is not None else lm.temperature,
@@ -179,6 +183,22 @@ def _plain(
         settings=settings,
         **own,
     )
+
+
+def _demo_media(
+    demo: Mapping[str, Any], signature: Signature, base_dir: Path, positions: Positions, at: KeyPath
+) -> dict[str, Any]:
+    """A demo with its Image paths read (relative to the program's folder, never outside it)."""
+    out = dict(demo)
+    for key in demo:
+        field = signature.input_fields.get(key)
+        if field is None or media_annotation(field.annotation) is None:
+            continue
+        try:
+            out.update(prepare_media({key: field}, {key: demo[key]}, base_dir, confine=True))
+        except MediaError as exc:
+            raise ProgramError(f"demo {exc}", positions.locate((*at, key))) from None
+    return out
 
 
 def _signature(
