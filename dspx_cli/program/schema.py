@@ -144,6 +144,14 @@ class FlowStep(Strict):
     id: str
     module: str
     with_: dict[str, Any] = Field(default_factory=dict, alias="with")
+    # Map: run the module once per item of a list (`$input.x` or `$step.field`); `$<as>` in `with`
+    # is the item. A failed item fails the step once `max_errors` items failed (DSPy's Parallel
+    # rule); below that it is null. Default 1: any failed item fails the step, as a plain step.
+    foreach: str | None = None
+    as_: str = Field(default="item", alias="as")
+    max_errors: int = Field(default=1, ge=1)
+    # Conditional: `$step.ok` or `not $step.ok`; when false the step is skipped, its outputs null.
+    when: str | None = None
 
 
 class SplitSpec(Strict):
