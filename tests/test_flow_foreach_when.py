@@ -239,3 +239,40 @@ def test_a_reader_of_a_mapped_step_sees_a_list(tmp_path: Path) -> None:
     done = dspx("validate", str(bad))
     assert done.returncode == 2 and "$up.loud is list[str] but input 'louds'" in done.stderr
     assert f"{bad}:{line_of(bad, 'id: join')}" in done.stderr
+
+
+def test_bootstrap_compiles_through_a_foreach_step(lm_server: LMServer, tmp_path: Path) -> None:
+    def respond(body: dict[str, Any]) -> str:
+        # The scripted model knows the training words; other words it upper-cases once it has a demo.
+        word = asked(body, "word")
+        knows = len(body["messages"]) > 2 or word[1] in "0123"
+        return reply(loud=word.upper() if knows else word)
+
+    lm_server.responder = respond
+    rows = [{"words": [f"w{i}a", f"w{i}b"], "loud": [f"W{i}A", f"W{i}B"]} for i in range(6)]
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:4]))
+    (tmp_path / "dev.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[4:]))
+    (tmp_path / "metric.py").write_text(
+        "def same(example, prediction, trace=None):\n    return float(prediction.loud == example.loud)\n"
+    )
+    path = write(
+        tmp_path,
+        """\
+        modules:
+          shout: {signature: "word -> loud"}
+        flow:
+          - {id: up, module: shout, foreach: $input.words, with: {word: $item}}
+        data: {train: train.jsonl, dev: dev.jsonl}
+        metric: {python: "metric.py:same"}
+        optimizer: {type: bootstrap_few_shot, max_bootstrapped_demos: 2, max_labeled_demos: 0}
+        """,
+    )
+    state = tmp_path / "state.json"
+    done = dspx("compile", str(path), "-o", str(state), "--json", BASE=lm_server.api_base)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert (summary["score_before"], summary["score_after"]) == (0.0, 1.0)
+    demos = json.loads(state.read_text())["shout"]["demos"]
+    # Each successful example called `shout` once per item; bootstrap keeps one demo of the two.
+    assert len(demos) == 2 and all(d["augmented"] for d in demos)
+    assert all(d["loud"] == d["word"].upper() for d in demos)
