@@ -276,3 +276,20 @@ def test_bootstrap_compiles_through_a_foreach_step(lm_server: LMServer, tmp_path
     # Each successful example called `shout` once per item; bootstrap keeps one demo of the two.
     assert len(demos) == 2 and all(d["augmented"] for d in demos)
     assert all(d["loud"] == d["word"].upper() for d in demos)
+
+
+def test_when_on_an_input_and_keys_that_need_foreach(lm_server: LMServer, tmp_path: Path) -> None:
+    lm_server.responder = responder
+    body = WHEN.replace("CONDITION", "$input.fix").replace("{ok: $check.ok, fixed: $fix.fixed}", "{fixed: $fix.fixed}")
+    body = body.replace("  - {id: check, module: check, with: {text: $input.text}}\n", "")
+    path = write(tmp_path, body)
+    checked = dspx("validate", str(path))
+    assert checked.returncode == 0, checked.stderr
+    assert "fix: bool" in checked.stdout
+    assert run(path, lm_server, "-i", "text=x", "-i", "fix=false") == {"fixed": None}
+    assert run(path, lm_server, "-i", "text=x", "-i", "fix=true") == {"fixed": "FIXED x"}
+
+    stray = write(tmp_path, WHEN.replace("when: CONDITION", "max_errors: 3"), "stray.yaml")
+    done = dspx("validate", str(stray))
+    assert done.returncode == 2 and "`max_errors` only applies to a step with `foreach`" in done.stderr
+    assert f"{stray}:{line_of(stray, 'max_errors')}" in done.stderr

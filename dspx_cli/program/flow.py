@@ -122,7 +122,7 @@ def _build_step(index: int, data: dict[str, Any], modules: dict[str, ModuleDef],
             raise ProgramError(
                 f"foreach: expected a reference to a list such as $input.items, got {raw['foreach']!r}", where
             )
-        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", item) or item == INPUT or item in modules:
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", item) or item == INPUT:
             raise ProgramError(
                 f"as: expected a name for the item (not `input`), got {item!r}", positions.locate((*key_path, "as"))
             )
