@@ -293,3 +293,25 @@ def test_when_on_an_input_and_keys_that_need_foreach(lm_server: LMServer, tmp_pa
     done = dspx("validate", str(stray))
     assert done.returncode == 2 and "`max_errors` only applies to a step with `foreach`" in done.stderr
     assert f"{stray}:{line_of(stray, 'max_errors')}" in done.stderr
+
+
+def test_foreach_over_objects_reads_their_keys(lm_server: LMServer, tmp_path: Path) -> None:
+    lm_server.responder = responder
+    path = write(
+        tmp_path,
+        """\
+        signatures:
+          shout: {inputs: {word: str, tone: str}, outputs: {loud: str}}
+        modules:
+          shout: {signature: shout}
+        flow:
+          - {id: up, module: shout, foreach: $input.rows, with: {word: $item.w, tone: $item.t}}
+        """,
+    )
+    checked = dspx("validate", str(path))
+    assert checked.returncode == 0, checked.stderr
+    assert "rows: list[dict[str, Any]]" in checked.stdout
+    rows = json.dumps([{"w": "a", "t": "calm"}, {"w": "b", "t": "calm"}])
+    assert run(path, lm_server, "-i", f"rows={rows}")["loud"] == ["A", "B"]
+    done = dspx("run", str(path), "-i", 'rows=[{"w": "a"}]', BASE=lm_server.api_base)
+    assert done.returncode != 0 and "$item.t - the item has no key 't'" in done.stderr

@@ -94,9 +94,14 @@ def produced_type(step: Step, modules: dict[str, ModuleDef], name: str) -> Any:
 
 
 def _item_type(step: Step, modules: dict[str, ModuleDef]) -> Any:
-    """The type of a mapped list's items: that of the first input `$item` feeds (Any if none)."""
+    """The type of a mapped list's items: that of the first input `$item` feeds, else objects
+    when only `$item.key`s are read."""
     fields = modules[step.module].signature.input_fields
-    return next((fields[n].annotation for n, v in step.bindings.items() if isinstance(v, ItemRef)), Any)
+    refs = [(n, v) for n, v in step.bindings.items() if isinstance(v, ItemRef)]
+    whole = next((fields[n].annotation for n, v in refs if v.key is None), None)
+    if whole is not None:
+        return whole
+    return dict[str, Any] if refs else Any  # only `$item.key`s: the items are objects
 
 
 def _build_step(index: int, data: dict[str, Any], modules: dict[str, ModuleDef], positions: Positions) -> Step:
@@ -146,8 +151,11 @@ def _build_step(index: int, data: dict[str, Any], modules: dict[str, ModuleDef],
                 f"expected one of: {', '.join(signature.input_fields)}",
                 where,
             )
-        if foreach is not None and value == f"${item}":
-            bindings[name] = ItemRef(item)
+        if foreach is not None and isinstance(value, str) and (value == f"${item}" or value.startswith(f"${item}.")):
+            item_key = value[len(item) + 2 :] or None
+            if item_key is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", item_key):
+                raise ProgramError(f"expected ${item} or ${item}.<key>, got {value!r}", where)
+            bindings[name] = ItemRef(item, item_key)
             continue
         ref = _parse_ref(value, where) if isinstance(value, str) else None
         bindings[name] = ref if ref is not None else value
@@ -246,6 +254,8 @@ def _check_types(steps: list[Step], modules: dict[str, ModuleDef], positions: Po
         for name, value in step.bindings.items():
             target = modules[step.module].signature.input_fields[name].annotation
             if isinstance(value, ItemRef):
+                if value.key is not None:
+                    continue  # a key of an object item: its type is known only when the item is
                 if not _compatible(item, target):
                     raise ProgramError(
                         f"{value} (an item of {step.foreach}) is {annotation_name(item)} but input {name!r} "

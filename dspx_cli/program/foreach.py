@@ -31,8 +31,8 @@ async def map_items(module: Module, step: Step, values: dict[str, Any], items: A
     errors: list[BaseException] = []
 
     async def one(item: Any) -> Prediction | None:
-        call = {name: item if isinstance(value, ItemRef) else value for name, value in values.items()}
         try:
+            call = {name: _pick(step, item, value) for name, value in values.items()}
             return await module.acall(**call)
         except Exception as error:  # noqa: BLE001 - counted; the step fails at max_errors
             errors.append(error)
@@ -57,6 +57,17 @@ async def map_items(module: Module, step: Step, values: dict[str, Any], items: A
             usage = usage + result.usage
     prediction.usage = usage
     return prediction
+
+
+def _pick(step: Step, item: Any, value: Any) -> Any:
+    """The value of one input for one item: the item, a key of it, or the step's own value."""
+    if not isinstance(value, ItemRef):
+        return value
+    if value.key is None:
+        return item
+    if not isinstance(item, dict) or value.key not in item:
+        raise ValueError(f"step {step.id!r}: {value} - the item has no key {value.key!r}: {item!r}"[:300])
+    return item[value.key]
 
 
 def _first(group: BaseExceptionGroup) -> Any:

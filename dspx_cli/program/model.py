@@ -110,12 +110,14 @@ class ModuleDef:
 
 @dataclass(frozen=True)
 class ItemRef:
-    """`$item` in the `with` of a `foreach` step: the list item the current call runs on."""
+    """`$item` (or `$item.key`, a key of an object item) in the `with` of a `foreach` step: the
+    list item the current call runs on."""
 
     name: str
+    key: str | None = None
 
     def __str__(self) -> str:
-        return f"${self.name}"
+        return f"${self.name}" + (f".{self.key}" if self.key is not None else "")
 
 
 @dataclass(frozen=True)
