@@ -197,6 +197,9 @@ def graph_mermaid(program: Program) -> str:
         for value in step.bindings.values():
             if isinstance(value, Ref):
                 lines.append(f"  {value.source} -- {value.field} --> {step.id}")
+        for key, ref in (("foreach", step.foreach), ("when", step.when)):
+            if ref is not None:
+                lines.append(f"  {ref.source} -. {key} {ref.field} .-> {step.id}")
     for ref in program.outputs.values():
         lines.append(f"  {ref.source} -- {ref.field} --> output")
     return "\n".join(lines) + "\n"

@@ -249,7 +249,7 @@ def _check_types(steps: list[Step], modules: dict[str, ModuleDef], positions: Po
             (item,) = typing.get_args(listed) or (Any,)
         if step.when is not None and step.when.source != INPUT:
             condition = produced_type(by_id[step.when.source], modules, step.when.field)
-            if not _compatible(_strip_none(condition), bool) or _strip_none(condition) is str:
+            if not _compatible(_strip_none(condition), bool):  # null (a skipped step) counts as false
                 raise ProgramError(f"when: {step.when} is {annotation_name(condition)}, expected bool", where("when"))
         for name, value in step.bindings.items():
             target = modules[step.module].signature.input_fields[name].annotation
