@@ -315,3 +315,11 @@ def test_foreach_over_objects_reads_their_keys(lm_server: LMServer, tmp_path: Pa
     assert run(path, lm_server, "-i", f"rows={rows}")["loud"] == ["A", "B"]
     done = dspx("run", str(path), "-i", 'rows=[{"w": "a"}]', BASE=lm_server.api_base)
     assert done.returncode != 0 and "$item.t - the item has no key 't'" in done.stderr
+
+
+def test_an_item_of_the_wrong_type_is_rejected_with_its_line(tmp_path: Path) -> None:
+    path = write(tmp_path, MAP.replace("shout: {inputs: {word: str}", "shout: {inputs: {word: int}"))
+    done = dspx("validate", str(path))
+    assert done.returncode == 2
+    assert "$item (an item of $words.parts) is str but input 'word' of module 'shout' expects int" in done.stderr
+    assert f"{path}:{line_of(path, 'with: {word: $item}')}" in done.stderr
