@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from dspx_cli.adapters.media import content_text
 from dspx_cli.core import annotation_name
-from dspx_cli.program.model import ModuleDef, Program, Step
+from dspx_cli.program.model import ModuleDef, Program, Ref, Step
 from dspx_cli.program.module_types import MODULE_TYPES
 from dspx_cli.workflows.records import jsonable, outputs_record
 
@@ -114,7 +114,7 @@ def program_summary(program: Program) -> str:
     for step in program.steps:
         module = program.modules[step.module]
         after = f" after {', '.join(sorted(step.depends_on))}" if step.depends_on else ""
-        lines.append(f"  step {step.id}: {_module_line(module)}{after}")
+        lines.append(f"  step {step.id}: {_module_line(module)}{after}{_step_keys(step)}")
     if program.spec.metric is not None:
         from dspx_cli.evaluate.metrics import describe_metric
 
@@ -128,6 +128,14 @@ def program_summary(program: Program) -> str:
     if program.prompt_lm is not None:
         lines.append(f"  prompt lm: {program.prompt_lm.model}")
     return "\n".join(lines) + "\n"
+
+
+def _step_keys(step: Step) -> str:
+    """`; foreach $input.items; when not $check.ok`: how a mapped or conditional step runs."""
+    text = f"; foreach {step.foreach}" if step.foreach is not None else ""
+    if step.when is not None:
+        text += f"; when {'not ' if step.when_not else ''}{step.when}"
+    return text
 
 
 def _module_line(module: ModuleDef) -> str:
@@ -175,7 +183,7 @@ def graph_text(program: Program) -> str:
         for step in (s for s in program.steps if level[s.id] == depth):
             module = program.modules[step.module]
             reads = ", ".join(f"{name} <- {value}" for name, value in step.bindings.items())
-            lines.append(f"  [{depth}] {step.id} ({module.name}: {module.type})  {reads}")
+            lines.append(f"  [{depth}] {step.id} ({module.name}: {module.type})  {reads}{_step_keys(step)}")
     lines.append("  output: " + ", ".join(f"{name} <- {ref}" for name, ref in program.outputs.items()))
     return "\n".join(lines) + "\n"
 
@@ -188,8 +196,11 @@ def graph_mermaid(program: Program) -> str:
     lines.append("  output([output])")
     for step in program.steps:
         for value in step.bindings.values():
-            if hasattr(value, "source"):
+            if isinstance(value, Ref):
                 lines.append(f"  {value.source} -- {value.field} --> {step.id}")
+        for key, ref in (("foreach", step.foreach), ("when", step.when)):
+            if ref is not None:
+                lines.append(f"  {ref.source} -. {key} {ref.field} .-> {step.id}")
     for ref in program.outputs.values():
         lines.append(f"  {ref.source} -- {ref.field} --> output")
     return "\n".join(lines) + "\n"

@@ -33,7 +33,7 @@ from dspx_cli.modules import Predict
 from dspx_cli.modules.trace import trace_scope
 from dspx_cli.optimizers.labeled import example_demo
 from dspx_cli.optimizers.state import named_predictors
-from dspx_cli.program.model import INPUT, Ref, Step
+from dspx_cli.program.model import INPUT, ItemRef, Ref, Step
 from dspx_cli.program.runner import ProgramRunner
 
 __all__ = ["TraceReport", "bootstrap_records", "choose_trace_mode", "labeled_records", "training_record"]
@@ -105,6 +105,8 @@ def _binding(runner: ProgramRunner, step: Step, name: str, example: Example) -> 
     if name not in step.bindings:
         return _MISSING
     value = step.bindings[name]
+    if isinstance(value, ItemRef):
+        return _MISSING  # a mapped step's item: no one call to label from an example
     if not isinstance(value, Ref):
         return value
     if value.source == INPUT:

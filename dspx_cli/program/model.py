@@ -109,17 +109,34 @@ class ModuleDef:
 
 
 @dataclass(frozen=True)
+class ItemRef:
+    """`$item` (or `$item.key`, a key of an object item) in the `with` of a `foreach` step: the
+    list item the current call runs on."""
+
+    name: str
+    key: str | None = None
+
+    def __str__(self) -> str:
+        return f"${self.name}" + (f".{self.key}" if self.key is not None else "")
+
+
+@dataclass(frozen=True)
 class Step:
     """A flow step: which module runs and where each of its inputs comes from."""
 
     id: str
     module: str
-    bindings: dict[str, Ref | Any]  # signature input -> Ref or a literal value
+    bindings: dict[str, Ref | ItemRef | Any]  # signature input -> Ref, ItemRef or a literal value
     location: Location
+    foreach: Ref | None = None  # run once per item of this list; outputs become lists in item order
+    max_errors: int = 1  # foreach: failed items that fail the step (fewer: those items are null)
+    when: Ref | None = None  # run only when this bool is true (false when `when_not`); else outputs null
+    when_not: bool = False
 
     @property
     def depends_on(self) -> set[str]:
-        return {v.source for v in self.bindings.values() if isinstance(v, Ref) and v.source != INPUT}
+        refs = [*self.bindings.values(), self.foreach, self.when]
+        return {v.source for v in refs if isinstance(v, Ref) and v.source != INPUT}
 
 
 @dataclass

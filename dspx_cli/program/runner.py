@@ -12,7 +12,8 @@ from dspx_cli.lm.base import Message, Usage
 from dspx_cli.modules.base import Module
 from dspx_cli.program.build import build_module
 from dspx_cli.program.context import RunContext
-from dspx_cli.program.model import INPUT, Program, Ref, Step
+from dspx_cli.program.foreach import map_items
+from dspx_cli.program.model import INPUT, ItemRef, Program, Ref, Step
 
 if TYPE_CHECKING:
     from dspx_cli.modules.best_of_n import RewardFn
@@ -54,12 +55,22 @@ class ProgramRunner:
                 depends_on = step.depends_on
                 if depends_on:
                     await asyncio.gather(*(tasks[source] for source in depends_on))
-            values = {
-                name: self._resolve(value, inputs, predictions)
-                for name, value in step.bindings.items()
-                if not _omitted(value, inputs)
-            }
-            prediction = await self.modules[step.module].acall(**values)
+            if step.when is not None and not self._condition(step, inputs, predictions):
+                # Skipped: every output is null (validate made sure readers accept null).
+                prediction = Prediction(dict.fromkeys(self.program.modules[step.module].output_names))
+            else:
+                values = {
+                    name: self._resolve(value, inputs, predictions)
+                    for name, value in step.bindings.items()
+                    if not _omitted(value, inputs)
+                }
+                module = self.modules[step.module]
+                if step.foreach is None:
+                    prediction = await module.acall(**values)
+                else:
+                    items = self._resolve(step.foreach, inputs, predictions)
+                    names = self.program.modules[step.module].output_names
+                    prediction = await map_items(module, step, values, items, names)
             predictions[step.id] = prediction
             return prediction
 
@@ -118,13 +129,17 @@ class ProgramRunner:
         previews = []
         for step in self.program.steps:
             values = {
-                name: self._resolve(value, inputs, {}) if _known(value) else "{" + f"{value.source}.{value.field}" + "}"
+                name: self._resolve(value, inputs, {}) if _known(value) else "{" + str(value)[1:] + "}"
                 for name, value in step.bindings.items()
                 if not _omitted(value, inputs)
             }
             # A retrieve step sends no messages: it searches.
             previews.append((step, self.modules[step.module].messages(values)))
         return previews
+
+    def _condition(self, step: Step, inputs: dict[str, Any], predictions: dict[str, Prediction]) -> bool:
+        value = bool(self._resolve(step.when, inputs, predictions))  # null (a skipped step) is false
+        return not value if step.when_not else value
 
     @staticmethod
     def _resolve(value: Any, inputs: dict[str, Any], predictions: dict[str, Prediction]) -> Any:
@@ -142,7 +157,7 @@ def _omitted(value: Any, inputs: dict[str, Any]) -> bool:
 
 
 def _known(value: Any) -> bool:
-    return not isinstance(value, Ref) or value.source == INPUT
+    return not isinstance(value, (Ref, ItemRef)) or (isinstance(value, Ref) and value.source == INPUT)
 
 
 def _first_leaf(group: BaseExceptionGroup) -> BaseException:

@@ -183,6 +183,16 @@ class FlowStep(Strict):
         alias="with",
         description="Every input of the module: $input.<field>, $<step>.<field>, or a literal value.",
     )
+    foreach: str | None = Field(
+        default=None, description="Run the module once per item of this list ($input.x or $step.field)."
+    )
+    as_: str = Field(default="item", alias="as", description="The item's name in `with` ($item, $item.key).")
+    max_errors: int = Field(
+        default=1, ge=1, description="foreach: failed items that fail the step (DSPy's Parallel); fewer are null."
+    )
+    when: str | None = Field(
+        default=None, description="$step.ok or not $step.ok: a false value skips the step (its outputs are null)."
+    )
 
 
 class SplitSpec(Strict):
