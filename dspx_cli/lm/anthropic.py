@@ -31,6 +31,7 @@ from dspx_cli.lm.openai_http import (
     resolve_endpoint,
     shorten,
     snippet,
+    usage_of,
 )
 from dspx_cli.lm.structured_outputs import SchemaRefusals
 
@@ -164,17 +165,9 @@ class AnthropicLM(LM):
             await client.aclose()
 
 
+# input_tokens plus the prompt-cache writes and reads, all billed as input.
+_PROMPT_TOKENS = ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
+
+
 def _usage(usage: Any) -> Usage:
-    """input_tokens + the prompt-cache reads and writes (all billed as input), and output_tokens;
-    a reply that reports none counts as zero rather than failing."""
-    if not isinstance(usage, dict):
-        return Usage()
-
-    def count(name: str) -> int:
-        try:
-            return max(0, int(usage.get(name) or 0))
-        except (TypeError, ValueError):
-            return 0
-
-    prompt = count("input_tokens") + count("cache_creation_input_tokens") + count("cache_read_input_tokens")
-    return Usage(prompt, count("output_tokens"))
+    return usage_of(usage, prompt=_PROMPT_TOKENS, completion="output_tokens")

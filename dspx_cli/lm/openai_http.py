@@ -248,8 +248,9 @@ def server_message(reply: httpx.Response) -> str:
     return one_line(reply.text)[:300]
 
 
-def usage_of(usage: Any) -> Usage:
-    """Token counts; a server that reports none (or nonsense) counts as zero rather than failing the reply."""
+def usage_of(usage: Any, prompt: tuple[str, ...] = ("prompt_tokens",), completion: str = "completion_tokens") -> Usage:
+    """Token counts under these keys (prompt ones summed); a server that reports none (or nonsense)
+    counts as zero rather than failing the reply."""
     if not isinstance(usage, dict):
         return Usage()
 
@@ -259,7 +260,7 @@ def usage_of(usage: Any) -> Usage:
         except (TypeError, ValueError):
             return 0
 
-    return Usage(count("prompt_tokens"), count("completion_tokens"))
+    return Usage(sum(count(name) for name in prompt), count(completion))
 
 
 def parse_retry_after(value: str | None) -> float | None:

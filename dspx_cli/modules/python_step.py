@@ -21,7 +21,7 @@ from dspx_cli.adapters.values import describe_error, parse_value
 from dspx_cli.core import Prediction, Signature, annotation_name
 from dspx_cli.errors import DspxError
 from dspx_cli.lm.base import Message, Usage
-from dspx_cli.modules.tool import _in_thread
+from dspx_cli.modules.tool import in_thread
 
 __all__ = ["PythonStep", "PythonStepError"]
 
@@ -58,7 +58,7 @@ class PythonStep:
             if self._is_async:
                 result = self.function(**inputs)
             else:
-                result = await _in_thread(self.name, self.function, inputs)
+                result = await in_thread(self.name, self.function, inputs)
             if inspect.isawaitable(result):  # a plain function that returned a coroutine
                 result = await result
         except DspxError:

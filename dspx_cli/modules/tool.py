@@ -40,7 +40,7 @@ from dspx_cli.modules.schema_check import schema_error
 if TYPE_CHECKING:
     from pydantic import TypeAdapter
 
-__all__ = ["Tool", "ToolSchemaError", "format_tool_error"]
+__all__ = ["Tool", "ToolSchemaError", "format_tool_error", "in_thread"]
 
 
 class ToolSchemaError(ValueError):
@@ -177,14 +177,14 @@ class Tool:
         if self._is_async:
             result = self.func(**kwargs)
         else:
-            result = await _in_thread(self.name, self.func, kwargs)
+            result = await in_thread(self.name, self.func, kwargs)
         if inspect.isawaitable(result):  # a plain function that returned a coroutine
             result = await result
         return result
 
 
-async def _in_thread(name: str, func: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
-    """Run a sync tool in its own daemon thread and await its result.
+async def in_thread(name: str, func: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
+    """Run a sync function (a tool, a Python step) in its own daemon thread and await its result.
 
     Not `asyncio.to_thread`: the default executor has a handful of threads (a few slow tools would
     queue every other run's calls), and its threads are joined when the loop and the interpreter
