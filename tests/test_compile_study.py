@@ -353,3 +353,33 @@ def test_resume_refuses_a_folder_that_is_not_this_programs_compile_run(
     path.write_text(path.read_text().replace('"text -> answer"', '"text -> answer, note"'))
     done = dspx("compile", str(path), "--resume", str(tmp_path / "run"), cwd=tmp_path, BASE=lm_server.api_base)
     assert done.returncode == 2 and "that run compiled another program (its program.json differs" in done.stderr
+
+
+# ----- a run folder's study.json is not trusted with a storage URL ------------------------------
+
+
+def test_resume_takes_no_storage_outside_the_run_folder_from_study_json(tmp_path: Path) -> None:
+    """A run folder can come from someone else (a pull request, an archive): its study.json must not
+    make dspx open or create a database elsewhere."""
+    pytest.importorskip("optuna")
+    from dspx_cli.errors import UsageError
+    from dspx_cli.optimizers.study import STUDY_FILE, open_study
+
+    run_dir, elsewhere = tmp_path / "run", tmp_path / "elsewhere.db"
+    run_dir.mkdir()
+    (run_dir / STUDY_FILE).write_text(json.dumps({"study": "s", "storage": f"sqlite:///{elsewhere}"}))
+    with pytest.raises(UsageError, match=r"outside the run folder.*pass --storage"):
+        open_study(run_dir=run_dir, storage=None, name="s", seed=9, resume=True)
+    assert not elsewhere.exists()
+
+
+def test_a_moved_run_folder_resumes_from_its_own_study_db(tmp_path: Path) -> None:
+    pytest.importorskip("optuna")
+    from dspx_cli.optimizers.study import STUDY_FILE, open_study
+
+    run_dir = tmp_path / "moved"
+    run_dir.mkdir()
+    old = tmp_path / "where-it-was" / "study.db"
+    (run_dir / STUDY_FILE).write_text(json.dumps({"study": "s", "storage": f"sqlite:///{old}"}))
+    open_study(run_dir=run_dir, storage=None, name="s", seed=9, resume=True)
+    assert (run_dir / "study.db").exists() and not old.exists()

@@ -190,6 +190,11 @@ def stored_study(run_dir: Path) -> tuple[str | None, str | None]:
         raise UsageError(f"{path}: not a study record written by dspx compile") from None
 
 
+def _is_folder_default(url: str) -> bool:
+    """Whether `url` is the SQLite file a run folder keeps by default (`.../study.db`)."""
+    return url.startswith("sqlite:///") and url.endswith("/study.db")
+
+
 def open_study(
     *,
     run_dir: Path | None,
@@ -207,13 +212,19 @@ def open_study(
     if resume and run_dir is not None:
         recorded_name, recorded_storage = stored_study(run_dir)
         name = recorded_name or name
-        if storage is None and recorded_storage is not None:
+        # study.json is as hostile as the folder it sits in: only the folder's own study.db is
+        # taken from it (wherever the folder was when it was written); a study kept anywhere else
+        # is continued only when the user names its storage again.
+        if storage is None and recorded_storage is not None and not _is_folder_default(recorded_storage):
             if "***" in recorded_storage:
                 raise UsageError(
                     f"{run_dir / STUDY_FILE}: the study's storage URL has a password dspx did not keep; "
                     "pass it again with --storage"
                 )
-            storage = recorded_storage
+            raise UsageError(
+                f"{run_dir / STUDY_FILE}: the study is kept outside the run folder ({recorded_storage}); "
+                "pass --storage to continue it there"
+            )
     if storage is None and run_dir is not None:
         run_dir.mkdir(parents=True, exist_ok=True)
         storage = f"sqlite:///{(run_dir / 'study.db').resolve()}"
