@@ -13,6 +13,7 @@ import json
 import os
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -281,3 +282,28 @@ def test_two_compiles_with_one_seed_choose_the_same(tmp_path: Path) -> None:
             (view(study_trials(run_dir)), records(run_dir), {k: v for k, v in state.items() if k != "metadata"})
         )
     assert runs[0] == runs[1]
+
+
+@pytest.mark.parametrize("damage", ["candidates", "rng"])
+def test_a_damaged_study_in_a_run_folder_is_a_one_line_error(damage: str, tmp_path: Path) -> None:
+    """The study a --resume reads may come with a folder from someone else: what it holds is
+    checked before the search uses it."""
+    import optuna
+
+    program = write_case(tmp_path, "light_predict")
+    _, run_dir = compile_case(tmp_path, "light_predict")
+    study = optuna.load_study(study_name=None, storage=f"sqlite:///{run_dir / 'study.db'}")
+    if damage == "candidates":
+        study.set_user_attr("candidates", {"predictors": ["route"], "instructions": {"route": [1, 2]}})
+    else:  # finished trials cannot be changed through optuna: change the file, as anyone could
+        with sqlite3.connect(run_dir / "study.db") as db:
+            db.execute("UPDATE trial_user_attributes SET value_json = '[1]' WHERE key = 'rng_state'")
+    with LMServer() as server:
+        server.responder = Script()
+        done = dspx(
+            "compile", str(program), "--resume", str(run_dir), "-o", str(run_dir / "state.json"),
+            "--cache-dir", str(tmp_path / "cache"), MIPRO_API_BASE=server.api_base,
+        )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    (line,) = done.stderr.strip().splitlines()[-1:]
+    assert line.startswith("error: study ") and "not" in line and "Traceback" not in done.stderr

@@ -269,7 +269,10 @@ async def compile_mipro_v2(runner: ProgramRunner, settings: dict[str, Any], job:
 
 
 def _stored_candidates(record: dict[str, Any], names: list[str], study: str) -> Candidates:
-    candidates = Candidates.from_json(record)
+    try:
+        candidates = Candidates.from_json(record)
+    except ValueError as exc:
+        raise UsageError(f"study {study}: its stored candidates are not what dspx compile writes ({exc})") from None
     if candidates.names != names:
         raise UsageError(
             f"study {study} was set up for predictors {', '.join(candidates.names)}, "

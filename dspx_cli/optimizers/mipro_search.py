@@ -31,6 +31,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from dspx_cli.core import Example
+from dspx_cli.errors import UsageError
 from dspx_cli.optimizers.labeled import clone_runner
 from dspx_cli.optimizers.mipro_plan import MiproPlan
 from dspx_cli.optimizers.state import named_predictors
@@ -75,8 +76,27 @@ class Candidates:
         }
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Candidates:
-        return cls(list(data["predictors"]), dict(data["instructions"]), data.get("demo_sets"), data.get("demo_seeds"))
+    def from_json(cls, data: Any) -> Candidates:
+        """Candidates read back from a study, which may not be one dspx wrote: ValueError unless
+        every predictor has instructions (text) and, when there are demo sets, lists of objects."""
+        names = data.get("predictors") if isinstance(data, dict) else None
+        if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+            raise ValueError("no predictor names")
+        instructions, demo_sets = data.get("instructions"), data.get("demo_sets")
+        for name in names:
+            texts = instructions.get(name) if isinstance(instructions, dict) else None
+            if not isinstance(texts, list) or not texts or not all(isinstance(x, str) for x in texts):
+                raise ValueError(f"no instructions for {name}")
+            if demo_sets is None:
+                continue
+            sets = demo_sets.get(name) if isinstance(demo_sets, dict) else None
+            if (
+                not isinstance(sets, list)
+                or not sets
+                or not all(isinstance(s, list) and all(isinstance(d, dict) for d in s) for s in sets)
+            ):
+                raise ValueError(f"no demo sets for {name}")
+        return cls(names, dict(instructions), demo_sets, data.get("demo_seeds"))
 
     def param_names(self) -> list[str]:
         """Suggestion order: per predictor its instruction, then its demo set."""
@@ -376,8 +396,11 @@ class TrialSearch:
 def restored_rng(handle: StudyHandle) -> random.Random:
     """The shared RNG as the last finished trial left it (a resumed single-process run draws the
     minibatches an uninterrupted one would), else as the setup left it."""
-    for trial in reversed(trials_in_order(handle.study, _complete())):
-        state = trial.user_attrs.get("rng_state")
-        if state is not None:
-            return rng_from_state(state)
-    return handle.rng_after_setup()
+    try:
+        for trial in reversed(trials_in_order(handle.study, _complete())):
+            state = trial.user_attrs.get("rng_state")
+            if state is not None:
+                return rng_from_state(state)
+        return handle.rng_after_setup()
+    except (KeyError, TypeError, ValueError, IndexError):
+        raise UsageError(f"study {handle.name}: its random-number state is not one dspx compile wrote") from None

@@ -143,8 +143,9 @@ class StudyHandle:
     def mark_setup_done(self) -> None:
         self.study.set_user_attr(SETUP_DONE, True)
 
-    def candidates(self) -> dict[str, Any]:
-        return dict(self.study.user_attrs[CANDIDATES])
+    def candidates(self) -> Any:
+        """As stored, unchecked: `Candidates.from_json` checks it (a study may not be dspx's)."""
+        return self.study.user_attrs.get(CANDIDATES)
 
     def rng_after_setup(self) -> random.Random:
         return rng_from_state(self.study.user_attrs[RNG_AFTER_SETUP])
