@@ -14,6 +14,7 @@ EXIT_OK = 0
 EXIT_RUNTIME = 1  # the program was fine, running it failed (LM unreachable, unparseable reply, ...)
 EXIT_USAGE = 2  # the program file or the command line is wrong; nothing was run
 EXIT_BELOW_MIN_SCORE = 3  # `dspx evaluate --min-score`: the run worked, the score is too low
+EXIT_REGRESSIONS = 4  # `dspx compare/evaluate --max-regressions`: more examples went from pass to fail
 
 
 class DspxError(Exception):
@@ -73,6 +74,10 @@ class SignatureError(ValueError):
 
 class ScoreBelowMinimum(DspxError):
     exit_code = EXIT_BELOW_MIN_SCORE
+
+
+class TooManyRegressions(DspxError):
+    exit_code = EXIT_REGRESSIONS
 
 
 class LMError(DspxError):

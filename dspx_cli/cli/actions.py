@@ -65,6 +65,8 @@ def evaluate(
     cache_only: bool = False,
     refresh: bool = False,
     state: Path | None = None,
+    baseline: Path | None = None,
+    max_regressions: int | None = None,
     debug: bool = False,
 ) -> None:
     from dspx_cli.cli import commands, evaluate_command
@@ -82,6 +84,8 @@ def evaluate(
         max_errors=max_errors,
         as_json=as_json,
         state_file=state,
+        baseline=baseline,
+        max_regressions=max_regressions,
     )
     guard(
         debug,

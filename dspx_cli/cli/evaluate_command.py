@@ -28,10 +28,19 @@ def run(path: Path, lm_override: str | None, options: EvaluateOptions, cache: Ca
                 f"{len(job.finished)} of {job.total} examples finished; results in {job.folder.directory}\n"
             )
         raise
-    if options.as_json:
-        sys.stdout.write(json.dumps(result.summary, default=str) + "\n")
+    if options.as_json:  # one document: the summary, and with --baseline the comparison under its own key
+        document = result.summary
+        if result.comparison is not None:
+            document = {**document, "comparison": result.comparison.document(result.max_regressions)}
+        sys.stdout.write(json.dumps(document, default=str) + "\n")
     else:
         sys.stdout.write(_table(result.summary, result.directory))
+        if result.comparison is not None:
+            from dspx_cli.cli import compare_command
+
+            sys.stdout.write("\n")
+            sys.stdout.flush()
+            compare_command.print_text(result.comparison)
     render.usage_line(job.context.meter, result.seconds)
     result.check()
 

@@ -23,7 +23,8 @@ class _Option(NamedTuple):
     on Python 3.11 (six generated methods, each compiled), a NamedTuple ~0.06 ms."""
 
     dest: str
-    kind: str  # "flag", "str", "path", "many" (repeatable str), "count" (an int >= 1), "number" (a plain decimal)
+    kind: str  # "flag", "str", "path", "many" (repeatable str), "count" (an int >= 1), "natural" (an int >= 0),
+    # "number" (a plain decimal)
     envvar: str | None = None
 
 
@@ -66,6 +67,8 @@ _EVALUATE = {
     "--cache-only": _Option("cache_only", _FLAG),
     "--refresh": _Option("refresh", _FLAG),
     "--state": _Option("state", "path"),
+    "--baseline": _Option("baseline", "path"),
+    "--max-regressions": _Option("max_regressions", "natural"),
     "--debug": _Option("debug", _FLAG),
 }
 _VALIDATE = {
@@ -130,8 +133,8 @@ def parse(args: list[str], options: dict[str, _Option]) -> tuple[Path, dict[str,
             return None
         if option.kind == "many":
             values.setdefault(option.dest, []).append(value)
-        elif option.kind == "count":
-            if not (value.isascii() and value.isdigit() and int(value) >= 1):
+        elif option.kind in ("count", "natural"):
+            if not (value.isascii() and value.isdigit() and int(value) >= (option.kind == "count")):
                 return None
             values[option.dest] = int(value)
         elif option.kind == "number":

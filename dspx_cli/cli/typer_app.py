@@ -168,6 +168,22 @@ def evaluate(
     cache_only: CacheOnlyOpt = False,
     refresh: RefreshOpt = False,
     state: StateOpt = None,
+    baseline: Annotated[
+        Path | None,
+        typer.Option(
+            "--baseline",
+            metavar="RUN_DIR",
+            help="Compare this run with an earlier run folder at the end (as dspx compare does).",
+        ),
+    ] = None,
+    max_regressions: Annotated[
+        int | None,
+        typer.Option(
+            "--max-regressions",
+            min=0,
+            help="With --baseline: exit 4 when more examples than this went from pass to fail.",
+        ),
+    ] = None,
     debug: DebugOpt = False,
 ) -> None:
     """Score PROGRAM on its dataset with its metric; exit 3 when below --min-score."""
@@ -190,7 +206,50 @@ def evaluate(
         cache_only=cache_only,
         refresh=refresh,
         state=state,
+        baseline=baseline,
+        max_regressions=max_regressions,
         debug=debug,
+    )
+
+
+@app.command()
+def compare(
+    base: Annotated[
+        Path, typer.Argument(metavar="BASE_RUN", help="The earlier run folder (dspx evaluate).", show_default=False)
+    ],
+    new: Annotated[Path, typer.Argument(metavar="NEW_RUN", help="The later run folder.", show_default=False)],
+    pass_score: Annotated[
+        float | None,
+        typer.Option(
+            "--pass-score",
+            help="An example passes when it has no error and scores at least this "
+            "[default: the new run's --junit-pass, 1.0 unless set].",
+        ),
+    ] = None,
+    max_regressions: Annotated[
+        int | None,
+        typer.Option("--max-regressions", min=0, help="Exit 4 when more examples than this went from pass to fail."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the comparison as one JSON document.")] = False,
+    as_markdown: Annotated[
+        bool,
+        typer.Option("--markdown", help='Print GitHub-flavoured markdown (>> "$GITHUB_STEP_SUMMARY").'),
+    ] = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Compare two evaluate runs: the examples that went from pass to fail and back, score, cost and time."""
+    from dspx_cli.cli import compare_command
+
+    actions.guard(
+        debug,
+        lambda: compare_command.run(
+            base,
+            new,
+            pass_score=pass_score,
+            max_regressions=max_regressions,
+            as_json=as_json,
+            as_markdown=as_markdown,
+        ),
     )
 
 

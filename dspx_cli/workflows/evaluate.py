@@ -8,6 +8,8 @@ summary and JUnit file are written before the exception leaves `execute`.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,9 +23,11 @@ from dspx_cli.program.batch import default_concurrency
 from dspx_cli.program.context import RunContext
 from dspx_cli.program.loader import load_program
 from dspx_cli.program.model import Program
+from dspx_cli.workflows.compare import Comparison, compare_runs
 from dspx_cli.workflows.context import CacheOptions, build_runner
 from dspx_cli.workflows.hooks import Hooks
 from dspx_cli.workflows.run_folder import RunFolder, default_run_dir, summary_dict, write_junit
+from dspx_cli.workflows.run_records import RunRecords, load_run
 
 if TYPE_CHECKING:
     from dspx_cli.core import Example
@@ -44,6 +48,8 @@ class EvaluateOptions:
     max_errors: int | None = 10
     as_json: bool = False
     state_file: Path | None = None
+    baseline: Path | None = None  # an earlier run folder to compare this run with (workflows/compare.py)
+    max_regressions: int | None = None
 
 
 @dataclass
@@ -58,6 +64,7 @@ class Evaluating:
     metric: Metric
     concurrency: int
     folder: RunFolder
+    baseline: RunRecords | None = None  # read before the run starts: a bad folder costs no LM call
     finished: dict[int, ExampleResult] = field(default_factory=dict)
     stopped: str | None = None  # why the run ended early ("interrupted", "failed: ..."), once it has
 
@@ -74,7 +81,21 @@ class Evaluating:
             "limit": options.limit,
             "dataset": str(options.dataset) if options.dataset else None,
             "metric": self.program.spec.metric,
+            # What an example must score to pass (JUnit, and `dspx compare` by default).
+            "pass_score": options.junit_pass,
         }
+
+    def dataset_sha256(self) -> str:
+        """Which examples were scored, in order (after --limit), whatever file they came from:
+        `dspx compare` tells two runs over different data apart by it."""
+        digest = hashlib.sha256()
+        for example in self.examples:
+            if isinstance(example, BadRow):
+                row: Any = str(example)
+            else:
+                row = [dict(example.inputs().items()), dict(example.labels().items())]
+            digest.update(json.dumps(row, sort_keys=True, ensure_ascii=False, default=str).encode() + b"\n")
+        return digest.hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -84,13 +105,18 @@ class EvaluateResult:
     directory: Path
     seconds: float
     min_score: float | None
+    comparison: Comparison | None = None  # with --baseline
+    max_regressions: int | None = None
 
     def check(self) -> None:
-        """The run's verdict: aborted (exit 1) or below --min-score (exit 3)."""
+        """The run's verdict: aborted (exit 1), below --min-score (exit 3), then more regressions
+        than --max-regressions against the baseline (exit 4): the run's own verdict comes first."""
         if self.evaluation.aborted:
             raise LMError(f"evaluation {self.evaluation.aborted}; partial results in {self.directory}")
         if self.min_score is not None and self.evaluation.score < self.min_score:
             raise ScoreBelowMinimum(f"score {self.evaluation.score:.4f} is below --min-score {self.min_score:g}")
+        if self.comparison is not None:
+            self.comparison.check(self.max_regressions)
 
 
 def prepare(
@@ -98,6 +124,8 @@ def prepare(
 ) -> Evaluating:
     if options.min_score is not None and not 0 <= options.min_score <= 1:
         raise UsageError(f"--min-score {options.min_score}: expected a fraction from 0 to 1 (0.8 means 80%)")
+    if options.max_regressions is not None and options.baseline is None:
+        raise UsageError("--max-regressions needs --baseline RUN_DIR (the run to count regressions against)")
     program = load_program(path, lm_override=lm_override)
     context = cache.context(program)
     runner = build_runner(program, context, options.state_file)  # a misfit state fails before any work
@@ -105,8 +133,19 @@ def prepare(
     examples = load_rows(program, options.split, dataset=options.dataset, limit=options.limit)
     metric = resolve_metric(program, context)
     concurrency = options.concurrency or default_concurrency(program)
-    folder = RunFolder(options.output or default_run_dir(program), program)
-    return Evaluating(program, options, context, runner, examples, metric, concurrency, folder)
+    output = options.output or default_run_dir(program)
+    # Read before the run folder is made: --output may name the baseline's folder, which it empties.
+    baseline = _baseline(options.baseline, output)
+    folder = RunFolder(output, program)
+    return Evaluating(program, options, context, runner, examples, metric, concurrency, folder, baseline)
+
+
+def _baseline(directory: Path | None, output: Path) -> RunRecords | None:
+    if directory is None:
+        return None
+    if output.exists() and directory.resolve() == output.resolve():
+        raise UsageError(f"--baseline {directory} is the --output folder; the run would write over it")
+    return load_run(directory)
 
 
 def execute(job: Evaluating, hooks: Hooks = Hooks()) -> EvaluateResult:
@@ -146,7 +185,12 @@ def execute(job: Evaluating, hooks: Hooks = Hooks()) -> EvaluateResult:
         raise
     seconds = time.perf_counter() - started
     summary = write_report(job, evaluation, seconds)
-    return EvaluateResult(evaluation, summary, job.folder.directory, seconds, options.min_score)
+    comparison = None
+    if job.baseline is not None:  # the run folder as written, read back as `dspx compare` reads it
+        comparison = compare_runs(job.baseline, load_run(job.folder.directory), options.junit_pass)
+    return EvaluateResult(
+        evaluation, summary, job.folder.directory, seconds, options.min_score, comparison, options.max_regressions
+    )
 
 
 def write_report(job: Evaluating, evaluation: Evaluation, seconds: float) -> dict[str, Any]:
@@ -161,6 +205,7 @@ def write_report(job: Evaluating, evaluation: Evaluation, seconds: float) -> dic
         min_score=options.min_score,
         settings=job.settings(),
     )
+    summary["dataset_sha256"] = job.dataset_sha256()
     job.folder.finish(summary, evaluation)
     if options.junit is not None:
         write_junit(options.junit, job.program, evaluation, pass_score=options.junit_pass, seconds=seconds)
