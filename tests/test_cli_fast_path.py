@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from dspx_cli.cli.fast_path import _RUN, _VALIDATE, parse
+from dspx_cli.cli.fast_path import _EVALUATE, _RUN, _VALIDATE, parse
 from tests.lm_server import LMServer, Reply
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -124,6 +124,11 @@ def test_what_the_fast_path_parses(monkeypatch: pytest.MonkeyPatch) -> None:
         Path("p.yaml"),
         {"inputs": ["a=1", "b=2"], "concurrency": 3, "state": Path("s.json")},
     )
+    assert parse(["p.yaml", "--baseline", "runs/a", "--max-regressions", "0"], _EVALUATE) == (
+        Path("p.yaml"),
+        {"baseline": Path("runs/a"), "max_regressions": 0},
+    )
+    assert parse(["p.yaml", "--max-regressions", "-1"], _EVALUATE) is None
     for unusual in (
         [],
         ["p.yaml", "--help"],
@@ -225,6 +230,7 @@ def test_evaluate_prints_and_exits_as_the_typer_app_does(echo_program: Path, tmp
         ("evaluate", str(echo_program), "--split", "nope"),
         ("evaluate", str(echo_program), "--dataset", str(tmp_path / "missing.jsonl"), "--limit", "2"),
         ("evaluate", str(echo_program), "--min-score", "inf"),
+        ("evaluate", str(echo_program), "--baseline", str(tmp_path / "no-run"), "--max-regressions", "0"),
     ):
         same(*both_ways(*argv))
 

@@ -318,3 +318,20 @@ def test_bad_lines_are_skipped_and_an_interrupted_run_compares_what_it_has(
     assert doc["totals"]["new"]["calls"] is None and doc["totals"]["delta"]["calls"] is None
     assert "new run has no summary.json (still running, or killed): compared the 7 examples it finished" in doc["notes"]
     assert "new run: 2 lines of examples.jsonl skipped (not records)" in doc["notes"]
+
+
+def test_an_aborted_run_is_compared_and_said_to_be(runs: tuple[Path, Path], tmp_path: Path) -> None:
+    base, new = runs
+    stopped = tmp_path / "stopped"
+    shutil.copytree(base, stopped)
+    summary = json.loads((stopped / "summary.json").read_text())
+    (stopped / "summary.json").write_text(json.dumps({**summary, "aborted": "interrupted"}))
+    lines = (stopped / "examples.jsonl").read_text().splitlines(keepends=True)
+    (stopped / "examples.jsonl").write_text("".join(reversed(lines[:5])))  # finishing order, not index order
+    doc = document(stopped, new)
+    assert "base run did not finish (interrupted): 5 of 11 examples" in doc["notes"]
+    assert (doc["matched"], doc["only_in_new"]) == (5, 6)
+    assert indexes(doc["regressions"]) == [(0, 0), (4, 4)] and indexes(doc["fixes"]) == [(1, 1), (3, 3)]
+    assert doc["base"]["complete"] is False and doc["base"]["aborted"] == "interrupted"
+    both = compare(stopped, new, "--json", "--markdown")
+    assert both.returncode == 2 and both.stderr.strip() == "error: --json and --markdown: choose one"
