@@ -252,6 +252,29 @@ def test_evaluate_with_a_baseline_compares_at_the_end(
     )
     assert below.returncode == 3 and "Regressions (pass → fail): 4" in below.stdout
 
+    # A run stopped by --max-errors is compared on what it finished, and exits 1 as it would alone.
+    script(server, {}, {text for text, _ in ROWS})
+    aborted = evaluate(
+        server,
+        program,
+        tmp_path / "e",
+        "--baseline",
+        str(base),
+        "--max-errors",
+        "1",
+        "--max-regressions",
+        "0",
+        "--json",
+        cache=tmp_path / "c",
+    )
+    assert aborted.returncode == 1 and "partial results in" in aborted.stderr
+    comparison = json.loads(aborted.stdout)["comparison"]
+    assert comparison["new"]["complete"] is False and comparison["exceeded"] is True
+    # Every example was in flight when the run stopped (-j 16), so all finished, and failed: the
+    # base run's 7 passes regressed.
+    assert (comparison["matched"], len(comparison["regressions"])) == (11, 7)
+    assert any(note.startswith("new run did not finish (") for note in comparison["notes"])
+
     # A bad baseline stops before any LM call; so does --max-regressions without one.
     before = len(server.requests)
     missing = evaluate(server, program, tmp_path / "d", "--baseline", str(tmp_path / "nowhere"), cache=tmp_path / "c")
@@ -335,3 +358,18 @@ def test_an_aborted_run_is_compared_and_said_to_be(runs: tuple[Path, Path], tmp_
     assert doc["base"]["complete"] is False and doc["base"]["aborted"] == "interrupted"
     both = compare(stopped, new, "--json", "--markdown")
     assert both.returncode == 2 and both.stderr.strip() == "error: --json and --markdown: choose one"
+
+
+def test_inputs_that_look_like_markup_are_shown_as_they_are(runs: tuple[Path, Path], tmp_path: Path) -> None:
+    copies = []
+    for run in runs:
+        copy = tmp_path / run.name
+        shutil.copytree(run, copy)
+        file = copy / "examples.jsonl"
+        file.write_text(file.read_text().replace('"t4"', '"[/b][red]t4 | <x>"'))
+        copies.append(copy)
+    text = compare(*copies)
+    assert text.returncode == 0, text.stderr
+    assert "[/b][red]t4 | <x>" in text.stdout
+    markdown = compare(*copies, "--markdown").stdout
+    assert '| 4 | {"text": "[/b][red]t4 \\| &lt;x&gt;"} | T4 | X | 1 | 0 |' in markdown.splitlines()

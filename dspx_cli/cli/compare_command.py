@@ -50,6 +50,7 @@ def write(comparison: Comparison, max_regressions: int | None, *, as_json: bool,
 def print_text(comparison: Comparison) -> None:
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     # Off a terminal (CI logs, files) rich would wrap at 80 columns; COLUMNS still decides when set.
     wide = None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 160
@@ -69,7 +70,7 @@ def print_text(comparison: Comparison) -> None:
         for name, justify in _CHANGE_COLUMNS:
             table.add_column(name, justify=justify, overflow="fold")  # type: ignore[arg-type]
         for row in _change_rows(pairs):
-            table.add_row(*row)
+            table.add_row(*(Text(cell) for cell in row))  # Text: an input's "[b]" is not rich markup
         console.print(table)
     table = Table(title="Totals", title_justify="left")
     for name in ("", "base", "new", "Δ"):

@@ -216,7 +216,10 @@ def _run_totals(run: RunRecords) -> dict[str, Any]:
             "cost": None,
             "seconds": None,
         }
-    total = (summary.get("usage") or {}).get("total") or {}
+    usage = summary.get("usage")
+    total = usage.get("total") if isinstance(usage, dict) else None
+    if not isinstance(total, dict):
+        total = {}
 
     def number(value: Any) -> float | None:
         return value if isinstance(value, int | float) and not isinstance(value, bool) else None
