@@ -7,6 +7,10 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from dspx_cli.cli.tracing import CommandTrace
 
 
 def run(
@@ -25,9 +29,14 @@ def run(
     state: Path | None = None,
     trace: bool = False,
     debug: bool = False,
+    otlp: str | None = None,
+    otlp_content: bool = False,
 ) -> None:
-    from dspx_cli.cli import commands
+    from dspx_cli.cli import commands, tracing
 
+    spans = tracing.command_trace(
+        "run", otlp, otlp_content, program=program, lm=lm, inputs=inputs, batch=input_file, state=state
+    )
     guard(
         debug,
         lambda: commands.run(
@@ -35,13 +44,16 @@ def run(
             inputs,
             lm,
             as_json,
-            cache=commands.CacheOptions(cache_dir, no_cache, cache_only, refresh),
+            cache=commands.CacheOptions(
+                cache_dir, no_cache, cache_only, refresh, telemetry=tracing.telemetry_of(spans)
+            ),
             usage_file=usage_file,
             input_file=input_file,
             concurrency=concurrency,
             state_file=state,
             trace=trace,
         ),
+        spans,
     )
 
 
@@ -66,9 +78,14 @@ def evaluate(
     refresh: bool = False,
     state: Path | None = None,
     debug: bool = False,
+    otlp: str | None = None,
+    otlp_content: bool = False,
 ) -> None:
-    from dspx_cli.cli import commands, evaluate_command
+    from dspx_cli.cli import commands, evaluate_command, tracing
 
+    spans = tracing.command_trace(
+        "evaluate", otlp, otlp_content, program=program, lm=lm, split=split, dataset=dataset, limit=limit, state=state
+    )
     options = evaluate_command.EvaluateOptions(
         split=split,
         dataset=dataset,
@@ -86,8 +103,12 @@ def evaluate(
     guard(
         debug,
         lambda: evaluate_command.run(
-            program, lm, options, commands.CacheOptions(cache_dir, no_cache, cache_only, refresh)
+            program,
+            lm,
+            options,
+            commands.CacheOptions(cache_dir, no_cache, cache_only, refresh, telemetry=tracing.telemetry_of(spans)),
         ),
+        spans,
     )
 
 
@@ -97,15 +118,18 @@ def validate(program: Path, *, graph: bool = False, mermaid: bool = False, debug
     guard(debug, lambda: commands.validate(program, graph=graph, mermaid=mermaid))
 
 
-def guard(debug: bool, action: Callable[[], None]) -> None:
+def guard(debug: bool, action: Callable[[], None], spans: CommandTrace | None = None) -> None:
     """One line on stderr and a documented exit code for every failure; --debug adds the
-    traceback but keeps the exit code, so a script can turn it on without changing what it sees."""
+    traceback but keeps the exit code, so a script can turn it on without changing what it sees.
+    `spans`: the command's OpenTelemetry trace (cli/tracing.py), sent before the command ends."""
     from dspx_cli.cli.interrupt import guarded
     from dspx_cli.errors import EXIT_RUNTIME, DspxError
 
     _route_warnings(debug)
     try:
-        guarded(action)()  # SIGTERM as Ctrl-C; a closed stdout ends quietly (cli/interrupt.py)
+        guarded(
+            action if spans is None else spans.wrap(action)
+        )()  # SIGTERM as Ctrl-C; a closed stdout ends quietly (cli/interrupt.py)
     except DspxError as exc:
         _fail(f"error: {exc}", exc.exit_code, debug)
     except KeyboardInterrupt:

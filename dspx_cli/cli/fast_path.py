@@ -46,6 +46,8 @@ _RUN = {
     "--state": _Option("state", "path"),
     "--trace": _Option("trace", _FLAG),
     "--debug": _Option("debug", _FLAG),
+    "--otlp": _Option("otlp", "str", "DSPX_OTLP"),
+    "--otlp-content": _Option("otlp_content", _FLAG),
 }
 _EVALUATE = {
     "--split": _Option("split", "str"),
@@ -67,6 +69,8 @@ _EVALUATE = {
     "--refresh": _Option("refresh", _FLAG),
     "--state": _Option("state", "path"),
     "--debug": _Option("debug", _FLAG),
+    "--otlp": _Option("otlp", "str", "DSPX_OTLP"),
+    "--otlp-content": _Option("otlp_content", _FLAG),
 }
 _VALIDATE = {
     "--graph": _Option("graph", _FLAG),
