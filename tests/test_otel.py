@@ -10,11 +10,13 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
 import textwrap
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -320,3 +322,60 @@ def test_without_an_endpoint_opentelemetry_is_never_imported(lm_server: LMServer
         assert done.returncode == 0, done.stderr
         assert json.loads(done.stderr.strip().splitlines()[-1]) == [], argv
     assert len(lm_server.requests) == 3
+
+
+def test_ctrl_c_still_sends_the_spans_of_what_ran(lm_server: LMServer, receiver: Receiver, tmp_path: Path) -> None:
+    """A real process and a real SIGINT: the command's span (exit code 130) and the finished
+    examples' spans reach the collector before the process leaves."""
+    lm_server.responder = reply
+    lm_server.default_delay = 0.2
+    receiver.take()
+    out = tmp_path / "run"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "DSPX_"))}
+    env.update(BASE=lm_server.api_base, KEY=SECRET, NO_COLOR="1", OTEL_EXPORTER_OTLP_ENDPOINT=receiver.url)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "dspx_cli", "evaluate", str(program(tmp_path, count=40)), "-j", "2", "--no-cache",
+         "--output", str(out)],
+        env=env, cwd=ROOT, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    examples = out / "examples.jsonl"
+    deadline = time.monotonic() + 60
+    while not (examples.exists() and len(examples.read_text().splitlines()) >= 3):
+        assert time.monotonic() < deadline and process.poll() is None, "no example finished"
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr and "warning" not in stderr
+    spans = receiver.take()
+    (root,) = [s for s in spans if not s.parent]
+    assert root.name == "dspx evaluate" and root.attributes["process.exit.code"] == 130
+    scored = [s for s in spans if s.name.startswith("example ") and "dspx.example.score" in s.attributes]
+    assert len(scored) >= len(examples.read_text().splitlines()) >= 3
+    assert all(s.parent == root.span_id for s in scored)
+
+
+def test_compile_traces_its_dev_evaluations_and_its_teacher_runs(
+    lm_server: LMServer, receiver: Receiver, tmp_path: Path
+) -> None:
+    lm_server.responder = reply
+    path = program(tmp_path, count=4)
+    path.write_text(path.read_text().replace("data: {dev: dev.jsonl}", "data: {dev: dev.jsonl, train: dev.jsonl}"))
+    receiver.take()
+    done = dspx(
+        "compile", str(path), "--optimizer", "bootstrap_few_shot", "-o", str(tmp_path / "state.json"),
+        "--otlp", receiver.url, "--no-cache", BASE=lm_server.api_base, KEY=SECRET,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    spans = receiver.take()
+    (root,) = [s for s in spans if not s.parent]
+    assert root.name == "dspx compile" and root.attributes["dspx.args.optimizer"] == "bootstrap_few_shot"
+    below = children(spans, root)
+    # dev before and dev after: 4 examples each; the teacher's bootstrap runs sit right under the command.
+    assert sorted(s.name for s in below if s.name.startswith("example")) == sorted(
+        [f"example {i}" for i in range(4)] * 2
+    )
+    assert len([s for s in below if s.name == "run traced"]) == 4
+    calls = [s for s in spans if s.name == "chat m"]
+    assert len(calls) == len(lm_server.requests) == 36  # --no-cache: every call is a request
+    assert SECRET.encode() not in receiver.raw()

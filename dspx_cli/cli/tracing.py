@@ -43,14 +43,23 @@ class CommandTrace:
                     try:
                         action()
                     except BaseException as error:
-                        code = getattr(error, "exit_code", None)
-                        span.set("process.exit.code", code if isinstance(code, int) else 1)
+                        span.set("process.exit.code", _exit_code(error))
                         raise
                     span.set("process.exit.code", 0)
             finally:
                 self.telemetry.close()
 
         return call
+
+
+def _exit_code(error: BaseException) -> int:
+    """The code the command is about to exit with (cli/actions.guard, cli/interrupt.py)."""
+    if isinstance(error, KeyboardInterrupt) or type(error).__name__ == "CancelledError":
+        return 130
+    if isinstance(error, SystemExit):
+        return error.code if isinstance(error.code, int) else 1
+    code = getattr(error, "exit_code", None)  # a DspxError
+    return code if isinstance(code, int) else 1
 
 
 def command_trace(command: str, otlp: str | None, content: bool, **arguments: Any) -> CommandTrace | None:
