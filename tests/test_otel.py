@@ -192,7 +192,7 @@ def test_evaluate_sends_the_span_tree_with_genai_attributes_and_no_secret(
     receiver.take()
     done = dspx(
         "evaluate", str(path), "-j", "3", "--output", str(tmp_path / "run1"),
-        OTEL_EXPORTER_OTLP_ENDPOINT=receiver.url, **env,
+        OTEL_EXPORTER_OTLP_ENDPOINT=receiver.url, OTEL_EXPORTER_OTLP_HEADERS="x-collector-key=hdr-123", **env,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert "warning" not in done.stderr
@@ -232,6 +232,7 @@ def test_evaluate_sends_the_span_tree_with_genai_attributes_and_no_secret(
     assert sum(c.attributes["gen_ai.usage.output_tokens"] for c in calls) == sum(len(reply(b).split()) for b in sent)
     assert SECRET.encode() not in receiver.raw()
     assert b"question 0" not in receiver.raw()  # no prompt without the opt-in
+    assert b"x-collector-key: hdr-123" in receiver.raw().lower()  # the SDK's variables work as it defines them
 
     # Again from the cache, with the content opt-in given on the command line (typer's path).
     done = dspx(
@@ -326,16 +327,16 @@ def test_without_an_endpoint_opentelemetry_is_never_imported(lm_server: LMServer
 
 def test_ctrl_c_still_sends_the_spans_of_what_ran(lm_server: LMServer, receiver: Receiver, tmp_path: Path) -> None:
     """A real process and a real SIGINT: the command's span (exit code 130) and the finished
-    examples' spans reach the collector before the process leaves."""
+    examples' spans reach the collector before the process leaves (os._exit(130) comes after)."""
     lm_server.responder = reply
     lm_server.default_delay = 0.2
     receiver.take()
     out = tmp_path / "run"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "DSPX_"))}
-    env.update(BASE=lm_server.api_base, KEY=SECRET, NO_COLOR="1", OTEL_EXPORTER_OTLP_ENDPOINT=receiver.url)
+    env.update(BASE=lm_server.api_base, KEY=SECRET, NO_COLOR="1")
     process = subprocess.Popen(
         [sys.executable, "-m", "dspx_cli", "evaluate", str(program(tmp_path, count=40)), "-j", "2", "--no-cache",
-         "--output", str(out)],
+         "--output", str(out), "--otlp", receiver.url],  # a plain command line: cli/fast_path.py parses it
         env=env, cwd=ROOT, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )  # fmt: skip
     examples = out / "examples.jsonl"
