@@ -380,3 +380,23 @@ def test_compile_traces_its_dev_evaluations_and_its_teacher_runs(
     calls = [s for s in spans if s.name == "chat m"]
     assert len(calls) == len(lm_server.requests) == 36  # --no-cache: every call is a request
     assert SECRET.encode() not in receiver.raw()
+
+
+def test_finetune_traces_the_teacher_runs_it_collects(lm_server: LMServer, receiver: Receiver, tmp_path: Path) -> None:
+    from tests.test_finetune_data import CASES, responder, write_program
+
+    case = CASES["predict_demos"]
+    lm_server.responder = responder(case)
+    receiver.take()
+    done = dspx(
+        "finetune", str(write_program(case, tmp_path)), "--data-only", "--traces", "bootstrap",
+        "-o", str(tmp_path / "run"), "--no-cache", "--otlp", receiver.url, BASE=lm_server.api_base,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    spans = receiver.take()
+    (root,) = [s for s in spans if not s.parent]
+    assert root.name == "dspx finetune" and root.attributes["dspx.args.traces"] == "bootstrap"
+    runs = [s for s in spans if s.name.startswith("run ")]
+    assert len(runs) == len(case["train"]) and all(s.parent == root.span_id for s in runs)
+    calls = [s for s in spans if s.name == "chat test-model"]
+    assert len(calls) == len(lm_server.requests) > 0
