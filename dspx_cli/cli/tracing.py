@@ -47,7 +47,10 @@ class CommandTrace:
                         raise
                     span.set("process.exit.code", 0)
             finally:
-                self.telemetry.close()
+                try:
+                    self.telemetry.close()
+                except Exception as error:  # noqa: BLE001 - traces are never worth a failed command
+                    sys.stderr.write(f"warning: traces may be incomplete: {type(error).__name__}: {error}\n")
 
         return call
 

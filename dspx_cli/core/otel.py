@@ -56,7 +56,8 @@ class OtelTelemetry(Telemetry):
             attributes["service.name"] = "dspx"
         timeout = None if any(os.environ.get(name) for name in _TIMEOUT_VARIABLES) else DEFAULT_TIMEOUT_S
         exporter = OTLPSpanExporter(endpoint=endpoint, timeout=timeout)
-        self._exporter = _WarnOnce(exporter, exporter._endpoint, warn)
+        # The URL it resolved (from `endpoint` or the variables), for the warning.
+        self._exporter = _WarnOnce(exporter, str(getattr(exporter, "_endpoint", "the OTLP endpoint")), warn)
         self._provider = TracerProvider(resource=Resource.create(attributes))
         self._provider.add_span_processor(BatchSpanProcessor(self._exporter))
         self._tracer = self._provider.get_tracer("dspx_cli", __version__)
