@@ -400,3 +400,22 @@ def test_finetune_traces_the_teacher_runs_it_collects(lm_server: LMServer, recei
     assert len(runs) == len(case["train"]) and all(s.parent == root.span_id for s in runs)
     calls = [s for s in spans if s.name == "chat test-model"]
     assert len(calls) == len(lm_server.requests) > 0
+
+
+def test_tracing_changes_nothing_an_optimizer_reads_from_an_lm(tmp_path: Path) -> None:
+    """The traced LM is the outermost wrapper: what mipro_v2's proposer reads from the prompt LM
+    (its config's max_tokens and extras) must be the same with tracing on."""
+    from dspx_cli.core.telemetry import Telemetry
+    from dspx_cli.lm.config import LMConfig
+    from dspx_cli.lm.spans import TracedLM
+    from dspx_cli.optimizers.proposer.grounded import _prompt_options
+    from dspx_cli.program.context import RunContext
+
+    class On(Telemetry):
+        enabled = True
+
+    config = LMConfig(model="openai/m", api_base="http://127.0.0.1:9/v1", max_tokens=77, extra={"top_p": 0.5})
+    traced = RunContext(cache_dir=tmp_path, telemetry=On()).lm(config)
+    plain = RunContext(cache_dir=tmp_path).lm(config)
+    assert isinstance(traced, TracedLM) and not isinstance(plain, TracedLM)
+    assert _prompt_options(traced) == _prompt_options(plain) == {"max_tokens": 77, "extra": {"top_p": 0.5}}

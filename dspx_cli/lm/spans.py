@@ -42,6 +42,7 @@ class TracedLM(LM):
     def __init__(self, inner: LM, config: LMConfig, telemetry: Telemetry) -> None:
         self.inner = inner
         self.model = inner.model
+        self.config = config  # as ObservedLM's: mipro_v2's proposer reads the prompt LM's defaults from it
         self.telemetry = telemetry
         provider, name = _provider_and_model(config)
         self._name = name
