@@ -419,3 +419,11 @@ def test_tracing_changes_nothing_an_optimizer_reads_from_an_lm(tmp_path: Path) -
     plain = RunContext(cache_dir=tmp_path).lm(config)
     assert isinstance(traced, TracedLM) and not isinstance(plain, TracedLM)
     assert _prompt_options(traced) == _prompt_options(plain) == {"max_tokens": 77, "extra": {"top_p": 0.5}}
+
+
+def test_a_failed_spans_message_keeps_no_url_credentials_nor_query() -> None:
+    from dspx_cli.core.otel import _message
+
+    error = ValueError(f"cannot connect to https://user:{SECRET}@host:1/v1?api-key={SECRET}&v=1 (refused)")
+    assert _message(error) == "cannot connect to https://<redacted>@host:1/v1?<redacted> (refused)"
+    assert _message(ValueError("")) == "ValueError"

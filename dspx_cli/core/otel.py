@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Any
@@ -105,9 +106,20 @@ class _OtelSpan(Span):
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None) -> None:
         if error is not None:
             self._span.set_attribute("error.type", _error_type(error))
-            message = " ".join(str(error).split())[:500]
-            self._span.set_status(trace.Status(trace.StatusCode.ERROR, redact_text(message) or type(error).__name__))
+            self._span.set_status(trace.Status(trace.StatusCode.ERROR, _message(error)))
         self._manager.__exit__(kind, error, tb)
+
+
+_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s@]*@")
+_QUERY = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^\s?#]*)\?[^\s#]*")
+
+
+def _message(error: BaseException) -> str:
+    """One line of the error for the span's status, without what could be a secret: `key: value`
+    pairs (core/redact.py), a URL's user:password@ and its query (`?key=...`)."""
+    message = " ".join(str(error).split())[:500]
+    message = _QUERY.sub(r"\1?<redacted>", _USERINFO.sub(r"\1<redacted>@", message))
+    return redact_text(message) or type(error).__name__
 
 
 def _error_type(error: BaseException) -> str:
