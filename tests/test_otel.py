@@ -34,7 +34,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 
 from tests.cli_inprocess import dspx
-from tests.lm_server import LMServer
+from tests.lm_server import LMServer, Reply, error_body
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "sk-OTEL-SECRET-7f3a"
@@ -281,6 +281,21 @@ def test_run_with_the_global_option_traces_one_run(lm_server: LMServer, receiver
     assert all(c.attributes["dspx.cache.hit"] is False for c in calls)
     assert len(spans) == 1 + 1 + 3 + 3
     assert SECRET.encode() not in receiver.raw()
+
+    # A call the server refuses: its span, its step's, the run's and the command's are failed.
+    lm_server.push(Reply(status=400, json=error_body("no such model")))
+    done = dspx(
+        "run", str(program(tmp_path)), "-i", "text=hello again", "--no-cache", "--otlp", receiver.url,
+        BASE=lm_server.api_base, KEY=SECRET, OTEL_SERVICE_NAME="my-service",
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    spans = receiver.take()
+    failed = [s for s in spans if s.status == 2]
+    names = {s.name for s in failed}
+    assert {"chat m", "run traced", "dspx run"} <= names and any(n.startswith("step ") for n in names)
+    call = next(s for s in failed if s.name == "chat m")
+    assert call.attributes["error.type"] == "LMRequestError" and "gen_ai.usage.input_tokens" not in call.attributes
+    assert {s.resource["service.name"] for s in spans} == {"my-service"}
 
 
 def test_an_unreachable_collector_is_one_warning_and_loses_nothing(lm_server: LMServer, tmp_path: Path) -> None:
