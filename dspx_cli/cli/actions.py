@@ -126,10 +126,10 @@ def guard(debug: bool, action: Callable[[], None], spans: CommandTrace | None = 
     from dspx_cli.errors import EXIT_RUNTIME, DspxError
 
     _route_warnings(debug)
+    if spans is not None:
+        action = spans.wrap(action)  # inside `guarded`: sent before an interrupted command's os._exit
     try:
-        guarded(
-            action if spans is None else spans.wrap(action)
-        )()  # SIGTERM as Ctrl-C; a closed stdout ends quietly (cli/interrupt.py)
+        guarded(action)()  # SIGTERM as Ctrl-C; a closed stdout ends quietly (cli/interrupt.py)
     except DspxError as exc:
         _fail(f"error: {exc}", exc.exit_code, debug)
     except KeyboardInterrupt:
