@@ -442,3 +442,41 @@ def test_a_failed_spans_message_keeps_no_url_credentials_nor_query() -> None:
     error = ValueError(f"cannot connect to https://user:{SECRET}@host:1/v1?api-key={SECRET}&v=1 (refused)")
     assert _message(error) == "cannot connect to https://<redacted>@host:1/v1?<redacted> (refused)"
     assert _message(ValueError("")) == "ValueError"
+
+
+def test_retrieval_embeddings_calls_are_spans_of_their_step(
+    lm_server: LMServer, receiver: Receiver, tmp_path: Path
+) -> None:
+    (tmp_path / "corpus.jsonl").write_text(
+        "".join(json.dumps({"text": t}) + "\n" for t in ("Paris is in France.", "Rome is in Italy."))
+    )
+    lm_server.responder = lambda body: "[[ ## answer ## ]]\nParis\n\n[[ ## completed ## ]]"
+    path = tmp_path / "rag.yaml"
+    path.write_text(
+        'lm: {model: openai/m, api_base: "${BASE}", num_retries: 0}\n'
+        "modules:\n"
+        '  search: {type: retrieve, corpus: corpus.jsonl, k: 1, embeddings: {model: openai/emb, api_base: "${BASE}", '
+        'api_key: "${KEY}"}}\n'
+        '  answer: {signature: "context: list[str], question -> answer"}\n'
+        "flow:\n"
+        "  - {id: search, module: search, with: {query: $input.question}}\n"
+        "  - {id: answer, module: answer, with: {context: $search.passages, question: $input.question}}\n"
+        "output: {answer: $answer.answer}\n"
+    )
+    receiver.take()
+    done = dspx(
+        "run", str(path), "-i", "question=capital of France?", "--otlp", receiver.url,
+        BASE=lm_server.api_base, KEY=SECRET, DSPX_CACHE_DIR=str(tmp_path / "cache"),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    spans = receiver.take()
+    by_id = {s.span_id: s for s in spans}
+    embeddings = [s for s in spans if s.name == "embeddings emb"]
+    assert len(embeddings) == 2  # the corpus, then the query
+    for span in embeddings:
+        assert by_id[span.parent].name == "step search" and span.kind == CLIENT
+        assert span.attributes["gen_ai.operation.name"] == "embeddings"
+        assert span.attributes["gen_ai.request.model"] == "emb" and span.attributes["gen_ai.usage.input_tokens"] > 0
+    (chat,) = [s for s in spans if s.name == "chat m"]
+    assert by_id[chat.parent].name == "step answer"
+    assert SECRET.encode() not in receiver.raw()

@@ -105,6 +105,7 @@ class RunContext:
                     use_cache=use_cache,
                     meter=self.meter,
                     history=self._history,
+                    telemetry=self.telemetry,
                 )
             self._retrievers[definition.key] = retriever
         return self._retrievers[definition.key]
