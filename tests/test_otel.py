@@ -480,3 +480,27 @@ def test_retrieval_embeddings_calls_are_spans_of_their_step(
     (chat,) = [s for s in spans if s.name == "chat m"]
     assert by_id[chat.parent].name == "step answer"
     assert SECRET.encode() not in receiver.raw()
+
+
+def test_an_agents_tool_calls_are_execute_tool_spans(lm_server: LMServer, receiver: Receiver, tmp_path: Path) -> None:
+    from tests.test_program_agents import AGENT, agent_responder, write
+
+    lm_server.responder = agent_responder
+    receiver.take()
+    done = dspx(
+        "run", str(write(tmp_path, AGENT)), "-i", "question=How many euros is 250 dollars?", "--no-cache",
+        "--otlp", receiver.url, "--otlp-content", BASE=lm_server.api_base,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    spans = receiver.take()
+    (step,) = [s for s in spans if s.name == "step agent"]
+    assert step.attributes["dspx.module.type"] == "react"
+    tools = [s for s in spans if s.attributes.get("gen_ai.operation.name") == "execute_tool"]
+    assert [s.name for s in tools] == ["execute_tool exchange_rate", "execute_tool calculator", "execute_tool slow"]
+    assert all(s.parent == step.span_id and s.attributes["gen_ai.tool.type"] == "function" for s in tools)
+    calculator = tools[1].attributes
+    assert json.loads(calculator["gen_ai.tool.call.arguments"]) == {"expression": "250 * 0.5"}
+    assert calculator["gen_ai.tool.call.result"] == "125.0"  # the value the tool returned
+    assert tools[2].status == 2 and tools[2].attributes["error.type"] == "TimeoutError"  # its 0.2 s timeout
+    calls = [s for s in spans if s.name == "chat m"]
+    assert len(calls) == 5 and all(s.parent == step.span_id for s in calls)  # four steps of the loop, then extract

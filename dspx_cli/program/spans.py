@@ -3,6 +3,9 @@
     run {program}    dspx.program.name, dspx.program.path, dspx.usage.input_tokens/output_tokens
       step {id}      dspx.step.id, dspx.module.name, dspx.module.type, dspx.step.foreach
         chat {model} (lm/spans.py)
+        execute_tool {name}   a tool an agent called (GenAI conventions: gen_ai.operation.name
+                     execute_tool, gen_ai.tool.name, gen_ai.tool.type; with the content opt-in
+                     also gen_ai.tool.call.arguments and gen_ai.tool.call.result)
 
 Steps of one flow run as tasks of the run's task group, so each step's span is a child of the run's
 (a task starts in a copy of its creator's context) and an LM call's span a child of its step's.
@@ -10,6 +13,7 @@ Steps of one flow run as tasks of the run's task group, so each step's span is a
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +21,7 @@ from dspx_cli.core.telemetry import Span, Telemetry
 from dspx_cli.program.model import Program, Step
 
 if TYPE_CHECKING:
+    from dspx_cli.modules.tool import Tool
     from dspx_cli.program.runner import ProgramRunner, RunResult
 
 
@@ -48,3 +53,25 @@ async def traced_run(
             }
         )
         return result
+
+
+def traced_tool(tool: Tool, telemetry: Telemetry) -> Tool:
+    """`tool` with each call in an `execute_tool` span: a copy (a Python tool is one object,
+    built when the program loads, that every run shares)."""
+    from dspx_cli.modules.tool import Tool
+
+    class TracedTool(Tool):
+        def __init__(self) -> None:  # the tool's state as it is; nothing is parsed again
+            self.__dict__.update(tool.__dict__)
+
+        async def acall(self, **kwargs: Any) -> Any:
+            attributes = {"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": self.name}
+            with telemetry.span(f"execute_tool {self.name}", {**attributes, "gen_ai.tool.type": "function"}) as span:
+                if telemetry.capture_content:
+                    span.set("gen_ai.tool.call.arguments", json.dumps(kwargs, ensure_ascii=False, default=str))
+                result = await super().acall(**kwargs)
+                if telemetry.capture_content:
+                    span.set("gen_ai.tool.call.result", str(result))
+                return result
+
+    return TracedTool()
