@@ -489,8 +489,8 @@ def test_an_agents_tool_calls_are_execute_tool_spans(lm_server: LMServer, receiv
     receiver.take()
     done = dspx(
         "run", str(write(tmp_path, AGENT)), "-i", "question=How many euros is 250 dollars?", "--no-cache",
-        "--otlp", receiver.url, "--otlp-content", BASE=lm_server.api_base,
-    )  # fmt: skip
+        "--otlp", receiver.url, BASE=lm_server.api_base, OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT="true",
+    )  # fmt: skip  # the conventions' own opt-in variable
     assert done.returncode == 0, done.stderr
     spans = receiver.take()
     (step,) = [s for s in spans if s.name == "step agent"]
