@@ -504,3 +504,24 @@ def test_an_agents_tool_calls_are_execute_tool_spans(lm_server: LMServer, receiv
     assert tools[2].status == 2 and tools[2].attributes["error.type"] == "TimeoutError"  # its 0.2 s timeout
     calls = [s for s in spans if s.name == "chat m"]
     assert len(calls) == 5 and all(s.parent == step.span_id for s in calls)  # four steps of the loop, then extract
+
+
+def test_without_the_extra_an_endpoint_is_one_warning_and_the_run_goes_on(lm_server: LMServer, tmp_path: Path) -> None:
+    lm_server.responder = reply
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "DSPX_"))}
+    env.update(BASE=lm_server.api_base, KEY=SECRET, NO_COLOR="1", OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:9")
+    script = (
+        "import sys\n"
+        "sys.modules['opentelemetry.sdk'] = None  # as if the otel extra were not installed\n"
+        f"sys.argv = ['dspx', 'run', {str(program(tmp_path))!r}, '-i', 'text=hi', '--no-cache']\n"
+        "from dspx_cli.cli.app import main\n"
+        "main()\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, env=env, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.splitlines()[0] == (
+        "warning: traces are not sent: the OpenTelemetry SDK is not installed (pip install 'dspx_cli[otel]')"
+    )
+    assert "answer:" in done.stdout

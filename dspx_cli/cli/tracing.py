@@ -74,10 +74,9 @@ def command_trace(command: str, otlp: str | None, content: bool, **arguments: An
     content = content or any(os.environ.get(name, "").strip().lower() in _TRUE for name in CONTENT_VARIABLES)
     try:
         from dspx_cli.core.otel import OtelTelemetry
-    except ImportError as error:
+    except ImportError:
         sys.stderr.write(
-            f"warning: traces are not sent: OpenTelemetry is not installed ({error.name or error}); "
-            "pip install 'dspx_cli[otel]'\n"
+            "warning: traces are not sent: the OpenTelemetry SDK is not installed (pip install 'dspx_cli[otel]')\n"
         )
         return None
     try:
