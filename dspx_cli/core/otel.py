@@ -47,7 +47,8 @@ class OtelTelemetry(Telemetry):
         # The SDK logs every failed export (with retries and tracebacks) through `logging`; the
         # user hears about it once, from the exporter below.
         sdk_log = logging.getLogger("opentelemetry")
-        sdk_log.addHandler(logging.NullHandler())
+        if not sdk_log.handlers:
+            sdk_log.addHandler(logging.NullHandler())
         sdk_log.propagate = False
         self.capture_content = capture_content
         attributes: dict[str, str] = {"service.version": __version__}
