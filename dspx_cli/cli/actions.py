@@ -7,6 +7,10 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from dspx_cli.cli.tracing import CommandTrace
 
 
 def run(
@@ -25,9 +29,14 @@ def run(
     state: Path | None = None,
     trace: bool = False,
     debug: bool = False,
+    otlp: str | None = None,
+    otlp_content: bool = False,
 ) -> None:
-    from dspx_cli.cli import commands
+    from dspx_cli.cli import commands, tracing
 
+    spans = tracing.command_trace(
+        "run", otlp, otlp_content, program=program, lm=lm, inputs=inputs, batch=input_file, state=state
+    )
     guard(
         debug,
         lambda: commands.run(
@@ -35,13 +44,16 @@ def run(
             inputs,
             lm,
             as_json,
-            cache=commands.CacheOptions(cache_dir, no_cache, cache_only, refresh),
+            cache=commands.CacheOptions(
+                cache_dir, no_cache, cache_only, refresh, telemetry=tracing.telemetry_of(spans)
+            ),
             usage_file=usage_file,
             input_file=input_file,
             concurrency=concurrency,
             state_file=state,
             trace=trace,
         ),
+        spans,
     )
 
 
@@ -68,9 +80,14 @@ def evaluate(
     baseline: Path | None = None,
     max_regressions: int | None = None,
     debug: bool = False,
+    otlp: str | None = None,
+    otlp_content: bool = False,
 ) -> None:
-    from dspx_cli.cli import commands, evaluate_command
+    from dspx_cli.cli import commands, evaluate_command, tracing
 
+    spans = tracing.command_trace(
+        "evaluate", otlp, otlp_content, program=program, lm=lm, split=split, dataset=dataset, limit=limit, state=state
+    )
     options = evaluate_command.EvaluateOptions(
         split=split,
         dataset=dataset,
@@ -90,8 +107,12 @@ def evaluate(
     guard(
         debug,
         lambda: evaluate_command.run(
-            program, lm, options, commands.CacheOptions(cache_dir, no_cache, cache_only, refresh)
+            program,
+            lm,
+            options,
+            commands.CacheOptions(cache_dir, no_cache, cache_only, refresh, telemetry=tracing.telemetry_of(spans)),
         ),
+        spans,
     )
 
 
@@ -101,13 +122,16 @@ def validate(program: Path, *, graph: bool = False, mermaid: bool = False, debug
     guard(debug, lambda: commands.validate(program, graph=graph, mermaid=mermaid))
 
 
-def guard(debug: bool, action: Callable[[], None]) -> None:
+def guard(debug: bool, action: Callable[[], None], spans: CommandTrace | None = None) -> None:
     """One line on stderr and a documented exit code for every failure; --debug adds the
-    traceback but keeps the exit code, so a script can turn it on without changing what it sees."""
+    traceback but keeps the exit code, so a script can turn it on without changing what it sees.
+    `spans`: the command's OpenTelemetry trace (cli/tracing.py), sent before the command ends."""
     from dspx_cli.cli.interrupt import guarded
     from dspx_cli.errors import EXIT_RUNTIME, DspxError
 
     _route_warnings(debug)
+    if spans is not None:
+        action = spans.wrap(action)  # inside `guarded`: sent before an interrupted command's os._exit
     try:
         guarded(action)()  # SIGTERM as Ctrl-C; a closed stdout ends quietly (cli/interrupt.py)
     except DspxError as exc:

@@ -47,6 +47,8 @@ _RUN = {
     "--state": _Option("state", "path"),
     "--trace": _Option("trace", _FLAG),
     "--debug": _Option("debug", _FLAG),
+    "--otlp": _Option("otlp", "str", "DSPX_OTLP"),
+    "--otlp-content": _Option("otlp_content", _FLAG),
 }
 _EVALUATE = {
     "--split": _Option("split", "str"),
@@ -70,6 +72,8 @@ _EVALUATE = {
     "--baseline": _Option("baseline", "path"),
     "--max-regressions": _Option("max_regressions", "natural"),
     "--debug": _Option("debug", _FLAG),
+    "--otlp": _Option("otlp", "str", "DSPX_OTLP"),
+    "--otlp-content": _Option("otlp_content", _FLAG),
 }
 _VALIDATE = {
     "--graph": _Option("graph", _FLAG),

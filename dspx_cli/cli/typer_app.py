@@ -69,6 +69,21 @@ RefreshOpt = Annotated[
     typer.Option("--refresh", help="Do not read the cache: call the LM again and store its answers over the old ones."),
 ]
 
+OtlpOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--otlp",
+        metavar="URL",
+        envvar="DSPX_OTLP",
+        help="Send OpenTelemetry traces to this OTLP/HTTP collector (URL/v1/traces); "
+        "OTEL_EXPORTER_OTLP_ENDPOINT does the same.",
+    ),
+]
+OtlpContentOpt = Annotated[
+    bool,
+    typer.Option("--otlp-content", help="Also put prompts and completions on the LM call spans (off by default)."),
+]
+
 
 def _version(value: bool) -> None:
     if value:
@@ -81,8 +96,24 @@ def _root(
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
     ] = False,
+    otlp: Annotated[
+        str | None,
+        typer.Option(
+            "--otlp", metavar="URL", help="Send OpenTelemetry traces of the command to this OTLP/HTTP collector."
+        ),
+    ] = None,
+    otlp_content: Annotated[
+        bool, typer.Option("--otlp-content", help="With --otlp: also send prompts and completions.")
+    ] = False,
 ) -> None:
     """dspx: DSPy-style LM programs from the shell."""
+    import os
+
+    # Given before the command, they apply to it as its own --otlp/--otlp-content would (cli/tracing.py).
+    if otlp:
+        os.environ["DSPX_OTLP"] = otlp
+    if otlp_content:
+        os.environ["DSPX_OTEL_CAPTURE_CONTENT"] = "1"
 
 
 @app.command()
@@ -118,6 +149,8 @@ def run(
         ),
     ] = False,
     debug: DebugOpt = False,
+    otlp: OtlpOpt = None,
+    otlp_content: OtlpContentOpt = False,
 ) -> None:
     """Run PROGRAM on one input (-i) and print its output fields, or on a JSONL file (--batch)."""
     actions.run(
@@ -135,6 +168,8 @@ def run(
         state=state,
         trace=trace,
         debug=debug,
+        otlp=otlp,
+        otlp_content=otlp_content,
     )
 
 
@@ -185,6 +220,8 @@ def evaluate(
         ),
     ] = None,
     debug: DebugOpt = False,
+    otlp: OtlpOpt = None,
+    otlp_content: OtlpContentOpt = False,
 ) -> None:
     """Score PROGRAM on its dataset with its metric; exit 3 when below --min-score."""
     actions.evaluate(
@@ -209,6 +246,8 @@ def evaluate(
         baseline=baseline,
         max_regressions=max_regressions,
         debug=debug,
+        otlp=otlp,
+        otlp_content=otlp_content,
     )
 
 
@@ -305,11 +344,16 @@ def _compile(
     cache_only: CacheOnlyOpt = False,
     refresh: RefreshOpt = False,
     debug: DebugOpt = False,
+    otlp: OtlpOpt = None,
+    otlp_content: OtlpContentOpt = False,
 ) -> None:
     """Optimize PROGRAM's demos (and, with mipro_v2/copro, its instructions) on its train split and
     save a state file for --state."""
-    from dspx_cli.cli import commands, compile_command
+    from dspx_cli.cli import commands, compile_command, tracing
 
+    spans = tracing.command_trace(
+        "compile", otlp, otlp_content, program=program, optimizer=optimizer, set=assignments, lm=lm, limit=limit
+    )
     options = compile_command.CompileOptions(
         optimizer=optimizer,
         assignments=tuple(assignments or ()),
@@ -327,8 +371,12 @@ def _compile(
     actions.guard(
         debug,
         lambda: compile_command.run(
-            program, lm, options, commands.CacheOptions(cache_dir, no_cache, cache_only, refresh)
+            program,
+            lm,
+            options,
+            commands.CacheOptions(cache_dir, no_cache, cache_only, refresh, telemetry=tracing.telemetry_of(spans)),
         ),
+        spans,
     )
 
 
@@ -377,10 +425,15 @@ def finetune(
     cache_only: CacheOnlyOpt = False,
     refresh: RefreshOpt = False,
     debug: DebugOpt = False,
+    otlp: OtlpOpt = None,
+    otlp_content: OtlpContentOpt = False,
 ) -> None:
     """Fine-tune PROGRAM's local model on traces of its train split; save a state that runs it."""
-    from dspx_cli.cli import commands, finetune_command
+    from dspx_cli.cli import commands, finetune_command, tracing
 
+    spans = tracing.command_trace(
+        "finetune", otlp, otlp_content, program=program, set=assignments, traces=traces, lm=lm, limit=limit
+    )
     options = finetune_command.FinetuneOptions(
         assignments=tuple(assignments or ()),
         output=output,
@@ -396,8 +449,12 @@ def finetune(
     actions.guard(
         debug,
         lambda: finetune_command.run(
-            program, lm, options, commands.CacheOptions(cache_dir, no_cache, cache_only, refresh)
+            program,
+            lm,
+            options,
+            commands.CacheOptions(cache_dir, no_cache, cache_only, refresh, telemetry=tracing.telemetry_of(spans)),
         ),
+        spans,
     )
 
 

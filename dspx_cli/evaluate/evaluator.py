@@ -22,6 +22,7 @@ from dspx_cli.core.collector import fewer_collections
 from dspx_cli.errors import DspxError
 from dspx_cli.evaluate.datasets import BadRow
 from dspx_cli.evaluate.metrics import Metric
+from dspx_cli.evaluate.spans import scored
 from dspx_cli.lm.base import Usage
 from dspx_cli.program.runner import ProgramRunner
 
@@ -114,7 +115,7 @@ async def evaluate(
         while aborted is None and next_index < len(examples):
             index = next_index
             next_index += 1
-            result = await score_one(index)
+            result = await scored(runner.telemetry, index, score_one)  # in its span when tracing (evaluate/spans.py)
             results[index] = result
             if result.error is not None:
                 errors += 1

@@ -67,7 +67,12 @@ class Builder:
         return (self.rewards or {}).get(definition.name) or _no_reward(definition.name)
 
     def tool(self, definition: ToolDef) -> Tool:
-        return _tool(definition, self.context)
+        tool = _tool(definition, self.context)
+        if self.context is not None and self.context.telemetry.enabled:  # its calls in spans (program/spans.py)
+            from dspx_cli.program.spans import traced_tool
+
+            tool = traced_tool(tool, self.context.telemetry)
+        return tool
 
     def retriever(self, definition: RetrieverDef) -> Any:
         return _retriever(definition, self.context)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dspx_cli.core.redact import UnsetSecret
+from dspx_cli.core.telemetry import OFF, Telemetry
 from dspx_cli.lm.base import LM
 from dspx_cli.lm.cache import CachedLM, CacheMode, ResponseCache, default_cache_dir
 from dspx_cli.lm.config import LMConfig
@@ -36,11 +37,13 @@ class RunContext:
         cache_dir: Path | None = None,
         cache_mode: CacheMode = CacheMode.ON,
         history: bool = True,
+        telemetry: Telemetry = OFF,
     ) -> None:
         self.base_dir = base_dir
         self.cache_dir = cache_dir or default_cache_dir()
         self.cache_mode = cache_mode
         self.meter = UsageMeter()
+        self.telemetry = telemetry  # spans of this run's steps and LM calls (core/telemetry.py)
         self._cache: ResponseCache | None = None
         self._history = History(self.cache_dir) if history else None
         self._lms: dict[tuple[object, ...], LM] = {}
@@ -102,6 +105,7 @@ class RunContext:
                     use_cache=use_cache,
                     meter=self.meter,
                     history=self._history,
+                    telemetry=self.telemetry,
                 )
             self._retrievers[definition.key] = retriever
         return self._retrievers[definition.key]
@@ -114,7 +118,12 @@ class RunContext:
         mode = self.cache_mode if config.cache else CacheMode.OFF
         if mode is not CacheMode.OFF:
             lm = CachedLM(lm, self.cache, mode)
-        return ObservedLM(lm, config, self.meter, self._history)
+        lm = ObservedLM(lm, config, self.meter, self._history)
+        if self.telemetry.enabled:
+            from dspx_cli.lm.spans import TracedLM
+
+            lm = TracedLM(lm, config, self.telemetry)  # one span per call, cache hits included
+        return lm
 
     async def aclose(self) -> None:
         for lm in self._lms.values():

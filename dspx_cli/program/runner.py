@@ -8,12 +8,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from dspx_cli.core import Prediction
+from dspx_cli.core.telemetry import OFF
 from dspx_cli.lm.base import Message, Usage
 from dspx_cli.modules.base import Module
 from dspx_cli.program.build import build_module
 from dspx_cli.program.context import RunContext
 from dspx_cli.program.foreach import map_items
 from dspx_cli.program.model import INPUT, ItemRef, Program, Ref, Step
+from dspx_cli.program.spans import step_span, traced_run
 
 if TYPE_CHECKING:
     from dspx_cli.modules.best_of_n import RewardFn
@@ -36,6 +38,7 @@ class ProgramRunner:
         self, program: Program, context: RunContext | None, *, rewards: Mapping[str, RewardFn] | None = None
     ) -> None:
         self.program = program
+        self.telemetry = context.telemetry if context is not None else OFF  # spans of runs and steps
         # A module that only runs inside a wrapper (best_of_n, refine) lives there, under the
         # wrapper's name, as in DSPy; one that is also a step of its own is a separate instance.
         stepped = {step.module for step in program.steps}
@@ -47,6 +50,11 @@ class ProgramRunner:
         }
 
     async def run(self, inputs: dict[str, Any]) -> RunResult:
+        if self.telemetry.enabled:  # the run's span, parent of its steps' (program/spans.py)
+            return await traced_run(self, inputs, self._run)
+        return await self._run(inputs)
+
+    async def _run(self, inputs: dict[str, Any]) -> RunResult:
         predictions: dict[str, Prediction] = {}
         tasks: dict[str, asyncio.Task[Prediction]] = {}
 
@@ -55,6 +63,12 @@ class ProgramRunner:
                 depends_on = step.depends_on
                 if depends_on:
                     await asyncio.gather(*(tasks[source] for source in depends_on))
+            if self.telemetry.enabled:
+                with step_span(self.telemetry, self.program, step):
+                    return await run_step_body(step)
+            return await run_step_body(step)
+
+        async def run_step_body(step: Step) -> Prediction:
             if step.when is not None and not self._condition(step, inputs, predictions):
                 # Skipped: every output is null (validate made sure readers accept null).
                 prediction = Prediction(dict.fromkeys(self.program.modules[step.module].output_names))

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import orjson
 
+from dspx_cli.core.telemetry import OFF, Telemetry
 from dspx_cli.errors import LMError
 from dspx_cli.lm.config import LMConfig
 from dspx_cli.lm.embeddings import EmbeddingsRequest
@@ -38,6 +39,9 @@ from dspx_cli.retrieval.corpus import Corpus
 
 if TYPE_CHECKING:
     import numpy as np
+
+    from dspx_cli.lm.observed import ObservedLM
+    from dspx_cli.lm.spans import TracedLM
 
 __all__ = ["EmbeddingsError", "EmbeddingsRetriever"]
 
@@ -81,6 +85,7 @@ class EmbeddingsRetriever:
         use_cache: bool = True,
         meter: UsageMeter | None = None,
         history: History | None = None,
+        telemetry: Telemetry = OFF,
     ) -> None:
         from dspx_cli.lm.openai_compat import OpenAICompatLM
         from dspx_cli.lm.stack import embeddings_stack
@@ -109,7 +114,13 @@ class EmbeddingsRetriever:
             backend = OpenAICompatLM(config, what="embeddings model", section="embeddings")
         except LMError as exc:
             raise RetrievalError(str(exc)) from None
-        self._embedder = embeddings_stack(backend, config, self.meter, history, base_delay=base_delay)
+        self._embedder: ObservedLM | TracedLM = embeddings_stack(
+            backend, config, self.meter, history, base_delay=base_delay
+        )
+        if telemetry.enabled:
+            from dspx_cli.lm.spans import TracedLM
+
+            self._embedder = TracedLM(self._embedder, config, telemetry)  # a span per embeddings call
         endpoint = backend.endpoint
         self.api_base = endpoint.api_base
         self.model_name = endpoint.model_name

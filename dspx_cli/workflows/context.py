@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from dspx_cli.core.telemetry import OFF, Telemetry
 from dspx_cli.errors import UsageError
 from dspx_cli.program.model import Program
 
@@ -24,6 +25,8 @@ class CacheOptions:
     no_cache: bool = False
     cache_only: bool = False
     refresh: bool = False
+    # Where the run's spans go (the command line's --otlp); carried here because this builds the run context.
+    telemetry: Telemetry = OFF
 
     def context(self, program: Program) -> RunContext:
         chosen = [
@@ -49,7 +52,9 @@ class CacheOptions:
             if self.refresh
             else CacheMode.ON
         )
-        return RunContext(base_dir=program.base_dir, cache_dir=self.directory, cache_mode=mode)
+        return RunContext(
+            base_dir=program.base_dir, cache_dir=self.directory, cache_mode=mode, telemetry=self.telemetry
+        )
 
 
 def build_runner(program: Program, context: RunContext | None, state_file: Path | None) -> ProgramRunner:
