@@ -17,6 +17,7 @@ from dspx_cli.errors import LMError, ScoreBelowMinimum, UsageError
 from dspx_cli.evaluate.datasets import BadRow, load_rows
 from dspx_cli.evaluate.evaluator import Evaluation, ExampleResult, evaluate
 from dspx_cli.evaluate.metrics import Metric, resolve_metric
+from dspx_cli.optimizers.state import named_predictors
 from dspx_cli.program.batch import default_concurrency
 from dspx_cli.program.context import RunContext
 from dspx_cli.program.loader import load_program
@@ -105,7 +106,8 @@ def prepare(
     examples = load_rows(program, options.split, dataset=options.dataset, limit=options.limit)
     metric = resolve_metric(program, context)
     concurrency = options.concurrency or default_concurrency(program)
-    folder = RunFolder(options.output or default_run_dir(program), program)
+    callers = {id(predictor): name for name, predictor in named_predictors(runner)}
+    folder = RunFolder(options.output or default_run_dir(program), program, callers)
     return Evaluating(program, options, context, runner, examples, metric, concurrency, folder)
 
 
@@ -125,6 +127,7 @@ def execute(job: Evaluating, hooks: Hooks = Hooks()) -> EvaluateResult:
                 max_errors=options.max_errors,
                 on_result=on_result,
                 finished=job.finished,
+                keep_calls=True,  # the run folder's calls.jsonl
             )
         finally:
             await job.context.aclose()
