@@ -22,10 +22,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.figures import Figure, print_table  # noqa: E402
 from dspx_cli.workflows.report import write_report  # noqa: E402
 from tests.browser import Browser, find_chromium  # noqa: E402
 
-TARGETS = {"render_s": 5.0, "first_render_s": 3.0, "filter_s": 0.3}
+TARGETS = {"render": 5.0, "first render in chromium": 3.0, "failures-only filter": 0.3}
 
 SYSTEM = (
     "Your input fields are:\n1. `ticket` (str):\nYour output fields are:\n1. `queue` (str):\n"
@@ -102,41 +103,54 @@ def main() -> None:
         build(folder, args.examples, args.demos)
         sizes = {name: (folder / name).stat().st_size for name in ("examples.jsonl", "calls.jsonl")}
         result = write_report([folder])
-        figures = {
-            "examples": args.examples,
-            "examples_jsonl_mb": round(sizes["examples.jsonl"] / 2**20, 2),
-            "calls_jsonl_mb": round(sizes["calls.jsonl"] / 2**20, 2),
-            "report_mb": round(result.bytes / 2**20, 2),
-            "render_s": round(result.seconds, 2),
-        }
+        figures = [
+            Figure("examples.jsonl", sizes["examples.jsonl"] / 2**20, "MB"),
+            Figure("calls.jsonl", sizes["calls.jsonl"] / 2**20, "MB"),
+            Figure("report.html", result.bytes / 2**20, "MB"),
+            Figure("render", result.seconds, "s", TARGETS["render"]),
+        ]
         if find_chromium() is None:
             print("chromium is not installed: browser figures skipped", file=sys.stderr)
-        else:
-            with Browser() as browser:
-                started = time.perf_counter()
-                page = browser.open(result.path)
-                page.wait_for("window.dspxReport && window.dspxReport.ready", timeout=120)
-                figures["open_to_ready_wall_s"] = round(time.perf_counter() - started, 2)
-                figures["first_render_s"] = round(page.evaluate("window.dspxReport.readyAt") / 1000, 2)
-                frame = "new Promise(r => requestAnimationFrame(() => setTimeout(r)))"
-                filtered = page.evaluate(
-                    "(async () => { const t = performance.now(); document.querySelector('.only-failed').click();"
-                    f" await {frame}; return [performance.now() - t,"
-                    " window.dspxReport.current.table.getDataCount('active')]; })()"
-                )
-                figures["filter_s"] = round(filtered[0] / 1000, 3)
-                figures["failures_shown"] = filtered[1]
-                searched = page.evaluate(
-                    "(async () => { const c = window.dspxReport.current; c.onlyFailed.click(); await "
-                    f"{frame}; c.search.value = 'order #1042'; const t = performance.now(); c.refilter(); await {frame};"
-                    " return [performance.now() - t, c.table.getDataCount('active')]; })()"
-                )
-                figures["search_s"] = round(searched[0] / 1000, 3)
-                figures["search_hits"] = searched[1]
-                figures["errors"] = page.errors
-        for name, value in figures.items():
-            target = f"  (target <= {TARGETS[name]})" if name in TARGETS else ""
-            print(f"{name:22} {value}{target}")
+            print_table(figures)
+            return
+        with Browser() as browser:
+            started = time.perf_counter()
+            page = browser.open(result.path)
+            page.wait_for("window.dspxReport && window.dspxReport.ready", timeout=120)
+            wall = time.perf_counter() - started
+            first = page.evaluate("window.dspxReport.readyAt") / 1000
+            frame = "new Promise(r => requestAnimationFrame(() => setTimeout(r)))"
+            filtered = page.evaluate(
+                "(async () => { const t = performance.now(); document.querySelector('.only-failed').click();"
+                f" await {frame}; return [performance.now() - t,"
+                " window.dspxReport.current.table.getDataCount('active')]; })()"
+            )
+            searched = page.evaluate(
+                "(async () => { const c = window.dspxReport.current; c.onlyFailed.click(); await "
+                f"{frame}; c.search.value = 'order #1042'; const t = performance.now(); c.refilter(); await {frame};"
+                " return [performance.now() - t, c.table.getDataCount('active')]; })()"
+            )
+            errors = page.errors
+        figures += [
+            Figure(
+                "first render in chromium",
+                first,
+                "s",
+                TARGETS["first render in chromium"],
+                "navigation start to table built",
+            ),
+            Figure("open to ready (from this process)", wall, "s"),
+            Figure(
+                "failures-only filter",
+                filtered[0] / 1000,
+                "s",
+                TARGETS["failures-only filter"],
+                f"{filtered[1]} rows shown",
+            ),
+            Figure("search", searched[0] / 1000, "s", None, f"{searched[1]} rows shown"),
+        ]
+        print_table(figures)
+        print(f"console errors: {errors or 'none'}")
 
 
 if __name__ == "__main__":
