@@ -159,12 +159,12 @@
       }
     }
     columns.push(
-      { title: "score", field: "score", sorter: "number", width: 80, hozAlign: "right", formatter: textCell },
+      { title: "score", field: "score", sorter: "number", width: 85, hozAlign: "right", formatter: textCell },
       { title: "error", field: "error", sorter: "string", formatter: textCell, minWidth: 100 },
-      { title: "latency s", field: "seconds", sorter: "number", width: 95, hozAlign: "right", formatter: (c) => document.createTextNode(c.getValue() === null ? "" : c.getValue().toFixed(3)) },
-      { title: "tokens", field: "tokens", sorter: "number", width: 80, hozAlign: "right", formatter: textCell },
-      { title: "calls", field: "lm_calls", sorter: "number", width: 65, hozAlign: "right", formatter: textCell },
-      { title: "cached", field: "cached", sorter: "boolean", width: 75, formatter: (c) => document.createTextNode(c.getValue() === null ? "" : c.getValue() ? "yes" : "no") },
+      { title: "latency s", field: "seconds", sorter: "number", width: 110, hozAlign: "right", formatter: (c) => document.createTextNode(c.getValue() === null ? "" : c.getValue().toFixed(3)) },
+      { title: "tokens", field: "tokens", sorter: "number", width: 95, hozAlign: "right", formatter: textCell },
+      { title: "calls", field: "lm_calls", sorter: "number", width: 80, hozAlign: "right", formatter: textCell },
+      { title: "cached", field: "cached", sorter: "boolean", width: 90, formatter: (c) => document.createTextNode(c.getValue() === null ? "" : c.getValue() ? "yes" : "no") },
     );
 
     const search = el("input", { type: "search", placeholder: "search inputs, labels, outputs, errors", class: "search" });
