@@ -71,13 +71,17 @@ def compile_run(program: Path, base: str, **env: str) -> Path:
     done = dspx("compile", str(program), cwd=program.parent, BASE=base, KEY=SECRET, **env)
     assert done.returncode == 0, done.stderr
     [out] = (program.parent / "runs").iterdir()
-    # bootstrap_few_shot keeps no trial log; mipro_v2's trials.jsonl lines, as it writes them:
-    trials = [
-        {"number": n, "kind": "baseline" if n == 0 else "full", "score": s, "best_score": b, "trial": n, "of": 4}
-        for n, (s, b) in enumerate([(50.0, 50.0), (75.0, 75.0), (25.0, 75.0), (100.0, 100.0)])
-    ]
-    (out / "trials.jsonl").write_text("".join(json.dumps(t) + "\n" for t in trials))
     return out
+
+
+def mipro_run(directory: Path) -> Path:
+    """A real mipro_v2 compile on the golden fixture's scripted server (tests/test_mipro_cli.py):
+    its run folder has trials.jsonl, and, with -o, no summary.json (the state's metadata has it)."""
+    from tests.test_mipro_cli import compile_case
+
+    directory.mkdir(parents=True, exist_ok=True)
+    _, run_dir = compile_case(directory, "light_predict")
+    return run_dir
 
 
 def finetune_run(out: Path) -> Path:

@@ -181,19 +181,24 @@ def test_too_many_examples_is_a_clear_error_and_limit_reads_the_first(
 
 
 def test_compile_and_finetune_folders(lm_server: LMServer, tmp_path: Path) -> None:
-    from tests.report_runs import compile_run, finetune_run
+    from tests.report_runs import compile_run, finetune_run, mipro_run
 
+    pytest.importorskip("optuna")
     lm_server.responder = shout
     program = write_program(tmp_path, 6)
     compiled = compile_run(program, lm_server.api_base)
+    mipro = mipro_run(tmp_path / "mipro")
     tuned = finetune_run(tmp_path / "tuned")
-    done = dspx("report", str(compiled), str(tuned), "-o", str(tmp_path / "r.html"))
+    done = dspx("report", str(compiled), str(mipro), str(tuned), "-o", str(tmp_path / "r.html"))
     assert done.returncode == 0, done.stderr
     html = (tmp_path / "r.html").read_text()
     data = json.loads(re.search(r'id="dspx-data">(.*?)</script>', html, re.S)[1])
-    compile_page, finetune_page = data["runs"]
-    assert compile_page["kind"] == "compile" and [t["score"] for t in compile_page["trials"]] == [50, 75, 25, 100]
-    assert ["optimizer", "bootstrap_few_shot"] in compile_page["facts"]
+    bootstrap_page, mipro_page, finetune_page = data["runs"]
+    assert bootstrap_page["kind"] == "compile" and bootstrap_page["trials"] == []
+    assert ["optimizer", "bootstrap_few_shot"] in bootstrap_page["facts"]
+    trials = [json.loads(line) for line in (mipro / "trials.jsonl").read_text().splitlines()]
+    assert [t["score"] for t in mipro_page["trials"]] == [t["score"] for t in trials] and len(trials) > 3
+    assert ["optimizer", "mipro_v2"] in mipro_page["facts"]  # from state.json: -o wrote no summary.json
     assert finetune_page["kind"] == "finetune" and finetune_page["loss"][-1] == 0.8
     assert ["dev score", "0.2500 → 0.5000"] in finetune_page["facts"]
 

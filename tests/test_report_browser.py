@@ -14,7 +14,7 @@ import pytest
 from tests.browser import Browser, Page, find_chromium
 from tests.cli_inprocess import dspx
 from tests.lm_server import LMServer
-from tests.report_runs import compile_run, evaluate_run, finetune_run, refuse_boom, shout, texts, write_program
+from tests.report_runs import evaluate_run, finetune_run, mipro_run, refuse_boom, shout, texts, write_program
 
 pytest.importorskip("jinja2", reason="dspx report needs the report extra: pip install -e '.[report]'")
 pytestmark = pytest.mark.skipif(find_chromium() is None, reason="chromium is not installed (apt-get install chromium)")
@@ -24,7 +24,7 @@ COUNT = 30
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """An evaluate run and a compile run against the loopback server, a finetune folder, and the reports."""
+    """An evaluate run against the loopback server and its report."""
     root = tmp_path_factory.mktemp("report")
     env = {"DSPX_CACHE_DIR": str(root / "cache")}
     with LMServer() as server:
@@ -32,12 +32,21 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         server.rule = refuse_boom
         program = write_program(root, COUNT)
         evaluate_run(program, root / "run", server.api_base, "--max-errors", "5", **env)
-        compiled = compile_run(program, server.api_base, **env)
+    done = dspx("report", str(root / "run"))
+    assert done.returncode == 0, done.stderr
+    return {"root": root, "evaluate": root / "run", "single": root / "run" / "report.html"}
+
+
+@pytest.fixture(scope="module")
+def combined(runs: dict[str, Path]) -> tuple[Path, Path]:
+    """A real mipro_v2 compile (tests/test_mipro_cli.py's scripted server), a finetune folder and the
+    evaluate run in one report; (the report, the mipro run folder)."""
+    root = runs["root"]
+    compiled = mipro_run(root / "mipro")  # skipped without optuna
     tuned = finetune_run(root / "tuned")
-    for args in ([str(root / "run")], [str(compiled), str(tuned), str(root / "run"), "-o", str(root / "all.html")]):
-        done = dspx("report", *args)
-        assert done.returncode == 0, done.stderr
-    return {"evaluate": root / "run", "single": root / "run" / "report.html", "all": root / "all.html"}
+    done = dspx("report", str(compiled), str(tuned), str(runs["evaluate"]), "-o", str(root / "all.html"))
+    assert done.returncode == 0, done.stderr
+    return root / "all.html", compiled
 
 
 @pytest.fixture(scope="module")
@@ -111,15 +120,16 @@ def test_a_hostile_output_stays_text(page: Page) -> None:
     assert page.errors == []
 
 
-def test_compile_finetune_and_evaluate_runs_in_one_page(browser: Browser, runs: dict[str, Path]) -> None:
-    page = browser.open(runs["all"])
+def test_compile_finetune_and_evaluate_runs_in_one_page(browser: Browser, combined: tuple[Path, Path]) -> None:
+    report, mipro = combined
+    page = browser.open(report)
     page.wait_for("window.dspxReport && window.dspxReport.ready")
     buttons = page.evaluate("[...document.querySelectorAll('nav button')].map(b => b.textContent)")
-    assert len(buttons) == 3 and buttons[1:] == ["tuned", "run"]
+    assert buttons == ["run", "tuned", "run"]  # the mipro run's folder, the finetune's, the evaluate's
     caption = page.evaluate("document.querySelector('#run-0 figcaption').textContent")
-    assert caption.startswith("Trials") and page.evaluate(
-        "Chart.getChart(document.querySelector('#run-0 canvas')).data.datasets[0].data"
-    ) == [50, 75, 25, 100]
+    trials = [json.loads(line)["score"] for line in (mipro / "trials.jsonl").read_text().splitlines()]
+    chart = "Chart.getChart(document.querySelector('#run-0 canvas')).data.datasets[0].data"
+    assert caption.startswith("Trials") and page.evaluate(chart) == trials
     page.evaluate("document.querySelectorAll('nav button')[1].click()")
     assert page.evaluate("Chart.getChart(document.querySelector('#run-1 canvas')).data.datasets[0].data")[-1] == 0.8
     page.evaluate("document.querySelectorAll('nav button')[2].click()")

@@ -76,6 +76,10 @@ def read_run(directory: Path, strings: Strings, *, limit: int | None = None) -> 
     if not directory.is_dir():
         raise UsageError(f"{directory}: no such run folder")
     summary = _read_json(directory / "summary.json")
+    if summary is None and (directory / "state.json").exists():
+        # `dspx compile -o DIR/state.json` writes no summary.json; the state's metadata is the same record.
+        metadata = _fields(_fields((_read_json(directory / "state.json") or {}).get("metadata")).get("dspx"))
+        summary = metadata or None
     kind = _kind(directory, summary)
     if kind is None:
         raise UsageError(
