@@ -210,3 +210,24 @@ def test_help_does_not_import_jinja2() -> None:
     code = "import sys\nfrom dspx_cli.cli.app import app\ntry: app(args=['--help'])\nexcept SystemExit: pass\nprint('jinja2' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip().endswith("False")
+
+
+def test_an_lm_judges_calls_are_kept_as_the_metric_phase(lm_server: LMServer, tmp_path: Path) -> None:
+    def respond(body: dict) -> str:
+        if "`correct` (bool)" in body["messages"][0]["content"]:
+            return "[[ ## correct ## ]]\nTrue\n\n[[ ## completed ## ]]"
+        return shout(body)
+
+    lm_server.responder = respond
+    program = write_program(tmp_path, 4)
+    text = program.read_text().replace(
+        "metric: exact_match", 'metric:\n  judge: {signature: "text, answer, gold_answer -> correct: bool"}'
+    )
+    program.write_text(text)
+    evaluate_run(program, tmp_path / "run", lm_server.api_base, "--limit", "2")
+    for record in lines(tmp_path / "run" / "calls.jsonl"):
+        program_call, judge_call = record["calls"]
+        assert (program_call["predictor"], program_call["phase"]) == ("echo", "program")
+        assert (judge_call["predictor"], judge_call["phase"]) == (None, "metric")
+        assert judge_call["outputs"] == ["[[ ## correct ## ]]\nTrue\n\n[[ ## completed ## ]]"]
+    assert all(r["lm_calls"] == 2 and r["score"] == 1.0 for r in lines(tmp_path / "run" / "examples.jsonl"))

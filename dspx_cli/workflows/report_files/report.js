@@ -182,6 +182,7 @@
       maxHeight: "60vh",
       layout: "fitColumns",
       renderVertical: "virtual",
+      selectableRows: 1, // the row whose calls are shown below stays marked
       rowFormatter: (row) => row.getElement().classList.toggle("failed", row.getData().failed),
     });
     function refilter() {
