@@ -17,7 +17,6 @@ from dspx_cli.errors import LMError, ScoreBelowMinimum, UsageError
 from dspx_cli.evaluate.datasets import BadRow, load_rows
 from dspx_cli.evaluate.evaluator import Evaluation, ExampleResult, evaluate
 from dspx_cli.evaluate.metrics import Metric, resolve_metric
-from dspx_cli.optimizers.state import named_predictors
 from dspx_cli.program.batch import default_concurrency
 from dspx_cli.program.context import RunContext
 from dspx_cli.program.loader import load_program
@@ -106,7 +105,13 @@ def prepare(
     examples = load_rows(program, options.split, dataset=options.dataset, limit=options.limit)
     metric = resolve_metric(program, context)
     concurrency = options.concurrency or default_concurrency(program)
-    callers = {id(predictor): name for name, predictor in named_predictors(runner)}
+    # Predictor names as a state file gives them (optimizers/state.named_predictors, not imported
+    # here: evaluate's start-up does without the optimizers), for calls.jsonl.
+    callers = {
+        id(predictor): f"{module_name}.{suffix}" if suffix else module_name
+        for module_name, module in runner.modules.items()
+        for suffix, predictor in module.named_predictors()
+    }
     folder = RunFolder(options.output or default_run_dir(program), program, callers)
     return Evaluating(program, options, context, runner, examples, metric, concurrency, folder)
 
