@@ -34,6 +34,8 @@ from pathlib import Path
 from typing import Any
 from xml.etree import ElementTree
 
+import orjson
+
 from dspx_cli.core.redact import redact
 from dspx_cli.evaluate.evaluator import Evaluation, ExampleResult
 from dspx_cli.program.model import Program
@@ -88,7 +90,9 @@ class RunFolder:
             kept = {key: value for key, value in record.items() if key != "lm"}
             calls.append({"predictor": name, "phase": phase, **kept})
         result.calls = None  # written: not held until the run ends
-        return json.dumps({"index": result.index, "calls": calls}, ensure_ascii=False, default=str) + "\n"
+        # orjson, as the history: the prompts are most of the bytes, dumped once per example.
+        line = orjson.dumps({"index": result.index, "calls": calls}, default=str, option=orjson.OPT_NON_STR_KEYS)
+        return line.decode() + "\n"
 
     def finish(self, summary: dict[str, Any], evaluation: Evaluation | None) -> None:
         self._examples.close()
