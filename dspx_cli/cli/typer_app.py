@@ -385,7 +385,7 @@ def schema(
 def report(
     run_dirs: Annotated[
         list[Path],
-        typer.Argument(metavar="RUN_DIR...", help="Run folders of evaluate, compile or finetune.", show_default=False),
+        typer.Argument(metavar="RUN_DIR", help="Run folders of evaluate, compile or finetune.", show_default=False),
     ],
     output: Annotated[
         Path | None,
