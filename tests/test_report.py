@@ -231,3 +231,18 @@ def test_an_lm_judges_calls_are_kept_as_the_metric_phase(lm_server: LMServer, tm
         assert (judge_call["predictor"], judge_call["phase"]) == (None, "metric")
         assert judge_call["outputs"] == ["[[ ## correct ## ]]\nTrue\n\n[[ ## completed ## ]]"]
     assert all(r["lm_calls"] == 2 and r["score"] == 1.0 for r in lines(tmp_path / "run" / "examples.jsonl"))
+
+
+def test_a_run_folder_from_before_calls_were_kept(evaluated: tuple[Path, LMServer]) -> None:
+    run, _ = evaluated
+    (run / "calls.jsonl").unlink()
+    examples = run / "examples.jsonl"
+    old = [{k: v for k, v in r.items() if k not in ("lm_calls", "cached")} for r in lines(examples)]
+    examples.write_text("".join(json.dumps(r) + "\n" for r in old))
+    done = dspx("report", str(run))
+    assert done.returncode == 0, done.stderr
+    html = (run / "report.html").read_text()
+    [page] = json.loads(re.search(r'id="dspx-data">(.*?)</script>', html, re.S)[1])["runs"]
+    assert page["calls"] == {} and len(page["examples"]) == 8
+    assert page["notes"] == ["no calls.jsonl: this run folder does not keep the messages sent"]
+    assert {e["cached"] for e in page["examples"]} == {None}
