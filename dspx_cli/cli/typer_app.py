@@ -497,6 +497,26 @@ def schema(
     actions.guard(debug, lambda: schema_command.run(output))
 
 
+@app.command()
+def report(
+    run_dirs: Annotated[
+        list[Path],
+        typer.Argument(metavar="RUN_DIR", help="Run folders of evaluate, compile or finetune.", show_default=False),
+    ],
+    output: Annotated[
+        Path | None,
+        typer.Option("-o", "--output", help="HTML file [default: RUN_DIR/report.html; ./report.html for several]."),
+    ] = None,
+    limit: Annotated[int | None, typer.Option("--limit", help="Only the first N examples of each run.")] = None,
+    debug: DebugOpt = False,
+) -> None:
+    """Write one self-contained HTML page (no network, no server) showing the runs: summary, charts,
+    every example with the messages sent and the raw replies."""
+    from dspx_cli.cli import report_command
+
+    actions.guard(debug, lambda: report_command.run(run_dirs, output, limit))
+
+
 cache_app = typer.Typer(help="Look at or empty the response cache.", no_args_is_help=True)
 app.add_typer(cache_app, name="cache")
 

@@ -7,6 +7,9 @@ counts in the average; once more than `max_errors` examples have failed, no new 
 A dataset row that could not be read (a `BadRow`) is a failed example in its place, its error
 naming the file and line, so one bad line neither stops the run nor goes unnoticed.
 Results are kept on the `Evaluation` as they finish: an interrupted run still has them.
+
+With `keep_calls`, each result also carries the LM calls its example made (lm/call_log.py): the
+program's, then the metric's (an LM judge), for the run folder's calls.jsonl.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from dspx_cli.evaluate.datasets import BadRow
 from dspx_cli.evaluate.metrics import Metric
 from dspx_cli.evaluate.spans import scored
 from dspx_cli.lm.base import Usage
+from dspx_cli.lm.call_log import LoggedCall, call_log
 from dspx_cli.program.runner import ProgramRunner
 
 
@@ -36,9 +40,15 @@ class ExampleResult:
     error: str | None = None
     usage: Usage = field(default_factory=Usage)
     seconds: float = 0.0
+    # With keep_calls: the calls (released once written: workflows/run_folder.py), how many of them
+    # the program made (the rest are the metric's), and their count and cached-or-not, which stay.
+    calls: list[LoggedCall] | None = None
+    program_calls: int | None = None
+    lm_calls: int | None = None
+    cached: bool | None = None  # every call answered from the cache; None when no call was made
 
     def record(self) -> dict[str, Any]:
-        return {
+        record = {
             "index": self.index,
             "inputs": dict(self.example.inputs().items()),
             "labels": dict(self.example.labels().items()),
@@ -48,6 +58,15 @@ class ExampleResult:
             "usage": {"prompt_tokens": self.usage.prompt_tokens, "completion_tokens": self.usage.completion_tokens},
             "seconds": round(self.seconds, 4),
         }
+        if self.lm_calls is not None:
+            record["lm_calls"] = self.lm_calls
+            record["cached"] = self.cached
+        return record
+
+    def keep(self, calls: list[LoggedCall], program_calls: int) -> ExampleResult:
+        self.calls, self.program_calls, self.lm_calls = calls, program_calls, len(calls)
+        self.cached = all(call.record.get("cached") for call in calls) if calls else None
+        return self
 
 
 @dataclass
@@ -81,6 +100,7 @@ async def evaluate(
     max_errors: int | None = None,
     on_result: Callable[[ExampleResult], None] | None = None,
     finished: dict[int, ExampleResult] | None = None,
+    keep_calls: bool = False,
 ) -> Evaluation:
     """`finished`, when given, is filled as examples finish: after an interruption (the task
     cancelled) it holds every example that finished, for `Evaluation.partial`."""
@@ -90,6 +110,13 @@ async def evaluate(
     aborted: str | None = None
 
     async def score_one(index: int) -> ExampleResult:
+        if not keep_calls:
+            return await run_one(index, None)
+        with call_log() as calls:
+            result = await run_one(index, calls)
+        return result.keep(calls, len(calls) if result.program_calls is None else result.program_calls)
+
+    async def run_one(index: int, calls: list[LoggedCall] | None) -> ExampleResult:
         example = examples[index]
         started = time.perf_counter()
         if isinstance(example, BadRow):
@@ -99,10 +126,17 @@ async def evaluate(
             # The inputs as a dict without the Example `inputs()` makes (which raises when keys is None).
             inputs = dict(example.inputs().items()) if keys is None else {k: v for k, v in example.items() if k in keys}
             run = await runner.run(inputs)
+            program_calls = len(calls) if calls is not None else None  # the metric's come after
             prediction = Prediction(**run.outputs)
             value = await metric(example, prediction, None)
             return ExampleResult(
-                index, example, run.outputs, float(value), usage=run.usage, seconds=time.perf_counter() - started
+                index,
+                example,
+                run.outputs,
+                float(value),
+                usage=run.usage,
+                seconds=time.perf_counter() - started,
+                program_calls=program_calls,
             )
         except DspxError as exc:
             return ExampleResult(index, example, None, failure_score, str(exc), seconds=time.perf_counter() - started)

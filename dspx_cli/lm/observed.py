@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from dspx_cli.core.redact import redact
+from dspx_cli.lm import call_log
 from dspx_cli.lm.base import LM, LMRequest, LMResponse
 from dspx_cli.lm.cache import request_key
 from dspx_cli.lm.config import LMConfig
@@ -92,7 +93,8 @@ class ObservedLM(LM):
         self.history.append(record)
 
     def _log(self, request: LMRequest, response: LMResponse | None, seconds: float, error: str | None = None) -> None:
-        if self.history is None:
+        logged = call_log.active()  # an example of `dspx evaluate` keeps its calls (lm/call_log.py)
+        if self.history is None and not logged:
             return
         record = {
             "timestamp": datetime.now(UTC).isoformat(timespec="milliseconds"),
@@ -122,6 +124,10 @@ class ObservedLM(LM):
             record["cached"] = response.cached
         if error is not None:
             record["error"] = error
+        if logged:
+            call_log.log_call(record)
+        if self.history is None:
+            return
         # Settings and parameters are redacted above; messages and outputs are the user's data.
         # A write that fails is one warning, never the call's failure.
         self.history.append(record, redacted=True)

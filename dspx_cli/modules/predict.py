@@ -10,6 +10,7 @@ from dspx_cli.adapters import ChatAdapter, JSONAdapter
 from dspx_cli.core import Prediction, Signature
 from dspx_cli.errors import AdapterParseError
 from dspx_cli.lm.base import LM, LMRequest, LMResponse, Message, Usage
+from dspx_cli.lm.call_log import calling
 from dspx_cli.modules import trace as tracing
 
 
@@ -142,4 +143,5 @@ class Predict:
         # A server that refuses json_schema gets json_object from the HTTP backend itself
         # (lm/structured_outputs.py), below the retries: nothing to fall back on here.
         request = self.request(inputs, adapter)
-        return request, await self.lm.complete(request)
+        with calling(self):  # names the call in an evaluate run folder's calls.jsonl (lm/call_log.py)
+            return request, await self.lm.complete(request)

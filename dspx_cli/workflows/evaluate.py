@@ -136,7 +136,14 @@ def prepare(
     output = options.output or default_run_dir(program)
     # Read before the run folder is made: --output may name the baseline's folder, which it empties.
     baseline = _baseline(options.baseline, output)
-    folder = RunFolder(output, program)
+    # Predictor names as a state file gives them (optimizers/state.named_predictors, not imported
+    # here: evaluate's start-up does without the optimizers), for calls.jsonl.
+    callers = {
+        id(predictor): f"{module_name}.{suffix}" if suffix else module_name
+        for module_name, module in runner.modules.items()
+        for suffix, predictor in module.named_predictors()
+    }
+    folder = RunFolder(output, program, callers)
     return Evaluating(program, options, context, runner, examples, metric, concurrency, folder, baseline)
 
 
@@ -164,6 +171,7 @@ def execute(job: Evaluating, hooks: Hooks = Hooks()) -> EvaluateResult:
                 max_errors=options.max_errors,
                 on_result=on_result,
                 finished=job.finished,
+                keep_calls=True,  # the run folder's calls.jsonl
             )
         finally:
             await job.context.aclose()
