@@ -17,7 +17,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from dspx_cli.errors import SandboxUnavailableError
-from dspx_cli.sandbox.deno import deno_env, interpreter_command
 from dspx_cli.sandbox.types import ErrorKind, Execution, SandboxLimits, SandboxTool
 
 START_TIMEOUT = 120.0  # loading Pyodide takes ~1-2 s; a busy CI machine may take much longer
@@ -38,6 +37,12 @@ class _Killed(Exception):
         super().__init__(error)
         self.kind = kind
         self.error = error
+
+
+def max_line(limits: SandboxLimits) -> int:
+    """The longest line the runner may send: stdout (up to 4 bytes a character, JSON-escaped) and
+    the result, with room for the envelope."""
+    return max(8 * limits.output_bytes, 1 << 20) + (1 << 16)
 
 
 def _limit_child(memory_mb: int) -> Any:
@@ -74,11 +79,10 @@ def _error_text(kind: str, args: Any, message: str) -> str:
 class Interpreter:
     """A slot in the pool: at most one process at a time, started lazily, restarted after a kill."""
 
-    def __init__(self, deno: str, pyodide_dir: Any, deno_dir: Any, limits: SandboxLimits) -> None:
+    def __init__(self, command: list[str], env: dict[str, str], limits: SandboxLimits) -> None:
         self.limits = limits
-        self.max_line = max(8 * limits.output_bytes, 1 << 20) + (1 << 16)
-        self._command = interpreter_command(deno, pyodide_dir, output_bytes=limits.output_bytes, max_line=self.max_line)
-        self._env = deno_env(deno_dir)
+        self._command = command
+        self._env = env
         self._process: asyncio.subprocess.Process | None = None
         self._stderr_task: asyncio.Task[None] | None = None
         self._stderr_tail = b""
@@ -86,12 +90,15 @@ class Interpreter:
         self.generation = 0  # bumped at each start: sessions see their state was lost
         self.sessions = 0  # sessions bound to this slot (the pool balances on it)
         self._next_id = 0
+        self._closed = False
 
     @property
     def alive(self) -> bool:
         return self._process is not None and self._process.returncode is None
 
     async def start(self) -> None:
+        if self._closed:
+            raise SandboxUnavailableError("the code sandbox was closed (its run is over)")
         try:
             self._process = await asyncio.create_subprocess_exec(
                 *self._command,
@@ -99,7 +106,7 @@ class Interpreter:
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
                 env=self._env,
-                limit=self.max_line + (1 << 16),
+                limit=max_line(self.limits) + (1 << 16),
                 preexec_fn=_limit_child(self.limits.memory_mb),
                 start_new_session=True,
             )
@@ -123,6 +130,11 @@ class Interpreter:
         assert process.stderr is not None
         while chunk := await process.stderr.read(65536):
             self._stderr_tail = (self._stderr_tail + chunk)[-_STDERR_KEPT:]
+
+    async def close(self) -> None:
+        """Kill the process for good: a session still running code gets no new one."""
+        self._closed = True
+        await self.kill()
 
     async def kill(self) -> None:
         process, self._process = self._process, None
