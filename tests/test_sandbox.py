@@ -55,6 +55,22 @@ def test_submit_is_final_with_dspy_shape(box: Box) -> None:
     assert box.execute("try:\n    SUBMIT(1)\nexcept Exception:\n    pass\n'swallowed'").final
 
 
+def test_submit_with_declared_outputs_binds_by_position_or_name(box: Box) -> None:
+    async def go() -> list[Execution]:
+        async with box.sandbox.session(outputs=["answer", "confidence"]) as session:
+            return [
+                await session.execute("SUBMIT('Paris', 0.9)"),
+                await session.execute("SUBMIT('Rome', confidence=0.5)"),
+                await session.execute("SUBMIT('Oslo')"),
+            ]
+
+    by_position, mixed, missing = box.run(go())
+    assert by_position.output == {"answer": "Paris", "confidence": 0.9} and by_position.final
+    assert mixed.output == {"answer": "Rome", "confidence": 0.5}
+    assert missing.error == "TypeError: [\"SUBMIT() missing required argument: 'confidence'\"]"
+    assert not missing.final
+
+
 def test_state_persists_within_a_session_and_variables_are_injected(box: Box) -> None:
     async def go() -> list[Execution]:
         async with box.sandbox.session() as session:

@@ -18,7 +18,7 @@ import asyncio
 import itertools
 import keyword
 import math
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -31,11 +31,11 @@ from dspx_cli.sandbox.types import Execution, SandboxLimits, SandboxTool
 class SandboxSession:
     """One run's interpreter state; variables persist from one execute to the next."""
 
-    def __init__(self, sandbox: Sandbox, slot: Interpreter, name: str, tools: Mapping[str, SandboxTool]) -> None:
-        self._sandbox = sandbox
+    def __init__(self, slot: Interpreter, name: str, tools: Mapping[str, SandboxTool], outputs: Sequence[str]) -> None:
         self._slot = slot
         self._name = name
         self._tools = dict(tools)
+        self._outputs = list(outputs)
         self._generation = 0
 
     async def execute(self, code: str, variables: Mapping[str, Any] | None = None) -> Execution:
@@ -50,7 +50,7 @@ class SandboxSession:
                 raise ValueError(f"invalid variable name: {name!r}")
         slot = self._slot
         async with slot.lock:
-            execution = await slot.execute(self._name, code, values, self._tools)
+            execution = await slot.execute(self._name, code, values, self._tools, self._outputs)
             self._generation = slot.generation
         return execution
 
@@ -84,15 +84,23 @@ class Sandbox:
                 self._slots = [Interpreter(command, env, limits) for _ in range(limits.pool_size)]
             return self._slots
 
-    def session(self, tools: Mapping[str, SandboxTool] | None = None) -> AbstractAsyncContextManager[SandboxSession]:
-        return self._session(tools or {})
+    def session(
+        self, tools: Mapping[str, SandboxTool] | None = None, *, outputs: Sequence[str] = ()
+    ) -> AbstractAsyncContextManager[SandboxSession]:
+        """One run's interpreter state. Its code can call each tool by name (on the host), and
+        SUBMIT(...) ends it: with `outputs` (the signature's output fields) SUBMIT takes them by
+        position or name, else one value (-> {"output": value}) or keyword arguments."""
+        for name in [*(tools or {}), *outputs]:
+            if not name.isidentifier() or keyword.iskeyword(name):
+                raise ValueError(f"invalid tool or output name: {name!r}")
+        return self._session(tools or {}, outputs)
 
     @asynccontextmanager
-    async def _session(self, tools: Mapping[str, SandboxTool]) -> AsyncIterator[SandboxSession]:
+    async def _session(self, tools: Mapping[str, SandboxTool], outputs: Sequence[str]) -> AsyncIterator[SandboxSession]:
         slots = await self._pool()
         slot = min(slots, key=lambda s: s.sessions)
         slot.sessions += 1
-        session = SandboxSession(self, slot, f"s{next(self._names)}", tools)
+        session = SandboxSession(slot, f"s{next(self._names)}", tools, outputs)
         try:
             yield session
         finally:

@@ -13,7 +13,7 @@ import json
 import math
 import resource
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from dspx_cli.errors import SandboxUnavailableError
@@ -161,7 +161,12 @@ class Interpreter:
                     await self._send({"jsonrpc": "2.0", "method": "close_session", "params": {"session": session}})
 
     async def execute(
-        self, session: str, code: str, variables: Mapping[str, Any], tools: Mapping[str, SandboxTool]
+        self,
+        session: str,
+        code: str,
+        variables: Mapping[str, Any],
+        tools: Mapping[str, SandboxTool],
+        outputs: Sequence[str] = (),
     ) -> Execution:
         """Run code in the session's namespace; the caller holds self.lock."""
         if not self.alive:
@@ -173,6 +178,7 @@ class Interpreter:
             "code": code,
             "variables": dict(variables),
             "tools": [{"name": name, "params": list(tool.args)} for name, tool in tools.items()],
+            "outputs": list(outputs),
         }
         done = False
         try:

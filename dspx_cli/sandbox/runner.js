@@ -127,12 +127,30 @@ class _DspxStdout(io.TextIOBase):
     def getvalue(self):
         return "".join(self.parts)
 
-def _dspx_submit(*args, **kwargs):
-    if kwargs and not args:
-        raise _DspxFinal(kwargs)
-    if len(args) == 1 and not kwargs:
-        raise _DspxFinal({"output": args[0]})
-    raise TypeError("SUBMIT() takes one positional argument or keyword arguments")
+def _dspx_make_submit(outputs):
+    # Without declared outputs, DSPy's one-argument SUBMIT(x) -> {"output": x}; keyword arguments
+    # are taken as the fields. With outputs, SUBMIT(a, b) binds them by position, as DSPy's typed one.
+    def SUBMIT(*args, **kwargs):
+        if not outputs:
+            if kwargs and not args:
+                raise _DspxFinal(kwargs)
+            if len(args) == 1 and not kwargs:
+                raise _DspxFinal({"output": args[0]})
+            raise TypeError("SUBMIT() takes one positional argument or keyword arguments")
+        if len(args) > len(outputs):
+            raise TypeError(f"SUBMIT() takes {len(outputs)} positional arguments but {len(args)} were given")
+        values = dict(zip(outputs, args))
+        for name, value in kwargs.items():
+            if name not in outputs:
+                raise TypeError(f"SUBMIT() got an unexpected keyword argument '{name}'")
+            if name in values:
+                raise TypeError(f"SUBMIT() got multiple values for argument '{name}'")
+            values[name] = value
+        missing = [name for name in outputs if name not in values]
+        if missing:
+            raise TypeError(f"SUBMIT() missing required argument: '{missing[0]}'")
+        raise _DspxFinal({name: values[name] for name in outputs})
+    return SUBMIT
 
 def _dspx_make_tool(name, params):
     from pyodide.ffi import run_sync
@@ -170,8 +188,8 @@ async def _dspx_run(code, ns, limit):
         raise _DspxOutputOverrun()
     return text
 
-def _dspx_namespace(tools):
-    ns = {"__name__": "__main__", "__builtins__": builtins, "SUBMIT": _dspx_submit}
+def _dspx_namespace(tools, outputs):
+    ns = {"__name__": "__main__", "__builtins__": builtins, "SUBMIT": _dspx_make_submit(list(outputs))}
     for name, params in tools:
         ns[name] = _dspx_make_tool(name, params)
     return ns
@@ -194,7 +212,8 @@ async function execute(id, params) {
   let ns = sessions.get(session);
   if (!ns) {
     const tools = (params.tools ?? []).map((t) => [String(t.name), (t.params ?? []).map(String)]);
-    ns = newNamespace(pyodide.toPy(tools));
+    const outputs = (params.outputs ?? []).map(String);
+    ns = newNamespace(pyodide.toPy(tools), pyodide.toPy(outputs));
     sessions.set(session, ns);
   }
   if (params.variables && Object.keys(params.variables).length) {
