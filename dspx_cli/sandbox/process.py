@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import json
 import math
 import resource
+import signal
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -39,6 +42,13 @@ class _Killed(Exception):
         self.error = error
 
 
+_PR_SET_PDEATHSIG = 1
+try:
+    _libc: ctypes.CDLL | None = ctypes.CDLL(None, use_errno=True) if sys.platform == "linux" else None
+except OSError:
+    _libc = None
+
+
 def max_line(limits: SandboxLimits) -> int:
     """The longest line the runner may send: stdout (up to 4 bytes a character, JSON-escaped) and
     the result, with room for the envelope."""
@@ -53,6 +63,10 @@ def _limit_child(memory_mb: int) -> Any:
         data = (memory_mb + _DATA_BASE_MB) * 1024 * 1024
         resource.setrlimit(resource.RLIMIT_DATA, (data, data))
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        # If dspx dies without killing it, an interpreter stuck in a loop would spin on forever
+        # (it only notices a closed stdin between executes): the kernel kills it with its parent.
+        if _libc is not None:
+            _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
     return apply
 
