@@ -155,6 +155,30 @@ def test_a_reused_process_gives_a_new_session_fresh_globals(box: Box) -> None:
     assert box.run(go()).output == []
 
 
+def test_one_sessions_tampering_does_not_break_the_next_execute(box: Box) -> None:
+    # Interpreter-wide state is put back after every execute; exits are errors, not a dead process.
+    async def go() -> list[Execution]:
+        async with box.sandbox.session() as bad, box.sandbox.session() as good:
+            await good.execute("kept = 'still here'")
+            results = [
+                await bad.execute(
+                    "import builtins, sys\nbuiltins.len = None\nsys.stdout = None\nsys.setrecursionlimit(50)"
+                ),
+                await bad.execute("import sys\nsys.exit(3)"),
+                await bad.execute("exit()"),
+            ]
+            results.append(await good.execute("import sys\nprint(len([1, 2]))\n[kept, sys.getrecursionlimit() > 50]"))
+            results.append(await good.execute("print(len('abc'))"))
+            return results
+
+    tampered, exited, exited_again, seen, printed = box.run(go())
+    assert tampered.error is None
+    assert (exited.error, exited.error_kind) == ("SystemExit: [3]", "execution")
+    assert exited_again.error == "SystemExit: [None]"
+    assert (seen.output, seen.error) == (["still here", True], None)
+    assert printed.output == "3\n"
+
+
 def test_timeout_restarts_the_interpreter(box: Box) -> None:
     fast = Sandbox(SandboxLimits(timeout=1.5, pool_size=1), deno_dir=box.sandbox.deno_dir)
 

@@ -177,10 +177,35 @@ def _dspx_json(value, limit):
         text = json.dumps(repr(value))
     return text if len(text) <= limit else None
 
+# Exit requests become ordinary errors: Pyodide would end the whole process on SystemExit.
+_DspxSystemExit = type("SystemExit", (Exception,), {})
+_DspxKeyboardInterrupt = type("KeyboardInterrupt", (Exception,), {})
+# Interpreter-wide state one session's code could break for the others on the process: put back
+# after every execute (module attributes are not; see dspx_cli/sandbox/pool.py).
+_DSPX_BUILTINS = dict(builtins.__dict__)
+_DSPX_RECURSION = sys.getrecursionlimit()
+
+def _dspx_restore(_len=len, _any=any, _get=sys.getrecursionlimit, _set=sys.setrecursionlimit):
+    # Bound at definition: the code may have replaced the builtins and sys functions this uses.
+    if _get() != _DSPX_RECURSION:
+        _set(_DSPX_RECURSION)
+    current = builtins.__dict__
+    if _len(current) != _len(_DSPX_BUILTINS) or _any(current.get(k) is not v for k, v in _DSPX_BUILTINS.items()):
+        current.clear()
+        current.update(_DSPX_BUILTINS)
+
 async def _dspx_run(code, ns, limit):
     # Runs in Python end to end: the last expression's value crosses to JS only as bounded JSON.
     from pyodide.code import eval_code_async
-    result = await eval_code_async(code, ns)
+    try:
+        try:
+            result = await eval_code_async(code, ns)
+        except SystemExit as e:
+            raise _DspxSystemExit(*e.args) from None
+        except KeyboardInterrupt as e:
+            raise _DspxKeyboardInterrupt(*e.args) from None
+    finally:
+        _dspx_restore()
     if result is None:
         return None
     text = _dspx_json(result, limit)
@@ -221,7 +246,9 @@ async function execute(id, params) {
   }
   const out = newStdout(OUTPUT_CAP);
   const err = newStdout(OUTPUT_CAP);
-  const saved = [sys.stdout, sys.stderr];
+  // Python's stderr stays redirected until its error has become a JS one: Pyodide then writes the
+  // traceback there and leaves the message empty, as in DSPy ("Invalid Python syntax. message: ").
+  const saved = [sys.stdout, sys.stderr, sys.stdin];
   sys.stdout = out;
   sys.stderr = err;
   let reply;
@@ -255,6 +282,7 @@ async function execute(id, params) {
     driver.set("ns", null);
     sys.stdout = saved[0];
     sys.stderr = saved[1];
+    sys.stdin = saved[2];
     sys.last_exc = null;
     out.destroy();
     err.destroy();
