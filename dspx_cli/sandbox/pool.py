@@ -7,9 +7,10 @@ turns on a process only while an execute runs, so `evaluate -j 16` waiting on it
 interpreter. Fresh globals per session rather than a fresh process: a new namespace costs
 microseconds, a new process ~1.5 s of Pyodide loading (benchmarks/sandbox.py).
 
-What sessions on one process do share is the interpreter itself (sys.modules, builtins): code that
-patches a module is seen by the other sessions of that process. They are one program's runs; the
-boundary that matters, sandbox against host, is the process's.
+What sessions on one process do share is the interpreter itself. The runner puts back builtins,
+the standard streams and the recursion limit after every execute, and turns sys.exit() into an
+error; a module attribute the code sets (math.pi = 3) stays for the other sessions there. They are
+one program's runs; the boundary that matters, sandbox against host, is the process's.
 """
 
 from __future__ import annotations
