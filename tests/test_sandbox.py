@@ -143,6 +143,7 @@ def test_sixteen_concurrent_sessions_are_isolated(box: Box) -> None:
     results = box.run(go())
     assert [r[0] for r in results] == [[i, f"run{i}"] for i in range(16)]
     assert all(r[1] == [] for r in results)
+    assert all(slot.alive for slot in box.sandbox._slots)  # the sessions were spread over the pool
 
 
 def test_a_reused_process_gives_a_new_session_fresh_globals(box: Box) -> None:
@@ -199,6 +200,16 @@ def test_timeout_restarts_the_interpreter(box: Box) -> None:
     assert looped.error is not None and looped.error.startswith("TimeoutError: the code ran longer than 1.5 s")
     assert (after.output, after.error) == (2, None)
     assert kept.error == "NameError: [\"name 'kept' is not defined\"]"  # a fresh interpreter
+
+
+def test_a_cancelled_execute_leaves_no_half_run_interpreter(box: Box) -> None:
+    async def go() -> Execution:
+        async with box.sandbox.session() as session:
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(session.execute("while True:\n    pass"), timeout=0.5)
+            return await session.execute("'next'")
+
+    assert box.run(go()).output == "next"
 
 
 def test_run_context_owns_one_sandbox_and_closes_it(tmp_path: Any) -> None:
