@@ -135,6 +135,9 @@ class Interpreter:
             ready = json.loads(line) if line else None
         except (TimeoutError, ValueError):
             ready = None
+        except BaseException:  # cancelled while Pyodide loads: no half-started process stays
+            await asyncio.shield(self.kill())
+            raise
         if not isinstance(ready, dict) or ready.get("method") != "ready":
             await self.kill()
             detail = self._stderr_tail.decode(errors="replace").strip().splitlines()[-1:] or ["no message"]
@@ -165,7 +168,8 @@ class Interpreter:
 
     async def _send(self, message: dict[str, Any]) -> None:
         assert self._process is not None and self._process.stdin is not None
-        self._process.stdin.write(json.dumps(message, ensure_ascii=False).encode() + b"\n")
+        # ASCII escapes: a lone surrogate in the code or a variable still encodes.
+        self._process.stdin.write(json.dumps(message).encode() + b"\n")
         await self._process.stdin.drain()
 
     async def close_session(self, session: str, generation: int) -> None:
