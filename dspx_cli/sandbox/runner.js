@@ -5,8 +5,12 @@
 // console are hidden from Python (`import js` would reach them), and only the closures below can
 // talk to the host. Each session gets its own globals dict; executes run one at a time.
 //
-// host -> runner: execute {session, code, tools?}, close_session {session}, shutdown (notification)
-// runner -> host: results; tool_call {name, kwargs} requests, answered by the host with the same id.
+// host -> runner: execute {session, code, variables, tools: [{name, params}], outputs},
+//                 close_session {session}, shutdown (notifications have no id)
+// runner -> host: ready (once loaded); each execute's result {output, stdout} or {final, stdout},
+//                 or error {code, message, data: {type, args, stdout}}; tool_call {name, kwargs}
+//                 requests, answered by the host with the same id.
+// Args: the stdout cap (bytes per execute) and the longest line this may send.
 
 import { loadPyodide } from "npm:pyodide@0.29.4/pyodide.mjs";
 
