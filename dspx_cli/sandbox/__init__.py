@@ -18,6 +18,14 @@ stdin/stdout. Its permissions, checked in practice (tests/test_sandbox_security.
 Pyodide itself is fetched once from the npm registry by `deno cache` (the only step with network)
 into dspx's DENO_DIR (<dspx cache dir>/deno, or $DENO_DIR when set).
 
+Use (inside a module, with the run's context):
+
+    sandbox = ctx.sandbox()                      # one per RunContext, closed by ctx.aclose()
+    async with sandbox.session(tools, outputs=["answer"]) as session:   # one run's globals
+        execution = await session.execute(code, variables={"question": q})
+        if execution.error is not None: ...      # the text DSPy feeds the LM back
+        elif execution.final: ...                # SUBMIT(...) was called: execution.output
+
 Limits (SandboxLimits): a per-execute timeout (the process is killed, the next execute starts a
 fresh one), a memory cap (RLIMIT_DATA on the process, so wasm growth past it fails as MemoryError
 inside Python, and an RSS watch that kills the process as a backstop), an output cap (inside the
