@@ -5,10 +5,11 @@ CodeAct and the `python` tool run LM-written code through it; RunContext.sandbox
 
 Each interpreter is a `deno run` process of runner.js talking line-delimited JSON-RPC 2.0 on
 stdin/stdout. Its permissions, checked in practice (tests/test_sandbox_security.py):
-- `--allow-read=<DENO_DIR>/npm/<registry>/pyodide/<version>` only: Pyodide reads
-  pyodide.asm.wasm, pyodide.asm.js, python_stdlib.zip and pyodide-lock.json from its package folder
-  at load; nothing else on disk (no home, no /etc). The runner then revokes even that read, so
-  code runs with no Deno permission at all;
+- `--allow-read` of three files in `<DENO_DIR>/npm/<registry>/pyodide/<version>/` only:
+  pyodide.asm.wasm, python_stdlib.zip and pyodide-lock.json, what loadPyodide reads with Deno's
+  file API (granting less fails; pyodide.mjs and pyodide.asm.js come through the module loader,
+  which needs no permission); nothing else on disk (no home, no /etc, not the rest of DENO_DIR).
+  The runner then revokes even that read, so code runs with no Deno permission at all;
 - no --allow-net, --allow-write, --allow-env, --allow-run, --allow-ffi, --allow-sys, and
   `--deny-import` (Deno 2 would otherwise allow dynamic imports from a few well-known hosts);
   `--cached-only`: the module graph comes from DENO_DIR, no fetch at run time;
