@@ -4,8 +4,9 @@ A session is one run's interpreter state (DSPy's PythonInterpreter lifetime): it
 dict, living in one process of the pool. Sessions are spread over the processes (fewest bound
 sessions first, so processes start lazily, one per concurrent session up to pool_size) and take
 turns on a process only while an execute runs, so `evaluate -j 16` waiting on its LM holds no
-interpreter. Fresh globals per session rather than a fresh process: a new namespace costs
-microseconds, a new process ~1.5 s of Pyodide loading (benchmarks/sandbox.py).
+interpreter. Fresh globals per session rather than a fresh process: a new session with one
+execute costs 1.3 ms (1.0 ms for an execute alone), a new process ~3.4 s of Pyodide loading
+(benchmarks/sandbox.py).
 
 What sessions on one process do share is the interpreter itself. The runner puts back builtins,
 the standard streams and the recursion limit after every execute, and turns sys.exit() into an
