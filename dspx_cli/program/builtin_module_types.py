@@ -256,3 +256,5 @@ register(
 
 # The `python` type lives in a file of its own and registers itself after the built-ins above.
 from dspx_cli.program import python_module_type as _python_module_type  # noqa: E402, F401
+# So do the code module types (program_of_thought, code_act), which run code in the sandbox.
+from dspx_cli.program import code_module_types as _code_module_types  # noqa: E402, F401
