@@ -36,8 +36,6 @@ class _Execution(Protocol):
     @property
     def output(self) -> Any: ...
     @property
-    def final(self) -> bool: ...
-    @property
     def error(self) -> str | None: ...
 
 
@@ -72,16 +70,15 @@ def parse_code(generated: Any) -> tuple[str, str | None]:
 async def run_code(session: CodeSession, code: str) -> tuple[str | None, str | None]:
     """`(output, None)` or `(None, error)`: the output as JSON text, as DSPy's `_execute_code` gives it.
 
-    A value passed to `SUBMIT(...)` reaches the LM as `{"output": value}` (DSPy's single-argument
-    SUBMIT); otherwise the last expression's value, or the printed text when there is none.
+    After `SUBMIT(value)` the sandbox's output is DSPy's final output, `{"output": value}`;
+    otherwise the last expression's value, or the printed text when there is none.
     """
     if not code:
         return None, "Error: Empty code before execution."
     execution = await session.execute(code)
     if execution.error is not None:
         return None, execution.error
-    value = {"output": execution.output} if execution.final else execution.output
-    return json.dumps(value), None
+    return json.dumps(execution.output), None
 
 
 def require(sandbox: CodeSandbox | None) -> CodeSandbox:
