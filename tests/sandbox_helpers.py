@@ -1,48 +1,57 @@
-"""What tests of the code modules need from the real sandbox: a skip when Deno is missing, one
-Deno cache (Pyodide is fetched from npm once, not once per test's empty dspx cache), and a
-sandbox opened and closed around a test's event loop."""
+"""A real sandbox (Deno + Pyodide) for tests, on one event loop per module so Pyodide loads few times."""
 
 from __future__ import annotations
 
-import os
+import asyncio
 import shutil
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from pathlib import Path
-from typing import Any
+from collections.abc import Awaitable, Iterator
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import pytest
 
+from dspx_cli.sandbox import Execution, Sandbox, SandboxLimits
+from tests.conftest import SANDBOX_DENO_DIR
 
-def _deno_installed() -> bool:
+T = TypeVar("T")
+
+
+def deno_installed() -> bool:
     try:
-        from deno import find_deno_bin  # type: ignore[import-not-found,unused-ignore]
+        from deno import find_deno_bin  # type: ignore[import-untyped,import-not-found,unused-ignore]
 
-        return Path(str(find_deno_bin())).is_file()
+        find_deno_bin()
+        return True
     except (ImportError, FileNotFoundError):
         return shutil.which("deno") is not None
 
 
-needs_deno = pytest.mark.skipif(not _deno_installed(), reason="the sandbox needs Deno (pip install deno)")
-
-# The conftest gives every test an empty dspx cache, whose deno/ folder would fetch Pyodide anew.
-SHARED_DENO_DIR = Path(os.environ.get("DENO_DIR") or Path.home() / ".cache" / "dspx-tests" / "deno")
+needs_deno = pytest.mark.skipif(not deno_installed(), reason="Deno is not installed (pip install 'dspx_cli[sandbox]')")
 
 
-@pytest.fixture
-def shared_deno(monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Points DENO_DIR (read by the sandbox, in this process and in dspx processes) at the shared cache."""
-    monkeypatch.setenv("DENO_DIR", str(SHARED_DENO_DIR))
-    return SHARED_DENO_DIR
+@dataclass
+class Box:
+    """A sandbox and the loop it lives on: tests call box.run(coroutine)."""
+
+    runner: asyncio.Runner
+    sandbox: Sandbox
+
+    def run(self, coroutine: Awaitable[T]) -> T:
+        return self.runner.run(coroutine)  # type: ignore[arg-type]
+
+    def execute(self, code: str, variables: dict[str, Any] | None = None, tools: dict | None = None) -> Execution:
+        async def go() -> Execution:
+            async with self.sandbox.session(tools) as session:
+                return await session.execute(code, variables)
+
+        return self.run(go())
 
 
-@asynccontextmanager
-async def open_sandbox(**limits: Any) -> AsyncIterator[Any]:
-    """A one-process sandbox on the shared Deno cache, closed at the end of the block."""
-    from dspx_cli.sandbox import Sandbox, SandboxLimits
-
-    sandbox = Sandbox(SandboxLimits(**{"pool_size": 1, **limits}), deno_dir=SHARED_DENO_DIR)
+def open_box(limits: SandboxLimits) -> Iterator[Box]:
+    runner = asyncio.Runner()
+    sandbox = Sandbox(limits, deno_dir=SANDBOX_DENO_DIR)
     try:
-        yield sandbox
+        yield Box(runner, sandbox)
     finally:
-        await sandbox.aclose()
+        runner.run(sandbox.aclose())
+        runner.close()

@@ -15,9 +15,8 @@ import pytest
 
 from tests.cli_inprocess import dspx
 from tests.lm_server import LMServer
-from tests.sandbox_helpers import needs_deno, shared_deno
+from tests.sandbox_helpers import needs_deno
 
-__all__ = ["shared_deno"]  # the fixture, imported for pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -66,7 +65,6 @@ def pot_responder(generate: str, regenerate: str | None = None) -> Any:
     return respond
 
 
-@pytest.mark.usefixtures("shared_deno")
 @needs_deno
 def test_program_of_thought_submits_and_traces_its_code(lm_server: LMServer, tmp_path: Path) -> None:
     lm_server.responder = pot_responder('total = sum(range(10))\nSUBMIT({"answer": total})')
@@ -79,7 +77,6 @@ def test_program_of_thought_submits_and_traces_its_code(lm_server: LMServer, tmp
     assert '[0] output: {"output": {"answer": 45}}' in done.stderr
 
 
-@pytest.mark.usefixtures("shared_deno")
 @needs_deno
 def test_program_of_thought_regenerates_after_an_error(lm_server: LMServer, tmp_path: Path) -> None:
     lm_server.responder = pot_responder("x = undefined_name + 1", regenerate="x = 40 + 2")
@@ -93,7 +90,6 @@ def test_program_of_thought_regenerates_after_an_error(lm_server: LMServer, tmp_
     assert "[0] error: NameError" in done.stderr and "[1] output: 42" in done.stderr
 
 
-@pytest.mark.usefixtures("shared_deno")
 @needs_deno
 def test_program_of_thought_fails_after_max_iters(lm_server: LMServer, tmp_path: Path) -> None:
     lm_server.responder = pot_responder("print(1 / 0)")
@@ -142,7 +138,6 @@ def act_responder(steps: list[tuple[str, bool]]) -> Any:
     return respond
 
 
-@pytest.mark.usefixtures("shared_deno")
 @needs_deno
 def test_code_act_calls_a_host_tool_keeps_variables_and_stops_when_finished(
     lm_server: LMServer, tmp_path: Path
@@ -161,7 +156,6 @@ def test_code_act_calls_a_host_tool_keeps_variables_and_stops_when_finished(
     assert '[0] output: "2100\\n"' in done.stderr and '[1] output: "4200\\n"' in done.stderr
 
 
-@pytest.mark.usefixtures("shared_deno")
 @needs_deno
 def test_code_act_reports_errors_and_stops_at_max_iters(lm_server: LMServer, tmp_path: Path) -> None:
     lm_server.responder = act_responder([("population('Atlantis')", False), ("print(undefined)", False)])
@@ -197,7 +191,6 @@ def isolation_responder(body: dict[str, Any]) -> str:
     return reply(reasoning="Read back.", answer=json.loads(outputs[-1]).strip() if clean else "leaked")
 
 
-@pytest.mark.usefixtures("shared_deno")
 @needs_deno
 def test_sixteen_concurrent_examples_never_see_each_others_variables(lm_server: LMServer, tmp_path: Path) -> None:
     rows = [{"question": str(n), "answer": str(n * 2)} for n in range(16)]
@@ -228,7 +221,9 @@ def test_validate_neither_imports_the_sandbox_nor_the_code_modules(tmp_path: Pat
         "main()\n"
     )
     env = {"BASE": "http://127.0.0.1:9/v1", "PATH": "/nonexistent"}  # no deno on the PATH either
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, env=env, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, env=env, timeout=120
+    )
     assert done.returncode == 0, done.stderr
     assert "step agent: code_act · 0 demos · tools population" in done.stdout
     assert json.loads(done.stderr.strip().splitlines()[-1]) == []
@@ -244,7 +239,7 @@ def test_validate_neither_imports_the_sandbox_nor_the_code_modules(tmp_path: Pat
         ("a = b = 1", "a = b = 1", "Error: Code format is not correct."),
         ("", "", "Error: Empty code after parsing."),
         ("```python\n```", "```python\n```", None),  # DSPy's regex needs a body: the text is the code
-            (None, "", "Error: Empty code after parsing."),
+        (None, "", "Error: Empty code after parsing."),
     ],
 )
 def test_code_is_taken_from_the_reply_by_dspys_rules(reply_text: str | None, code: str, error: str | None) -> None:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -22,14 +24,25 @@ from dspx_cli.errors import DspxError
 from dspx_cli.lm import LMConfig, create_lm
 from dspx_cli.modules.code_act import CodeAct
 from dspx_cli.modules.program_of_thought import ProgramOfThought
+from dspx_cli.sandbox import Sandbox, SandboxLimits
 from tests import code_tools
+from tests.conftest import SANDBOX_DENO_DIR
 from tests.lm_server import LMServer
-from tests.sandbox_helpers import needs_deno, open_sandbox
+from tests.sandbox_helpers import needs_deno
 
 GOLDEN = json.loads((Path(__file__).parent / "fixtures" / "code_modules" / "golden.json").read_text())
 RUNS = {f"{run['module']}/{run['case']}": run for run in GOLDEN["runs"]}
 
 pytestmark = needs_deno
+
+
+@asynccontextmanager
+async def open_sandbox() -> AsyncIterator[Sandbox]:
+    sandbox = Sandbox(SandboxLimits(pool_size=1), deno_dir=SANDBOX_DENO_DIR)
+    try:
+        yield sandbox
+    finally:
+        await sandbox.aclose()
 
 
 def key(messages: list[dict[str, str]]) -> str:
