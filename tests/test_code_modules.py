@@ -101,6 +101,21 @@ def test_program_of_thought_fails_after_max_iters(lm_server: LMServer, tmp_path:
     assert len(lm_server.requests) == 2  # generate, one regenerate (max_iters 2), no answer step
 
 
+def test_the_modules_limits_reach_the_sandbox(tmp_path: Path) -> None:
+    """Built to run, a code module gets the run context's sandbox with its own limits (nothing starts yet)."""
+    from dspx_cli.program.context import RunContext
+    from dspx_cli.program.loader import load_program
+    from dspx_cli.program.runner import ProgramRunner
+
+    path = write(tmp_path, POT.replace("timeout: 20", "timeout: 1.5, memory_mb: 256"))
+    context = RunContext(history=False)
+    runner = ProgramRunner(load_program(path, env={"BASE": "http://127.0.0.1:9/v1"}), context)
+    sandbox = runner.modules["solve"].sandbox  # type: ignore[attr-defined]
+    assert sandbox is context.sandbox()
+    assert (sandbox.limits.timeout, sandbox.limits.memory_mb) == (1.5, 256)
+    assert ProgramRunner(load_program(path, env={"BASE": "b"}), None).modules["solve"].sandbox is None  # type: ignore[attr-defined]
+
+
 TOOLS = '''
 import json
 from pathlib import Path
