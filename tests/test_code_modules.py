@@ -113,6 +113,20 @@ def test_the_modules_limits_reach_the_sandbox(tmp_path: Path) -> None:
     sandbox = runner.modules["solve"].sandbox  # type: ignore[attr-defined]
     assert sandbox is context.sandbox()
     assert (sandbox.limits.timeout, sandbox.limits.memory_mb) == (1.5, 256)
+    # One sandbox per run: with two code modules, each limit is the larger one declared.
+    two = POT.replace("timeout: 20", "timeout: 1.5, memory_mb: 256").rstrip(" ") + (
+        "      act: {type: code_act, signature: 'question -> answer', timeout: 9}\n"
+        "    flow:\n"
+        "      - {id: solve, module: solve, with: {question: $input.question}}\n"
+        "      - {id: act, module: act, with: {question: $solve.answer}}\n"
+        "    output: {answer: $act.answer}\n"
+    )
+    path = write(tmp_path, two)
+    context = RunContext(history=False)
+    runner = ProgramRunner(load_program(path, env={"BASE": "b"}), context)
+    limits = context.sandbox().limits
+    assert (limits.timeout, limits.memory_mb) == (9, 256)
+    assert runner.modules["act"].sandbox is runner.modules["solve"].sandbox  # type: ignore[attr-defined]
     assert ProgramRunner(load_program(path, env={"BASE": "b"}), None).modules["solve"].sandbox is None  # type: ignore[attr-defined]
 
 
