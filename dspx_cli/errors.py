@@ -92,3 +92,11 @@ class AdapterParseError(DspxError):
         super().__init__(f"{message}; the LM replied: {json.dumps(shown, ensure_ascii=False)}")
         self.lm_response = lm_response
         self.parsed = parsed or {}
+
+
+class SandboxUnavailableError(DspxError):
+    """The code sandbox cannot run: Deno is not installed, Pyodide cannot be fetched, or the
+    interpreter process does not start. Errors of the code it runs are not raised: they go back to
+    the LM as text."""
+
+    exit_code = EXIT_RUNTIME

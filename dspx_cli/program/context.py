@@ -26,6 +26,7 @@ from dspx_cli.program.model import RetrieverDef
 
 if TYPE_CHECKING:
     from dspx_cli.retrieval import Retriever
+    from dspx_cli.sandbox import Sandbox, SandboxLimits
 
 
 class RunContext:
@@ -46,6 +47,7 @@ class RunContext:
         self._lms: dict[tuple[object, ...], LM] = {}
         self._schema_refusals = SchemaRefusals()
         self._retrievers: dict[tuple[object, ...], Retriever] = {}
+        self._sandbox: Sandbox | None = None
 
     @property
     def cache(self) -> ResponseCache:
@@ -106,6 +108,15 @@ class RunContext:
             self._retrievers[definition.key] = retriever
         return self._retrievers[definition.key]
 
+    def sandbox(self, limits: SandboxLimits | None = None) -> Sandbox:
+        """The run's code sandbox, made at first use (programs without code modules never import
+        it). One per run: its limits are those of the first caller; its processes start lazily."""
+        if self._sandbox is None:
+            from dspx_cli.sandbox import Sandbox, SandboxLimits
+
+            self._sandbox = Sandbox(limits or SandboxLimits())
+        return self._sandbox
+
     def _build(self, config: LMConfig) -> LM:
         from dspx_cli.lm.registry import create_lm
         from dspx_cli.lm.stack import guarded
@@ -123,6 +134,9 @@ class RunContext:
         for retriever in self._retrievers.values():
             await retriever.aclose()
         self._retrievers.clear()
+        if self._sandbox is not None:
+            await self._sandbox.aclose()
+            self._sandbox = None
         if self._cache is not None:
             self._cache.close()
         if self._history is not None:

@@ -1,0 +1,139 @@
+"""The sandbox: a small pool of interpreter processes shared by sessions.
+
+A session is one run's interpreter state (DSPy's PythonInterpreter lifetime): its own globals
+dict, living in one process of the pool. Sessions are spread over the processes (fewest bound
+sessions first, so processes start lazily, one per concurrent session up to pool_size) and take
+turns on a process only while an execute runs, so `evaluate -j 16` waiting on its LM holds no
+interpreter. Fresh globals per session rather than a fresh process: a new namespace costs
+microseconds, a new process ~1.5 s of Pyodide loading (benchmarks/sandbox.py).
+
+What sessions on one process do share is the interpreter itself (sys.modules, builtins): code that
+patches a module is seen by the other sessions of that process. They are one program's runs; the
+boundary that matters, sandbox against host, is the process's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import keyword
+import math
+from collections.abc import AsyncIterator, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from dspx_cli.sandbox.deno import default_deno_dir, ensure_pyodide, find_deno
+from dspx_cli.sandbox.process import Interpreter
+from dspx_cli.sandbox.types import Execution, SandboxLimits, SandboxTool
+
+
+class SandboxSession:
+    """One run's interpreter state; variables persist from one execute to the next."""
+
+    def __init__(self, sandbox: Sandbox, slot: Interpreter, name: str, tools: Mapping[str, SandboxTool]) -> None:
+        self._sandbox = sandbox
+        self._slot = slot
+        self._name = name
+        self._tools = dict(tools)
+        self._generation = 0
+
+    async def execute(self, code: str, variables: Mapping[str, Any] | None = None) -> Execution:
+        """Run code; its errors, timeouts and overruns come back in the Execution, never raised.
+
+        Raises SandboxUnavailableError when Deno or Pyodide is missing or the process cannot start,
+        and ValueError for a variable name that is not an identifier or a value not JSON-able.
+        """
+        values = {name: _jsonable(value) for name, value in (variables or {}).items()}
+        for name in values:
+            if not name.isidentifier() or keyword.iskeyword(name):
+                raise ValueError(f"invalid variable name: {name!r}")
+        slot = self._slot
+        async with slot.lock:
+            execution = await slot.execute(self._name, code, values, self._tools)
+            self._generation = slot.generation
+        return execution
+
+    async def _close(self) -> None:
+        await self._slot.close_session(self._name, self._generation)
+
+
+class Sandbox:
+    def __init__(self, limits: SandboxLimits = SandboxLimits(), *, deno_dir: Path | None = None) -> None:
+        if limits.pool_size < 1 or limits.timeout <= 0 or limits.memory_mb < 64 or limits.output_bytes < 1:
+            raise ValueError(f"invalid sandbox limits: {limits}")
+        self.limits = limits
+        self.deno_dir = deno_dir or default_deno_dir()
+        self._slots: list[Interpreter] = []
+        self._setup = asyncio.Lock()
+        self._names = itertools.count(1)
+        self._closed = False
+
+    async def _pool(self) -> list[Interpreter]:
+        async with self._setup:
+            if self._closed:
+                raise RuntimeError("the sandbox is closed")
+            if not self._slots:
+                deno = find_deno()
+                pyodide = await ensure_pyodide(deno, self.deno_dir)
+                self._slots = [
+                    Interpreter(deno, pyodide, self.deno_dir, self.limits) for _ in range(self.limits.pool_size)
+                ]
+            return self._slots
+
+    def session(self, tools: Mapping[str, SandboxTool] | None = None) -> AbstractAsyncContextManager[SandboxSession]:
+        return self._session(tools or {})
+
+    @asynccontextmanager
+    async def _session(self, tools: Mapping[str, SandboxTool]) -> AsyncIterator[SandboxSession]:
+        slots = await self._pool()
+        slot = min(slots, key=lambda s: s.sessions)
+        slot.sessions += 1
+        session = SandboxSession(self, slot, f"s{next(self._names)}", tools)
+        try:
+            yield session
+        finally:
+            slot.sessions -= 1
+            await asyncio.shield(session._close())
+
+    async def start(self) -> None:
+        """Start every process of the pool now rather than at first use (benchmarks, warm-up)."""
+        slots = await self._pool()
+
+        async def warm(slot: Interpreter) -> None:
+            async with slot.lock:
+                if not slot.alive:
+                    await slot.start()
+
+        await asyncio.gather(*(warm(slot) for slot in slots))
+
+    async def aclose(self) -> None:
+        async with self._setup:
+            self._closed = True
+            slots, self._slots = self._slots, []
+        await asyncio.gather(*(slot.kill() for slot in slots))
+
+
+def _jsonable(value: Any) -> Any:
+    """A variable as JSON values, the way DSPy injects it: tuples and sets become lists, pydantic
+    models their dump; anything else must already be JSON."""
+    if value is None or isinstance(value, str | bool | int):
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"a variable cannot be {value} (not JSON)")
+        return value
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, set | frozenset):
+        items = [_jsonable(v) for v in value]
+        try:
+            return sorted(items)
+        except TypeError:
+            return items
+    dump = getattr(value, "model_dump", None)
+    if callable(dump):
+        return _jsonable(dump(mode="json"))
+    raise ValueError(f"a variable of type {type(value).__name__} cannot be sent to the sandbox (not JSON)")
