@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +22,7 @@ from dspx_cli.program.module_types import MODULE_TYPES
 if TYPE_CHECKING:
     from dspx_cli.modules.best_of_n import RewardFn
     from dspx_cli.modules.tool import Tool
+    from dspx_cli.sandbox import Sandbox
 
 
 def build_module(
@@ -86,6 +87,10 @@ def _tool(definition: ToolDef, context: RunContext | None) -> Tool:
         from dspx_cli.modules.tool import Tool
 
         return Tool(calculator, name=name, desc=desc, timeout=timeout)
+    if definition.kind == "sandbox":
+        from dspx_cli.modules.sandbox_tool import SandboxPythonTool
+
+        return SandboxPythonTool(_sandbox_opener(definition, context), name=name, desc=desc)
     if definition.kind == "retrieve":
         from dspx_cli.modules.retrieve import Retrieve
 
@@ -94,6 +99,18 @@ def _tool(definition: ToolDef, context: RunContext | None) -> Tool:
         return search.as_tool(name=name, desc=desc, timeout=timeout)
     assert definition.tool is not None
     return definition.tool
+
+
+def _sandbox_opener(definition: ToolDef, context: RunContext | None) -> Callable[[], Sandbox] | None:
+    """The run context's sandbox, asked for at a run's first call; `timeout` bounds each execution."""
+    if context is None:
+        return None
+    if definition.timeout is None:
+        return context.sandbox
+    from dspx_cli.sandbox import SandboxLimits
+
+    limits = SandboxLimits(timeout=definition.timeout)
+    return lambda: context.sandbox(limits)
 
 
 def _retriever(definition: RetrieverDef, context: RunContext | None) -> Any:
