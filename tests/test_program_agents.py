@@ -159,7 +159,7 @@ def test_module_keys_of_another_type_are_errors(tmp_path: Path) -> None:
         """,
     )
     done = dspx("validate", str(path))
-    assert done.returncode == 2 and f"{path}:3:" in done.stderr and "applies to type react" in done.stderr
+    assert done.returncode == 2 and f"{path}:3:" in done.stderr and "applies to type code_act and react" in done.stderr
 
 
 RAG = """\

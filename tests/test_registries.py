@@ -35,6 +35,8 @@ modules:
   refined: {type: refine, module: plain, N: 2, reward: {python: "rewards.py:short"}}
   find: {type: retrieve, corpus: corpus.txt, k: 1}
   glue: {type: python, function: "steps.py:glue", signature: "question -> answer"}
+  pot: {type: program_of_thought, signature: "question -> answer", max_iters: 2, timeout: 5}
+  act: {type: code_act, signature: "question -> answer", tools: [calculator], max_iters: 2}
 flow:
   - {id: a, module: plain, with: {question: $input.question}}
   - {id: b, module: cot, with: {question: $input.question}}
@@ -44,7 +46,10 @@ flow:
   - {id: f, module: refined, with: {question: $input.question}}
   - {id: g, module: find, with: {query: $input.question}}
   - {id: h, module: glue, with: {question: $input.question}}
-output: {a: $a.answer, b: $b.answer, c: $c.answer, d: $d.answer, e: $e.answer, f: $f.answer, g: $g.passages, h: $h.answer}
+  - {id: i, module: pot, with: {question: $input.question}}
+  - {id: j, module: act, with: {question: $input.question}}
+output: {a: $a.answer, b: $b.answer, c: $c.answer, d: $d.answer, e: $e.answer, f: $f.answer, g: $g.passages, h: $h.answer,
+  i: $i.answer, j: $j.answer}
 """
 
 
@@ -90,7 +95,7 @@ def test_every_module_type_copies_its_predictors_and_renders_messages(every_type
             copied.demos.append({"question": "new"})
             assert {"question": "new"} not in original.demos, (step.module, name)
     previews = {step.id: messages for step, messages in runner.preview({"question": "Why?"})}
-    assert previews["g"] == previews["h"] == [] and all(previews[step] for step in "abcdef")
+    assert previews["g"] == previews["h"] == [] and all(previews[step] for step in "abcdefij")
 
 
 COMMON_KEYS = ["type", "signature", "instructions", "demos", "lm", "adapter", "n", "temperature", "max_tokens"]
@@ -155,7 +160,7 @@ modules:
         (
             'glue: {type: python, function: "s.py:f", signature: "q -> a", tools: [calculator]}',
             "tools:",
-            "module 'glue': 'tools' applies to type react, not python",
+            "module 'glue': 'tools' applies to type code_act and react, not python",
         ),
     ],
 )

@@ -60,7 +60,8 @@ def _compact(value: Any) -> str:
 
 
 def trace_text(program: Program, steps: dict[str, Any]) -> str:
-    """Each step's fields in run order; a ReAct trajectory as numbered thought / tool / observation."""
+    """Each step's fields in run order; a ReAct trajectory as numbered thought / tool / observation,
+    a program_of_thought or code_act one as numbered code / output / error."""
     out = []
     for step in program.steps:
         if step.id not in steps:
@@ -69,7 +70,9 @@ def trace_text(program: Program, steps: dict[str, Any]) -> str:
         out.append(f"=== step {step.id} · module {module.name} ({module.type}) ===")
         fields = dict(steps[step.id].items())
         trajectory = fields.pop("trajectory", None)
-        if isinstance(trajectory, dict):
+        if isinstance(trajectory, dict) and module.type in _CODE_MODULES:
+            out.extend(_code_lines(trajectory) or ["(no code)"])
+        elif isinstance(trajectory, dict):
             out.extend(_trajectory_lines(trajectory) or ["(no tool calls)"])
         if fields:
             out.append(fields_text(fields).rstrip("\n"))
@@ -86,6 +89,25 @@ def _trajectory_lines(trajectory: dict[str, Any]) -> list[str]:
         observation = trajectory.get(f"observation_{i}")
         text = observation if isinstance(observation, str) else _compact(observation)
         lines.append(f"[{i}] observation: " + text.replace("\n", "\n    "))
+    return lines
+
+
+# Module types whose trajectory is code, output and errors per iteration (modules/code_act.py,
+# modules/program_of_thought.py): (trajectory key prefix, label) in display order.
+_CODE_MODULES = frozenset({"program_of_thought", "code_act"})
+_CODE_ENTRIES = (("generated_code", "code"), ("code_output", "output"), ("error", "error"), ("observation", "error"))
+
+
+def _code_lines(trajectory: dict[str, Any]) -> list[str]:
+    lines = []
+    indexes = sorted({int(key.rsplit("_", 1)[1]) for key in trajectory if key.rsplit("_", 1)[-1].isdigit()})
+    for i in indexes:
+        for prefix, label in _CODE_ENTRIES:
+            value = trajectory.get(f"{prefix}_{i}")
+            if value is None:
+                continue
+            text = value if isinstance(value, str) else _compact(value)
+            lines.append(f"[{i}] {label}:" + ("\n    " + text.replace("\n", "\n    ") if "\n" in text else f" {text}"))
     return lines
 
 

@@ -254,5 +254,7 @@ register(
     ),
 )
 
-# The `python` type lives in a file of its own and registers itself after the built-ins above.
+# The code module types (program_of_thought, code_act, which run code in the sandbox) and the
+# `python` type live in files of their own and register themselves after the built-ins above.
+from dspx_cli.program import code_module_types as _code_module_types  # noqa: E402, F401
 from dspx_cli.program import python_module_type as _python_module_type  # noqa: E402, F401
