@@ -94,6 +94,25 @@ def test_bad_sandbox_tool_declarations_are_located(tmp_path: Path, tool: str, me
     assert "Traceback" not in done.stderr
 
 
+def test_code_act_refuses_the_sandbox_tool(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """\
+        lm: openai/m
+        tools:
+          python: {}
+        modules:
+          agent:
+            type: code_act
+            signature: "question -> answer"
+            tools: [python]
+        """,
+    )
+    done = dspx("validate", str(path))
+    assert done.returncode == 2 and done.stderr.startswith(f"error: {path}:8:"), done.stderr
+    assert "tool 'python' runs code in the sandbox, where code_act's code already runs" in done.stderr
+
+
 def reply(**fields: Any) -> str:
     parts = [f"[[ ## {name} ## ]]\n{json.dumps(v) if isinstance(v, dict) else v}" for name, v in fields.items()]
     return "\n\n".join(parts) + "\n\n[[ ## completed ## ]]"

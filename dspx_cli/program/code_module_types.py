@@ -84,6 +84,13 @@ def _define_code_act(args: DefineArgs) -> dict[str, Any]:
                 "tools",
                 index,
             )
+        if args.tools[tool].kind == "sandbox":
+            raise args.error(
+                f"module {args.name!r}: tool {tool!r} runs code in the sandbox, where code_act's code already "
+                "runs; write the code directly, or give the tool to a react module",
+                "tools",
+                index,
+            )
     return {"tools": tuple(args.tools[tool] for tool in settings.tools or ())}
 
 
