@@ -101,6 +101,35 @@ def test_program_of_thought_fails_after_max_iters(lm_server: LMServer, tmp_path:
     assert len(lm_server.requests) == 2  # generate, one regenerate (max_iters 2), no answer step
 
 
+def test_the_modules_limits_reach_the_sandbox(tmp_path: Path) -> None:
+    """Built to run, a code module gets the run context's sandbox with its own limits (nothing starts yet)."""
+    from dspx_cli.program.context import RunContext
+    from dspx_cli.program.loader import load_program
+    from dspx_cli.program.runner import ProgramRunner
+
+    path = write(tmp_path, POT.replace("timeout: 20", "timeout: 1.5, memory_mb: 256"))
+    context = RunContext(history=False)
+    runner = ProgramRunner(load_program(path, env={"BASE": "http://127.0.0.1:9/v1"}), context)
+    sandbox = runner.modules["solve"].sandbox  # type: ignore[attr-defined]
+    assert sandbox is context.sandbox()
+    assert (sandbox.limits.timeout, sandbox.limits.memory_mb) == (1.5, 256)
+    # One sandbox per run: with two code modules, each limit is the larger one declared.
+    two = POT.replace("timeout: 20", "timeout: 1.5, memory_mb: 256").rstrip(" ") + (
+        "      act: {type: code_act, signature: 'question -> answer', timeout: 9}\n"
+        "    flow:\n"
+        "      - {id: solve, module: solve, with: {question: $input.question}}\n"
+        "      - {id: act, module: act, with: {question: $solve.answer}}\n"
+        "    output: {answer: $act.answer}\n"
+    )
+    path = write(tmp_path, two)
+    context = RunContext(history=False)
+    runner = ProgramRunner(load_program(path, env={"BASE": "b"}), context)
+    limits = context.sandbox().limits
+    assert (limits.timeout, limits.memory_mb) == (9, 256)
+    assert runner.modules["act"].sandbox is runner.modules["solve"].sandbox  # type: ignore[attr-defined]
+    assert ProgramRunner(load_program(path, env={"BASE": "b"}), None).modules["solve"].sandbox is None  # type: ignore[attr-defined]
+
+
 TOOLS = '''
 import json
 from pathlib import Path
@@ -247,3 +276,41 @@ def test_code_is_taken_from_the_reply_by_dspys_rules(reply_text: str | None, cod
     from dspx_cli.modules.code_steps import parse_code
 
     assert parse_code(reply_text) == (code, error)
+
+
+@needs_deno
+def test_compile_bootstraps_demos_into_dspys_predictor_names(lm_server: LMServer, tmp_path: Path) -> None:
+    """A successful run's code and answer steps become demos; the state keys are DSPy's names."""
+
+    def respond(body: dict[str, Any]) -> str:
+        system, user = body["messages"][0]["content"], body["messages"][-1]["content"]
+        if "Given the final code" in system:
+            return reply(reasoning="Read it.", answer=json.loads(section(user, "code_output")).strip())
+        return reply(reasoning="Add.", generated_code=fenced(f"print({section(user, 'question')})"))
+
+    rows = [{"question": f"{n} + {n}", "answer": str(2 * n)} for n in range(6)]
+    files = {
+        "train.jsonl": "".join(json.dumps(row) + "\n" for row in rows[:4]),
+        "dev.jsonl": "".join(json.dumps(row) + "\n" for row in rows[4:]),
+    }
+    program = POT + (
+        "data: {train: train.jsonl, dev: dev.jsonl}\n    metric: exact_match\n"
+        "    optimizer: {type: bootstrap_few_shot, max_bootstrapped_demos: 2, max_labeled_demos: 0}\n"
+    )
+    path = write(tmp_path, program, **files)
+    lm_server.responder = respond
+    state = tmp_path / "state.json"
+    done = dspx("compile", str(path), "-o", str(state), "--json", BASE=lm_server.api_base)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["score_after"] == 1.0
+    saved = json.loads(state.read_text())
+    generate, regenerate, answer = (
+        saved[f"solve.{name}"]
+        for name in ("code_generate.predict", "code_regenerate.predict", "generate_output.predict")
+    )
+    assert [demo["generated_code"] for demo in generate["demos"]] == [
+        "```python\nprint(0 + 0)\n```",
+        "```python\nprint(1 + 1)\n```",
+    ]
+    assert regenerate["demos"] == []  # no run needed a second attempt
+    assert [demo["code_output"] for demo in answer["demos"]] == ['"0\\n"', '"2\\n"']

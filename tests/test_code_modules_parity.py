@@ -9,10 +9,8 @@ must every other message, and the final outputs.
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +22,10 @@ from dspx_cli.errors import DspxError
 from dspx_cli.lm import LMConfig, create_lm
 from dspx_cli.modules.code_act import CodeAct
 from dspx_cli.modules.program_of_thought import ProgramOfThought
-from dspx_cli.sandbox import Sandbox, SandboxLimits
+from dspx_cli.sandbox import SandboxLimits
 from tests import code_tools
-from tests.conftest import SANDBOX_DENO_DIR
 from tests.lm_server import LMServer
-from tests.sandbox_helpers import needs_deno
+from tests.sandbox_helpers import Box, needs_deno, open_box
 
 GOLDEN = json.loads((Path(__file__).parent / "fixtures" / "code_modules" / "golden.json").read_text())
 RUNS = {f"{run['module']}/{run['case']}": run for run in GOLDEN["runs"]}
@@ -36,13 +33,10 @@ RUNS = {f"{run['module']}/{run['case']}": run for run in GOLDEN["runs"]}
 pytestmark = needs_deno
 
 
-@asynccontextmanager
-async def open_sandbox() -> AsyncIterator[Sandbox]:
-    sandbox = Sandbox(SandboxLimits(pool_size=1), deno_dir=SANDBOX_DENO_DIR)
-    try:
-        yield sandbox
-    finally:
-        await sandbox.aclose()
+@pytest.fixture(scope="module")
+def box() -> Iterator[Box]:
+    """One sandbox, on one event loop, for every run: Pyodide loads once. Each run has its own session."""
+    yield from open_box(SandboxLimits(pool_size=1))
 
 
 def key(messages: list[dict[str, str]]) -> str:
@@ -69,7 +63,7 @@ def test_fixture_was_made_by_dspy() -> None:
 
 
 @pytest.mark.parametrize("case", sorted(RUNS))
-def test_run_matches_dspy(case: str, lm_server: LMServer) -> None:
+def test_run_matches_dspy(case: str, lm_server: LMServer, box: Box) -> None:
     run = RUNS[case]
     replies = {key(call["messages"]): call["reply"] for call in run["calls"]}
     lm_server.responder = lambda body: replies.get(key(body["messages"]), "UNEXPECTED PROMPT")
@@ -77,25 +71,24 @@ def test_run_matches_dspy(case: str, lm_server: LMServer) -> None:
     async def main() -> tuple[Any, Any, str | None]:
         lm = create_lm(LMConfig(model="openai/dummy", api_base=lm_server.api_base, num_retries=0))
         adapter = JSONAdapter() if run["adapter"] == "json" else ChatAdapter()
-        async with open_sandbox() as sandbox:
-            module: ProgramOfThought | CodeAct
-            if run["module"] == "program_of_thought":
-                module = ProgramOfThought(
-                    signature_of(run), lm, sandbox=sandbox, max_iters=run["max_iters"], adapter=adapter
-                )
-            else:
-                tools = [code_tools.TOOL_FUNCTIONS[name] for name in run["tools"]]
-                module = CodeAct(
-                    signature_of(run), tools, lm, sandbox=sandbox, max_iters=run["max_iters"], adapter=adapter
-                )
-            try:
-                return module, await module.acall(**run["inputs"]), None
-            except DspxError as err:
-                return module, None, str(err)
-            finally:
-                await lm.aclose()
+        module: ProgramOfThought | CodeAct
+        if run["module"] == "program_of_thought":
+            module = ProgramOfThought(
+                signature_of(run), lm, sandbox=box.sandbox, max_iters=run["max_iters"], adapter=adapter
+            )
+        else:
+            tools = [code_tools.TOOL_FUNCTIONS[name] for name in run["tools"]]
+            module = CodeAct(
+                signature_of(run), tools, lm, sandbox=box.sandbox, max_iters=run["max_iters"], adapter=adapter
+            )
+        try:
+            return module, await module.acall(**run["inputs"]), None
+        except DspxError as err:
+            return module, None, str(err)
+        finally:
+            await lm.aclose()
 
-    module, prediction, error = asyncio.run(main())
+    module, prediction, error = box.run(main())
     sent = [request.body["messages"] for request in lm_server.requests]
     expected = [call["messages"] for call in run["calls"]]
     for index, (ours, theirs) in enumerate(zip(sent, expected, strict=False)):

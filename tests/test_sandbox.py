@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from dspx_cli.errors import SandboxUnavailableError
 from dspx_cli.program.context import RunContext
 from dspx_cli.sandbox import Execution, Sandbox, SandboxLimits
 from tests.sandbox_helpers import Box, needs_deno, open_box
@@ -172,3 +173,20 @@ def test_run_context_owns_one_sandbox_and_closes_it(tmp_path: Any) -> None:
         return same, output
 
     assert asyncio.run(go()) == (True, 42)
+
+
+def test_fetch_failure_is_one_line_unavailable_error(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    # An empty DENO_DIR and a registry that refuses connections: Pyodide cannot be fetched.
+    monkeypatch.setenv("NPM_CONFIG_REGISTRY", "http://127.0.0.1:9/")
+    sandbox = Sandbox(SandboxLimits(pool_size=1), deno_dir=tmp_path / "deno")
+
+    async def go() -> None:
+        try:
+            async with sandbox.session() as session:
+                await session.execute("1")
+        finally:
+            await sandbox.aclose()
+
+    with pytest.raises(SandboxUnavailableError, match=r"could not fetch Pyodide 0\.29\.4 from the npm registry") as e:
+        asyncio.run(go())
+    assert "\n" not in str(e.value) and e.value.exit_code == 1

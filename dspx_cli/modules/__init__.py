@@ -14,8 +14,10 @@ if TYPE_CHECKING:
     from dspx_cli.modules.best_of_n import BestOfN, RewardFn
     from dspx_cli.modules.calculator import calculator
     from dspx_cli.modules.chain_of_thought import ChainOfThought
+    from dspx_cli.modules.code_act import CodeAct
     from dspx_cli.modules.multi_chain_comparison import MultiChainComparison
     from dspx_cli.modules.predict import Predict
+    from dspx_cli.modules.program_of_thought import ProgramOfThought
     from dspx_cli.modules.react import ReAct
     from dspx_cli.modules.refine import Refine
     from dspx_cli.modules.retrieve import Retrieve
@@ -30,8 +32,10 @@ _WHERE = {
     "RewardFn": "best_of_n",
     "calculator": "calculator",
     "ChainOfThought": "chain_of_thought",
+    "CodeAct": "code_act",
     "MultiChainComparison": "multi_chain_comparison",
     "Predict": "predict",
+    "ProgramOfThought": "program_of_thought",
     "ReAct": "react",
     "Refine": "refine",
     "Retrieve": "retrieve",
@@ -42,9 +46,11 @@ __all__ = [
     "MODULE_CLASSES",
     "BestOfN",
     "ChainOfThought",
+    "CodeAct",
     "Module",
     "MultiChainComparison",
     "Predict",
+    "ProgramOfThought",
     "ReAct",
     "Refine",
     "Retrieve",

@@ -13,7 +13,8 @@
         max_iters: 5
 
 Loading reads these keys only: `dspx validate` neither imports the sandbox nor starts Deno. The
-sandbox comes from the run context when the program is built to run; its limits are the module's.
+sandbox comes from the run context when the program is built to run: one per run, whose limits
+are the largest the program's code modules declare.
 """
 
 from __future__ import annotations
@@ -52,15 +53,28 @@ class CodeActSettings(_SandboxKeys):
     max_iters: int | None = Field(default=None, ge=0, description="Code iterations at most (5).")
 
 
+_CODE_TYPES = ("program_of_thought", "code_act")
+_LIMIT_KEYS = ("timeout", "memory_mb")
+
+
 def _sandbox(definition: ModuleDef, builder: Builder) -> CodeSandbox | None:
-    """The run context's sandbox with this module's limits; None when building to render prompts."""
+    """The run context's sandbox; None when building to render prompts.
+
+    A run has one sandbox, so its limits are the program's, not one module's: for each limit, the
+    largest any code module declares (whichever module is built first, the sandbox is the same).
+    """
     if builder.context is None:
         return None
     from dspx_cli.sandbox import SandboxLimits
 
-    settings = typed(definition.settings, _SandboxKeys)
-    overrides = {key: getattr(settings, key) for key in ("timeout", "memory_mb") if getattr(settings, key) is not None}
-    return builder.context.sandbox(SandboxLimits(**overrides))
+    declared: dict[str, list[Any]] = {key: [] for key in _LIMIT_KEYS}
+    for module in builder.program.modules.values():
+        if module.type in _CODE_TYPES:
+            settings = typed(module.settings, _SandboxKeys)
+            for key in _LIMIT_KEYS:
+                if getattr(settings, key) is not None:
+                    declared[key].append(getattr(settings, key))
+    return builder.context.sandbox(SandboxLimits(**{key: max(values) for key, values in declared.items() if values}))
 
 
 def _build_program_of_thought(definition: ModuleDef, builder: Builder) -> Module:

@@ -23,8 +23,8 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from dspx_cli.sandbox.deno import default_deno_dir, ensure_pyodide, find_deno
-from dspx_cli.sandbox.process import Interpreter
+from dspx_cli.sandbox.deno import default_deno_dir, deno_env, ensure_pyodide, find_deno, interpreter_command
+from dspx_cli.sandbox.process import Interpreter, max_line
 from dspx_cli.sandbox.types import Execution, SandboxLimits, SandboxTool
 
 
@@ -76,9 +76,12 @@ class Sandbox:
             if not self._slots:
                 deno = find_deno()
                 pyodide = await ensure_pyodide(deno, self.deno_dir)
-                self._slots = [
-                    Interpreter(deno, pyodide, self.deno_dir, self.limits) for _ in range(self.limits.pool_size)
-                ]
+                limits = self.limits
+                command = interpreter_command(
+                    deno, pyodide, output_bytes=limits.output_bytes, max_line=max_line(limits)
+                )
+                env = deno_env(self.deno_dir)
+                self._slots = [Interpreter(command, env, limits) for _ in range(limits.pool_size)]
             return self._slots
 
     def session(self, tools: Mapping[str, SandboxTool] | None = None) -> AbstractAsyncContextManager[SandboxSession]:
@@ -111,7 +114,7 @@ class Sandbox:
         async with self._setup:
             self._closed = True
             slots, self._slots = self._slots, []
-        await asyncio.gather(*(slot.kill() for slot in slots))
+        await asyncio.gather(*(slot.close() for slot in slots))
 
 
 def _jsonable(value: Any) -> Any:

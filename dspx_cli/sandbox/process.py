@@ -17,14 +17,16 @@ from collections.abc import Mapping
 from typing import Any
 
 from dspx_cli.errors import SandboxUnavailableError
-from dspx_cli.sandbox.deno import deno_env, interpreter_command
 from dspx_cli.sandbox.types import ErrorKind, Execution, SandboxLimits, SandboxTool
 
 START_TIMEOUT = 120.0  # loading Pyodide takes ~1-2 s; a busy CI machine may take much longer
 _STDERR_KEPT = 2000
 _MEMORY_POLL = 0.05  # seconds between RSS checks while code runs
-# Deno's own heap and code besides Pyodide's wasm memory: the cap covers both.
-_DENO_BASE_MB = 256
+# memory_mb is what the code may allocate; the process's own baseline comes on top. Measured on a
+# fresh interpreter (Deno 2.9, Pyodide 0.29): ~150 MB resident, ~690 MB of data mappings (V8's
+# heap reservations and Pyodide's initial wasm memory count there before they are touched).
+_DATA_BASE_MB = 768
+_RSS_BASE_MB = 256
 
 
 _CRASH = "RuntimeError: the sandbox's interpreter process died; it was restarted, so its variables are gone"
@@ -37,12 +39,18 @@ class _Killed(Exception):
         self.error = error
 
 
+def max_line(limits: SandboxLimits) -> int:
+    """The longest line the runner may send: stdout (up to 4 bytes a character, JSON-escaped) and
+    the result, with room for the envelope."""
+    return max(8 * limits.output_bytes, 1 << 20) + (1 << 16)
+
+
 def _limit_child(memory_mb: int) -> Any:
     def apply() -> None:
         # Linux counts wasm memory growth against RLIMIT_DATA (private writable pages), so an
         # allocation past the cap fails inside Pyodide as MemoryError; V8's large PROT_NONE
         # reservations are not counted (RLIMIT_AS would be, and would stop V8 from starting).
-        data = (memory_mb + _DENO_BASE_MB) * 1024 * 1024
+        data = (memory_mb + _DATA_BASE_MB) * 1024 * 1024
         resource.setrlimit(resource.RLIMIT_DATA, (data, data))
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 
@@ -71,11 +79,10 @@ def _error_text(kind: str, args: Any, message: str) -> str:
 class Interpreter:
     """A slot in the pool: at most one process at a time, started lazily, restarted after a kill."""
 
-    def __init__(self, deno: str, pyodide_dir: Any, deno_dir: Any, limits: SandboxLimits) -> None:
+    def __init__(self, command: list[str], env: dict[str, str], limits: SandboxLimits) -> None:
         self.limits = limits
-        self.max_line = max(8 * limits.output_bytes, 1 << 20) + (1 << 16)
-        self._command = interpreter_command(deno, pyodide_dir, output_bytes=limits.output_bytes, max_line=self.max_line)
-        self._env = deno_env(deno_dir)
+        self._command = command
+        self._env = env
         self._process: asyncio.subprocess.Process | None = None
         self._stderr_task: asyncio.Task[None] | None = None
         self._stderr_tail = b""
@@ -83,12 +90,15 @@ class Interpreter:
         self.generation = 0  # bumped at each start: sessions see their state was lost
         self.sessions = 0  # sessions bound to this slot (the pool balances on it)
         self._next_id = 0
+        self._closed = False
 
     @property
     def alive(self) -> bool:
         return self._process is not None and self._process.returncode is None
 
     async def start(self) -> None:
+        if self._closed:
+            raise SandboxUnavailableError("the code sandbox was closed (its run is over)")
         try:
             self._process = await asyncio.create_subprocess_exec(
                 *self._command,
@@ -96,7 +106,7 @@ class Interpreter:
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
                 env=self._env,
-                limit=self.max_line + (1 << 16),
+                limit=max_line(self.limits) + (1 << 16),
                 preexec_fn=_limit_child(self.limits.memory_mb),
                 start_new_session=True,
             )
@@ -120,6 +130,11 @@ class Interpreter:
         assert process.stderr is not None
         while chunk := await process.stderr.read(65536):
             self._stderr_tail = (self._stderr_tail + chunk)[-_STDERR_KEPT:]
+
+    async def close(self) -> None:
+        """Kill the process for good: a session still running code gets no new one."""
+        self._closed = True
+        await self.kill()
 
     async def kill(self) -> None:
         process, self._process = self._process, None
@@ -219,7 +234,7 @@ class Interpreter:
             try:
                 line = await asyncio.wait_for(stdout.readline(), timeout=min(remaining, _MEMORY_POLL * 4))
             except TimeoutError:
-                if _rss_mb(pid) > self.limits.memory_mb + _DENO_BASE_MB:
+                if _rss_mb(pid) > self.limits.memory_mb + _RSS_BASE_MB:
                     raise _Killed("memory", self._memory_error()) from None
                 continue
             except ValueError:  # a line past the reader's limit: the runner's own cap was bypassed
