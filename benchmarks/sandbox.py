@@ -6,7 +6,10 @@
 2. Warm execute round trip: `x + 1` on a started interpreter, host to sandbox and back, with and
    without a host tool call in the code. Target <= 5 ms.
 3. Throughput of 16 concurrent sessions, each running a small loop of code 10 times, on a pool of
-   --pool processes (started before timing).
+   1 and of --pool processes (started before timing): CPU-bound code, so on a 2-core machine the
+   pool cannot do much better than one process.
+4. The same 16 sessions, each execute calling a host tool that takes 50 ms (an LM or a search):
+   a process waits with its caller, so here the pool's processes overlap.
 Pyodide must be fetched already (the first use does it; `dspx` keeps it in its cache dir).
 """
 
@@ -27,6 +30,15 @@ from benchmarks.figures import Figure, print_table  # noqa: E402
 from dspx_cli.sandbox import Sandbox, SandboxLimits  # noqa: E402
 
 LOOP = "total = 0\nfor i in range(1000):\n    total += i * i\ntotal"
+
+
+class Slow:
+    name = "lookup"
+    args: dict[str, Any] = {"key": {"type": "string"}}  # noqa: RUF012 - the SandboxTool shape
+
+    async def acall(self, **kwargs: Any) -> Any:
+        await asyncio.sleep(0.05)
+        return kwargs["key"]
 
 
 class Echo:
@@ -72,15 +84,16 @@ async def round_trip(executes: int) -> tuple[float, float]:
         await sandbox.aclose()
 
 
-async def throughput(pool: int, sessions: int = 16, each: int = 10) -> float:
+async def throughput(pool: int, sessions: int = 16, each: int = 10, waiting: bool = False) -> float:
     sandbox = Sandbox(SandboxLimits(pool_size=pool))
     await sandbox.start()
+    code, expected = ("lookup('k')", "k") if waiting else (LOOP, 332833500)
 
     async def one() -> None:
-        async with sandbox.session() as session:
+        async with sandbox.session({"lookup": Slow()}) as session:
             for _ in range(each):
-                result = await session.execute(LOOP)
-                assert result.output == 332833500, result
+                result = await session.execute(code)
+                assert result.output == expected, result
 
     try:
         started = time.perf_counter()
@@ -101,6 +114,8 @@ async def main() -> None:
     warm, with_tool = await round_trip(args.executes)
     one_process = await throughput(1)
     pooled = await throughput(args.pool)
+    waiting_one = await throughput(1, each=3, waiting=True)
+    waiting_pooled = await throughput(args.pool, each=3, waiting=True)
     print_table(
         [
             Figure("cold start (Deno + Pyodide, first execute)", cold, "s"),
@@ -108,6 +123,8 @@ async def main() -> None:
             Figure("warm execute with one host tool call", with_tool * 1000, "ms", None),
             Figure("16 sessions x 10 executes, pool of 1", one_process, "/s"),
             Figure(f"16 sessions x 10 executes, pool of {args.pool}", pooled, "/s"),
+            Figure("16 x 3 executes with a 50 ms tool, pool of 1", waiting_one, "/s"),
+            Figure(f"16 x 3 executes with a 50 ms tool, pool of {args.pool}", waiting_pooled, "/s"),
         ],
         width=48,
     )

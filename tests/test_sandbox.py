@@ -55,6 +55,22 @@ def test_submit_is_final_with_dspy_shape(box: Box) -> None:
     assert box.execute("try:\n    SUBMIT(1)\nexcept Exception:\n    pass\n'swallowed'").final
 
 
+def test_submit_with_declared_outputs_binds_by_position_or_name(box: Box) -> None:
+    async def go() -> list[Execution]:
+        async with box.sandbox.session(outputs=["answer", "confidence"]) as session:
+            return [
+                await session.execute("SUBMIT('Paris', 0.9)"),
+                await session.execute("SUBMIT('Rome', confidence=0.5)"),
+                await session.execute("SUBMIT('Oslo')"),
+            ]
+
+    by_position, mixed, missing = box.run(go())
+    assert by_position.output == {"answer": "Paris", "confidence": 0.9} and by_position.final
+    assert mixed.output == {"answer": "Rome", "confidence": 0.5}
+    assert missing.error == "TypeError: [\"SUBMIT() missing required argument: 'confidence'\"]"
+    assert not missing.final
+
+
 def test_state_persists_within_a_session_and_variables_are_injected(box: Box) -> None:
     async def go() -> list[Execution]:
         async with box.sandbox.session() as session:
@@ -127,6 +143,7 @@ def test_sixteen_concurrent_sessions_are_isolated(box: Box) -> None:
     results = box.run(go())
     assert [r[0] for r in results] == [[i, f"run{i}"] for i in range(16)]
     assert all(r[1] == [] for r in results)
+    assert all(slot.alive for slot in box.sandbox._slots)  # the sessions were spread over the pool
 
 
 def test_a_reused_process_gives_a_new_session_fresh_globals(box: Box) -> None:
@@ -137,6 +154,30 @@ def test_a_reused_process_gives_a_new_session_fresh_globals(box: Box) -> None:
             return await second.execute("[n for n in ('leaked', 'helper') if n in globals()]")
 
     assert box.run(go()).output == []
+
+
+def test_one_sessions_tampering_does_not_break_the_next_execute(box: Box) -> None:
+    # Interpreter-wide state is put back after every execute; exits are errors, not a dead process.
+    async def go() -> list[Execution]:
+        async with box.sandbox.session() as bad, box.sandbox.session() as good:
+            await good.execute("kept = 'still here'")
+            results = [
+                await bad.execute(
+                    "import builtins, sys\nbuiltins.len = None\nsys.stdout = None\nsys.setrecursionlimit(50)"
+                ),
+                await bad.execute("import sys\nsys.exit(3)"),
+                await bad.execute("exit()"),
+            ]
+            results.append(await good.execute("import sys\nprint(len([1, 2]))\n[kept, sys.getrecursionlimit() > 50]"))
+            results.append(await good.execute("print(len('abc'))"))
+            return results
+
+    tampered, exited, exited_again, seen, printed = box.run(go())
+    assert tampered.error is None
+    assert (exited.error, exited.error_kind) == ("SystemExit: [3]", "execution")
+    assert exited_again.error == "SystemExit: [None]"
+    assert (seen.output, seen.error) == (["still here", True], None)
+    assert printed.output == "3\n"
 
 
 def test_timeout_restarts_the_interpreter(box: Box) -> None:
@@ -159,6 +200,16 @@ def test_timeout_restarts_the_interpreter(box: Box) -> None:
     assert looped.error is not None and looped.error.startswith("TimeoutError: the code ran longer than 1.5 s")
     assert (after.output, after.error) == (2, None)
     assert kept.error == "NameError: [\"name 'kept' is not defined\"]"  # a fresh interpreter
+
+
+def test_a_cancelled_execute_leaves_no_half_run_interpreter(box: Box) -> None:
+    async def go() -> Execution:
+        async with box.sandbox.session() as session:
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(session.execute("while True:\n    pass"), timeout=0.5)
+            return await session.execute("'next'")
+
+    assert box.run(go()).output == "next"
 
 
 def test_run_context_owns_one_sandbox_and_closes_it(tmp_path: Any) -> None:

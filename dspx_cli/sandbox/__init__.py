@@ -5,10 +5,11 @@ CodeAct and the `python` tool run LM-written code through it; RunContext.sandbox
 
 Each interpreter is a `deno run` process of runner.js talking line-delimited JSON-RPC 2.0 on
 stdin/stdout. Its permissions, checked in practice (tests/test_sandbox_security.py):
-- `--allow-read=<DENO_DIR>/npm/<registry>/pyodide/<version>` only: Pyodide reads
-  pyodide.asm.wasm, pyodide.asm.js, python_stdlib.zip and pyodide-lock.json from its package folder
-  at load; nothing else on disk (no home, no /etc). The runner then revokes even that read, so
-  code runs with no Deno permission at all;
+- `--allow-read` of three files in `<DENO_DIR>/npm/<registry>/pyodide/<version>/` only:
+  pyodide.asm.wasm, python_stdlib.zip and pyodide-lock.json, what loadPyodide reads with Deno's
+  file API (granting less fails; pyodide.mjs and pyodide.asm.js come through the module loader,
+  which needs no permission); nothing else on disk (no home, no /etc, not the rest of DENO_DIR).
+  The runner then revokes even that read, so code runs with no Deno permission at all;
 - no --allow-net, --allow-write, --allow-env, --allow-run, --allow-ffi, --allow-sys, and
   `--deny-import` (Deno 2 would otherwise allow dynamic imports from a few well-known hosts);
   `--cached-only`: the module graph comes from DENO_DIR, no fetch at run time;
@@ -17,6 +18,14 @@ stdin/stdout. Its permissions, checked in practice (tests/test_sandbox_security.
 - the Deno namespace and the console are hidden from Python (`import js` reaches globalThis).
 Pyodide itself is fetched once from the npm registry by `deno cache` (the only step with network)
 into dspx's DENO_DIR (<dspx cache dir>/deno, or $DENO_DIR when set).
+
+Use (inside a module, with the run's context):
+
+    sandbox = ctx.sandbox()                      # one per RunContext, closed by ctx.aclose()
+    async with sandbox.session(tools, outputs=["answer"]) as session:   # one run's globals
+        execution = await session.execute(code, variables={"question": q})
+        if execution.error is not None: ...      # the text DSPy feeds the LM back
+        elif execution.final: ...                # SUBMIT(...) was called: execution.output
 
 Limits (SandboxLimits): a per-execute timeout (the process is killed, the next execute starts a
 fresh one), a memory cap (RLIMIT_DATA on the process, so wasm growth past it fails as MemoryError

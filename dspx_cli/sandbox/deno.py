@@ -2,8 +2,8 @@
 
 Pyodide is fetched from the npm registry by `deno cache` (the only step with network) into a
 DENO_DIR that dspx owns (under the dspx cache dir, or $DENO_DIR when set), so a machine warms it
-once. The interpreter itself then runs with `--cached-only` and no permission but reading
-Pyodide's package folder.
+once. The interpreter itself then runs with `--cached-only` and no permission but reading three
+of Pyodide's files.
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ def runner_path() -> Path:
 def pyodide_dir(deno_dir: Path) -> Path | None:
     """Pyodide's package folder in Deno's npm cache, if it was fetched (any registry host)."""
     for found in sorted((deno_dir / "npm").glob(f"*/pyodide/{PYODIDE_VERSION}")):
-        if (found / "pyodide.asm.wasm").is_file() and (found / "python_stdlib.zip").is_file():
+        if all((found / name).is_file() for name in PYODIDE_FILES):
             return found
     return None
 
@@ -120,16 +120,23 @@ async def ensure_pyodide(deno: str, deno_dir: Path) -> Path:
     return found
 
 
+# What loadPyodide reads from its package folder with Deno's file API, found by granting less:
+# without any one of these it fails with NotCapable. pyodide.mjs and pyodide.asm.js come through
+# the module loader, which needs no read permission.
+PYODIDE_FILES = ("pyodide.asm.wasm", "python_stdlib.zip", "pyodide-lock.json")
+
+
 def interpreter_command(deno: str, pyodide: Path, *, output_bytes: int, max_line: int) -> list[str]:
-    """`deno run` with read access to Pyodide's folder only: no net, write, env, run, ffi, sys,
-    and no remote import (the runner revokes even the read once Pyodide is loaded)."""
+    """`deno run` with read access to three of Pyodide's files only: no net, write, env, run, ffi,
+    sys, and no remote import (the runner revokes even the read once Pyodide is loaded)."""
+    folder = pyodide.resolve()  # Deno matches permissions against real paths
     return [
         deno,
         "run",
         *_DENO_FLAGS,
         "--cached-only",
         "--no-prompt",
-        f"--allow-read={pyodide.resolve()}",
+        "--allow-read=" + ",".join(str(folder / name) for name in PYODIDE_FILES),
         "--deny-import",
         str(runner_path().resolve()),
         str(output_bytes),

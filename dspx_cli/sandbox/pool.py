@@ -4,12 +4,14 @@ A session is one run's interpreter state (DSPy's PythonInterpreter lifetime): it
 dict, living in one process of the pool. Sessions are spread over the processes (fewest bound
 sessions first, so processes start lazily, one per concurrent session up to pool_size) and take
 turns on a process only while an execute runs, so `evaluate -j 16` waiting on its LM holds no
-interpreter. Fresh globals per session rather than a fresh process: a new namespace costs
-microseconds, a new process ~1.5 s of Pyodide loading (benchmarks/sandbox.py).
+interpreter. Fresh globals per session rather than a fresh process: a new session with one
+execute costs 1.3 ms (1.0 ms for an execute alone), a new process ~3.4 s of Pyodide loading
+(benchmarks/sandbox.py).
 
-What sessions on one process do share is the interpreter itself (sys.modules, builtins): code that
-patches a module is seen by the other sessions of that process. They are one program's runs; the
-boundary that matters, sandbox against host, is the process's.
+What sessions on one process do share is the interpreter itself. The runner puts back builtins,
+the standard streams and the recursion limit after every execute, and turns sys.exit() into an
+error; a module attribute the code sets (math.pi = 3) stays for the other sessions there. They are
+one program's runs; the boundary that matters, sandbox against host, is the process's.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import asyncio
 import itertools
 import keyword
 import math
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -31,11 +33,11 @@ from dspx_cli.sandbox.types import Execution, SandboxLimits, SandboxTool
 class SandboxSession:
     """One run's interpreter state; variables persist from one execute to the next."""
 
-    def __init__(self, sandbox: Sandbox, slot: Interpreter, name: str, tools: Mapping[str, SandboxTool]) -> None:
-        self._sandbox = sandbox
+    def __init__(self, slot: Interpreter, name: str, tools: Mapping[str, SandboxTool], outputs: Sequence[str]) -> None:
         self._slot = slot
         self._name = name
         self._tools = dict(tools)
+        self._outputs = list(outputs)
         self._generation = 0
 
     async def execute(self, code: str, variables: Mapping[str, Any] | None = None) -> Execution:
@@ -50,7 +52,7 @@ class SandboxSession:
                 raise ValueError(f"invalid variable name: {name!r}")
         slot = self._slot
         async with slot.lock:
-            execution = await slot.execute(self._name, code, values, self._tools)
+            execution = await slot.execute(self._name, code, values, self._tools, self._outputs)
             self._generation = slot.generation
         return execution
 
@@ -84,15 +86,23 @@ class Sandbox:
                 self._slots = [Interpreter(command, env, limits) for _ in range(limits.pool_size)]
             return self._slots
 
-    def session(self, tools: Mapping[str, SandboxTool] | None = None) -> AbstractAsyncContextManager[SandboxSession]:
-        return self._session(tools or {})
+    def session(
+        self, tools: Mapping[str, SandboxTool] | None = None, *, outputs: Sequence[str] = ()
+    ) -> AbstractAsyncContextManager[SandboxSession]:
+        """One run's interpreter state. Its code can call each tool by name (on the host), and
+        SUBMIT(...) ends it: with `outputs` (the signature's output fields) SUBMIT takes them by
+        position or name, else one value (-> {"output": value}) or keyword arguments."""
+        for name in [*(tools or {}), *outputs]:
+            if not name.isidentifier() or keyword.iskeyword(name):
+                raise ValueError(f"invalid tool or output name: {name!r}")
+        return self._session(tools or {}, outputs)
 
     @asynccontextmanager
-    async def _session(self, tools: Mapping[str, SandboxTool]) -> AsyncIterator[SandboxSession]:
+    async def _session(self, tools: Mapping[str, SandboxTool], outputs: Sequence[str]) -> AsyncIterator[SandboxSession]:
         slots = await self._pool()
         slot = min(slots, key=lambda s: s.sessions)
         slot.sessions += 1
-        session = SandboxSession(self, slot, f"s{next(self._names)}", tools)
+        session = SandboxSession(slot, f"s{next(self._names)}", tools, outputs)
         try:
             yield session
         finally:

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import json
 import math
 import resource
+import signal
+import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from dspx_cli.errors import SandboxUnavailableError
@@ -39,6 +42,13 @@ class _Killed(Exception):
         self.error = error
 
 
+_PR_SET_PDEATHSIG = 1
+try:
+    _libc: ctypes.CDLL | None = ctypes.CDLL(None, use_errno=True) if sys.platform == "linux" else None
+except OSError:
+    _libc = None
+
+
 def max_line(limits: SandboxLimits) -> int:
     """The longest line the runner may send: stdout (up to 4 bytes a character, JSON-escaped) and
     the result, with room for the envelope."""
@@ -53,6 +63,10 @@ def _limit_child(memory_mb: int) -> Any:
         data = (memory_mb + _DATA_BASE_MB) * 1024 * 1024
         resource.setrlimit(resource.RLIMIT_DATA, (data, data))
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        # If dspx dies without killing it, an interpreter stuck in a loop would spin on forever
+        # (it only notices a closed stdin between executes): the kernel kills it with its parent.
+        if _libc is not None:
+            _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
     return apply
 
@@ -121,6 +135,9 @@ class Interpreter:
             ready = json.loads(line) if line else None
         except (TimeoutError, ValueError):
             ready = None
+        except BaseException:  # cancelled while Pyodide loads: no half-started process stays
+            await asyncio.shield(self.kill())
+            raise
         if not isinstance(ready, dict) or ready.get("method") != "ready":
             await self.kill()
             detail = self._stderr_tail.decode(errors="replace").strip().splitlines()[-1:] or ["no message"]
@@ -151,7 +168,8 @@ class Interpreter:
 
     async def _send(self, message: dict[str, Any]) -> None:
         assert self._process is not None and self._process.stdin is not None
-        self._process.stdin.write(json.dumps(message, ensure_ascii=False).encode() + b"\n")
+        # ASCII escapes: a lone surrogate in the code or a variable still encodes.
+        self._process.stdin.write(json.dumps(message).encode() + b"\n")
         await self._process.stdin.drain()
 
     async def close_session(self, session: str, generation: int) -> None:
@@ -161,7 +179,12 @@ class Interpreter:
                     await self._send({"jsonrpc": "2.0", "method": "close_session", "params": {"session": session}})
 
     async def execute(
-        self, session: str, code: str, variables: Mapping[str, Any], tools: Mapping[str, SandboxTool]
+        self,
+        session: str,
+        code: str,
+        variables: Mapping[str, Any],
+        tools: Mapping[str, SandboxTool],
+        outputs: Sequence[str] = (),
     ) -> Execution:
         """Run code in the session's namespace; the caller holds self.lock."""
         if not self.alive:
@@ -173,6 +196,7 @@ class Interpreter:
             "code": code,
             "variables": dict(variables),
             "tools": [{"name": name, "params": list(tool.args)} for name, tool in tools.items()],
+            "outputs": list(outputs),
         }
         done = False
         try:

@@ -5,8 +5,12 @@
 // console are hidden from Python (`import js` would reach them), and only the closures below can
 // talk to the host. Each session gets its own globals dict; executes run one at a time.
 //
-// host -> runner: execute {session, code, tools?}, close_session {session}, shutdown (notification)
-// runner -> host: results; tool_call {name, kwargs} requests, answered by the host with the same id.
+// host -> runner: execute {session, code, variables, tools: [{name, params}], outputs},
+//                 close_session {session}, shutdown (notifications have no id)
+// runner -> host: ready (once loaded); each execute's result {output, stdout} or {final, stdout},
+//                 or error {code, message, data: {type, args, stdout}}; tool_call {name, kwargs}
+//                 requests, answered by the host with the same id.
+// Args: the stdout cap (bytes per execute) and the longest line this may send.
 
 import { loadPyodide } from "npm:pyodide@0.29.4/pyodide.mjs";
 
@@ -127,12 +131,30 @@ class _DspxStdout(io.TextIOBase):
     def getvalue(self):
         return "".join(self.parts)
 
-def _dspx_submit(*args, **kwargs):
-    if kwargs and not args:
-        raise _DspxFinal(kwargs)
-    if len(args) == 1 and not kwargs:
-        raise _DspxFinal({"output": args[0]})
-    raise TypeError("SUBMIT() takes one positional argument or keyword arguments")
+def _dspx_make_submit(outputs):
+    # Without declared outputs, DSPy's one-argument SUBMIT(x) -> {"output": x}; keyword arguments
+    # are taken as the fields. With outputs, SUBMIT(a, b) binds them by position, as DSPy's typed one.
+    def SUBMIT(*args, **kwargs):
+        if not outputs:
+            if kwargs and not args:
+                raise _DspxFinal(kwargs)
+            if len(args) == 1 and not kwargs:
+                raise _DspxFinal({"output": args[0]})
+            raise TypeError("SUBMIT() takes one positional argument or keyword arguments")
+        if len(args) > len(outputs):
+            raise TypeError(f"SUBMIT() takes {len(outputs)} positional arguments but {len(args)} were given")
+        values = dict(zip(outputs, args))
+        for name, value in kwargs.items():
+            if name not in outputs:
+                raise TypeError(f"SUBMIT() got an unexpected keyword argument '{name}'")
+            if name in values:
+                raise TypeError(f"SUBMIT() got multiple values for argument '{name}'")
+            values[name] = value
+        missing = [name for name in outputs if name not in values]
+        if missing:
+            raise TypeError(f"SUBMIT() missing required argument: '{missing[0]}'")
+        raise _DspxFinal({name: values[name] for name in outputs})
+    return SUBMIT
 
 def _dspx_make_tool(name, params):
     from pyodide.ffi import run_sync
@@ -159,10 +181,35 @@ def _dspx_json(value, limit):
         text = json.dumps(repr(value))
     return text if len(text) <= limit else None
 
+# Exit requests become ordinary errors: Pyodide would end the whole process on SystemExit.
+_DspxSystemExit = type("SystemExit", (Exception,), {})
+_DspxKeyboardInterrupt = type("KeyboardInterrupt", (Exception,), {})
+# Interpreter-wide state one session's code could break for the others on the process: put back
+# after every execute (module attributes are not; see dspx_cli/sandbox/pool.py).
+_DSPX_BUILTINS = dict(builtins.__dict__)
+_DSPX_RECURSION = sys.getrecursionlimit()
+
+def _dspx_restore(_len=len, _any=any, _get=sys.getrecursionlimit, _set=sys.setrecursionlimit):
+    # Bound at definition: the code may have replaced the builtins and sys functions this uses.
+    if _get() != _DSPX_RECURSION:
+        _set(_DSPX_RECURSION)
+    current = builtins.__dict__
+    if _len(current) != _len(_DSPX_BUILTINS) or _any(current.get(k) is not v for k, v in _DSPX_BUILTINS.items()):
+        current.clear()
+        current.update(_DSPX_BUILTINS)
+
 async def _dspx_run(code, ns, limit):
     # Runs in Python end to end: the last expression's value crosses to JS only as bounded JSON.
     from pyodide.code import eval_code_async
-    result = await eval_code_async(code, ns)
+    try:
+        try:
+            result = await eval_code_async(code, ns)
+        except SystemExit as e:
+            raise _DspxSystemExit(*e.args) from None
+        except KeyboardInterrupt as e:
+            raise _DspxKeyboardInterrupt(*e.args) from None
+    finally:
+        _dspx_restore()
     if result is None:
         return None
     text = _dspx_json(result, limit)
@@ -170,8 +217,8 @@ async def _dspx_run(code, ns, limit):
         raise _DspxOutputOverrun()
     return text
 
-def _dspx_namespace(tools):
-    ns = {"__name__": "__main__", "__builtins__": builtins, "SUBMIT": _dspx_submit}
+def _dspx_namespace(tools, outputs):
+    ns = {"__name__": "__main__", "__builtins__": builtins, "SUBMIT": _dspx_make_submit(list(outputs))}
     for name, params in tools:
         ns[name] = _dspx_make_tool(name, params)
     return ns
@@ -194,7 +241,8 @@ async function execute(id, params) {
   let ns = sessions.get(session);
   if (!ns) {
     const tools = (params.tools ?? []).map((t) => [String(t.name), (t.params ?? []).map(String)]);
-    ns = newNamespace(pyodide.toPy(tools));
+    const outputs = (params.outputs ?? []).map(String);
+    ns = newNamespace(pyodide.toPy(tools), pyodide.toPy(outputs));
     sessions.set(session, ns);
   }
   if (params.variables && Object.keys(params.variables).length) {
@@ -202,7 +250,9 @@ async function execute(id, params) {
   }
   const out = newStdout(OUTPUT_CAP);
   const err = newStdout(OUTPUT_CAP);
-  const saved = [sys.stdout, sys.stderr];
+  // Python's stderr stays redirected until its error has become a JS one: Pyodide then writes the
+  // traceback there and leaves the message empty, as in DSPy ("Invalid Python syntax. message: ").
+  const saved = [sys.stdout, sys.stderr, sys.stdin];
   sys.stdout = out;
   sys.stderr = err;
   let reply;
@@ -236,6 +286,7 @@ async function execute(id, params) {
     driver.set("ns", null);
     sys.stdout = saved[0];
     sys.stderr = saved[1];
+    sys.stdin = saved[2];
     sys.last_exc = null;
     out.destroy();
     err.destroy();
