@@ -113,6 +113,23 @@ def test_code_act_refuses_the_sandbox_tool(tmp_path: Path) -> None:
     assert "tool 'python' runs code in the sandbox, where code_act's code already runs" in done.stderr
 
 
+def test_a_run_has_one_sandbox_whose_timeout_is_the_largest_declared(tmp_path: Path) -> None:
+    from dspx_cli.program.code_module_types import sandbox_limits
+    from dspx_cli.program.loader import load_program
+
+    two = DECLARED + (
+        "  solve: {type: program_of_thought, signature: question -> answer, timeout: 4}\n"
+        "    flow:\n"
+        "      - {id: agent, module: agent, with: {question: $input.question}}\n"
+        "      - {id: solve, module: solve, with: {question: $agent.answer}}\n"
+        "    output: {answer: $solve.answer}\n"
+    )
+    path = write(tmp_path, two)
+    assert sandbox_limits(load_program(path, env={})).timeout == 5  # the `code` tool's, over the module's 4
+    path = write(tmp_path, DECLARED.replace("timeout: 5, ", ""))
+    assert sandbox_limits(load_program(path, env={})).timeout == 30  # none declared: the default
+
+
 def reply(**fields: Any) -> str:
     parts = [f"[[ ## {name} ## ]]\n{json.dumps(v) if isinstance(v, dict) else v}" for name, v in fields.items()]
     return "\n\n".join(parts) + "\n\n[[ ## completed ## ]]"
@@ -178,7 +195,8 @@ def test_a_hung_step_times_out_and_the_next_step_runs(lm_server: LMServer, tmp_p
         act("finish"),
     ]
     lm_server.responder = scripted(steps)
-    path = write(tmp_path, DECLARED.replace("python: {}", "python: {timeout: 1}"))
+    # The run's one sandbox takes the largest timeout declared: here 1 s, the `code` tool's removed.
+    path = write(tmp_path, DECLARED.replace("python: {}", "python: {timeout: 1}").replace("timeout: 5, ", ""))
     done = dspx("run", str(path), "-i", "question=q", "--trace", "--json", BASE=lm_server.api_base)
     assert done.returncode == 0, done.stderr
     assert "[0] observation: TimeoutError: the code ran longer than 1 s and was stopped" in done.stderr

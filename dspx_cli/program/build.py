@@ -68,7 +68,22 @@ class Builder:
         return (self.rewards or {}).get(definition.name) or _no_reward(definition.name)
 
     def tool(self, definition: ToolDef) -> Tool:
+        if definition.kind == "sandbox":
+            from dspx_cli.modules.sandbox_tool import SandboxPythonTool
+
+            return SandboxPythonTool(self._sandbox_opener(), name=definition.name, desc=definition.desc)
         return _tool(definition, self.context)
+
+    def _sandbox_opener(self) -> Callable[[], Sandbox] | None:
+        """The run's sandbox, asked for at an agent run's first call, so an agent that never writes
+        code starts no interpreter."""
+        context = self.context
+        if context is None:
+            return None
+        from dspx_cli.program.code_module_types import sandbox_limits
+
+        program = self.program
+        return lambda: context.sandbox(sandbox_limits(program))
 
     def retriever(self, definition: RetrieverDef) -> Any:
         return _retriever(definition, self.context)
@@ -87,10 +102,6 @@ def _tool(definition: ToolDef, context: RunContext | None) -> Tool:
         from dspx_cli.modules.tool import Tool
 
         return Tool(calculator, name=name, desc=desc, timeout=timeout)
-    if definition.kind == "sandbox":
-        from dspx_cli.modules.sandbox_tool import SandboxPythonTool
-
-        return SandboxPythonTool(_sandbox_opener(definition, context), name=name, desc=desc)
     if definition.kind == "retrieve":
         from dspx_cli.modules.retrieve import Retrieve
 
@@ -99,18 +110,6 @@ def _tool(definition: ToolDef, context: RunContext | None) -> Tool:
         return search.as_tool(name=name, desc=desc, timeout=timeout)
     assert definition.tool is not None
     return definition.tool
-
-
-def _sandbox_opener(definition: ToolDef, context: RunContext | None) -> Callable[[], Sandbox] | None:
-    """The run context's sandbox, asked for at a run's first call; `timeout` bounds each execution."""
-    if context is None:
-        return None
-    if definition.timeout is None:
-        return context.sandbox
-    from dspx_cli.sandbox import SandboxLimits
-
-    limits = SandboxLimits(timeout=definition.timeout)
-    return lambda: context.sandbox(limits)
 
 
 def _retriever(definition: RetrieverDef, context: RunContext | None) -> Any:
