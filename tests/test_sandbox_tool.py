@@ -204,6 +204,18 @@ def test_a_hung_step_times_out_and_the_next_step_runs(lm_server: LMServer, tmp_p
     assert "[2] tool: finish({})" in done.stderr
 
 
+def test_a_missing_sandbox_stops_the_run_with_one_line(
+    lm_server: LMServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "deno", None)  # the PyPI package absent: its import fails
+    monkeypatch.setenv("PATH", "")  # and no deno on PATH
+    lm_server.responder = scripted(STEPS)
+    done = dspx("run", str(write(tmp_path, DECLARED)), "-i", "question=q", BASE=lm_server.api_base)
+    assert done.returncode == 1, done.stderr
+    assert "the code sandbox needs Deno, which is not installed: pip install 'dspx_cli[sandbox]'" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
 def test_the_tool_outside_a_run_context_says_so() -> None:
     tool = SandboxPythonTool(None)
     assert str(tool).startswith("python, whose description is <desc>Run Python code")

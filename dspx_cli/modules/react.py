@@ -25,7 +25,7 @@ from typing import Any, Literal
 
 from dspx_cli.adapters import ChatAdapter
 from dspx_cli.core import Field, Prediction, Signature
-from dspx_cli.errors import AdapterParseError, LMError
+from dspx_cli.errors import AdapterParseError, LMError, SandboxUnavailableError
 from dspx_cli.lm.base import LM, Message, Usage
 from dspx_cli.lm.context_window import (
     ContextWindowExceededError,
@@ -224,6 +224,8 @@ class ReAct(Composite):
             trajectory[f"tool_args_{idx}"] = args
             try:
                 trajectory[f"observation_{idx}"] = await tools[name].acall(**args)
+            except SandboxUnavailableError:
+                raise  # no Deno or Pyodide: the machine's problem, which no next step of the LM can fix
             except Exception as err:  # noqa: BLE001 - a tool failure is news for the LM, not the end of the run
                 trajectory[f"observation_{idx}"] = f"Execution error in {name}: {format_tool_error(err)}"
             if name == FINISH:
