@@ -136,6 +136,19 @@ def test_answer_exact_match_normalizes_and_accepts_a_list_of_answers(tmp_path: P
     assert score(strict, {"answer": "Paris"}, {"answer": "Eiffel Tower is in Paris"}) == 0.0
 
 
+def test_numeric_match_compares_the_last_number_written(tmp_path: Path) -> None:
+    metric = builtin(tmp_path, "numeric_match")
+    assert score(metric, {"answer": "1200"}, {"answer": "$1,200."}) == 1.0
+    assert score(metric, {"answer": 42}, {"answer": "42.0 apples"}) == 1.0
+    assert score(metric, {"answer": "7"}, {"answer": "5 + 3 = 8, minus 1 is 7"}) == 1.0  # the last number
+    assert score(metric, {"answer": "8"}, {"answer": "8 - 1 = 7"}) == 0.0
+    assert score(metric, {"answer": "-4"}, {"answer": "x = -4"}) == 1.0
+    assert score(metric, {"answer": "4"}, {"answer": "5-4"}) == 1.0  # a minus between numbers is no sign
+    assert score(metric, {"answer": ["3", "4"]}, {"answer": "4"}) == 1.0
+    assert score(metric, {"answer": "0"}, {"answer": "none"}) == 0.0  # no number is no match
+    assert score(metric, {"answer": "12"}, {"answer": "12.5"}) == 0.0
+
+
 def test_f1_contains_and_regex(tmp_path: Path) -> None:
     f1 = builtin(tmp_path, "f1")
     assert score(f1, {"answer": ["dog", "quick brown dog"]}, {"answer": "The quick brown fox"}) == pytest.approx(2 / 3)

@@ -35,6 +35,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 
 from tests.cli_inprocess import dspx
 from tests.lm_server import LMServer, Reply, error_body
+from tests.sandbox_helpers import needs_deno
+from tests.test_sandbox_tool import act
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "sk-OTEL-SECRET-7f3a"
@@ -525,3 +527,42 @@ def test_without_the_extra_an_endpoint_is_one_warning_and_the_run_goes_on(lm_ser
         "warning: traces are not sent: the OpenTelemetry SDK is not installed (pip install 'dspx_cli[otel]')"
     )
     assert "answer:" in done.stdout
+
+
+@needs_deno
+def test_the_sandbox_tool_keeps_its_run_session_when_traced(
+    lm_server: LMServer, receiver: Receiver, tmp_path: Path
+) -> None:
+    # The sandbox tool hands each agent run its own copy (Tool.per_run); tracing wraps that copy,
+    # so a variable set in one step is still there in the next and both calls are spans.
+    steps = iter(
+        [
+            act("python", {"code": "x = 6 * 7"}),
+            act("python", {"code": "print(x)"}),
+            act("finish"),
+            "[[ ## reasoning ## ]]\nok\n\n[[ ## answer ## ]]\n42\n\n[[ ## completed ## ]]",
+        ]
+    )
+    lm_server.responder = lambda request: next(steps)
+    path = tmp_path / "agent.yaml"
+    path.write_text(
+        textwrap.dedent(
+            """\
+            lm: {model: openai/m, api_base: "${BASE}", num_retries: 0}
+            tools:
+              python: {}
+            modules:
+              agent: {type: react, signature: "question -> answer", tools: [python], max_iters: 4}
+            """
+        )
+    )
+    receiver.take()
+    done = dspx(
+        "run", str(path), "-i", "question=q", "--json", "--no-cache", "--otlp", receiver.url,
+        BASE=lm_server.api_base, OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT="true",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["answer"] == "42"
+    tools = [s for s in receiver.take() if s.attributes.get("gen_ai.operation.name") == "execute_tool"]
+    assert [s.name for s in tools] == ["execute_tool python", "execute_tool python"]
+    assert tools[1].attributes["gen_ai.tool.call.result"].strip() == "42"  # x survived between the steps

@@ -120,7 +120,7 @@ def test_batch_rows_carry_their_own_trajectories(lm_server: LMServer, tmp_path: 
         ('x: {python: "tools.py:nope"}', "", "defines no function 'nope'", 3),
         ('x: {python: "tools.py:bad"}', "", "tool 'x'", 3),
         ("x: {type: calculator, corpus: c.jsonl}", "", "applies to retrieve tools only", 3),
-        ("x: {type: weather}", "", "expected 'calculator', 'retrieve' or 'python'", 3),
+        ("x: {type: weather}", "", "expected 'calculator', 'retrieve', 'python' or 'sandbox'", 3),
         ("x: {type: calculator}", "tools: [y]", "unknown tool 'y'", 8),
     ],
 )

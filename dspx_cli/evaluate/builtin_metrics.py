@@ -14,13 +14,14 @@ import unicodedata
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 from dspx_cli.core import Example, Prediction
 from dspx_cli.core.json_values import jsonable
 from dspx_cli.evaluate.metric_base import Metric, MetricError, MetricOrigin, register_metric
 
-__all__ = ["f1_score", "normalize_text", "passage_match"]
+__all__ = ["f1_score", "last_number", "normalize_text", "passage_match"]
 
 # ----- DSPy's text normalization and scores ------------------------------------------------------
 
@@ -168,6 +169,36 @@ def _build_regex(options: Mapping[str, Any], origin: MetricOrigin) -> Metric:
     except re.error as exc:
         raise origin.error(f"pattern: invalid regular expression: {exc}", "pattern") from None
     return _Scored("regex", lambda ex, pred: float(compiled.search(_text(pred, field, "prediction")) is not None))
+
+
+@register_metric(
+    "numeric_match",
+    {"field"},
+    "1 if the last number in the prediction equals a gold number (thousands commas, units and words ignored)",
+)
+def _build_numeric_match(options: Mapping[str, Any], origin: MetricOrigin) -> Metric:
+    field = _answer_field(options, origin, check=True)
+
+    def numeric(example: Example, prediction: Prediction) -> float:
+        predicted = last_number(_text(prediction, field, "prediction"))
+        return float(predicted is not None and any(last_number(gold) == predicted for gold in _golds(example, field)))
+
+    return _Scored("numeric_match", numeric)
+
+
+# A number not glued to a word or another number: "-3" in "= -3", but only "3" in "5-3" or "x3".
+_NUMBER = re.compile(r"(?<![\w.])-?\d+(?:\.\d+)?|(?<=\w)\d+(?:\.\d+)?")
+_THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
+
+
+def last_number(text: str) -> Decimal | None:
+    """The last number written in `text` ("$1,200." -> 1200, "x = 7 apples" -> 7), or None.
+
+    The last one, as GSM8K's scorers take it: a model that shows its working ends with the result.
+    Decimal, so "42", "42.0" and 42 are equal and no float rounding makes two answers meet.
+    """
+    found = _NUMBER.findall(_THOUSANDS.sub("", text))
+    return Decimal(found[-1]) if found else None
 
 
 # ----- shared checks and field access ------------------------------------------------------------

@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping
+from contextlib import AsyncExitStack
 from typing import Any, Literal
 
 from dspx_cli.adapters import ChatAdapter
 from dspx_cli.core import Field, Prediction, Signature
-from dspx_cli.errors import AdapterParseError, LMError
+from dspx_cli.errors import AdapterParseError, LMError, SandboxUnavailableError
 from dspx_cli.lm.base import LM, Message, Usage
 from dspx_cli.lm.context_window import (
     ContextWindowExceededError,
@@ -186,6 +187,22 @@ class ReAct(Composite):
     async def acall(self, **inputs: Any) -> Prediction:
         max_iters = inputs.pop("max_iters", self.max_iters)
         trajectory: dict[str, Any] = {}
+        async with AsyncExitStack() as stack:
+            # Each run has its own copy of a tool with per-run state (the sandbox's variables),
+            # closed when the loop ends.
+            tools = {name: await stack.enter_async_context(tool.per_run()) for name, tool in self.tools.items()}
+            usage = await self._loop(tools, trajectory, inputs, max_iters)
+
+        extracted = await self._call(self.extract, trajectory, inputs)
+        result = Prediction(trajectory=trajectory, **{key: extracted[key] for key in extracted})
+        # Calls that overflowed the context window reported no usage; every other call is counted.
+        result.usage = usage + (extracted.usage or Usage())
+        return result
+
+    async def _loop(
+        self, tools: Mapping[str, Tool], trajectory: dict[str, Any], inputs: dict[str, Any], max_iters: int
+    ) -> Usage:
+        """Think, act, observe until `finish` or `max_iters`; fills `trajectory`, returns the usage."""
         usage = Usage()
         for idx in range(max_iters):
             try:
@@ -206,17 +223,14 @@ class ReAct(Composite):
             trajectory[f"tool_name_{idx}"] = name
             trajectory[f"tool_args_{idx}"] = args
             try:
-                trajectory[f"observation_{idx}"] = await self.tools[name].acall(**args)
+                trajectory[f"observation_{idx}"] = await tools[name].acall(**args)
+            except SandboxUnavailableError:
+                raise  # no Deno or Pyodide: the machine's problem, which no next step of the LM can fix
             except Exception as err:  # noqa: BLE001 - a tool failure is news for the LM, not the end of the run
                 trajectory[f"observation_{idx}"] = f"Execution error in {name}: {format_tool_error(err)}"
             if name == FINISH:
                 break
-
-        extracted = await self._call(self.extract, trajectory, inputs)
-        result = Prediction(trajectory=trajectory, **{key: extracted[key] for key in extracted})
-        # Calls that overflowed the context window reported no usage; every other call is counted.
-        result.usage = usage + (extracted.usage or Usage())
-        return result
+        return usage
 
     async def _call(
         self, module: Predict | ChainOfThought, trajectory: dict[str, Any], inputs: dict[str, Any]

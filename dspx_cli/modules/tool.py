@@ -31,6 +31,7 @@ import os
 import threading
 import traceback
 from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager, nullcontext
 from typing import TYPE_CHECKING, Any, get_origin, get_type_hints
 
 import dspx_cli
@@ -115,6 +116,15 @@ class Tool:
 
     def __repr__(self) -> str:
         return f"Tool(name={self.name}, desc={self.desc}, args={self.args})"
+
+    def per_run(self) -> AbstractAsyncContextManager[Tool]:
+        """The tool as one run of an agent uses it, for the length of that run.
+
+        Most tools are the same in every run. A tool with state that must last a run and no longer
+        (the sandbox's variables, modules/sandbox_tool.py) yields a copy of its own and closes it
+        when the run ends.
+        """
+        return nullcontext(self)
 
     # ----- calling -------------------------------------------------------------------------------
 

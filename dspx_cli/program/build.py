@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +22,7 @@ from dspx_cli.program.module_types import MODULE_TYPES
 if TYPE_CHECKING:
     from dspx_cli.modules.best_of_n import RewardFn
     from dspx_cli.modules.tool import Tool
+    from dspx_cli.sandbox import Sandbox
 
 
 def build_module(
@@ -67,12 +68,29 @@ class Builder:
         return (self.rewards or {}).get(definition.name) or _no_reward(definition.name)
 
     def tool(self, definition: ToolDef) -> Tool:
-        tool = _tool(definition, self.context)
+        tool: Tool
+        if definition.kind == "sandbox":
+            from dspx_cli.modules.sandbox_tool import SandboxPythonTool
+
+            tool = SandboxPythonTool(self._sandbox_opener(), name=definition.name, desc=definition.desc)
+        else:
+            tool = _tool(definition, self.context)
         if self.context is not None and self.context.telemetry.enabled:  # its calls in spans (program/spans.py)
             from dspx_cli.program.spans import traced_tool
 
             tool = traced_tool(tool, self.context.telemetry)
         return tool
+
+    def _sandbox_opener(self) -> Callable[[], Sandbox] | None:
+        """The run's sandbox, asked for at an agent run's first call, so an agent that never writes
+        code starts no interpreter."""
+        context = self.context
+        if context is None:
+            return None
+        from dspx_cli.program.code_module_types import sandbox_limits
+
+        program = self.program
+        return lambda: context.sandbox(sandbox_limits(program))
 
     def retriever(self, definition: RetrieverDef) -> Any:
         return _retriever(definition, self.context)

@@ -30,9 +30,10 @@ if TYPE_CHECKING:
     from dspx_cli.modules.base import Module
     from dspx_cli.modules.code_steps import CodeSandbox
     from dspx_cli.program.build import Builder
-    from dspx_cli.program.model import ModuleDef
+    from dspx_cli.program.model import ModuleDef, Program
+    from dspx_cli.sandbox import SandboxLimits
 
-__all__ = ["CodeActSettings", "ProgramOfThoughtSettings"]
+__all__ = ["CodeActSettings", "ProgramOfThoughtSettings", "sandbox_limits"]
 
 
 class _SandboxKeys(Strict):
@@ -58,23 +59,27 @@ _LIMIT_KEYS = ("timeout", "memory_mb")
 
 
 def _sandbox(definition: ModuleDef, builder: Builder) -> CodeSandbox | None:
-    """The run context's sandbox; None when building to render prompts.
-
-    A run has one sandbox, so its limits are the program's, not one module's: for each limit, the
-    largest any code module declares (whichever module is built first, the sandbox is the same).
-    """
+    """The run context's sandbox; None when building to render prompts."""
     if builder.context is None:
         return None
+    return builder.context.sandbox(sandbox_limits(builder.program))
+
+
+def sandbox_limits(program: Program) -> SandboxLimits:
+    """The limits of a run's one sandbox: the program's, not one module's. For each limit, the
+    largest any code module declares, or any sandbox tool (`timeout`), so whichever module or tool
+    asks first, the sandbox is the same."""
     from dspx_cli.sandbox import SandboxLimits
 
     declared: dict[str, list[Any]] = {key: [] for key in _LIMIT_KEYS}
-    for module in builder.program.modules.values():
+    for module in program.modules.values():
         if module.type in _CODE_TYPES:
             settings = typed(module.settings, _SandboxKeys)
             for key in _LIMIT_KEYS:
                 if getattr(settings, key) is not None:
                     declared[key].append(getattr(settings, key))
-    return builder.context.sandbox(SandboxLimits(**{key: max(values) for key, values in declared.items() if values}))
+        declared["timeout"] += [t.timeout for t in module.tools if t.kind == "sandbox" and t.timeout is not None]
+    return SandboxLimits(**{key: max(values) for key, values in declared.items() if values})
 
 
 def _build_program_of_thought(definition: ModuleDef, builder: Builder) -> Module:
@@ -95,6 +100,13 @@ def _define_code_act(args: DefineArgs) -> dict[str, Any]:
         if tool not in args.tools:
             raise args.error(
                 f"module {args.name!r} uses unknown tool {tool!r}; defined tools: {', '.join(args.tools) or 'none'}",
+                "tools",
+                index,
+            )
+        if args.tools[tool].kind == "sandbox":
+            raise args.error(
+                f"module {args.name!r}: tool {tool!r} runs code in the sandbox, where code_act's code already "
+                "runs; write the code directly, or give the tool to a react module",
                 "tools",
                 index,
             )

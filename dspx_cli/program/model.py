@@ -61,7 +61,7 @@ class ToolDef:
     `retriever` of a `retrieve` tool (its Tool needs a run context)."""
 
     name: str
-    kind: str  # calculator | retrieve | python
+    kind: str  # calculator | retrieve | python | sandbox
     location: Location
     desc: str | None = None
     timeout: float | None = None

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     ModuleTypeName = str
 else:
     ModuleTypeName = Literal[tuple(MODULE_TYPES)]
-TOOL_TYPES = ("calculator", "retrieve", "python")
+TOOL_TYPES = ("calculator", "retrieve", "python", "sandbox")
 
 
 def _no_demos() -> list[dict[str, Any]]:
@@ -104,11 +104,12 @@ class SignatureSpec(Strict):
 
 
 class ToolSpec(RetrievalKeys):
-    """A tool for `react` modules: a built-in (`calculator`, `retrieve`) or `python: file.py:fn`."""
+    """A tool for `react` modules: a built-in (`calculator`, `retrieve`, `sandbox`) or `python: file.py:fn`."""
 
-    # default: python if given, else the name
-    type: Literal["calculator", "retrieve", "python"] | None = Field(
-        default=None, description="calculator, retrieve or python (implied by `python:`)."
+    # default: python if given, else the name (a tool named `python` is the sandbox)
+    type: Literal["calculator", "retrieve", "python", "sandbox"] | None = Field(
+        default=None,
+        description="calculator, retrieve, python (implied by `python:`) or sandbox (runs LM-written code).",
     )
     python: str | None = Field(default=None, description='"file.py:function", relative to the program file.')
     desc: str | None = Field(default=None, description="Replaces the tool's description.")

@@ -14,7 +14,8 @@ Steps of one flow run as tasks of the run's task group, so each step's span is a
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 from dspx_cli.core.telemetry import Span, Telemetry
@@ -69,9 +70,16 @@ def traced_tool(tool: Tool, telemetry: Telemetry) -> Tool:
             with telemetry.span(f"execute_tool {self.name}", {**attributes, "gen_ai.tool.type": "function"}) as span:
                 if telemetry.capture_content:
                     span.set("gen_ai.tool.call.arguments", json.dumps(kwargs, ensure_ascii=False, default=str))
-                result = await super().acall(**kwargs)
+                # The wrapped tool's own acall: a subclass (the sandbox tool) may run calls its own way.
+                result = await tool.acall(**kwargs)
                 if telemetry.capture_content:
                     span.set("gen_ai.tool.call.result", str(result))
                 return result
+
+        @asynccontextmanager
+        async def per_run(self) -> AsyncIterator[Tool]:
+            # A tool with per-run state (the sandbox tool) hands each run a copy: trace that copy.
+            async with tool.per_run() as run_tool:
+                yield self if run_tool is tool else traced_tool(run_tool, telemetry)
 
     return TracedTool()

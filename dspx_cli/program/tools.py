@@ -4,6 +4,12 @@
       calculator: {type: calculator}
       search: {type: retrieve, corpus: ../datasets/rag/corpus.jsonl, k: 3}
       lookup: {python: "tools.py:lookup_order", timeout: 5}
+      python: {type: sandbox, timeout: 10}    # runs LM-written code in the sandbox
+
+`python:` inside a tool names a Python function on the host; `type: sandbox` is a tool that runs
+the code the LM writes, isolated (dspx_cli/sandbox). A tool named `python` with no `python:` key
+is the sandbox, as a tool named `calculator` is the calculator. Loading a sandbox tool imports
+nothing of the sandbox: it starts only when a run calls it.
 
 A Python tool's file is imported and its signature turned into a JSON schema at load time, so a
 missing file, a missing function or a parameter type with no JSON schema is an error at the
@@ -25,6 +31,8 @@ from dspx_cli.program.spec_base import RetrievalKeys
 
 DEFAULT_K = 3  # DSPy's Retrieve default
 _RETRIEVAL_KEYS = ("corpus", "k", "text_field", "embeddings")
+# Built-in tools that need no `type:` when the tool has this name.
+_TYPE_OF_NAME = {"python": "sandbox"}
 
 
 def build_tools(
@@ -36,14 +44,19 @@ def build_tools(
 
 def _build_tool(name: str, spec: ToolSpec, base_dir: Path, positions: Positions, run_code: bool) -> ToolDef:
     key_path: KeyPath = ("tools", name)
-    kind = spec.type or ("python" if spec.python else name)
+    kind = spec.type or ("python" if spec.python else _TYPE_OF_NAME.get(name, name))
     if kind not in TOOL_TYPES:
         raise ProgramError(
-            f"tool {name!r}: no type; expected `type: calculator`, `type: retrieve` or `python: file.py:function`",
+            f"tool {name!r}: no type; expected `type: calculator`, `type: retrieve`, `type: sandbox` "
+            "or `python: file.py:function`",
             positions.locate(key_path),
         )
     if kind == "python" and not spec.python:
-        raise ProgramError(f"tool {name!r}: a python tool needs `python: file.py:function`", positions.locate(key_path))
+        raise ProgramError(
+            f"tool {name!r}: a python tool needs `python: file.py:function` (a function on the host); "
+            "for a tool that runs the LM's code in the sandbox, write `type: sandbox`",
+            positions.locate(key_path),
+        )
     if kind != "python" and spec.python:
         raise ProgramError(
             f"tool {name!r}: `python` goes with type python, not {kind}", positions.locate((*key_path, "python"))
@@ -55,7 +68,7 @@ def _build_tool(name: str, spec: ToolSpec, base_dir: Path, positions: Positions,
                     f"tool {name!r}: {key!r} applies to retrieve tools only", positions.locate((*key_path, key))
                 )
     where = positions.locate(key_path)
-    if kind == "calculator":
+    if kind in ("calculator", "sandbox"):
         return ToolDef(name, kind, where, desc=spec.desc, timeout=spec.timeout)
     if kind == "retrieve":
         retriever = build_retriever(spec, base_dir, key_path, positions)
