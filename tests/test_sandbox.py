@@ -12,6 +12,7 @@ import pytest
 from dspx_cli.errors import SandboxUnavailableError
 from dspx_cli.program.context import RunContext
 from dspx_cli.sandbox import Execution, Sandbox, SandboxLimits
+from dspx_cli.sandbox.pool import LOST_STATE
 from tests.sandbox_helpers import Box, needs_deno, open_box
 
 pytestmark = needs_deno
@@ -199,7 +200,27 @@ def test_timeout_restarts_the_interpreter(box: Box) -> None:
     assert looped.error_kind == "timeout"
     assert looped.error is not None and looped.error.startswith("TimeoutError: the code ran longer than 1.5 s")
     assert (after.output, after.error) == (2, None)
-    assert kept.error == "NameError: [\"name 'kept' is not defined\"]"  # a fresh interpreter
+    # A fresh interpreter, and the error says why the name is gone.
+    assert kept.error == "NameError: [\"name 'kept' is not defined\"]" + LOST_STATE
+
+
+def test_a_neighbours_timeout_is_named_when_it_loses_a_sessions_variables(box: Box) -> None:
+    shared = Sandbox(SandboxLimits(timeout=1.5, pool_size=1), deno_dir=box.sandbox.deno_dir)
+
+    async def go() -> list[Execution]:
+        try:
+            async with shared.session() as calm, shared.session() as runaway:
+                await calm.execute("kept = 1")
+                await runaway.execute("while True: pass")  # kills the one process both live in
+                lost = await calm.execute("kept")
+            async with shared.session() as fresh:  # started after the restart: lost nothing
+                return [lost, await fresh.execute("undefined_name")]
+        finally:
+            await shared.aclose()
+
+    lost, later = box.run(go())
+    assert lost.error == "NameError: [\"name 'kept' is not defined\"]" + LOST_STATE
+    assert later.error == "NameError: [\"name 'undefined_name' is not defined\"]"
 
 
 def test_a_cancelled_execute_leaves_no_half_run_interpreter(box: Box) -> None:

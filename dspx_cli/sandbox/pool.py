@@ -22,12 +22,18 @@ import keyword
 import math
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from dspx_cli.sandbox.deno import default_deno_dir, deno_env, ensure_pyodide, find_deno, interpreter_command
 from dspx_cli.sandbox.process import Interpreter, max_line
 from dspx_cli.sandbox.types import Execution, SandboxLimits, SandboxTool
+
+LOST_STATE = (
+    " (the interpreter was restarted after a timeout, a limit or a crash, so the variables of this"
+    " run's earlier code are gone: define them again)"
+)
 
 
 class SandboxSession:
@@ -39,6 +45,7 @@ class SandboxSession:
         self._tools = dict(tools)
         self._outputs = list(outputs)
         self._generation = 0
+        self._lost_state = False  # a restart took this session's variables; NameErrors say so
 
     async def execute(self, code: str, variables: Mapping[str, Any] | None = None) -> Execution:
         """Run code; its errors, timeouts and overruns come back in the Execution, never raised.
@@ -52,8 +59,15 @@ class SandboxSession:
                 raise ValueError(f"invalid variable name: {name!r}")
         slot = self._slot
         async with slot.lock:
+            # A timeout, overrun or crash (this run's or another's on the same process) restarts
+            # the process, and this session's variables go with it.
+            if self._generation != 0 and (not slot.alive or slot.generation != self._generation):
+                self._lost_state = True
             execution = await slot.execute(self._name, code, values, self._tools, self._outputs)
             self._generation = slot.generation
+        if self._lost_state and execution.error is not None and execution.error.startswith("NameError"):
+            # Without this the LM reads a NameError for a name it defined and cannot tell why.
+            return replace(execution, error=execution.error + LOST_STATE)
         return execution
 
     async def _close(self) -> None:
