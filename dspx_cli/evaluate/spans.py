@@ -6,15 +6,22 @@ example {index}   dspx.example.index, dspx.example.score, dspx.example.error (it
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import Protocol, TypeVar
 
 from dspx_cli.core.telemetry import Telemetry
 
-if TYPE_CHECKING:
-    from dspx_cli.evaluate.evaluator import ExampleResult
+
+class _Scored(Protocol):  # the evaluator's ExampleResult, named by shape: the evaluator imports this module
+    @property
+    def score(self) -> float: ...
+    @property
+    def error(self) -> str | None: ...
 
 
-async def scored(telemetry: Telemetry, index: int, score: Callable[[int], Awaitable[ExampleResult]]) -> ExampleResult:
+Result = TypeVar("Result", bound=_Scored)
+
+
+async def scored(telemetry: Telemetry, index: int, score: Callable[[int], Awaitable[Result]]) -> Result:
     """`score(index)` inside the example's span when tracing is on; else just `score(index)`."""
     if not telemetry.enabled:
         return await score(index)
