@@ -174,6 +174,7 @@ def test_labeled_demos_of_a_multi_predictor_program_load_back(tmp_path: Path) ->
     # `context`, a field of draft only. The state dspx wrote must load; the prompt shows verify's fields.
     original = runner_for(tmp_path)
     row = Example(question="Capital of Peru?", context="Peru is in South America.", answer="Lima", ok=True)
+    row = Example(row, source="atlas p. 12")  # a column no predictor has: kept, never shown, as in DSPy
     asyncio.run(labeled_few_shot(original, [row], k=1))
     state = dump_state(original)
     assert state["verify"]["demos"][0]["context"] == "Peru is in South America."
@@ -182,6 +183,7 @@ def test_labeled_demos_of_a_multi_predictor_program_load_back(tmp_path: Path) ->
     load_state(fresh, state, source="state.json")
     assert messages(fresh) == messages(original)
     assert "Peru is in South America." not in json.dumps(messages(fresh)[1])
+    assert "atlas" not in json.dumps(messages(fresh))
 
 
 def test_state_saved_by_dspy_changes_the_prompt(tmp_path: Path) -> None:

@@ -313,8 +313,10 @@ def _checked_update(
 
 
 def _checked_demos(where: str, demos: Any, signature: Signature, known: set[str], source: str) -> list[dict[str, Any]]:
-    """The demos as dicts. A key that is no field of any predictor of the program (a renamed field,
-    a state saved for another program) is refused; the adapter shows each predictor its own fields."""
+    """The demos as dicts; the adapter shows each predictor its own fields. A key that is no field of
+    any predictor of the program is a data column (LabeledFewShot keeps whole rows, as DSPy does)
+    unless the demo also misses all of this predictor's inputs or outputs: then it teaches nothing
+    and the key is most likely a renamed field, or the state was saved for another program."""
     if not isinstance(demos, list):
         raise _error(source, f"{where}: expected `demos` to be a list, got {json_kind(demos)}")
     checked = []
@@ -322,7 +324,8 @@ def _checked_demos(where: str, demos: Any, signature: Signature, known: set[str]
         if not isinstance(demo, Mapping):
             raise _error(source, f"{where}: expected demo {index + 1} to be an object, got {json_kind(demo)}")
         stray = [key for key in demo if key not in known and not _BOOKKEEPING_KEY.fullmatch(str(key))]
-        if stray:
+        useful = any(f.name in demo for f in signature.inputs) and any(f.name in demo for f in signature.outputs)
+        if stray and not useful:
             raise _error(
                 source,
                 f"{where}: demo {index + 1} has key {_names(stray)}, not a field of this predictor; "
