@@ -11,9 +11,11 @@ from typing import Any
 
 import pytest
 
+from dspx_cli.modules.code_steps import parse_code
+from dspx_cli.sandbox import SandboxLimits
 from tests.cli_inprocess import dspx
 from tests.lm_server import LMServer
-from tests.sandbox_helpers import needs_deno
+from tests.sandbox_helpers import needs_deno, open_box
 
 ROOT = Path(__file__).resolve().parent.parent
 DEV = [json.loads(line) for line in (ROOT / "datasets" / "math" / "dev.jsonl").read_text().splitlines()]
@@ -99,3 +101,17 @@ def test_the_math_dataset_is_whole_numbers_and_no_problem_is_in_both_splits() ->
     assert (len(train), len(DEV)) == (24, 30)
     assert all(row["answer"].isdigit() for row in train + DEV)
     assert not {row["question"] for row in train} & {row["question"] for row in DEV}
+
+
+@needs_deno
+def test_every_worked_program_of_the_train_split_submits_its_gold_answer() -> None:
+    # The `generated_code` column is the labeled demo code_generate learns from (LabeledFewShot):
+    # code that does not run, or SUBMITs a wrong number, would teach the model the wrong thing.
+    train = [json.loads(line) for line in (ROOT / "datasets" / "math" / "train.jsonl").read_text().splitlines()]
+    for box in open_box(SandboxLimits(pool_size=1)):
+        for row in train:
+            code, error = parse_code(row["generated_code"])
+            assert error is None and "SUBMIT(" in code, row
+            execution = box.execute(code)
+            assert (execution.error, execution.final) == (None, True), row
+            assert execution.output == {"output": {"answer": int(row["answer"])}}, row

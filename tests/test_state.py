@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
 import textwrap
@@ -10,7 +11,9 @@ from typing import Any
 
 import pytest
 
+from dspx_cli.core import Example
 from dspx_cli.errors import EXIT_USAGE, ProgramError
+from dspx_cli.optimizers.labeled import labeled_few_shot
 from dspx_cli.optimizers.state import (
     dump_state,
     load_state,
@@ -164,6 +167,23 @@ def test_round_trip_reproduces_the_prompts(tmp_path: Path) -> None:
     assert messages(fresh) == messages(original)
     assert fresh.modules["verify"].demos == verify.demos
     assert dump_state(fresh)["draft.predict"] == dump_state(original)["draft.predict"]
+
+
+def test_labeled_demos_of_a_multi_predictor_program_load_back(tmp_path: Path) -> None:
+    # LabeledFewShot gives every predictor whole training rows, as DSPy does: verify's demos carry
+    # `context`, a field of draft only. The state dspx wrote must load; the prompt shows verify's fields.
+    original = runner_for(tmp_path)
+    row = Example(question="Capital of Peru?", context="Peru is in South America.", answer="Lima", ok=True)
+    row = Example(row, source="atlas p. 12")  # a column no predictor has: kept, never shown, as in DSPy
+    asyncio.run(labeled_few_shot(original, [row], k=1))
+    state = dump_state(original)
+    assert state["verify"]["demos"][0]["context"] == "Peru is in South America."
+
+    fresh = runner_for(tmp_path)
+    load_state(fresh, state, source="state.json")
+    assert messages(fresh) == messages(original)
+    assert "Peru is in South America." not in json.dumps(messages(fresh)[1])
+    assert "atlas" not in json.dumps(messages(fresh))
 
 
 def test_state_saved_by_dspy_changes_the_prompt(tmp_path: Path) -> None:

@@ -165,9 +165,12 @@ def load_state(
             "the state was saved for a different program",
         )
     recorded = _recorded_signatures(state.get(METADATA), source)
+    # A demo may carry any field of the program's predictors: LabeledFewShot gives every predictor
+    # whole training examples (as DSPy does), so a step's demo holds the columns its neighbours use.
+    known = {field for predictor in predictors.values() for field in predictor.signature.fields}
 
     updates = {
-        name: _checked_update(name, predictor, state[name], recorded.get(name), source)
+        name: _checked_update(name, predictor, state[name], recorded.get(name), known, source)
         for name, predictor in predictors.items()
     }
     models = {name: _local_model(name, state[name], base_dir, source) for name in predictors}
@@ -249,7 +252,7 @@ def _looks_like_predictor(value: Any) -> bool:
 
 
 def _checked_update(
-    name: str, predictor: Predict, entry: Any, recorded: str | None, source: str
+    name: str, predictor: Predict, entry: Any, recorded: str | None, known: set[str], source: str
 ) -> tuple[Signature, list[dict[str, Any]]]:
     where = f"predictor {name!r}"
     if not isinstance(entry, Mapping):
@@ -297,7 +300,7 @@ def _checked_update(
             raise _error(source, f"{where}: expected field {index + 1} ({field.name}) to have a text `prefix`")
         updated = updated.with_updated_field(field.name, desc=description, prefix=prefix)
 
-    demos = _checked_demos(where, entry.get("demos"), signature, source)
+    demos = _checked_demos(where, entry.get("demos"), signature, known, source)
     # Checked last: the checks above name the exact field; this one also catches changed types and
     # fields moved between inputs and outputs, which DSPy's layout cannot show.
     if recorded is not None and recorded != str(signature):
@@ -309,15 +312,20 @@ def _checked_update(
     return updated, demos
 
 
-def _checked_demos(where: str, demos: Any, signature: Signature, source: str) -> list[dict[str, Any]]:
+def _checked_demos(where: str, demos: Any, signature: Signature, known: set[str], source: str) -> list[dict[str, Any]]:
+    """The demos as dicts; the adapter shows each predictor its own fields. A key that is no field of
+    any predictor of the program is a data column (LabeledFewShot keeps whole rows, as DSPy does)
+    unless the demo also misses all of this predictor's inputs or outputs: then it teaches nothing
+    and the key is most likely a renamed field, or the state was saved for another program."""
     if not isinstance(demos, list):
         raise _error(source, f"{where}: expected `demos` to be a list, got {json_kind(demos)}")
     checked = []
     for index, demo in enumerate(demos):
         if not isinstance(demo, Mapping):
             raise _error(source, f"{where}: expected demo {index + 1} to be an object, got {json_kind(demo)}")
-        stray = [key for key in demo if key not in signature.fields and not _BOOKKEEPING_KEY.fullmatch(str(key))]
-        if stray:
+        stray = [key for key in demo if key not in known and not _BOOKKEEPING_KEY.fullmatch(str(key))]
+        useful = any(f.name in demo for f in signature.inputs) and any(f.name in demo for f in signature.outputs)
+        if stray and not useful:
             raise _error(
                 source,
                 f"{where}: demo {index + 1} has key {_names(stray)}, not a field of this predictor; "
