@@ -19,6 +19,7 @@ from typing import ClassVar
 import pytest
 
 from dspx_cli.sandbox import Execution, SandboxLimits
+from dspx_cli.sandbox.pool import LOST_STATE
 from tests.sandbox_helpers import Box, needs_deno, open_box
 
 pytestmark = needs_deno
@@ -216,4 +217,4 @@ def test_a_crash_mid_run_is_reported_and_the_next_call_works(box: Box) -> None:
     assert crashed.error_kind == "crash" and crashed.error is not None
     assert crashed.error.startswith("RuntimeError:")
     assert (after.output, after.error) == (2, None)
-    assert state.error == "NameError: [\"name 'state' is not defined\"]"
+    assert state.error == "NameError: [\"name 'state' is not defined\"]" + LOST_STATE  # a fresh interpreter, said so
