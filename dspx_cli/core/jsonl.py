@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from typing import Any
+from typing import IO, Any
 
 from dspx_cli.core.json_values import json_kind
 
-__all__ = ["BadLine", "decode_line", "parse_object", "read_objects"]
+__all__ = ["BadLine", "bounded_lines", "decode_line", "parse_object", "read_objects"]
 
 _BOM = b"\xef\xbb\xbf"
 
@@ -78,3 +78,17 @@ def read_objects(data: bytes) -> Iterator[tuple[int, dict[str, Any] | BadLine]]:
 def first_clause(exc: Exception) -> str:
     """The gist of a parser's message ("Exceeds the limit (4300 digits) ..." -> its first clause)."""
     return str(exc).split(":")[0].split(";")[0].strip() or type(exc).__name__
+
+
+def bounded_lines(handle: IO[bytes], max_bytes: int) -> Iterator[tuple[int, bytes | None]]:
+    """(line number, line) for each line of a file opened "rb"; a line longer than `max_bytes` is
+    None, and read past piece by piece without being held (a hostile file may be one huge line)."""
+    number = 0
+    while line := handle.readline(max_bytes + 1):
+        number += 1
+        if len(line) > max_bytes and not line.endswith(b"\n"):
+            while (rest := handle.readline(max_bytes)) and not rest.endswith(b"\n"):
+                pass
+            yield number, None
+            continue
+        yield number, line

@@ -21,6 +21,7 @@ from typing import Any
 
 import orjson
 
+from dspx_cli.core.jsonl import bounded_lines
 from dspx_cli.errors import UsageError
 
 logger = logging.getLogger(__name__)
@@ -146,15 +147,8 @@ def _jsonl(path: Path, budget: list[int] | None = None) -> Iterator[tuple[int, d
         logger.warning("%s: cannot read it (%s)", path, exc.strerror or exc)
         return
     with handle:
-        number = 0
-        while True:
-            line = handle.readline(MAX_LINE_BYTES + 1)
-            if not line:
-                return
-            number += 1
-            if len(line) > MAX_LINE_BYTES and not line.endswith(b"\n"):
-                while (rest := handle.readline(MAX_LINE_BYTES)) and not rest.endswith(b"\n"):
-                    pass  # the rest of the long line, dropped as it is read
+        for number, line in bounded_lines(handle, MAX_LINE_BYTES):
+            if line is None:
                 logger.warning("%s:%d: a line over %d MB; skipped", path, number, MAX_LINE_BYTES >> 20)
                 continue
             if not line.strip():

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dspx_cli.core.jsonl import bounded_lines
 from dspx_cli.errors import UsageError
 
 __all__ = ["ExampleRecord", "RunRecords", "canonical_inputs", "load_run"]
@@ -111,6 +112,9 @@ def _summary(path: Path) -> dict[str, Any] | None:
     return value
 
 
+MAX_LINE_BYTES = 64 << 20  # an example record longer than this is skipped unread (as `dspx report` does)
+
+
 def _examples(path: Path) -> tuple[list[ExampleRecord], list[str]]:
     records: list[ExampleRecord] = []
     skipped: list[str] = []
@@ -119,10 +123,12 @@ def _examples(path: Path) -> tuple[list[ExampleRecord], list[str]]:
     except OSError as exc:
         raise UsageError(f"{path}: cannot be read ({exc.strerror})") from None
     with handle:
-        for number, raw in enumerate(handle, start=1):
-            if not raw.strip():
+        for number, raw in bounded_lines(handle, MAX_LINE_BYTES):
+            if raw is not None and not raw.strip():
                 continue
             try:
+                if raw is None:  # a hostile folder's one huge line is not held in memory
+                    raise ValueError(f"a line over {MAX_LINE_BYTES >> 20} MB")
                 records.append(_record(raw, number))
             except ValueError as exc:
                 where = f"{path}:{number}: skipped: {exc}"
