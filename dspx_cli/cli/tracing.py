@@ -21,8 +21,10 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from dspx_cli.core.redact import REDACTED, is_secret_name
+from dspx_cli.cli.interrupt import EXIT_INTERRUPTED
+from dspx_cli.core.redact import REDACTED, is_secret_name, redact_urls
 from dspx_cli.core.telemetry import OFF, Telemetry
+from dspx_cli.errors import EXIT_RUNTIME
 
 _TRUE = ("1", "true", "yes", "on")
 CONTENT_VARIABLES = ("DSPX_OTEL_CAPTURE_CONTENT", "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT")
@@ -58,11 +60,13 @@ class CommandTrace:
 def _exit_code(error: BaseException) -> int:
     """The code the command is about to exit with (cli/actions.guard, cli/interrupt.py)."""
     if isinstance(error, KeyboardInterrupt) or type(error).__name__ == "CancelledError":
-        return 130
+        return EXIT_INTERRUPTED
     if isinstance(error, SystemExit):
-        return error.code if isinstance(error.code, int) else 1
+        if error.code is None:  # sys.exit() exits 0
+            return 0
+        return error.code if isinstance(error.code, int) else EXIT_RUNTIME
     code = getattr(error, "exit_code", None)  # a DspxError
-    return code if isinstance(code, int) else 1
+    return code if isinstance(code, int) else EXIT_RUNTIME
 
 
 def command_trace(command: str, otlp: str | None, content: bool, **arguments: Any) -> CommandTrace | None:
@@ -117,16 +121,8 @@ def _attributes(arguments: dict[str, Any]) -> dict[str, Any]:
         elif isinstance(value, bool | int | float):
             attributes[key] = value
         else:
-            attributes[key] = _without_userinfo(str(value))
+            attributes[key] = redact_urls(str(value))
     return attributes
-
-
-def _without_userinfo(text: str) -> str:
-    """A URL's user:password@ (an optuna --storage URL may carry one) as <redacted>@."""
-    scheme, sep, rest = text.partition("://")
-    if sep and "@" in rest.split("/", 1)[0]:
-        return f"{scheme}://{REDACTED}@{rest.split('@', 1)[1]}"
-    return text
 
 
 def _pair(text: str) -> str:

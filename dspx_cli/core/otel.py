@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Any
@@ -30,7 +29,7 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
 from dspx_cli import __version__
-from dspx_cli.core.redact import redact_text
+from dspx_cli.core.redact import redact_text, redact_urls
 from dspx_cli.core.telemetry import Attributes, AttributeValue, Span, Telemetry
 
 # The SDK's default export timeout is 10 s, retried with backoff until then: a command would wait
@@ -111,16 +110,11 @@ class _OtelSpan(Span):
         self._manager.__exit__(kind, error, tb)
 
 
-_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s@]*@")
-_QUERY = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^\s?#]*)\?[^\s#]*")
-
-
 def _message(error: BaseException) -> str:
     """One line of the error for the span's status, without what could be a secret: `key: value`
     pairs (core/redact.py), a URL's user:password@ and its query (`?key=...`)."""
     message = " ".join(str(error).split())[:500]
-    message = _QUERY.sub(r"\1?<redacted>", _USERINFO.sub(r"\1<redacted>@", message))
-    return redact_text(message) or type(error).__name__
+    return redact_text(redact_urls(message)) or type(error).__name__
 
 
 def _error_type(error: BaseException) -> str:

@@ -20,7 +20,7 @@ from typing import Any
 
 from dspx_cli.errors import ProgramError
 
-__all__ = ["REDACTED", "UnsetSecret", "is_secret_name", "redact", "redact_text"]
+__all__ = ["REDACTED", "UnsetSecret", "is_secret_name", "redact", "redact_text", "redact_urls"]
 
 REDACTED = "<redacted>"
 
@@ -102,3 +102,13 @@ class UnsetSecret(str):
         secret = super().__new__(cls, "")
         secret.error = error
         return secret
+
+
+_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s@]*@")
+_QUERY = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^\s?#]*)\?[^\s#]*")
+
+
+def redact_urls(text: str) -> str:
+    """`text` with every URL's user:password@ and query (`?api_key=...`) redacted: either may hold
+    a token, in a command-line value or an error message that quotes an endpoint."""
+    return _QUERY.sub(rf"\1?{REDACTED}", _USERINFO.sub(rf"\1{REDACTED}@", text))

@@ -14,6 +14,7 @@ import shutil
 from importlib import resources
 from pathlib import Path
 
+from dspx_cli.core.redact import redact_urls
 from dspx_cli.errors import SandboxUnavailableError
 
 PYODIDE_VERSION = "0.29.4"  # pinned in runner.js too
@@ -114,6 +115,7 @@ async def ensure_pyodide(deno: str, deno_dir: Path) -> Path:
     if found is None:
         lines = out.decode(errors="replace").strip().splitlines() or ["no output"]
         reason = next((line for line in lines if "error" in line.lower()), lines[-1]).strip()
+        reason = redact_urls(reason)  # Deno may name the proxy it was given, user:password@ and all
         raise SandboxUnavailableError(
             f"could not fetch Pyodide {PYODIDE_VERSION} from the npm registry into {deno_dir}: {reason}"
         )
