@@ -36,7 +36,7 @@ from dspx_cli.modules.chain_of_thought import ChainOfThought
 from dspx_cli.modules.code_steps import CodeSandbox, parse_code, require, run_code
 from dspx_cli.modules.copies import Composite
 from dspx_cli.modules.predict import Predict
-from dspx_cli.modules.react import format_trajectory
+from dspx_cli.modules.react import extract_signature, format_trajectory
 from dspx_cli.modules.tool import Tool
 
 __all__ = ["DEFAULT_MAX_ITERS", "CodeAct", "code_act_instructions", "code_act_signature"]
@@ -87,11 +87,6 @@ def code_act_signature(signature: Signature, tools: Iterable[Tool]) -> Signature
     )
 
 
-def extractor_signature(signature: Signature) -> Signature:
-    """DSPy's: inputs, trajectory -> outputs, with the task's instructions."""
-    return Signature((*signature.inputs, Field("trajectory", str)), signature.outputs, signature.instructions)
-
-
 class CodeAct(Composite):
     """`CodeAct(signature, tools, lm, sandbox=..., max_iters=5, **predict_options)`.
 
@@ -124,7 +119,7 @@ class CodeAct(Composite):
         self.tools = table
         demos = predict_options.pop("demos", None)
         self.codeact = Predict(code_act_signature(signature, table.values()), lm, demos=demos, **predict_options)
-        self.extractor = ChainOfThought(extractor_signature(signature), lm, **predict_options)
+        self.extractor = ChainOfThought(extract_signature(signature), lm, **predict_options)
 
     @property
     def signature(self) -> Signature:

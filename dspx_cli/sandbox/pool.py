@@ -26,6 +26,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from dspx_cli.errors import SandboxUnavailableError
 from dspx_cli.sandbox.deno import default_deno_dir, deno_env, ensure_pyodide, find_deno, interpreter_command
 from dspx_cli.sandbox.process import Interpreter, max_line
 from dspx_cli.sandbox.types import Execution, SandboxLimits, SandboxTool
@@ -88,7 +89,7 @@ class Sandbox:
     async def _pool(self) -> list[Interpreter]:
         async with self._setup:
             if self._closed:
-                raise RuntimeError("the sandbox is closed")
+                raise SandboxUnavailableError("the code sandbox was closed (its run is over)")
             if not self._slots:
                 deno = find_deno()
                 pyodide = await ensure_pyodide(deno, self.deno_dir)
