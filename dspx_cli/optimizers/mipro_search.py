@@ -130,10 +130,11 @@ class Candidates:
     def apply(self, runner: ProgramRunner, params: Params) -> None:
         """Set the chosen instruction and demo set of every predictor of `runner`, in place."""
         for i, (name, predictor) in enumerate(named_predictors(runner)):
-            text = self.instructions[name][params[f"{i}_predictor_instruction"]]
+            text = self.instructions[name][_choice(params, f"{i}_predictor_instruction", len(self.instructions[name]))]
             predictor.signature = replace(predictor.signature, instructions=text)
             if self.demo_sets is not None:
-                predictor.demos = [dict(demo) for demo in self.demo_sets[name][params[f"{i}_predictor_demos"]]]
+                demos = self.demo_sets[name][_choice(params, f"{i}_predictor_demos", len(self.demo_sets[name]))]
+                predictor.demos = [dict(demo) for demo in demos]
 
     def describe(self, params: Params) -> dict[str, dict[str, int | None]]:
         """{predictor: {"instruction": i, "demos": j or None}} (trial records, the trial table)."""
@@ -147,9 +148,20 @@ class Candidates:
 
     def chosen_instructions(self, params: Params) -> dict[str, str]:
         return {
-            name: self.instructions[name][params.get(f"{i}_predictor_instruction", 0)]
+            name: self.instructions[name][
+                _choice(params, f"{i}_predictor_instruction", len(self.instructions[name]), default=0)
+            ]
             for i, name in enumerate(self.names)
         }
+
+
+def _choice(params: Params, key: str, size: int, default: int | None = None) -> int:
+    """A trial's choice, checked: trials come back from a study.db a run folder may have brought
+    (a hostile one could hold any number, and a negative index would pick from the end)."""
+    value = params.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < size:
+        raise UsageError(f"study: trial parameter {key}={value!r} is not one of its {size} candidates")
+    return value
 
 
 def best_full_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
