@@ -13,8 +13,8 @@ row, a retrieved passage) can never smuggle in an image part.
 
 from __future__ import annotations
 
+import os
 import re
-import secrets
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 __all__ = ["content_text", "format_conversation", "history_name", "image_mark", "split_image_parts"]
 
-_TOKEN = secrets.token_hex(12)
+_TOKEN = os.urandom(12).hex()  # secrets.token_hex without importing secrets (hmac, hashlib: start-up)
 _START = f"\x00image:{_TOKEN}:"
 _END = f":{_TOKEN}\x00"
 _MARK_RE = re.compile(re.escape(_START) + "(.*?)" + re.escape(_END), re.DOTALL)
