@@ -323,3 +323,42 @@ def test_an_item_of_the_wrong_type_is_rejected_with_its_line(tmp_path: Path) -> 
     assert done.returncode == 2
     assert "$item (an item of $words.parts) is str but input 'word' of module 'shout' expects int" in done.stderr
     assert f"{path}:{line_of(path, 'with: {word: $item}')}" in done.stderr
+
+
+def test_a_long_list_runs_at_most_a_bounded_number_of_items_at_once(tmp_path: Path) -> None:
+    """A list from a row or a reply may be huge; each item of a sync Python step holds a thread."""
+    from dspx_cli.program.foreach import MAX_ITEMS_AT_ONCE
+
+    (tmp_path / "steps.py").write_text(
+        textwrap.dedent("""\
+        import threading, time
+        lock = threading.Lock()
+        running = peak = 0
+
+        def shout(word):
+            global running, peak
+            with lock:
+                running += 1
+                peak = max(peak, running)
+            time.sleep(0.02)
+            with lock:
+                running -= 1
+            return {"loud": word.upper(), "peak": peak}
+        """)
+    )
+    path = tmp_path / "p.yaml"
+    path.write_text(
+        textwrap.dedent("""\
+        modules:
+          shout: {type: python, function: "steps.py:shout", signature: "word: str -> loud: str, peak: int"}
+        flow:
+          - {id: up, module: shout, foreach: $input.words, with: {word: $item}}
+        output: {loud: $up.loud, peak: $up.peak}
+        """)
+    )
+    words = [f"w{i}" for i in range(3 * MAX_ITEMS_AT_ONCE)]
+    done = dspx("run", str(path), "--json", "-i", f"words={json.dumps(words)}")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["loud"] == [w.upper() for w in words]  # item order kept
+    assert 1 < max(result["peak"]) <= MAX_ITEMS_AT_ONCE

@@ -1,7 +1,8 @@
 """A `foreach` step: one module call per item of a list, concurrently, outputs in item order.
 
-The calls run together; how many reach an LM at once is up to the LM's own limits
-(`max_concurrency`, `rpm`, `tpm`: lm/limits.py), as for independent steps. Errors follow DSPy's
+The calls run together, at most MAX_ITEMS_AT_ONCE (64) items at a time; how many reach an LM at
+once is up to the LM's own limits (`max_concurrency`, `rpm`, `tpm`: lm/limits.py), as for
+independent steps. Errors follow DSPy's
 `Parallel`: once `max_errors` items failed the step fails with the first item's error (the rest are
 cancelled); fewer failed items leave null in their places. The default, 1, fails on any error,
 as a plain step does.
@@ -16,6 +17,10 @@ from dspx_cli.core import Prediction
 from dspx_cli.lm.base import Usage
 from dspx_cli.modules.base import Module
 from dspx_cli.program.model import ItemRef, Step
+
+# Items in flight per foreach step: a list from a dataset row or an LM reply may be huge, and each
+# item of a sync Python step holds a thread while it runs.
+MAX_ITEMS_AT_ONCE = 64
 
 
 class _TooManyErrors(Exception):
@@ -40,15 +45,22 @@ async def map_items(module: Module, step: Step, values: dict[str, Any], items: A
                 raise _TooManyErrors(errors[0]) from None
             return None
 
+    results: list[Prediction | None] = [None] * len(items)
+    pending = iter(enumerate(items))
+
+    async def worker() -> None:
+        for index, item in pending:  # shared: each item goes to the next free worker
+            results[index] = await one(item)
+
     try:
         async with asyncio.TaskGroup() as group:
-            tasks = [group.create_task(one(item)) for item in items]
+            for _ in range(min(MAX_ITEMS_AT_ONCE, len(items))):
+                group.create_task(worker())
     except BaseExceptionGroup as group_error:
         failure = group_error.subgroup(_TooManyErrors)
         if failure is None:
             raise
         raise _first(failure).first from None
-    results = [task.result() for task in tasks]
 
     prediction = Prediction({name: [None if r is None else r.get(name) for r in results] for name in names})
     usage = Usage()
