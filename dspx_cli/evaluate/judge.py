@@ -27,9 +27,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from pydantic import ValidationError
-
 from dspx_cli.core import Example, Prediction, Signature
+from dspx_cli.core.spec_model import SpecValidationError
 from dspx_cli.errors import DspxError, SignatureError
 from dspx_cli.evaluate.metric_base import MetricError, as_score
 from dspx_cli.evaluate.metric_specs import JUDGE_TYPES, JudgeSpec
@@ -122,7 +121,7 @@ def _judge_lm(raw: Any, program: Program, error: ErrorAt) -> LMConfig:
         return program_lm_config(program)
     try:
         spec = LMSpec.model_validate({"model": raw} if isinstance(raw, str) else raw)
-    except ValidationError as exc:
+    except SpecValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first["loc"])
         raise error(

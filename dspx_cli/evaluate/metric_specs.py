@@ -2,15 +2,14 @@
 
 `resolve_metric` (metrics.py) checks a spec by hand, to blame the exact key; these models state the
 same keys once, so the LM judge's allowed keys and `dspx schema` (editors' completion) read them from
-one place. Cheap to import: pydantic and the program schema only, no module classes.
+one place. Cheap to import: the program schema only, no module classes.
 """
 
-# No `from __future__ import annotations`: pydantic evaluates the annotations when the class is made.
+# No `from __future__ import annotations`: the annotations are evaluated when the class is made.
 
 from typing import Literal
 
-from pydantic import Field
-
+from dspx_cli.core.spec_model import Field
 from dspx_cli.program.schema import LMSpec, SignatureSpec
 from dspx_cli.program.spec_base import Strict
 

@@ -1,6 +1,6 @@
 """The program file's `finetune:` section: how `dspx finetune` trains, checked where it is written.
 
-Only settings live here (pydantic, no torch): `dspx validate` checks the section without importing
+Only settings live here (no torch): `dspx validate` checks the section without importing
 anything that trains. `--set KEY=VALUE` replaces a setting for one run (VALUE is JSON when it
 parses as JSON, else text; `lora.r=8` reaches into the LoRA settings); a bad value is an error
 naming that `--set`, a bad key in the file an error naming its file:line.
@@ -13,8 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError
-
+from dspx_cli.core.spec_model import Field, SpecValidationError
 from dspx_cli.errors import UsageError
 from dspx_cli.finetune.settings import FULL_LEARNING_RATE, LORA_LEARNING_RATE
 from dspx_cli.optimizers.compile import Teacher, resolve_teacher
@@ -112,8 +111,8 @@ def choose_finetune_settings(
     data = {"finetune": written}
     try:
         _Root.model_validate(data)
-    except ValidationError as exc:
-        raise to_program_error(exc, data, program.positions, _Root) from None
+    except SpecValidationError as exc:
+        raise to_program_error(exc, data, program.positions) from None
     merged = json.loads(json.dumps(written, default=str))
     for assignment in assignments:
         _assign(merged, assignment)
@@ -121,7 +120,7 @@ def choose_finetune_settings(
         merged["traces"] = traces
     try:
         settings = FinetuneSettings.model_validate(merged)
-    except ValidationError as exc:
+    except SpecValidationError as exc:
         raise _usage_error(exc, assignments, traces) from None
     teacher = resolve_teacher(program, settings.teacher, teacher_lm, teacher_state, at="finetune")
     return FinetuneChoice(settings, teacher)
@@ -150,7 +149,7 @@ def _assign(settings: dict[str, Any], assignment: str) -> None:
     settings["lora"] = lora
 
 
-def _usage_error(exc: ValidationError, assignments: Sequence[str], traces: str | None) -> UsageError:
+def _usage_error(exc: SpecValidationError, assignments: Sequence[str], traces: str | None) -> UsageError:
     first = exc.errors()[0]
     key = str(first["loc"][0]) if first["loc"] else "?"
     expected = first["msg"].replace("Input should be", "expected")

@@ -8,9 +8,8 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-
 from dspx_cli.core import Example
+from dspx_cli.core.spec_model import Field, SpecModel, SpecValidationError, field_validator, validate_dataclass
 from dspx_cli.errors import ProgramError, UsageError
 from dspx_cli.evaluate.metrics import Metric
 from dspx_cli.evaluate.rewards import build_rewards
@@ -43,8 +42,7 @@ class Teacher:
         return {"lm": self.lm.model if self.lm else None, "state": str(self.state) if self.state else None}
 
 
-class _TeacherSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class _TeacherSpec(SpecModel, extra="forbid"):
     lm: LMSpec | None = Field(default=None, description="Replaces every module's LM while bootstrapping.")
     state: str | None = Field(default=None, description="A compiled state loaded into the teacher (path).")
 
@@ -55,19 +53,16 @@ class _TeacherSpec(BaseModel):
 TeacherSpec = _TeacherSpec
 
 
-class _TeacherSection(BaseModel):
+class _TeacherSection(SpecModel, extra="allow"):
     # Only for error locations: the teacher is checked where it was written, optimizer.teacher.
-    model_config = ConfigDict(extra="allow")
     teacher: _TeacherSpec | None = None
 
 
-class _TeacherRoot(BaseModel):
-    model_config = ConfigDict(extra="allow")
+class _TeacherRoot(SpecModel, extra="allow"):
     optimizer: _TeacherSection
 
 
-class _FinetuneTeacherRoot(BaseModel):
-    model_config = ConfigDict(extra="allow")
+class _FinetuneTeacherRoot(SpecModel, extra="allow"):
     finetune: _TeacherSection
 
 
@@ -134,11 +129,9 @@ def _checked_settings(
     assignments: Sequence[str],
 ) -> dict[str, Any]:
     """Each setting against the type its record declares, blamed on the `--set` or the line that gave it."""
-    from pydantic import TypeAdapter
-
     try:
-        checked: Any = TypeAdapter(record.settings).validate_python(settings)
-    except ValidationError as exc:
+        checked: Any = validate_dataclass(record.settings, settings)
+    except SpecValidationError as exc:
         first = exc.errors()[0]
         key = str(first["loc"][0]) if first["loc"] else "?"
         expected = first["msg"].replace("Input should be", "expected")
@@ -173,8 +166,8 @@ def resolve_teacher(
         data = {at: {"teacher": raw}}
         try:
             checked = root.model_validate(data)
-        except ValidationError as exc:
-            raise to_program_error(exc, data, program.positions, root) from None
+        except SpecValidationError as exc:
+            raise to_program_error(exc, data, program.positions) from None
         spec = getattr(checked, at).teacher
         assert spec is not None
         lm = lm_config(spec.lm, None) if spec.lm else None

@@ -21,8 +21,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from pydantic import Field
-
+from dspx_cli.core.spec_model import Field
 from dspx_cli.program.module_types import DefineArgs, ModuleType, register, summary_line, typed
 from dspx_cli.program.spec_base import Strict
 

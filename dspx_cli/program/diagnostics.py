@@ -1,6 +1,7 @@
-"""Turn a pydantic ValidationError on a program file into one ProgramError that a person can act on.
+"""Turn a failed check of a program file into one ProgramError that a person can act on.
 
-Pydantic reports every failed union branch; we keep the error that went deepest into the data
+The check that failed is pydantic's (core/spec_model.py hands it every value its fast check could
+not vouch for), and pydantic reports every failed union branch; we keep the error that went deepest into the data
 (the branch that matched what the user actually wrote), locate it in the file and phrase it as
 "what was expected".
 """
@@ -10,13 +11,15 @@ from __future__ import annotations
 import types
 import typing
 from collections.abc import Sequence
-from typing import Any
-
-from pydantic import BaseModel, ValidationError
+from typing import TYPE_CHECKING, Any
 
 from dspx_cli.core.redact import REDACTED, is_secret_name
+from dspx_cli.core.spec_model import SpecValidationError
 from dspx_cli.errors import ProgramError
 from dspx_cli.program.source import KeyPath, Positions
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
 
 _EXPECTED = {
     "string_type": "a string",
@@ -35,16 +38,16 @@ _EXPECTED = {
 
 
 def to_program_error(
-    exc: ValidationError,
+    exc: SpecValidationError,
     data: Any,
     positions: Positions,
-    root: type[BaseModel],
     *,
     at: KeyPath = (),
     common: Sequence[str] = (),
 ) -> ProgramError:
-    """`data` was validated as `root`; it lies at `at` in the file. `common`: keys its top level
+    """`data` failed its check (`exc`); it lies at `at` in the file. `common`: keys its top level
     also takes, checked elsewhere (a module's common keys, beside its type's own settings)."""
+    root = exc.model
     errors = exc.errors()
     best = max(errors, key=lambda e: _depth(data, e))
     inner, missing = _data_path(data, best["loc"])
@@ -149,6 +152,8 @@ def _descend(annotation: Any, part: str | int) -> Any:
 
 
 def _find_model(annotation: Any) -> type[BaseModel] | None:
+    from pydantic import BaseModel  # loaded already: it reported the error
+
     for arg in _union_args(annotation):
         if isinstance(arg, type) and issubclass(arg, BaseModel):
             return arg

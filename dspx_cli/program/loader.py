@@ -13,9 +13,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
 from dspx_cli.core import Signature, parse_type
+from dspx_cli.core.spec_model import SpecValidationError
 from dspx_cli.errors import ProgramError, SignatureError, UsageError
 from dspx_cli.lm.config import LMConfig
 from dspx_cli.lm.registry import anchor_model_path, model_problem
@@ -49,8 +48,8 @@ def load_program(
     data = interpolate(source.data, os.environ if env is None else env, positions)
     try:
         spec = ProgramSpec.model_validate(data)
-    except ValidationError as exc:
-        raise to_program_error(exc, data, positions, ProgramSpec) from None
+    except SpecValidationError as exc:
+        raise to_program_error(exc, data, positions) from None
 
     named_types = _build_types(data.get("types") or {}, positions) if spec.types else {}
     signatures = {

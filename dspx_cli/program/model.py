@@ -6,9 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel
-
 from dspx_cli.core import Field, Signature
+from dspx_cli.core.spec_model import SpecModel
 from dspx_cli.errors import Location
 from dspx_cli.lm.config import LMConfig
 from dspx_cli.program.schema import ProgramSpec
@@ -87,7 +86,7 @@ class ModuleDef:
     leading_outputs: tuple[tuple[str, Any], ...] = ()
     # The keys only this type takes, checked by its record's settings model (program/module_types.py);
     # read them with `module_types.typed(definition.settings, ThatModel)`.
-    settings: BaseModel = field(default_factory=NoSettings)
+    settings: SpecModel = field(default_factory=NoSettings)
     tools: tuple[ToolDef, ...] = ()  # react: its tools, resolved
     wraps: str | None = None  # best_of_n, refine: the module run N times
     reward: Any = None  # their metric spec; the evaluate layer turns it into a reward function

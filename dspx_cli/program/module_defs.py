@@ -13,10 +13,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
-
 from dspx_cli.core import Signature
 from dspx_cli.core.media import media_annotation
+from dspx_cli.core.spec_model import SpecModel, SpecValidationError
 from dspx_cli.errors import ProgramError
 from dspx_cli.lm.config import LMConfig
 from dspx_cli.program.diagnostics import to_program_error
@@ -97,7 +96,7 @@ def build_module_defs(
     return {name: built[name] for name in specs}
 
 
-def _settings(name: str, spec: ModuleSpec, raw: dict[str, Any], positions: Positions) -> BaseModel:
+def _settings(name: str, spec: ModuleSpec, raw: dict[str, Any], positions: Positions) -> SpecModel:
     """The module's own keys, as its type's settings model; every problem located in the file."""
     record = MODULE_TYPES[spec.type]
     own = spec.own_keys
@@ -111,9 +110,9 @@ def _settings(name: str, spec: ModuleSpec, raw: dict[str, Any], positions: Posit
             )
     try:
         settings = record.settings.model_validate(own)
-    except ValidationError as exc:
+    except SpecValidationError as exc:
         # Located in the module's own mapping; an unknown key lists the common keys and the type's.
-        raise to_program_error(exc, raw, positions, record.settings, at=("modules", name), common=COMMON_KEYS) from None
+        raise to_program_error(exc, raw, positions, at=("modules", name), common=COMMON_KEYS) from None
     _check_common_keys(name, spec, positions)
     spec.attach_settings(settings)
     return settings
@@ -138,7 +137,7 @@ def _check_common_keys(name: str, spec: ModuleSpec, positions: Positions) -> Non
 def _plain(
     name: str,
     spec: ModuleSpec,
-    settings: BaseModel,
+    settings: SpecModel,
     raw: dict[str, Any],
     build_signature: SignatureBuilder,
     signatures: Mapping[str, Signature],

@@ -19,8 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
-from pydantic import BaseModel, Field
-
+from dspx_cli.core.spec_model import Field, SpecModel
 from dspx_cli.errors import ProgramError
 from dspx_cli.program.spec_base import NoSettings, Strict
 
@@ -46,16 +45,16 @@ __all__ = [
 ]
 
 Leading = tuple[tuple[str, Any], ...]
-S = TypeVar("S", bound=BaseModel)
+S = TypeVar("S", bound=SpecModel)
 
 
-def typed(settings: BaseModel, cls: type[S]) -> S:
+def typed(settings: SpecModel, cls: type[S]) -> S:
     """A type's settings as its own model, so the code reading them is type-checked."""
     assert isinstance(settings, cls), f"expected {cls.__name__}, got {type(settings).__name__}"
     return settings
 
 
-def settings_keys(model: type[BaseModel]) -> list[str]:
+def settings_keys(model: type[SpecModel]) -> list[str]:
     """The keys a settings model takes, as they are written in a program file."""
     return [field.alias or name for name, field in model.model_fields.items()]
 
@@ -66,7 +65,7 @@ class DefineArgs:
 
     name: str
     spec: ModuleSpec  # the common keys
-    settings: BaseModel  # the type's own keys, an instance of its record's `settings` model
+    settings: SpecModel  # the type's own keys, an instance of its record's `settings` model
     tools: Mapping[str, ToolDef]
     base_dir: Path
     positions: Positions
@@ -79,11 +78,11 @@ def _nothing(args: DefineArgs) -> dict[str, Any]:
     return {}
 
 
-def _no_leading(settings: BaseModel) -> Leading:
+def _no_leading(settings: SpecModel) -> Leading:
     return ()
 
 
-def _no_demo_fields(settings: BaseModel) -> frozenset[str]:
+def _no_demo_fields(settings: SpecModel) -> frozenset[str]:
     return frozenset()
 
 
@@ -101,9 +100,9 @@ class ModuleType:
     name: str
     doc: str  # one line: what the module does
     build: Callable[[ModuleDef, Builder], Module]
-    # The keys only this type takes: a pydantic model (extra keys forbidden, every field optional
+    # The keys only this type takes: a SpecModel (core/spec_model.py; extra keys forbidden, every field optional
     # or defaulted); `typed(definition.settings, Model)` reads them back with their types.
-    settings: type[BaseModel] = NoSettings
+    settings: type[SpecModel] = NoSettings
     # Own predictors as `named_predictors()` names them; a wrapper's come from the module it wraps.
     predictors: tuple[str, ...] = ("",)
     aliases: tuple[str, ...] = ()  # spellings from DSPy's class names; `-` and case are ignored too
@@ -111,8 +110,8 @@ class ModuleType:
     signature: Literal["declared", "fixed", "wrapped"] = "declared"
     fixed_signature: str | None = None
     calls_lm: bool = True  # a wrapper needs a module that calls one
-    leading_outputs: Callable[[BaseModel], Leading] = _no_leading  # called with the settings
-    demo_fields: Callable[[BaseModel], frozenset[str]] = _no_demo_fields  # beyond signature + leading
+    leading_outputs: Callable[[SpecModel], Leading] = _no_leading  # called with the settings
+    demo_fields: Callable[[SpecModel], frozenset[str]] = _no_demo_fields  # beyond signature + leading
     # Checks that need more than the settings model (tools that exist, files that exist) and the
     # ModuleDef fields they fill: `tools`, `retriever` or, for anything else, `options`. A
     # wrapper's ModuleDef is made by module_defs, after the module it wraps.

@@ -4,23 +4,12 @@ Only structure lives here. Meaning (do references resolve, do type strings parse
 the loader, which knows where each key was written.
 """
 
-# No `from __future__ import annotations`: pydantic would then evaluate every field's annotation
-# from its string when the class is made; written plainly, Python evaluates them (faster, and the
-# schema's names are all defined at run time).
+# No `from __future__ import annotations`: annotations written plainly are evaluated once,
+# when the class is made, instead of from their strings at the first check.
 
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    PrivateAttr,
-    SerializationInfo,
-    SerializerFunctionWrapHandler,
-    field_validator,
-    model_serializer,
-)
-
+from dspx_cli.core.spec_model import Field, SpecModel, field_validator
 from dspx_cli.program.module_types import MODULE_ALIASES, MODULE_TYPES
 from dspx_cli.program.spec_base import (
     RetrievalKeys,
@@ -118,13 +107,12 @@ class ToolSpec(RetrievalKeys):
     )
 
 
-class ModuleSpec(Strict):
+class ModuleSpec(Strict, extra="allow"):
     """The keys every module type takes. The keys of one type (react's `tools`, best_of_n's `N`,
     retrieve's `corpus`, ...) are kept as extras here and checked by `module_defs` against the
     `settings` model of the type's record (program/module_types.py), where they are located."""
 
-    # Extras are a type's own keys: each is checked against its type's settings model.
-    model_config = ConfigDict(extra="allow", populate_by_name=True, defer_build=True)
+    # Extras (`extra="allow"`) are a type's own keys: each is checked against its type's settings model.
 
     type: ModuleTypeName = Field(default="predict", description="The module type; it decides the other keys.")
     # required except for best_of_n, refine, retrieve
@@ -145,25 +133,23 @@ class ModuleSpec(Strict):
     max_tokens: int | None = Field(default=None, gt=0, description="Default: the LM's.")
 
     # The type's own keys as its settings model checked them (set by module_defs).
-    _settings: BaseModel | None = PrivateAttr(default=None)
+    _settings: SpecModel | None = None
 
     @property
     def own_keys(self) -> dict[str, Any]:
         """The keys of this module's type, as written (checked by the type's settings model)."""
         return dict(self.model_extra or {})
 
-    def attach_settings(self, settings: BaseModel) -> None:
+    def attach_settings(self, settings: SpecModel) -> None:
         self._settings = settings
 
-    @model_serializer(mode="wrap")
-    def _dump_settings(self, handler: SerializerFunctionWrapHandler, info: SerializationInfo) -> dict[str, Any]:
+    def model_dump(self, *, mode: Literal["python", "json"] = "python", by_alias: bool = False) -> dict[str, Any]:
         # The resolved program (run folders) shows a type's own keys checked, with their defaults.
-        data: dict[str, Any] = handler(self)
+        data = super().model_dump(mode=mode, by_alias=by_alias)
         if self._settings is not None:
             for key in self.model_extra or {}:
                 data.pop(key, None)
-            mode = "json" if info.mode_is_json() else "python"
-            data.update(self._settings.model_dump(mode=mode, by_alias=info.by_alias))
+            data.update(self._settings.model_dump(mode=mode, by_alias=by_alias))
         return data
 
     @field_validator("type", mode="before")

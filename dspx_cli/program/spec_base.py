@@ -4,20 +4,19 @@ Separate so a module type's settings model (program/module_types.py) can build o
 importing the schema, which reads the module-type registry.
 """
 
-# No `from __future__ import annotations`: pydantic would then evaluate every field's annotation
-# from its string when the class is made; written plainly, Python evaluates them (faster, and the
-# schema's names are all defined at run time).
+# No `from __future__ import annotations`: annotations written plainly are evaluated once,
+# when the class is made, instead of from their strings at the first check.
 
+from collections.abc import Callable
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidatorFunctionWrapHandler, field_validator
-
 from dspx_cli.core.redact import UnsetSecret
+from dspx_cli.core.spec_model import Field, SpecModel, field_validator
 
 __all__ = ["EmbeddingsSpec", "NoSettings", "RetrievalKeys", "Strict", "api_key_validator", "lm_shorthand"]
 
 
-def api_key_validator(cls: Any, value: Any, handler: ValidatorFunctionWrapHandler) -> str | None:
+def api_key_validator(cls: Any, value: Any, handler: Callable[[Any], Any]) -> str | None:
     # An UnsetSecret passes as it is (pydantic would copy it into a plain str and lose its error);
     # `api_key: ${OPENAI_API_KEY}` with the variable unset interpolates to "", which means no key.
     if isinstance(value, UnsetSecret):
@@ -29,9 +28,9 @@ def lm_shorthand(value: Any) -> Any:
     return {"model": value} if isinstance(value, str) else value
 
 
-class Strict(BaseModel):
-    # Unknown keys are errors: a typo such as `temprature` must not be silently ignored.
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, defer_build=True)
+# Unknown keys are errors: a typo such as `temprature` must not be silently ignored.
+class Strict(SpecModel, extra="forbid"):
+    """Keys checked strictly: an unknown one is an error."""
 
 
 class NoSettings(Strict):

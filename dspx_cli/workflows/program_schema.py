@@ -22,7 +22,9 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from pydantic import BaseModel, TypeAdapter
+from pydantic import TypeAdapter
+
+from dspx_cli.core.spec_model import SpecModel, is_spec_model, pydantic_model
 
 __all__ = ["DIALECT", "program_json_schema"]
 
@@ -70,8 +72,10 @@ def program_json_schema() -> dict[str, Any]:
 # --- pieces ----------------------------------------------------------------------------------------
 
 
-def _model(model: type[BaseModel] | Any, definitions: dict[str, Any]) -> dict[str, Any]:
-    """A model's (or dataclass's) schema; the models it refers to go to `definitions`."""
+def _model(model: type[SpecModel] | Any, definitions: dict[str, Any]) -> dict[str, Any]:
+    """A model's (or dataclass's) schema, pydantic's; the models it refers to go to `definitions`."""
+    if is_spec_model(model):
+        model = pydantic_model(model)
     schema = TypeAdapter(model).json_schema(ref_template=_REF, mode="validation")
     definitions.update(schema.pop("$defs", {}))
     return schema
@@ -98,7 +102,7 @@ def _spelling_pattern(spellings: Iterable[str]) -> str:
     return "^(?:" + "|".join(one(name) for name in spellings) + ")$"
 
 
-def _modules(spec: type[BaseModel], definitions: dict[str, Any]) -> dict[str, Any]:
+def _modules(spec: type[SpecModel], definitions: dict[str, Any]) -> dict[str, Any]:
     """A module: the common keys plus its type's own; which type, from `type:` (default: the
     ModuleSpec default). Each type's branch lists every key it takes and forbids the others."""
     from dspx_cli.program.module_types import MODULE_TYPES
