@@ -3,9 +3,12 @@
 Heavy modules (pydantic, httpx, rich, the engine) are imported inside the commands, so that
 `dspx --help` pays only for typer. `cli/app.py` is the entry point: it runs the common plain
 calls of `run`, `evaluate` and `validate` without building this app (cli/fast_path.py).
-"""
 
-from __future__ import annotations
+No `from __future__ import annotations` here: typer reads every command's annotations when it
+builds the app (`dspx --help` included), and as strings it evaluates each one twice per command
+(inspect.signature and get_type_hints), compiling them anew: ~12 ms of the ~18 ms the build took.
+Evaluated once when the functions are defined, the shared `Annotated` aliases cost nothing more.
+"""
 
 from pathlib import Path
 from typing import Annotated
