@@ -65,11 +65,13 @@ def main() -> None:
             _leave(0)
         gc.enable()  # nothing was run: the typer app parses the command line
     from dspx_cli.cli.typer_app import app as typer_app
+    from dspx_cli.cli.typer_app import command_help
 
     if argv and _HELP_WORDS.isdisjoint(argv):
         typer_app(prog_name="dspx")
         return
     try:
+        command_help(argv)
         typer_app(prog_name="dspx")
     except SystemExit as exc:
         _leave(exc.code)

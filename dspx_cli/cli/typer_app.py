@@ -11,9 +11,10 @@ Evaluated once when the functions are defined, the shared `Annotated` aliases co
 """
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+import typer.main
 
 from dspx_cli import __version__
 from dspx_cli.cli import actions
@@ -582,3 +583,27 @@ def history(
     from dspx_cli.cli import cache_commands
 
     actions.guard(debug, lambda: cache_commands.history(cache_dir, count, as_json))
+
+
+def command_help(argv: list[str]) -> None:
+    """Print the help of `dspx COMMAND [SUBCOMMAND] -h|--help` (argv exactly that) and exit, as the
+    app does; return when argv is anything else.
+
+    The app would first parse the root's options: typer converts each option that takes a value
+    (the root's --otlp, even when absent) through a pydantic TypeAdapter, and importing pydantic
+    doubles the time of a command's help. The contexts above the command are built as click's
+    make_context builds them (each group's context_settings, as `-h` needs), without parsing.
+    tests/test_cli.py compares the output with the app's.
+    """
+    if len(argv) < 2 or argv[-1] not in ("-h", "--help"):
+        return
+    command = typer.main.get_command(app)
+    parent = None
+    name = "dspx"
+    for word in argv[:-1]:
+        parent = command.context_class(command, info_name=name, parent=parent, **command.context_settings)
+        commands: dict[str, Any] = getattr(command, "commands", {})
+        if word not in commands:
+            return  # the app words the error
+        command, name = commands[word], word
+    command.main([argv[-1]], prog_name=name, parent=parent)
