@@ -3,7 +3,9 @@
 A plain `dspx run` or `dspx validate` (the calls shell scripts make) runs without building the
 typer app: typer converts every option of the command through a pydantic TypeAdapter, which costs
 more than the rest of `dspx validate`'s command line together. Anything else (help, other commands,
-unusual option forms, a mistake that needs typer's message) goes to the typer app, unchanged.
+unusual option forms, a mistake that needs typer's message) goes to the typer app, unchanged; the
+help of one command is printed by that command of the app without parsing the root's options
+(cli/typer_app.py command_help: the root's --otlp would import pydantic).
 `app` is that typer app, built on first access (tests and front ends import it from here).
 
 A command the fast path ran ends the process with os._exit once its output is flushed and the
