@@ -4,9 +4,11 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -50,6 +52,48 @@ def test_version_and_help_on_every_command() -> None:
         done = dspx(command, "--help")
         assert done.returncode == 0, done.stderr
         assert "PROGRAM" in done.stdout
+
+
+def _command_paths() -> list[list[str]]:
+    import typer.main
+
+    from dspx_cli.cli.typer_app import app
+
+    def walk(command: Any, path: list[str]) -> list[list[str]]:
+        found = [path] if path else []
+        for name, sub in sorted(getattr(command, "commands", {}).items()):
+            found += walk(sub, [*path, name])
+        return found
+
+    return walk(typer.main.get_command(app), [])
+
+
+@pytest.mark.parametrize("columns", ["80", "43"])
+def test_a_commands_help_is_the_typer_apps_help(columns: str) -> None:
+    """`dspx COMMAND --help` is printed without parsing the root's options (cli/typer_app.py
+    command_help): the same bytes, exit code and stderr as the app run as a whole."""
+    app_run = "import sys; from dspx_cli.cli.typer_app import app; sys.argv[0] = 'dspx'; app(prog_name='dspx')"
+    env = {k: v for k, v in os.environ.items() if k not in ("DSPX_LM", "NO_COLOR")} | {"COLUMNS": columns}
+    paths = _command_paths()
+    assert ["run"] in paths and ["cache", "rm"] in paths
+    for argv in [*([*path, "--help"] for path in paths), ["cache", "-h"], ["nosuch", "--help"]]:
+        ours = subprocess.run([sys.executable, "-m", "dspx_cli", *argv], capture_output=True, env=env, cwd=ROOT)
+        apps = subprocess.run([sys.executable, "-c", app_run, *argv], capture_output=True, env=env, cwd=ROOT)
+        assert (ours.returncode, ours.stdout, ours.stderr) == (apps.returncode, apps.stdout, apps.stderr), argv
+        assert argv[0] == "nosuch" or b"-h, --help" in ours.stdout, argv
+
+
+def test_a_commands_help_imports_no_pydantic() -> None:
+    script = (
+        "import sys, json, atexit\n"
+        "sys.argv = ['dspx', 'run', '--help']\n"
+        "atexit.register(lambda: print(json.dumps('pydantic' in sys.modules), file=sys.stderr))\n"
+        "from dspx_cli.cli.app import main\n"
+        "main()\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert done.returncode == 0 and "PROGRAM" in done.stdout, done.stderr
+    assert json.loads(done.stderr.strip().splitlines()[-1]) is False
 
 
 @pytest.mark.parametrize("name", ["sentiment.yaml", "sentiment.toml", "qa.yaml"])

@@ -395,6 +395,15 @@ def test_optimizer_help_and_errors_name_every_registered_optimizer(tmp_path: Pat
         assert name in help_text and name in unknown.stderr
 
 
+def test_the_help_copy_of_the_optimizer_names_is_the_registry() -> None:
+    from dspx_cli.cli.typer_app import OPTIMIZER_NAMES
+    from dspx_cli.optimizers.registry import OPTIMIZERS, optimizer_names
+
+    assert OPTIMIZER_NAMES == tuple(OPTIMIZERS)
+    help_text = " ".join(dspx("compile", "--help").stdout.split())
+    assert f"{optimizer_names()} (default: the file's)." in help_text
+
+
 # ----- providers ---------------------------------------------------------------------------------
 
 

@@ -3,13 +3,17 @@
 A plain `dspx run` or `dspx validate` (the calls shell scripts make) runs without building the
 typer app: typer converts every option of the command through a pydantic TypeAdapter, which costs
 more than the rest of `dspx validate`'s command line together. Anything else (help, other commands,
-unusual option forms, a mistake that needs typer's message) goes to the typer app, unchanged.
+unusual option forms, a mistake that needs typer's message) goes to the typer app, unchanged; the
+help of one command is printed by that command of the app without parsing the root's options
+(cli/typer_app.py command_help: the root's --otlp would import pydantic).
 `app` is that typer app, built on first access (tests and front ends import it from here).
 
 A command the fast path ran ends the process with os._exit once its output is flushed and the
 atexit functions have run: tearing the interpreter down (freeing every module and object one by
 one) costs 30-100 ms of CPU after the work is done, more than anything else left in a one-call
-run. It ends normally instead when a thread other than daemons is still alive (the interpreter
+run. A help or version request (`-h`, `--help`, `--version`, no arguments) ends the same way after
+the typer app printed it: the teardown of typer's modules is ~10 ms, an eighth of `dspx --help`.
+Either ends normally instead when a thread other than daemons is still alive (the interpreter
 would join it) or when a program's own Python file was imported (user code may leave a file to be
 flushed by its finalizer). `main` therefore does not return; call `app` to run dspx inside
 another program.
@@ -33,6 +37,9 @@ from typing import Any, NoReturn
 # imports httpx; a library user of dspx_cli keeps them.
 _UNUSED_OPTIONAL_IMPORTS = ("httpx._main", "trio")
 _FAST_COMMANDS = frozenset(("run", "evaluate", "validate"))  # what cli/fast_path.py may parse
+# Words that make the typer app print and stop (a command given one as an option's value, as in
+# `-i -h`, runs, and still ends as the fast path's commands do).
+_HELP_WORDS = frozenset(("-h", "--help", "--version"))
 # The module-name prefixes of a program's own Python files (tools, metrics: core/pyfile.py).
 _USER_CODE_PREFIXES = ("dspx_user_", "dspx_metric_", "dspx_tool_")
 
@@ -60,8 +67,16 @@ def main() -> None:
             _leave(0)
         gc.enable()  # nothing was run: the typer app parses the command line
     from dspx_cli.cli.typer_app import app as typer_app
+    from dspx_cli.cli.typer_app import command_help
 
-    typer_app(prog_name="dspx")
+    if argv and _HELP_WORDS.isdisjoint(argv):
+        typer_app(prog_name="dspx")
+        return
+    try:
+        command_help(argv)
+        typer_app(prog_name="dspx")
+    except SystemExit as exc:
+        _leave(exc.code)
 
 
 def _leave(code: Any) -> NoReturn:

@@ -3,18 +3,21 @@
 Heavy modules (pydantic, httpx, rich, the engine) are imported inside the commands, so that
 `dspx --help` pays only for typer. `cli/app.py` is the entry point: it runs the common plain
 calls of `run`, `evaluate` and `validate` without building this app (cli/fast_path.py).
+
+No `from __future__ import annotations` here: typer reads every command's annotations when it
+builds the app (`dspx --help` included), and as strings it evaluates each one twice per command
+(inspect.signature and get_type_hints), compiling them anew: ~12 ms of the ~18 ms the build took.
+Evaluated once when the functions are defined, the shared `Annotated` aliases cost nothing more.
 """
 
-from __future__ import annotations
-
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+import typer.main
 
 from dspx_cli import __version__
 from dspx_cli.cli import actions
-from dspx_cli.optimizers.registry import optimizer_names
 
 app = typer.Typer(
     name="dspx",
@@ -68,6 +71,11 @@ RefreshOpt = Annotated[
     bool,
     typer.Option("--refresh", help="Do not read the cache: call the LM again and store its answers over the old ones."),
 ]
+
+# The names in optimizers/registry.py's OPTIMIZERS, in its order, for --optimizer's help: importing the
+# registry defines its settings dataclasses (~5 ms, a twentieth of `dspx --help`) and help needs
+# only the names. tests/test_registries.py checks that the two agree.
+OPTIMIZER_NAMES = ("labeled_few_shot", "bootstrap_few_shot", "bootstrap_random_search", "mipro_v2", "copro")
 
 OtlpOpt = Annotated[
     str | None,
@@ -298,7 +306,7 @@ def _compile(
         str | None,
         typer.Option(
             "--optimizer",
-            help=f"{optimizer_names()} (default: the file's).",
+            help=f"{', '.join(OPTIMIZER_NAMES[:-1])} or {OPTIMIZER_NAMES[-1]} (default: the file's).",
         ),
     ] = None,
     assignments: Annotated[
@@ -575,3 +583,27 @@ def history(
     from dspx_cli.cli import cache_commands
 
     actions.guard(debug, lambda: cache_commands.history(cache_dir, count, as_json))
+
+
+def command_help(argv: list[str]) -> None:
+    """Print the help of `dspx COMMAND [SUBCOMMAND] -h|--help` (argv exactly that) and exit, as the
+    app does; return when argv is anything else.
+
+    The app would first parse the root's options: typer converts each option that takes a value
+    (the root's --otlp, even when absent) through a pydantic TypeAdapter, and importing pydantic
+    doubles the time of a command's help. The contexts above the command are built as click's
+    make_context builds them (each group's context_settings, as `-h` needs), without parsing.
+    tests/test_cli.py compares the output with the app's.
+    """
+    if len(argv) < 2 or argv[-1] not in ("-h", "--help"):
+        return
+    command = typer.main.get_command(app)
+    parent = None
+    name = "dspx"
+    for word in argv[:-1]:
+        parent = command.context_class(command, info_name=name, parent=parent, **command.context_settings)
+        commands: dict[str, Any] = getattr(command, "commands", {})
+        if word not in commands:
+            return  # the app words the error
+        command, name = commands[word], word
+    command.main([argv[-1]], prog_name=name, parent=parent)

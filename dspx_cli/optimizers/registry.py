@@ -3,7 +3,8 @@
 A record names the optimizer, describes it in one line (`--optimizer` help, docs), declares its
 settings as a dataclass (the fields and DSPy's defaults; `optimizer:` keys and `--set` are checked
 against it), and points at its entry point, imported only when a compile runs. Importing this file
-costs nothing (`dspx --help` reads it): no pydantic, no optimizer code.
+is cheap (no pydantic, no optimizer code), though not free: `dspx --help` names the optimizers from a
+copy of their names in cli/typer_app.py (OPTIMIZER_NAMES), which a test keeps equal to OPTIMIZERS.
 """
 
 from __future__ import annotations
