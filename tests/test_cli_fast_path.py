@@ -146,13 +146,13 @@ def test_what_the_fast_path_parses(monkeypatch: pytest.MonkeyPatch) -> None:
         assert parse(unusual, _RUN) is None, unusual
 
 
-def test_validate_imports_neither_typer_nor_the_http_stack_nor_rich_nor_asyncio() -> None:
+def test_validate_imports_neither_typer_nor_the_http_stack_nor_rich_nor_asyncio_nor_pydantic() -> None:
     script = (
         "import sys, json\n"
         f"sys.argv = ['dspx', 'validate', {str(PROGRAMS / 'sentiment.yaml')!r}]\n"
         "import atexit\n"
         "names = ('typer', 'httpx', 'aiohttp', 'rich', 'torch', 'transformers', 'llama_cpp', 'optuna', 'asyncio',"
-        " 'dspx_cli.lm.cache')\n"
+        " 'dspx_cli.lm.cache', 'pydantic')\n"
         # At exit: main() ends the process itself (os._exit after the atexit functions).
         "atexit.register(lambda: print(json.dumps([m for m in names if m in sys.modules]), file=sys.stderr))\n"
         "from dspx_cli.cli.app import main\n"
@@ -201,7 +201,7 @@ def test_one_run_call_imports_no_aiohttp_nor_module_types_it_does_not_use(
         "import sys, json\n"
         f"sys.argv = ['dspx', 'run', {str(echo_program)!r}, '-i', 'text=hi', '--no-cache']\n"
         "import atexit\n"
-        "names = ('aiohttp', 'typer', 'dspx_cli.modules.react', 'dspx_cli.retrieval', 'dspx_cli.evaluate')\n"
+        "names = ('aiohttp', 'typer', 'pydantic', 'dspx_cli.modules.react', 'dspx_cli.retrieval', 'dspx_cli.evaluate')\n"
         "atexit.register(lambda: print(json.dumps([m for m in names if m in sys.modules]), file=sys.stderr))\n"
         "from dspx_cli.cli.app import main\n"
         "main()\n"
