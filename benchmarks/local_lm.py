@@ -57,6 +57,7 @@ RUN_EXAMPLES = [  # the README's `dspx run` examples on the embedded model
     ["programs/triage.yaml", "-i", "review=The songs were lovely but the plot dragged."],
     ["programs/rag.yaml", "-i", "question=Who painted the Mona Lisa?", "--trace"],
     ["programs/agent.yaml", "-i", "question=How many euros is 250 US dollars?", "--trace"],
+    ["programs/inbox.yaml", "-i", "inbox=" + (ROOT / "datasets" / "inbox" / "example.txt").read_text()],
 ]
 
 

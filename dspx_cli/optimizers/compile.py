@@ -6,24 +6,26 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from dspx_cli.core import Example
 from dspx_cli.core.spec_model import Field, SpecModel, SpecValidationError, field_validator, validate_dataclass
 from dspx_cli.errors import ProgramError, UsageError
-from dspx_cli.evaluate.metrics import Metric
-from dspx_cli.evaluate.rewards import build_rewards
-from dspx_cli.lm.base import LM
 from dspx_cli.lm.config import LMConfig
 from dspx_cli.optimizers.registry import OPTIMIZERS, CompileJob, OptimizerType
 from dspx_cli.optimizers.settings_checks import check_cross_fields
-from dspx_cli.optimizers.state import load_state, read_state_file
-from dspx_cli.program.context import RunContext
 from dspx_cli.program.diagnostics import to_program_error
 from dspx_cli.program.loader import lm_config
 from dspx_cli.program.model import Program
-from dspx_cli.program.runner import ProgramRunner
 from dspx_cli.program.schema import LMSpec
+
+if TYPE_CHECKING:
+    # Only annotations here: `dspx validate` reads a program's optimizer settings through this
+    # module, and the runner (asyncio), run context and state loader cost it ~25 ms.
+    from dspx_cli.core import Example
+    from dspx_cli.evaluate.metrics import Metric
+    from dspx_cli.lm.base import LM
+    from dspx_cli.program.context import RunContext
+    from dspx_cli.program.runner import ProgramRunner
 
 
 @dataclass(frozen=True)
@@ -199,6 +201,10 @@ def build_teacher(program: Program, teacher: Teacher | None, context: RunContext
                 max_tokens=spec.max_tokens or teacher.lm.max_tokens,
             )
         program = replace(program, modules=modules)
+    from dspx_cli.evaluate.rewards import build_rewards
+    from dspx_cli.optimizers.state import load_state, read_state_file
+    from dspx_cli.program.runner import ProgramRunner
+
     runner = ProgramRunner(program, context, rewards=build_rewards(program, context))
     if teacher.state is not None:
         load_state(
