@@ -11,7 +11,7 @@ import pytest
 
 from dspx_cli.adapters import ChatAdapter, JSONAdapter
 from dspx_cli.core import Signature
-from dspx_cli.program.media_inputs import MAX_IMAGE_BYTES, MediaError, prepare_media, read_image
+from dspx_cli.program.media_inputs import MAX_IMAGE_BYTES, ImageFile, MediaError, prepare_media, read_image
 
 FIXTURE = Path(__file__).parent / "fixtures" / "history_image"
 GOLDEN = json.loads((FIXTURE / "golden.json").read_text())
@@ -199,7 +199,10 @@ def test_dataset_images_are_read_beside_the_data_file(tmp_path: Path) -> None:
     )
     program = load_program(program_path)
     good, bad = load_rows(program)
-    assert good.photo == read_image(Path("dot.png"), FIXTURE, confine=True)  # type: ignore[union-attr]
+    # Checked, kept as a reference to the file (its bytes are read when the example runs).
+    photo = good.photo  # type: ignore[union-attr]
+    assert isinstance(photo, ImageFile) and str(photo) == "img/dot.png"
+    assert photo.data_uri() == read_image(Path("dot.png"), FIXTURE, confine=True)
     assert good.history == {"messages": []}  # type: ignore[union-attr]
     assert "dev.jsonl:2" in str(bad) and "leads outside" in str(bad)
     with pytest.raises(Exception, match="leads outside"):

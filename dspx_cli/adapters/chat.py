@@ -20,6 +20,7 @@ from dspx_cli.adapters.values import (
     type_placeholder,
 )
 from dspx_cli.core import Field, Signature, annotation_name
+from dspx_cli.core.image_file import ImageFile
 from dspx_cli.core.media import is_image
 from dspx_cli.errors import AdapterParseError
 
@@ -153,6 +154,8 @@ class ChatAdapter:
         for f in signature.inputs:
             if f.name in inputs:
                 value = inputs.get(f.name)
+                if isinstance(value, ImageFile):  # a dataset row's image that reached a prompt unread
+                    value = value.data_uri()
                 text = image_mark(value) if isinstance(value, str) and is_image(f.annotation) else None
                 parts.append(f"[[ ## {f.name} ## ]]\n{text or format_field_value(f.annotation, value)}")
         if main_request:

@@ -24,6 +24,10 @@ Files are read as bytes and decoded line by line, so a bad line (not UTF-8, not 
 deeply, missing an input) spoils only itself. `load_examples` refuses a file with any bad line
 (for checks); `load_rows` keeps the good rows and returns each bad one as a `BadRow` in its place,
 so `evaluate` can count it as a failed example and `compile` can skip it with a warning.
+
+An `Image` input naming a file is checked by `stat` (inside the data file's folder, an image
+name, within the size cap) and kept as an `ImageFile`: its bytes are read when the example runs
+(core/image_file.py), so loading a dataset of big images takes no more memory than its rows.
 """
 
 from __future__ import annotations
@@ -155,7 +159,7 @@ def _records(
     else:
         source, records, what = _split_records(program, split, types, strict)
     records = _check_inputs(records, inputs, _optional_inputs(program))
-    records = _with_media(program, records, source.path.parent)
+    records = _with_media(program, records, source)
     if strict:
         _refuse_bad(source, records)
     if not records:
@@ -294,8 +298,9 @@ def _check_inputs(records: list[_Record], inputs: list[str], optional: set[str])
     return checked
 
 
-def _with_media(program: Program, records: list[_Record], folder: Path) -> list[_Record]:
-    """Image inputs read from files inside the data file's folder; History values normalised."""
+def _with_media(program: Program, records: list[_Record], source: _File) -> list[_Record]:
+    """Image files checked inside the data file's folder, kept as ImageFiles to read when their
+    example runs (a dataset's images would not fit in memory at once); History values normalised."""
     if not any(_is_media(f.annotation) for f in program.inputs.values()):
         return records
     out = []
@@ -304,7 +309,10 @@ def _with_media(program: Program, records: list[_Record], folder: Path) -> list[
             out.append(record)
             continue
         try:
-            values = prepare_media(program.inputs, record.values, folder, confine=True)
+            where = _where(source, record)
+            values = prepare_media(
+                program.inputs, record.values, source.path.parent, confine=True, lazy=True, where=where
+            )
         except MediaError as exc:
             out.append(_Record({}, record.where, record.line, str(exc)))
         else:

@@ -175,12 +175,12 @@ async def _run_round(
     """One run of the teacher on one example; never raises (errors are data for the caller)."""
     # A private copy per run: concurrent examples each leave out a different demo.
     own = clone_runner(teacher)
-    left_out = example_demo(example)
     named = named_predictors(own)
-    for _, predictor in named:
-        predictor.demos = [demo for demo in predictor.demos if demo != left_out]
     names = {id(predictor): name for name, predictor in named}
     try:
+        left_out = example_demo(example)  # reads the example's image files: may fail like its run
+        for _, predictor in named:
+            predictor.demos = [demo for demo in predictor.demos if demo != left_out]
         with trace_scope() as trace:
             if round_index == 0:
                 result = await own.run(dict(example.inputs().items()))

@@ -1,8 +1,8 @@
 """Image and History input values made ready for the adapters.
 
 An `Image` input may be an http(s)/gs URL or a `data:` URI (kept as given, as DSPy keeps them),
-`{"url": ...}` (DSPy's legacy form), or a local file path, read here and sent as a base64 data
-URI with the file's image MIME type. Where a path is looked up, and what it may reach:
+`{"url": ...}` (DSPy's legacy form), or a local file path, sent as a base64 data URI with the
+file's image MIME type. Where a path is looked up, and what it may reach:
 
 - `-i photo=cat.png`: relative to the working directory; any readable path (the user typed it).
 - a dataset or --batch row: relative to the dataset file (the working directory for --batch),
@@ -10,45 +10,58 @@ URI with the file's image MIME type. Where a path is looked up, and what it may 
   so a data file from elsewhere cannot make dspx send, say, ~/.ssh/id_rsa to an LM provider.
 
 Either way the file's name must have an image extension (image/* by `mimetypes`) and the file
-at most MAX_IMAGE_BYTES. A `History` input is `{"messages": [...]}` or a bare list of messages.
+at most MAX_IMAGE_BYTES. `prepare_media` reads the file now (the command line's inputs, a
+--batch row about to run, a program file's demos); with `lazy=True` (dataset rows) it only checks
+it and keeps an `ImageFile` (core/image_file.py), read when the example runs (`resolve_images`).
+A `History` input is `{"messages": [...]}` or a bare list of messages.
 """
 
 from __future__ import annotations
 
-import base64
-import mimetypes
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 from dspx_cli.core import Field
+from dspx_cli.core.image_file import MAX_IMAGE_BYTES, ImageFile, MediaError, read_image
 from dspx_cli.core.media import Image, media_annotation
 
-__all__ = ["MAX_IMAGE_BYTES", "MediaError", "prepare_media", "read_image"]
-
-# OpenAI's and Anthropic's per-image limits are about 20 MB and 5 MB; 20 MiB bounds memory.
-MAX_IMAGE_BYTES = 20 * 2**20
-
-
-class MediaError(ValueError):
-    """An image or history value that cannot be used; the message names the problem."""
+__all__ = ["MAX_IMAGE_BYTES", "ImageFile", "MediaError", "prepare_media", "read_image", "resolve_images"]
 
 
 def prepare_media(
-    fields: Mapping[str, Field], values: Mapping[str, Any], base: Path, *, confine: bool
+    fields: Mapping[str, Field],
+    values: Mapping[str, Any],
+    base: Path,
+    *,
+    confine: bool,
+    lazy: bool = False,
+    where: str | None = None,
 ) -> dict[str, Any]:
-    """`values` with Image inputs as URLs or data URIs and History inputs as `{"messages": [...]}`."""
+    """`values` with Image inputs as URLs or data URIs and History inputs as `{"messages": [...]}`.
+
+    With `lazy`, an image file stays an `ImageFile` (checked, not read); `where` (the row's
+    `file:line`) prefixes the error if it cannot be read when the example runs."""
     out = dict(values)
     for name, f in fields.items():
         kind = media_annotation(f.annotation)
         if kind is None or name not in out or out[name] is None:
             continue
         try:
-            out[name] = _image(out[name], base, confine) if kind is Image else _history(out[name])
+            if kind is Image:
+                label = f"{where}: input {name!r}" if where else f"input {name!r}"
+                out[name] = _image(out[name], base, confine, label if lazy else None)
+            else:
+                out[name] = _history(out[name])
         except MediaError as exc:
             raise MediaError(f"input {name!r}: {exc}") from None
     return out
+
+
+def resolve_images(values: Mapping[str, Any]) -> dict[str, Any]:
+    """`values` with each `ImageFile` read into its data URI (MediaError when it no longer can be)."""
+    return {name: v.data_uri() if isinstance(v, ImageFile) else v for name, v in values.items()}
 
 
 def _history(value: Any) -> dict[str, Any]:
@@ -60,7 +73,8 @@ def _history(value: Any) -> dict[str, Any]:
     return {"messages": [dict(m) for m in messages]}
 
 
-def _image(value: Any, base: Path, confine: bool) -> str:
+def _image(value: Any, base: Path, confine: bool, lazy_where: str | None) -> str | ImageFile:
+    """A URL or data URI as given; a file's data URI, or with `lazy_where` its checked ImageFile."""
     if isinstance(value, Mapping) and set(value) == {"url"}:
         value = value["url"]
     if not isinstance(value, str) or not value.strip():
@@ -75,29 +89,6 @@ def _image(value: Any, base: Path, confine: bool) -> str:
         return text
     if parsed.scheme and len(parsed.scheme) > 1 and parsed.scheme not in ("file",):
         raise MediaError(f"unsupported URL scheme {parsed.scheme!r}; expected http, https, gs, data: or a file path")
+    if lazy_where is not None:
+        return ImageFile(text, base, confine, lazy_where)
     return read_image(Path(text), base, confine)
-
-
-def read_image(path: Path, base: Path, confine: bool) -> str:
-    """A local image file as a data URI, with the rules in this module's docstring."""
-    if confine and path.is_absolute():
-        raise MediaError(f"{path}: an absolute path is not allowed here; name a file inside {base}")
-    full = path if path.is_absolute() else base / path
-    try:
-        resolved = full.resolve(strict=True)
-    except (OSError, RuntimeError):
-        raise MediaError(f"{full}: no such image file") from None
-    if confine and not resolved.is_relative_to(base.resolve()):
-        raise MediaError(f"{path}: leads outside {base}; images from a data file must be inside its folder")
-    if not resolved.is_file():
-        raise MediaError(f"{full}: not a regular file")
-    mime, _ = mimetypes.guess_type(resolved.name)
-    if mime is None or not mime.startswith("image/"):
-        raise MediaError(f"{full}: not an image file name (expected .png, .jpg, .jpeg, .gif, .webp, ...)")
-    size = resolved.stat().st_size
-    if size > MAX_IMAGE_BYTES:
-        raise MediaError(f"{full}: {size} bytes, more than the {MAX_IMAGE_BYTES // 2**20} MiB image limit")
-    data = resolved.read_bytes()[: MAX_IMAGE_BYTES + 1]
-    if len(data) > MAX_IMAGE_BYTES:  # grew since stat
-        raise MediaError(f"{full}: more than the {MAX_IMAGE_BYTES // 2**20} MiB image limit")
-    return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"

@@ -8,12 +8,15 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from dspx_cli.core import Prediction
+from dspx_cli.core.media import is_image
 from dspx_cli.core.telemetry import OFF
+from dspx_cli.errors import UsageError
 from dspx_cli.lm.base import Message, Usage
 from dspx_cli.modules.base import Module
 from dspx_cli.program.build import build_module
 from dspx_cli.program.context import RunContext
 from dspx_cli.program.foreach import map_items
+from dspx_cli.program.media_inputs import MediaError, resolve_images
 from dspx_cli.program.model import INPUT, ItemRef, Program, Ref, Step
 from dspx_cli.program.spans import step_span, traced_run
 
@@ -48,8 +51,11 @@ class ProgramRunner:
             for name, definition in program.modules.items()
             if name not in wrapped
         }
+        self._has_images = any(is_image(f.annotation) for f in program.inputs.values())
 
     async def run(self, inputs: dict[str, Any]) -> RunResult:
+        if self._has_images:  # a dataset row's image files are read now, as its example runs
+            inputs = _read_images(inputs)
         if self.telemetry.enabled:  # the run's span, parent of its steps' (program/spans.py)
             return await traced_run(self, inputs, self._run)
         return await self._run(inputs)
@@ -162,6 +168,15 @@ class ProgramRunner:
         if value.source == INPUT:
             return inputs.get(value.field)  # an omitted optional input, if it reaches an output
         return predictions[value.source][value.field]
+
+
+def _read_images(inputs: dict[str, Any]) -> dict[str, Any]:
+    """The inputs with image files read: one whose file went or changed since the dataset was
+    checked fails this run (its example), with the row and file in the message."""
+    try:
+        return resolve_images(inputs)
+    except MediaError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def _omitted(value: Any, inputs: dict[str, Any]) -> bool:

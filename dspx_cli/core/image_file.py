@@ -1,0 +1,163 @@
+"""A local image file named by an `Image` input: checked when named, read when a request is built.
+
+A dataset of 10,000 rows naming 4 MiB images would hold ~55 GB of base64 if every row's image
+were read when the file loads. Instead a row keeps an `ImageFile`: the path as written plus what
+`stat` said (no byte read). Its bytes become a data URI only when a request that sends it is built
+(`data_uri`), so memory follows the examples in flight, not the dataset's size; a small cache
+shares the data URI of a file many rows name while it is in use.
+
+At use every check runs again (a symlink swapped to lead outside the folder is still refused) and
+the file must be the one that was checked: same size, modification time and inode. A file deleted
+or changed since is a `MediaError` for the example that sends it, naming the row; the others run.
+
+`str(ImageFile)` is the path as written, which is what examples.jsonl, reports and the dataset's
+digest record (they write inputs with `default=str`), never the multi-MB data URI.
+"""
+
+from __future__ import annotations
+
+import base64
+import mimetypes
+import os
+import threading
+from collections import OrderedDict
+from pathlib import Path
+
+__all__ = ["MAX_IMAGE_BYTES", "ImageFile", "MediaError", "data_uri_cache_clear"]
+
+# OpenAI's and Anthropic's per-image limits are about 20 MB and 5 MB; 20 MiB bounds memory.
+MAX_IMAGE_BYTES = 20 * 2**20
+# Data URIs kept for reuse, in characters: a handful of large images, whatever the dataset's size.
+_CACHE_CHARS = 64 * 2**20
+
+
+class MediaError(ValueError):
+    """An image or history value that cannot be used; the message names the problem."""
+
+
+class ImageFile:
+    """A checked local image file; `where` names the row it came from, for errors at use."""
+
+    __slots__ = ("base", "confine", "mime", "resolved", "stamp", "where", "written")
+
+    def __init__(self, written: str, base: Path, confine: bool, where: str | None = None) -> None:
+        self.written = written
+        self.base = base
+        self.confine = confine
+        self.where = where
+        self.resolved, self.mime, stat = _check(Path(written), base, confine)
+        self.stamp = _stamp(stat)
+
+    def __str__(self) -> str:
+        return self.written
+
+    def __repr__(self) -> str:
+        return f"ImageFile({self.written!r})"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ImageFile):
+            return NotImplemented
+        return (self.resolved, self.stamp) == (other.resolved, other.stamp)
+
+    def __hash__(self) -> int:
+        return hash((self.resolved, self.stamp))
+
+    def data_uri(self) -> str:
+        """The file's bytes as `data:<mime>;base64,...`, or a MediaError naming the row."""
+        try:
+            return self._data_uri()
+        except MediaError as exc:
+            raise MediaError(f"{self.where}: {exc}" if self.where else str(exc)) from None
+
+    def _data_uri(self) -> str:
+        resolved, mime, stat = _check(Path(self.written), self.base, self.confine)
+        if _stamp(stat) != self.stamp:
+            raise MediaError(f"{self.written}: changed since it was checked; run again on the new file")
+        key = (str(resolved), self.stamp)
+        cached = _cache_get(key)
+        if cached is not None:
+            return cached
+        try:
+            with resolved.open("rb") as handle:
+                if _stamp(os.fstat(handle.fileno())) != self.stamp:
+                    raise MediaError(f"{self.written}: changed since it was checked; run again on the new file")
+                data = handle.read(MAX_IMAGE_BYTES + 1)
+        except OSError as exc:
+            raise MediaError(f"{self.written}: cannot read the image ({exc.strerror or exc})") from None
+        if len(data) != self.stamp[2]:  # written to since fstat
+            raise MediaError(f"{self.written}: changed since it was checked; run again on the new file")
+        uri = f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
+        _cache_put(key, uri)
+        return uri
+
+
+def read_image(path: Path, base: Path, confine: bool) -> str:
+    """A local image file as a data URI, read now (the command line's few inputs, demos)."""
+    return ImageFile(str(path), base, confine).data_uri()
+
+
+def _check(path: Path, base: Path, confine: bool) -> tuple[Path, str, os.stat_result]:
+    """The resolved file, its MIME type and stat, once every rule holds; no byte is read."""
+    if confine and path.is_absolute():
+        raise MediaError(f"{path}: an absolute path is not allowed here; name a file inside {base}")
+    full = path if path.is_absolute() else base / path
+    try:
+        resolved = full.resolve(strict=True)
+    except (OSError, RuntimeError):
+        raise MediaError(f"{full}: no such image file") from None
+    if confine and not resolved.is_relative_to(base.resolve()):
+        raise MediaError(f"{path}: leads outside {base}; images from a data file must be inside its folder")
+    try:
+        stat = resolved.stat()
+    except OSError:
+        raise MediaError(f"{full}: no such image file") from None
+    if not resolved.is_file():
+        raise MediaError(f"{full}: not a regular file")
+    mime, _ = mimetypes.guess_type(resolved.name)
+    if mime is None or not mime.startswith("image/"):
+        raise MediaError(f"{full}: not an image file name (expected .png, .jpg, .jpeg, .gif, .webp, ...)")
+    if stat.st_size > MAX_IMAGE_BYTES:
+        raise MediaError(f"{full}: {stat.st_size} bytes, more than the {MAX_IMAGE_BYTES // 2**20} MiB image limit")
+    return resolved, mime, stat
+
+
+def _stamp(stat: os.stat_result) -> tuple[int, int, int, int]:
+    """What tells a file from its replacement without reading it."""
+    return (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
+
+
+# ----- the shared data URIs ---------------------------------------------------------------------
+
+_cache: OrderedDict[tuple[str, tuple[int, int, int, int]], str] = OrderedDict()
+_cache_chars = 0
+_lock = threading.Lock()  # requests are built on the event loop, but a sync step may run elsewhere
+
+
+def _cache_get(key: tuple[str, tuple[int, int, int, int]]) -> str | None:
+    with _lock:
+        uri = _cache.get(key)
+        if uri is not None:
+            _cache.move_to_end(key)
+        return uri
+
+
+def _cache_put(key: tuple[str, tuple[int, int, int, int]], uri: str) -> None:
+    global _cache_chars
+    if len(uri) > _CACHE_CHARS:
+        return
+    with _lock:
+        if key in _cache:
+            return
+        _cache[key] = uri
+        _cache_chars += len(uri)
+        while _cache_chars > _CACHE_CHARS:
+            _, dropped = _cache.popitem(last=False)
+            _cache_chars -= len(dropped)
+
+
+def data_uri_cache_clear() -> None:
+    """Forget the shared data URIs (tests measuring memory start from nothing)."""
+    global _cache_chars
+    with _lock:
+        _cache.clear()
+        _cache_chars = 0

@@ -1,0 +1,195 @@
+"""A dataset's image files: checked when it loads, read when their example runs (core/image_file.py).
+
+The memory test runs a real `dspx evaluate` against the loopback LM server in a process whose
+address space is capped below what reading every row's image at load would take.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dspx_cli.core.image_file import ImageFile, data_uri_cache_clear
+from dspx_cli.program.media_inputs import MediaError, read_image
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURE = Path(__file__).parent / "fixtures" / "history_image"
+
+PROGRAM = """\
+lm: {model: openai/test-model, api_base: "${BASE}", api_key: x}
+modules:
+  look:
+    signature: "question: str, photo: Image -> answer: str"
+data:
+  dev: data/dev.jsonl
+metric: exact_match
+"""
+
+ANSWER = "[[ ## answer ## ]]\nok\n\n[[ ## completed ## ]]"
+
+# Imports first (the modules are not what is measured), then caps the address space and loads the
+# dataset under tracemalloc, then runs `dspx evaluate` in the same capped process.
+DRIVER = """\
+import resource, sys, tracemalloc
+from pathlib import Path
+from dspx_cli.cli.app import app
+from dspx_cli.evaluate.datasets import load_examples
+from dspx_cli.program.loader import load_program
+
+def address_space():
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmSize:"))
+
+limit = address_space() + int(sys.argv[1])
+resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+program = load_program(Path(sys.argv[2]))
+tracemalloc.start()
+examples = load_examples(program, "dev")
+peak = tracemalloc.get_traced_memory()[1]
+tracemalloc.stop()
+print(len(examples), peak, flush=True)
+del examples
+app(args=sys.argv[3:], prog_name="dspx")
+"""
+
+
+def _dataset(tmp_path: Path, rows: int, images: dict[str, bytes]) -> Path:
+    data = tmp_path / "data"
+    data.mkdir()
+    for name, content in images.items():
+        (data / name).write_bytes(content)
+    names = list(images)
+    lines = [{"question": f"q{i}", "photo": names[i % len(names)], "answer": "ok"} for i in range(rows)]
+    (data / "dev.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    program = tmp_path / "vision.yaml"
+    program.write_text(PROGRAM)
+    return program
+
+
+def _image_url(request: Any) -> str:
+    return str(request.body["messages"][-1]["content"][1]["image_url"]["url"])
+
+
+def test_a_dataset_of_big_images_loads_in_bounded_memory(lm_server: Any, tmp_path: Path) -> None:
+    """300 rows naming three 4 MiB images: read at load, their data URIs alone would be ~1.7 GB;
+    the process has 768 MiB of address space beyond its imports, and the load itself is measured."""
+    images = {f"img{i}.png": bytes([i]) * (4 * 2**20) for i in range(3)}
+    program = _dataset(tmp_path, 300, images)
+    lm_server.responder = lambda body: ANSWER
+    out = tmp_path / "run"
+    args = ["evaluate", str(program), "-j", "2", "--limit", "6", "--no-cache", "--output", str(out)]
+    env = {**os.environ, "BASE": lm_server.api_base, "NO_COLOR": "1", "MALLOC_ARENA_MAX": "2"}
+    env.pop("DSPX_LM", None)
+    done = subprocess.run(
+        [sys.executable, "-c", DRIVER, str(768 * 2**20), str(program), *args],
+        capture_output=True,
+        text=True,
+        env={**env, "PYTHONPATH": str(ROOT)},
+        cwd=tmp_path,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows, peak = map(int, done.stdout.splitlines()[0].split())
+    assert rows == 300
+    assert peak < 8 * 2**20, f"loading 300 rows took {peak} bytes"  # references, not image bytes
+
+    # The examples ran and sent each row's image, byte for byte as read now.
+    assert len(lm_server.requests) == 6
+    sent = [
+        _image_url(r) for r in sorted(lm_server.requests, key=lambda r: r.body["messages"][-1]["content"][0]["text"])
+    ]
+    expected = [read_image(Path(f"img{i % 3}.png"), tmp_path / "data", confine=True) for i in range(6)]
+    assert sent == expected
+    # The run folder records the path as written, not megabytes of base64.
+    records = [json.loads(line) for line in (out / "examples.jsonl").read_text().splitlines()]
+    assert [r["inputs"]["photo"] for r in records] == [f"img{i % 3}.png" for i in range(6)]
+    assert all(r["error"] is None and r["score"] == 1.0 for r in records)
+    assert (out / "examples.jsonl").stat().st_size < 10_000
+
+
+def test_validate_checks_every_rows_image_without_reading_it(tmp_path: Path) -> None:
+    from tests.cli_inprocess import dspx
+
+    program = _dataset(tmp_path, 3, {"a.png": b"\x89PNG"})
+    data = tmp_path / "data"
+    assert dspx("validate", str(program), cwd=tmp_path).returncode == 0
+    # An unreadable file that passes stat's checks validates: its bytes are read only to send it.
+    (data / "a.png").chmod(0)
+    try:
+        if not os.access(data / "a.png", os.R_OK):  # (root reads everything)
+            assert dspx("validate", str(program), cwd=tmp_path).returncode == 0
+    finally:
+        (data / "a.png").chmod(0o644)
+    for photo, fragment in (
+        ("missing.png", "no such image file"),
+        ("../vision.yaml", "leads outside"),
+        ("big.png", "MiB image limit"),
+    ):
+        with (data / "big.png").open("wb") as handle:
+            handle.truncate(20 * 2**20 + 1)
+        rows = [{"question": "a", "photo": "a.png", "answer": "ok"}, {"question": "b", "photo": photo, "answer": "x"}]
+        (data / "dev.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        done = dspx("validate", str(program), cwd=tmp_path)
+        assert done.returncode == 2, done.stderr
+        assert "dev.jsonl:2:" in done.stderr and fragment in done.stderr, done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
+
+
+def test_an_image_deleted_or_changed_after_loading_cannot_be_read(tmp_path: Path) -> None:
+    from dspx_cli.evaluate.datasets import load_rows
+    from dspx_cli.program.loader import load_program
+
+    images = {name: (FIXTURE / "dot.png").read_bytes() for name in ("keep.png", "gone.png", "grown.png", "moved.png")}
+    program = _dataset(tmp_path, 4, images)
+    data = tmp_path / "data"
+    examples = load_rows(load_program(program))
+    (data / "gone.png").unlink()
+    with (data / "grown.png").open("ab") as handle:
+        handle.write(b"more")
+    (data / "moved.png").unlink()
+    (tmp_path / "outside.png").write_bytes(b"x")
+    (data / "moved.png").symlink_to(tmp_path / "outside.png")  # swapped for a link out of the folder
+    for example, fragment in zip(examples[1:], ("no such image file", "changed since", "leads outside"), strict=True):
+        with pytest.raises(MediaError, match=fragment) as caught:
+            example.photo.data_uri()  # type: ignore[union-attr]
+        assert "dev.jsonl:" in str(caught.value) and "input 'photo'" in str(caught.value)
+    assert examples[0].photo.data_uri() == read_image(Path("keep.png"), data, confine=True)  # type: ignore[union-attr]
+
+
+def test_evaluate_reports_a_vanished_image_as_that_examples_error(lm_server: Any, tmp_path: Path) -> None:
+    """Through `dspx evaluate`: the file goes after the dataset loaded (the first example's call)."""
+    from tests.cli_inprocess import dspx
+
+    images = {name: (FIXTURE / "dot.png").read_bytes() for name in ("a.png", "b.png")}
+    program = _dataset(tmp_path, 4, images)
+    data = tmp_path / "data"
+
+    def answer(body: dict[str, Any]) -> str:
+        (data / "b.png").unlink(missing_ok=True)  # every example was loaded before the first call
+        return ANSWER
+
+    lm_server.responder = answer
+    out = tmp_path / "run"
+    done = dspx(
+        "evaluate", str(program), "-j", "1", "--no-cache", "--output", str(out), cwd=tmp_path, BASE=lm_server.api_base
+    )
+    records = [json.loads(line) for line in (out / "examples.jsonl").read_text().splitlines()]
+    assert [r["error"] is None for r in records] == [True, False, True, False], done.stderr
+    assert "dev.jsonl:2: input 'photo'" in records[1]["error"] and "no such image file" in records[1]["error"]
+    assert records[1]["inputs"]["photo"] == "b.png"
+    assert len(lm_server.requests) == 2
+
+
+def test_a_file_many_rows_name_is_shared_while_in_use(tmp_path: Path) -> None:
+    data_uri_cache_clear()
+    (tmp_path / "a.png").write_bytes((FIXTURE / "dot.png").read_bytes())
+    first, second = ImageFile("a.png", tmp_path, True), ImageFile("./a.png", tmp_path, True)
+    assert str(second) == "./a.png"  # as written, for examples.jsonl
+    assert first.data_uri() is second.data_uri()  # one string, not one per row
+    data_uri_cache_clear()
