@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import json
 import math
-import resource
-import signal
+import os
 import sys
 import time
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from dspx_cli.errors import SandboxUnavailableError
@@ -42,33 +41,24 @@ class _Killed(Exception):
         self.error = error
 
 
-_PR_SET_PDEATHSIG = 1
-try:
-    _libc: ctypes.CDLL | None = ctypes.CDLL(None, use_errno=True) if sys.platform == "linux" else None
-except OSError:
-    _libc = None
-
-
 def max_line(limits: SandboxLimits) -> int:
     """The longest line the runner may send: stdout (up to 4 bytes a character, JSON-escaped) and
     the result, with room for the envelope."""
     return max(8 * limits.output_bytes, 1 << 20) + (1 << 16)
 
 
-def _limit_child(memory_mb: int) -> Any:
-    def apply() -> None:
-        # Linux counts wasm memory growth against RLIMIT_DATA (private writable pages), so an
-        # allocation past the cap fails inside Pyodide as MemoryError; V8's large PROT_NONE
-        # reservations are not counted (RLIMIT_AS would be, and would stop V8 from starting).
-        data = (memory_mb + _DATA_BASE_MB) * 1024 * 1024
-        resource.setrlimit(resource.RLIMIT_DATA, (data, data))
-        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-        # If dspx dies without killing it, an interpreter stuck in a loop would spin on forever
-        # (it only notices a closed stdin between executes): the kernel kills it with its parent.
-        if _libc is not None:
-            _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+def confined_command(command: list[str], memory_mb: int) -> list[str]:
+    """The command line that starts `command` under the sandbox's rlimits, killed with dspx.
 
-    return apply
+    Not preexec_fn, which runs Python in the forked copy of a threaded dspx: launch.py, a fresh
+    Python, sets them on itself and execs the command (same process id), so they are in place
+    before the interpreter runs any code.
+    """
+    if not sys.executable:
+        raise SandboxUnavailableError("cannot start the code sandbox: no Python executable to launch it with")
+    data = (memory_mb + _DATA_BASE_MB) * 1024 * 1024
+    launcher = str(Path(__file__).with_name("launch.py"))
+    return [sys.executable, "-I", "-S", launcher, str(os.getpid()), str(data), "--", *command]
 
 
 def _rss_mb(pid: int) -> float:
@@ -110,18 +100,24 @@ class Interpreter:
     def alive(self) -> bool:
         return self._process is not None and self._process.returncode is None
 
+    @property
+    def pid(self) -> int | None:
+        """The running process's id (tests read its /proc entry)."""
+        return self._process.pid if self.alive and self._process is not None else None
+
     async def start(self) -> None:
         if self._closed:
             raise SandboxUnavailableError("the code sandbox was closed (its run is over)")
         try:
             self._process = await asyncio.create_subprocess_exec(
-                *self._command,
+                *confined_command(self._command, self.limits.memory_mb),
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
                 env=self._env,
                 limit=max_line(self.limits) + (1 << 16),
-                preexec_fn=_limit_child(self.limits.memory_mb),
+                # Its own session: a signal to dspx's process group (Ctrl-C) does not reach it,
+                # so dspx decides when it dies.
                 start_new_session=True,
             )
         except OSError as e:
