@@ -10,7 +10,8 @@ URI with the file's image MIME type. Where a path is looked up, and what it may 
   so a data file from elsewhere cannot make dspx send, say, ~/.ssh/id_rsa to an LM provider.
 
 Either way the file's name must have an image extension (image/* by `mimetypes`) and the file
-at most MAX_IMAGE_BYTES. A `History` input is `{"messages": [...]}` or a bare list of messages.
+at most MAX_IMAGE_BYTES. A `History` input is `{"messages": [...]}` or a bare list of messages
+(core/media.py `history_value` owns that rule).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from dspx_cli.core import Field
-from dspx_cli.core.media import Image, media_annotation
+from dspx_cli.core.media import Image, history_value, media_annotation
 
 __all__ = ["MAX_IMAGE_BYTES", "MediaError", "prepare_media", "read_image"]
 
@@ -52,12 +53,10 @@ def prepare_media(
 
 
 def _history(value: Any) -> dict[str, Any]:
-    messages = value.get("messages") if isinstance(value, Mapping) else value
-    if isinstance(value, Mapping) and set(value) != {"messages"}:
-        raise MediaError(f'expected {{"messages": [...]}}, got the key(s) {", ".join(map(str, value))}')
-    if not isinstance(messages, list) or not all(isinstance(m, Mapping) for m in messages):
-        raise MediaError('expected {"messages": [{field: value, ...}, ...]}: a list of objects')
-    return {"messages": [dict(m) for m in messages]}
+    try:
+        return history_value(value)
+    except ValueError as exc:
+        raise MediaError(str(exc)) from None
 
 
 def _image(value: Any, base: Path, confine: bool) -> str:
