@@ -99,3 +99,42 @@ def test_progress_lines_while_rows_run(lm_server: LMServer, tmp_path: Path) -> N
     assert sum(line.startswith("run: 0 rows · 0 errors · 0 calls · ") for line in lines) >= 2, done.stderr
     assert any(line.startswith("run: 1 rows · 0 errors · 1 call · ") for line in lines)
     assert [json.loads(line) for line in done.stdout.splitlines()] == [{"shout": "R0"}, {"shout": "R1"}]
+
+
+TYPED = """\
+lm: {model: openai/m, api_base: "${BASE}", num_retries: 0}
+modules:
+  echo: {signature: "text: str, n: int, mood: Literal['calm', 'loud'], tags: list[str] -> shout"}
+"""
+GOOD_ROW = {"text": "ok", "n": 3, "mood": "calm", "tags": ["a"]}
+
+
+def test_batch_rows_are_type_checked_like_cli_inputs(lm_server: LMServer, tmp_path: Path) -> None:
+    """A row whose value does not fit its input's type is that row's error record, before any LM
+    call, with the reason `-i` gives; the rows around it still run."""
+    lm_server.responder = lambda body: "[[ ## shout ## ]]\nOK\n\n[[ ## completed ## ]]"
+    path = tmp_path / "p.yaml"
+    path.write_text(TYPED)
+    bad = [
+        ({"n": "abc"}, "input 'n': expected int ('abc' is not an int)"),
+        ({"n": 3.5}, "input 'n': expected int (3.5 is not an int)"),
+        ({"mood": "angry"}, "input 'mood': expected Literal['calm', 'loud'] ('angry' is not one of 'calm', 'loud')"),
+        ({"tags": "a,b"}, "input 'tags': expected list[str] ('a,b' is not a list)"),
+        ({"tags": ["a", 2]}, "input 'tags': expected list[str] (item [1]: 2 is not a str)"),
+    ]
+    rows = [GOOD_ROW, *({**GOOD_ROW, **change} for change, _ in bad), GOOD_ROW]
+    stdin = "".join(json.dumps(row) + "\n" for row in rows)
+    done = dspx("run", str(path), "--batch", "-", "--no-cache", input=stdin, BASE=lm_server.api_base)
+    assert done.returncode == 1, done.stderr
+    records = [json.loads(line) for line in done.stdout.splitlines()]
+    assert records[0] == records[-1] == {"shout": "OK"}
+    for line, (record, (_, message)) in enumerate(zip(records[1:-1], bad, strict=True), start=2):
+        assert record == {"error": {"line": line, "type": "UsageError", "message": message}}
+    assert len(lm_server.requests) == 2
+    # The same values through -i are refused for the same reason.
+    for change, message in bad[:3]:
+        args = [
+            a for k, v in {**GOOD_ROW, **change}.items() for a in ("-i", f"{k}={json.dumps(v) if k != 'text' else v}")
+        ]
+        single = dspx("run", str(path), *args, "--no-cache", BASE=lm_server.api_base)
+        assert single.returncode == 2 and message.split(" (")[-1].rstrip(")") in single.stderr, single.stderr

@@ -177,7 +177,7 @@ def test_cli_image_and_history_mistakes_are_one_line_errors(lm_server: Any, tmp_
         assert fragment in done.stderr and "Traceback" not in done.stderr
         assert len(done.stderr.strip().splitlines()) == 1
     done = dspx("run", str(program), "-i", "question=q", "-i", "history=[1]", "-i", "photo=dot.png", cwd=tmp_path)
-    assert done.returncode == 2 and "is not a History" in done.stderr
+    assert done.returncode == 2 and "expected each History message to be an object" in done.stderr
     assert not lm_server.requests
 
 

@@ -609,3 +609,13 @@ def test_an_unset_judge_key_fails_evaluate_at_its_line_before_any_call(tmp_path:
     done = dspx("evaluate", str(path), "--output", str(tmp_path / "run"))
     assert done.returncode == 2
     assert done.stderr == f"error: {path}:7:62: environment variable DSPX_JUDGE_KEY is not set: set DSPX_JUDGE_KEY\n"
+
+
+@pytest.mark.parametrize(("key", "value"), [("lm", "openai/x"), ("temperature", "0.5"), ("adapter", "json")])
+def test_a_module_type_that_calls_no_lm_takes_no_lm_settings(tmp_path: Path, key: str, value: str) -> None:
+    """`calls_lm=False` on a type's record (retrieve here, python too) makes every LM key an error at its line."""
+    (tmp_path / "corpus.txt").write_text("a passage\n")
+    path = write(tmp_path, f"modules:\n  find: {{type: retrieve, corpus: corpus.txt, {key}: {value}}}\n")
+    error = error_of(path)
+    assert (error.location.line, error.location.column) == (2, 46)
+    assert f"a retrieve module calls no LM; it takes no {key!r}" in str(error)

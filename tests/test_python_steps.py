@@ -287,17 +287,50 @@ def test_what_a_python_step_may_return(tmp_path: Path, function: str, outcome: s
 
 
 def test_parameters_are_checked_for_named_and_structured_signatures(tmp_path: Path) -> None:
-    """A structured signature is checked by validate; a named one (resolved later) when the file is imported."""
-    (tmp_path / "steps.py").write_text("def f(a):\n    return {'b': a}\n")
+    """validate checks a `def` against any signature; a name bound otherwise (a lambda here) is
+    checked when the file is imported to run."""
+    (tmp_path / "steps.py").write_text("def f(a):\n    return {'b': a}\n\ng = lambda a: {'b': a}\n")
     path = tmp_path / "p.yaml"
     structured = "modules:\n  m:\n    type: python\n    function: steps.py:f\n    signature: {inputs: {x: str}, outputs: {b: str}}\n"
     path.write_text(structured)
     checked = dspx("validate", str(path))
     assert checked.returncode == 2 and f"{path}:4:5: " in checked.stderr and "takes no parameter x" in checked.stderr
     path.write_text(
-        'signatures: {s: "x -> b"}\nmodules:\n  m:\n    type: python\n    function: steps.py:f\n    signature: s\n'
+        'signatures: {s: "x -> b"}\nmodules:\n  m:\n    type: python\n    function: steps.py:g\n    signature: s\n'
     )
+    assert dspx("validate", str(path)).returncode == 0  # cannot tell without running the file
     ran = dspx("run", str(path), "-i", "x=1")
     assert ran.returncode == 2 and ran.stderr.startswith(
-        f"error: {path}:5:5: module 'm': steps.py:f takes no parameter x"
+        f"error: {path}:5:5: module 'm': steps.py:g takes no parameter x"
+    ), ran.stderr
+
+
+@pytest.mark.parametrize(
+    "signature",
+    [
+        '"x: Item -> b"',  # names a declared type: the plain parse does not know Item
+        '"x: list[Item], y -> b: Item"',
+        "{inputs: {x: Item}, outputs: {b: str}}",
+    ],
+)
+def test_validate_checks_parameters_of_signatures_naming_declared_types(tmp_path: Path, signature: str) -> None:
+    (tmp_path / "steps.py").write_text("def f(a):\n    return {'b': a}\n")
+    path = tmp_path / "p.yaml"
+    path.write_text(
+        "types:\n  Item: {name: str}\n"
+        f"modules:\n  m:\n    type: python\n    function: steps.py:f\n    signature: {signature}\n"
     )
+    checked = dspx("validate", str(path))
+    assert checked.returncode == 2, checked.stdout
+    assert checked.stderr.startswith(f"error: {path}:6:5: module 'm': steps.py:1 f() takes no parameter x"), (
+        checked.stderr
+    )
+
+
+def test_validate_checks_parameters_of_a_named_signature(tmp_path: Path) -> None:
+    (tmp_path / "steps.py").write_text("def f(a):\n    return {'b': a}\n")
+    path = tmp_path / "p.yaml"
+    path.write_text('signatures: {s: "x -> b"}\nmodules:\n  m: {type: python, function: steps.py:f, signature: s}\n')
+    checked = dspx("validate", str(path))
+    assert checked.returncode == 2, checked.stdout
+    assert "f() takes no parameter x" in checked.stderr and f"{path}:3:" in checked.stderr, checked.stderr

@@ -246,3 +246,28 @@ def test_a_run_folder_from_before_calls_were_kept(evaluated: tuple[Path, LMServe
     assert page["calls"] == {} and len(page["examples"]) == 8
     assert page["notes"] == ["no calls.jsonl: this run folder does not keep the messages sent"]
     assert {e["cached"] for e in page["examples"]} == {None}
+
+
+def test_under_limit_only_the_shown_examples_calls_count_against_the_budget(
+    evaluated: tuple[Path, LMServer], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The calls of examples --limit leaves out are not kept, so they must not use up the bytes
+    allowed for the calls that are: here the one shown example's calls come last in calls.jsonl."""
+    from dspx_cli.workflows import report_data
+
+    run, _ = evaluated
+    [first] = lines(run / "examples.jsonl")[:1]
+    calls = (run / "calls.jsonl").read_text().splitlines(keepends=True)
+    mine = [line for line in calls if json.loads(line)["index"] == first["index"]]
+    others = [line for line in calls if json.loads(line)["index"] != first["index"]]
+    hostile = '{"index": [0], "calls": []}\n'  # an unhashable index is a skipped line, not a crash
+    (run / "calls.jsonl").write_text("".join([*others, hostile, *mine]))
+    budget = max(len(mine[0].encode()), len(json.dumps(first)) + 1) + 10  # room for one line of each, not two
+    monkeypatch.setattr(report_data, "MAX_KEPT_BYTES", budget)
+    done = dspx("report", str(run), "--limit", "1", "-o", str(tmp_path / "r.html"))
+    assert done.returncode == 0, done.stderr
+    assert "left out" not in done.stderr and f"{run / 'calls.jsonl'}:{len(others) + 1}: expected" in done.stderr
+    [page] = json.loads(re.search(r'id="dspx-data">(.*?)</script>', (tmp_path / "r.html").read_text(), re.S)[1])["runs"]
+    assert [row["index"] for row in page["examples"]] == [first["index"]]
+    assert list(page["calls"]) == [str(first["index"])] and len(page["calls"][str(first["index"])]) == 1
+    assert page["notes"] == []

@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from dspx_cli.core import Signature
-from dspx_cli.core.media import history_field
+from dspx_cli.core.media import history_field, history_value
 
 if TYPE_CHECKING:
     from dspx_cli.adapters.chat import ChatAdapter
@@ -36,18 +36,9 @@ def history_name(signature: Signature) -> str | None:
     return history_field((f.name, f.annotation) for f in signature.inputs)
 
 
-def history_messages(value: Any) -> list[Mapping[str, Any]]:
-    """The turns of a History value: `{"messages": [...]}` (DSPy's shape) or a bare list."""
-    if isinstance(value, Mapping):
-        value = value.get("messages")
-    if value is None:
-        return []
-    if not isinstance(value, Sequence) or isinstance(value, str):
-        raise ValueError(f'expected a History value {{"messages": [...]}}, got {type(value).__name__}')
-    turns = [turn for turn in value if isinstance(turn, Mapping)]
-    if len(turns) != len(value):
-        raise ValueError("expected each History message to be an object of field values")
-    return turns
+def history_messages(value: Any) -> list[dict[str, Any]]:
+    """The turns of a History value (an omitted optional one has none); core/media.py's rule."""
+    return [] if value is None else history_value(value)["messages"]
 
 
 def format_conversation(adapter: ChatAdapter, signature: Signature, value: Any) -> list[dict[str, Any]]:

@@ -16,7 +16,7 @@ import typing
 from typing import Any, Literal, Union
 
 from dspx_cli.core import annotation_name
-from dspx_cli.core.media import History, Image
+from dspx_cli.core.media import History, Image, history_value
 
 __all__ = ["allows_none", "takes_text", "type_mismatch"]
 
@@ -52,10 +52,12 @@ def type_mismatch(value: Any, annotation: Any) -> str | None:
     if annotation is Image:  # a path, URL or data URI; program/media_inputs.py checks the rest
         ok = isinstance(value, str) or (isinstance(value, dict) and isinstance(value.get("url"), str))
         return None if ok else f"{_show(value)} is not an image path, URL or data: URI"
-    if annotation is History:
-        messages = value.get("messages") if isinstance(value, dict) else value
-        ok = isinstance(messages, list) and all(isinstance(m, dict) for m in messages)
-        return None if ok else f'{_show(value)} is not a History ({{"messages": [{{...}}, ...]}})'
+    if annotation is History:  # core/media.py owns the rule, for every way a History value comes in
+        try:
+            history_value(value)
+        except ValueError as exc:
+            return str(exc)
+        return None
     if annotation is None or annotation is _NONE:
         return None if value is None else f"{_show(value)} is not None"
     origin, args = typing.get_origin(annotation), typing.get_args(annotation)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from dspx_cli.core import annotation_name
-from dspx_cli.core.media import History
+from dspx_cli.core.media import History, media_annotation
 from dspx_cli.errors import UsageError
 from dspx_cli.program.input_types import allows_none, takes_text, type_mismatch
 from dspx_cli.program.media_inputs import MediaError, prepare_media
@@ -51,12 +51,20 @@ def check_inputs(
     program: Program, values: Mapping[str, Any], *, base: Path | None = None, confine: bool = True
 ) -> dict[str, Any]:
     """The program's inputs from a record; other keys (labels, ids) are ignored, and optional
-    inputs the record lacks stay absent. Image files are read relative to `base` (the cwd when
+    inputs the record lacks stay absent. Each value must fit its field's type as a `-i` value
+    must (a `--batch` row's UsageError becomes that row's error record). Image files are read relative to `base` (the cwd when
     None), confined to it unless `confine` is False (program/media_inputs.py)."""
     missing = _missing(program, values)
     if missing:
         raise UsageError(f"missing input(s) {', '.join(missing)}; expected keys: {', '.join(program.inputs)}")
     inputs = {name: values[name] for name in program.inputs if name in values}
+    for name, value in inputs.items():
+        annotation = program.inputs[name].annotation
+        if media_annotation(annotation) is not None:
+            continue  # prepare_media checks (and reads) Image and History values, with its own messages
+        problem = type_mismatch(value, annotation)
+        if problem is not None:
+            raise UsageError(f"input {name!r}: expected {annotation_name(annotation)} ({problem})")
     try:
         return prepare_media(program.inputs, inputs, base or Path.cwd(), confine=confine)
     except MediaError as exc:

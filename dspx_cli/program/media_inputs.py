@@ -13,7 +13,8 @@ Either way the file's name must have an image extension (image/* by `mimetypes`)
 at most MAX_IMAGE_BYTES. `prepare_media` reads the file now (the command line's inputs, a
 --batch row about to run, a program file's demos); with `lazy=True` (dataset rows) it only checks
 it and keeps an `ImageFile` (core/image_file.py), read when the example runs (`resolve_images`).
-A `History` input is `{"messages": [...]}` or a bare list of messages.
+A `History` input is `{"messages": [...]}` or a bare list of messages (core/media.py
+`history_value` owns that rule).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from urllib.parse import urlparse
 
 from dspx_cli.core import Field
 from dspx_cli.core.image_file import MAX_IMAGE_BYTES, ImageFile, MediaError, read_image
-from dspx_cli.core.media import Image, media_annotation
+from dspx_cli.core.media import Image, history_value, media_annotation
 
 __all__ = ["MAX_IMAGE_BYTES", "ImageFile", "MediaError", "prepare_media", "read_image", "resolve_images"]
 
@@ -65,12 +66,10 @@ def resolve_images(values: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _history(value: Any) -> dict[str, Any]:
-    messages = value.get("messages") if isinstance(value, Mapping) else value
-    if isinstance(value, Mapping) and set(value) != {"messages"}:
-        raise MediaError(f'expected {{"messages": [...]}}, got the key(s) {", ".join(map(str, value))}')
-    if not isinstance(messages, list) or not all(isinstance(m, Mapping) for m in messages):
-        raise MediaError('expected {"messages": [{field: value, ...}, ...]}: a list of objects')
-    return {"messages": [dict(m) for m in messages]}
+    try:
+        return history_value(value)
+    except ValueError as exc:
+        raise MediaError(str(exc)) from None
 
 
 def _image(value: Any, base: Path, confine: bool, lazy_where: str | None) -> str | ImageFile:

@@ -27,6 +27,8 @@ from dspx_cli.program.source import KeyPath, Positions
 
 SignatureBuilder = Callable[[Any, KeyPath], Signature]
 COMMON_KEYS = tuple(settings_keys(ModuleSpec))
+# The common keys that only mean something to a module calling an LM (a record's `calls_lm`).
+LM_KEYS = ("lm", "adapter", "n", "temperature", "max_tokens", "demos", "instructions")
 
 
 def _keys_by_type() -> dict[str, set[str]]:
@@ -132,6 +134,13 @@ def _check_common_keys(name: str, spec: ModuleSpec, positions: Positions) -> Non
                 f"module {name!r}: demos of a {spec.type} module belong to {where}",
                 positions.locate(("modules", name, "demos")),
             )
+    if not record.calls_lm:
+        for key in LM_KEYS:
+            if key in spec.model_fields_set:
+                raise ProgramError(
+                    f"module {name!r}: a {spec.type} module calls no LM; it takes no {key!r}",
+                    positions.locate(("modules", name, key)),
+                )
 
 
 def _plain(
@@ -163,7 +172,7 @@ def _plain(
                     positions.locate((*key_path, "demos", index, key)),
                 )
 
-    own = record.define(DefineArgs(name, spec, settings, tools, base_dir, positions))
+    own = record.define(DefineArgs(name, spec, signature, settings, tools, base_dir, positions))
 
     return ModuleDef(
         name=name,

@@ -24,6 +24,7 @@ from dspx_cli.errors import ProgramError
 from dspx_cli.program.spec_base import NoSettings, Strict
 
 if TYPE_CHECKING:
+    from dspx_cli.core import Signature
     from dspx_cli.modules.base import Module
     from dspx_cli.program.build import Builder
     from dspx_cli.program.model import ModuleDef, ToolDef
@@ -65,6 +66,7 @@ class DefineArgs:
 
     name: str
     spec: ModuleSpec  # the common keys
+    signature: Signature  # the module's own, as built (declared types resolved, a named one looked up)
     settings: SpecModel  # the type's own keys, an instance of its record's `settings` model
     tools: Mapping[str, ToolDef]
     base_dir: Path
@@ -109,7 +111,9 @@ class ModuleType:
     # declared: `signature:` required; fixed: always `fixed_signature`; wrapped: the wrapped module's.
     signature: Literal["declared", "fixed", "wrapped"] = "declared"
     fixed_signature: str | None = None
-    calls_lm: bool = True  # a wrapper needs a module that calls one
+    # False: the module calls no LM, so the keys that only mean something to an LM call (lm, adapter,
+    # n, temperature, max_tokens, demos, instructions) are errors on it, and no wrapper may wrap it.
+    calls_lm: bool = True
     leading_outputs: Callable[[SpecModel], Leading] = _no_leading  # called with the settings
     demo_fields: Callable[[SpecModel], frozenset[str]] = _no_demo_fields  # beyond signature + leading
     # Checks that need more than the settings model (tools that exist, files that exist) and the

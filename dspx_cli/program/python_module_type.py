@@ -8,7 +8,8 @@
 
 Loading checks it without running it (so `dspx validate` runs no user code, as for Python tools
 and metrics): the file exists, parses and defines the function, its parameters take the
-signature's inputs, and no LM setting is written on the module (it has no LM). The file is
+signature's inputs (the module's signature as built: declared types, a named one), and no LM
+setting is written on the module (module_defs rejects those for every `calls_lm=False` type). The file is
 imported when the program is built to run; the live module is modules/python_step.py.
 """
 
@@ -29,18 +30,12 @@ if TYPE_CHECKING:
 
 __all__ = ["PythonSettings"]
 
-# Keys common to every module that only mean something to a module calling an LM.
-_LM_KEYS = ("lm", "adapter", "n", "temperature", "max_tokens", "demos", "instructions")
-
 
 class PythonSettings(Strict):
     function: str | None = None  # "file.py:function", relative to the program file
 
 
 def _define_python(args: DefineArgs) -> dict[str, Any]:
-    for key in _LM_KEYS:
-        if key in args.spec.model_fields_set:
-            raise args.error(f"module {args.name!r}: a python module calls no LM; it takes no {key!r}", key)
     target = typed(args.settings, PythonSettings).function
     if target is None:
         raise args.error(f"module {args.name!r}: a python module needs `function: file.py:function`")
@@ -49,28 +44,13 @@ def _define_python(args: DefineArgs) -> dict[str, Any]:
     except PyFileError as exc:
         raise args.error(f"module {args.name!r}: function: {exc}", "function") from None
     if found.definition is not None:
-        problem = _parameter_problem(found.definition, list(_inputs(args)))
+        problem = _parameter_problem(found.definition, list(args.signature.input_fields))
         if problem:
             raise args.error(
                 f"module {args.name!r}: {found.path.name}:{found.definition.lineno} {found.name}() {problem}",
                 "function",
             )
     return {"options": {"function": target, "function_at": args.positions.locate(("modules", args.name, "function"))}}
-
-
-def _inputs(args: DefineArgs) -> list[str]:
-    """The signature's input names, read again from the spec (define runs before ModuleDef exists)."""
-    from dspx_cli.core import Signature
-
-    signature = args.spec.signature
-    if isinstance(signature, str) and "->" in signature:
-        try:
-            return list(Signature.parse(signature).input_fields)
-        except ValueError:
-            return []
-    if signature is not None and not isinstance(signature, str):
-        return list(getattr(signature, "inputs", None) or {})
-    return []  # a named signature: checked when the function is imported
 
 
 def _parameter_problem(definition: ast.FunctionDef | ast.AsyncFunctionDef, inputs: list[str]) -> str | None:

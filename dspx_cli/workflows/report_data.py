@@ -4,7 +4,8 @@ A run folder may come from anywhere (a CI artifact, a colleague), so it is read 
 a line that is not a JSON object is skipped with a warning naming file:line; a line longer than
 `MAX_LINE_BYTES` is skipped without being held; what is kept is counted, and past `MAX_KEPT_BYTES`
 the examples are refused with a one-line error (`--limit N` reads the first N) and the calls are
-left out with a warning, so a huge folder neither exhausts memory nor fails silently.
+left out with a warning, so a huge folder neither exhausts memory nor fails silently. Only the
+calls of the examples shown count against that budget (with --limit, not the others').
 
 The examples and calls become plain rows for the page (report.py puts them into the HTML); message
 texts go into one table of strings, so the system prompt and demos shared by 10,000 calls are
@@ -14,7 +15,7 @@ written once.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -136,9 +137,12 @@ def _read_json(path: Path) -> dict[str, Any] | None:
     return value
 
 
-def _jsonl(path: Path, budget: list[int] | None = None) -> Iterator[tuple[int, dict[str, Any]]]:
+def _jsonl(
+    path: Path, budget: list[int] | None = None, kept: Callable[[dict[str, Any]], bool] | None = None
+) -> Iterator[tuple[int, dict[str, Any]]]:
     """(line number, record) for each line that is a JSON object; others are warned about.
-    `budget`, when given, is bytes still allowed, decremented by each kept line; reading stops at 0."""
+    `budget`, when given, is bytes still allowed, decremented by each kept line (each line, or
+    those `kept` says the caller keeps); reading stops below 0."""
     try:
         handle = path.open("rb")
     except FileNotFoundError:
@@ -160,7 +164,7 @@ def _jsonl(path: Path, budget: list[int] | None = None) -> Iterator[tuple[int, d
             if not isinstance(record, dict):
                 logger.warning("%s:%d: not a JSON object; skipped", path, number)
                 continue
-            if budget is not None:
+            if budget is not None and (kept is None or kept(record)):
                 budget[0] -= len(line)
                 if budget[0] < 0:
                     return
@@ -217,8 +221,10 @@ def _example(record: dict[str, Any]) -> dict[str, Any]:
 def _calls(path: Path, wanted: set[int], strings: Strings, notes: list[str]) -> dict[int, list[dict[str, Any]]]:
     calls: dict[int, list[dict[str, Any]]] = {}
     budget = [MAX_KEPT_BYTES]
-    for number, record in _jsonl(path, budget):
-        index = record.get("index")
+    # Only the calls of shown examples are kept, so only they use up the budget: under --limit
+    # the calls of the examples left out (in calls.jsonl's completion order) cost nothing.
+    for number, record in _jsonl(path, budget, kept=lambda record: _index(record) in wanted):
+        index = _index(record)
         listed = record.get("calls")
         if not isinstance(index, int) or not isinstance(listed, list):
             logger.warning('%s:%d: expected {"index": N, "calls": [...]}; skipped', path, number)
@@ -230,6 +236,12 @@ def _calls(path: Path, wanted: set[int], strings: Strings, notes: list[str]) -> 
         logger.warning("%s", note)
         notes.append(note)
     return calls
+
+
+def _index(record: dict[str, Any]) -> int | None:
+    """The record's example index; None for anything else a hostile file holds there (a list is unhashable)."""
+    index = record.get("index")
+    return index if isinstance(index, int) and not isinstance(index, bool) else None
 
 
 def _call(call: dict[str, Any], strings: Strings) -> dict[str, Any]:
