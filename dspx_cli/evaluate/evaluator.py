@@ -31,6 +31,12 @@ from dspx_cli.lm.call_log import LoggedCall, call_log
 from dspx_cli.program.runner import ProgramRunner
 
 
+def dspy_percent(score_sum: float, count: int) -> float:
+    """DSPy's Evaluate score: the scores' sum as a percentage of `count`, two decimals (0 for none).
+    Multiplied before dividing, as DSPy does, so that the rounding agrees to the last digit."""
+    return round(100 * score_sum / count, 2) if count else 0.0
+
+
 @dataclass
 class ExampleResult:
     index: int
@@ -88,6 +94,11 @@ class Evaluation:
     def score(self) -> float:
         """Mean score over finished examples (failures included at failure_score)."""
         return sum(r.score for r in self.results) / len(self.results) if self.results else 0.0
+
+    @property
+    def percent(self) -> float:
+        """DSPy's score (`dspy_percent`) over the examples asked for; those not run count as 0."""
+        return dspy_percent(sum(r.score for r in self.results), self.total)
 
 
 async def evaluate(
