@@ -101,6 +101,24 @@ def test_program_of_thought_fails_after_max_iters(lm_server: LMServer, tmp_path:
     assert len(lm_server.requests) == 2  # generate, one regenerate (max_iters 2), no answer step
 
 
+@needs_deno
+def test_a_failed_program_of_thought_example_reports_the_tokens_its_calls_used(
+    lm_server: LMServer, tmp_path: Path
+) -> None:
+    lm_server.responder = pot_responder("print(1 / 0)")
+    program = POT.rstrip() + "\n    data: {dev: dev.jsonl}\n    metric: exact_match\n"
+    path = write(tmp_path, program, **{"dev.jsonl": '{"question": "q", "answer": "1"}\n'})
+    out = tmp_path / "out"
+    done = dspx("evaluate", str(path), "--json", "--output", str(out), BASE=lm_server.api_base)
+    assert done.returncode == 0, done.stderr
+    [example] = [json.loads(line) for line in (out / "examples.jsonl").read_text().splitlines()]
+    assert example["error"].startswith("Max hops reached") and example["lm_calls"] == 2
+    [logged] = [json.loads(line) for line in (out / "calls.jsonl").read_text().splitlines()]
+    spent = {key: sum(call["usage"][key] for call in logged["calls"]) for key in ("prompt_tokens", "completion_tokens")}
+    assert spent["prompt_tokens"] > 0 and example["usage"] == spent
+    assert json.loads(done.stdout)["usage"]["total"]["prompt_tokens"] == spent["prompt_tokens"]
+
+
 def test_the_modules_limits_reach_the_sandbox(tmp_path: Path) -> None:
     """Built to run, a code module gets the run context's sandbox with its own limits (nothing starts yet)."""
     from dspx_cli.program.context import RunContext

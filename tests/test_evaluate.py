@@ -131,6 +131,19 @@ def test_failures_score_failure_score_and_max_errors_stops(lm_server: LMServer, 
     assert len((tmp_path / "b" / "examples.jsonl").read_text().splitlines()) == 3
 
 
+def test_a_failed_example_reports_the_tokens_its_calls_used(lm_server: LMServer, tmp_path: Path) -> None:
+    # Neither the chat reply nor the JSON fallback parses: the example fails after two paid calls.
+    lm_server.responder = lambda body: "no fields here"
+    out = tmp_path / "run"
+    done = dspx(str(setup(tmp_path, count=1)), "--output", str(out), BASE=lm_server.api_base)
+    assert done.returncode == 0, done.stderr
+    [example] = [json.loads(line) for line in (out / "examples.jsonl").read_text().splitlines()]
+    assert example["error"] is not None and example["lm_calls"] == 2
+    summary = json.loads((out / "summary.json").read_text())["usage"]["total"]
+    assert example["usage"] == {key: summary[key] for key in ("prompt_tokens", "completion_tokens")}
+    assert example["usage"]["prompt_tokens"] > 0
+
+
 def test_limit_and_dataset_override(lm_server: LMServer, tmp_path: Path) -> None:
     lm_server.responder = shout
     path = setup(tmp_path)

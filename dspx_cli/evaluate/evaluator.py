@@ -27,8 +27,14 @@ from dspx_cli.evaluate.datasets import BadRow
 from dspx_cli.evaluate.metrics import Metric
 from dspx_cli.evaluate.spans import scored
 from dspx_cli.lm.base import Usage
-from dspx_cli.lm.call_log import LoggedCall, call_log
+from dspx_cli.lm.call_log import LoggedCall, UsageCount, call_log, counting_usage
 from dspx_cli.program.runner import ProgramRunner
+
+
+def dspy_percent(score_sum: float, count: int) -> float:
+    """DSPy's Evaluate score: the scores' sum as a percentage of `count`, two decimals (0 for none).
+    Multiplied before dividing, as DSPy does, so that the rounding agrees to the last digit."""
+    return round(100 * score_sum / count, 2) if count else 0.0
 
 
 @dataclass
@@ -89,6 +95,11 @@ class Evaluation:
         """Mean score over finished examples (failures included at failure_score)."""
         return sum(r.score for r in self.results) / len(self.results) if self.results else 0.0
 
+    @property
+    def percent(self) -> float:
+        """DSPy's score (`dspy_percent`) over the examples asked for; those not run count as 0."""
+        return dspy_percent(sum(r.score for r in self.results), self.total)
+
 
 async def evaluate(
     runner: ProgramRunner,
@@ -121,11 +132,14 @@ async def evaluate(
         started = time.perf_counter()
         if isinstance(example, BadRow):
             return ExampleResult(index, Example().with_inputs(), None, failure_score, str(example))
+        # The program's calls, counted as they are made: a run that raises returns no usage of its own.
+        spent = UsageCount()
         try:
             keys = example.input_keys
             # The inputs as a dict without the Example `inputs()` makes (which raises when keys is None).
             inputs = dict(example.inputs().items()) if keys is None else {k: v for k, v in example.items() if k in keys}
-            run = await runner.run(inputs)
+            with counting_usage(spent):
+                run = await runner.run(inputs)
             program_calls = len(calls) if calls is not None else None  # the metric's come after
             prediction = Prediction(**run.outputs)
             value = await metric(example, prediction, None)
@@ -138,11 +152,11 @@ async def evaluate(
                 seconds=time.perf_counter() - started,
                 program_calls=program_calls,
             )
-        except DspxError as exc:
-            return ExampleResult(index, example, None, failure_score, str(exc), seconds=time.perf_counter() - started)
         except Exception as exc:  # noqa: BLE001 - a bug in a user's metric must not lose the other examples
-            message = f"{type(exc).__name__}: {exc}"
-            return ExampleResult(index, example, None, failure_score, message, seconds=time.perf_counter() - started)
+            message = str(exc) if isinstance(exc, DspxError) else f"{type(exc).__name__}: {exc}"
+            return ExampleResult(
+                index, example, None, failure_score, message, usage=spent.usage, seconds=time.perf_counter() - started
+            )
 
     async def worker() -> None:
         nonlocal next_index, errors, aborted

@@ -24,15 +24,7 @@ import orjson
 
 from dspx_cli.lm.base import LM, LMRequest, LMResponse, Usage
 from dspx_cli.lm.config import LMConfig
-from dspx_cli.lm.openai_http import (
-    CONNECT_TIMEOUT,
-    ErrorMapper,
-    httpx_transport,
-    resolve_endpoint,
-    shorten,
-    snippet,
-    usage_of,
-)
+from dspx_cli.lm.openai_http import ErrorMapper, new_client, resolve_endpoint, shorten, usage_of
 from dspx_cli.lm.structured_outputs import SchemaRefusals
 
 __all__ = ["ANTHROPIC_VERSION", "DEFAULT_MAX_TOKENS", "AnthropicLM", "messages_url"]
@@ -46,7 +38,6 @@ DEFAULT_MAX_TOKENS = 4096
 
 # Anthropic's stop reasons, in the finish_reason words the rest of dspx (and OpenAI) use.
 _FINISH = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length", "tool_use": "tool_calls"}
-_DEFAULT_POOL = 1024
 
 
 def messages_url(api_base: str) -> str:
@@ -82,12 +73,7 @@ class AnthropicLM(LM):
                 "anthropic-version": ANTHROPIC_VERSION,
                 "Content-Type": "application/json",
             }
-            timeout = httpx.Timeout(self.config.timeout, connect=min(self.config.timeout, CONNECT_TIMEOUT))
-            pool = self.config.max_concurrency or _DEFAULT_POOL
-            limits = httpx.Limits(max_connections=pool, max_keepalive_connections=pool)
-            self._client = httpx.AsyncClient(
-                headers=headers, timeout=timeout, limits=limits, transport=httpx_transport(self.url, limits)
-            )
+            self._client = new_client(self.config, self.url, headers)
         return self._client
 
     def body(self, request: LMRequest) -> dict[str, Any]:
@@ -141,14 +127,7 @@ class AnthropicLM(LM):
             raise self.errors.transport(raw, self.url) from None
         if reply.status_code >= 400:
             raise self.errors.status(reply, self.url)
-        try:
-            data = orjson.loads(reply.content)
-        except ValueError:
-            raise self.errors.error(
-                f"{self.url} replied HTTP {reply.status_code} with a body that is not JSON: {snippet(reply.text)} "
-                f"(is api_base Anthropic's API, e.g. https://api.anthropic.com?)",
-                retryable=True,
-            ) from None
+        data = self.errors.json(reply, self.url, " (is api_base Anthropic's API, e.g. https://api.anthropic.com?)")
         content = data.get("content") if isinstance(data, dict) else None
         if not isinstance(content, list):
             raise self.errors.error(f"{self.url} replied without content: {shorten(json.dumps(data))}", retryable=True)

@@ -12,6 +12,9 @@ its flow starts append to that example's list and to no other.
 
 The records are the history's (lm/observed.py builds one per call; its settings already redacted).
 `caller` is the object that made the call (a `Predict`, set by `calling`), for the run folder to name.
+
+`counting_usage` keeps, the same way, the tokens of every chat call made inside it: what an example
+that failed spent, since a module that raises hands back no prediction (and so no usage) to add up.
 """
 
 from __future__ import annotations
@@ -21,7 +24,9 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any, NamedTuple
 
-__all__ = ["LoggedCall", "active", "call_log", "calling", "log_call"]
+from dspx_cli.lm.base import Usage
+
+__all__ = ["LoggedCall", "UsageCount", "active", "call_log", "calling", "count_usage", "counting_usage", "log_call"]
 
 
 class LoggedCall(NamedTuple):
@@ -31,6 +36,19 @@ class LoggedCall(NamedTuple):
 
 _LOG: ContextVar[list[LoggedCall] | None] = ContextVar("dspx_call_log", default=None)
 _CALLER: ContextVar[object | None] = ContextVar("dspx_caller", default=None)
+
+
+class UsageCount:
+    """The tokens of the chat calls made inside `counting_usage`, cached ones included (as a
+    prediction's usage counts them)."""
+
+    __slots__ = ("usage",)
+
+    def __init__(self) -> None:
+        self.usage = Usage()
+
+
+_COUNT: ContextVar[UsageCount | None] = ContextVar("dspx_usage_count", default=None)
 
 
 @contextmanager
@@ -63,3 +81,19 @@ def log_call(record: dict[str, Any]) -> None:
     calls = _LOG.get()
     if calls is not None:
         calls.append(LoggedCall(_CALLER.get(), record))
+
+
+@contextmanager
+def counting_usage(count: UsageCount) -> Iterator[UsageCount]:
+    """Add the usage of every chat call made inside the block (and in tasks it starts) to `count`."""
+    token = _COUNT.set(count)
+    try:
+        yield count
+    finally:
+        _COUNT.reset(token)
+
+
+def count_usage(usage: Usage) -> None:
+    count = _COUNT.get()
+    if count is not None:
+        count.usage = count.usage + usage

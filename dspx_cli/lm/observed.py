@@ -45,6 +45,7 @@ class ObservedLM(LM):
             price_input=self.config.price_input,
             price_output=self.config.price_output,
         )
+        call_log.count_usage(response.usage)
         self._log(request, response, time.perf_counter() - started)
         return response
 

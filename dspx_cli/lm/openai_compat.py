@@ -21,17 +21,16 @@ from dspx_cli.errors import LMError
 from dspx_cli.lm.base import LM, LMRequest, LMResponse
 from dspx_cli.lm.config import LMConfig
 from dspx_cli.lm.openai_http import (
-    CONNECT_TIMEOUT,
     PROVIDERS,
     TRANSPORT_ENV,
     Endpoint,
     ErrorMapper,
     LMRequestError,
     Provider,
-    httpx_transport,
+    new_client,
+    pool_limits,
     resolve_endpoint,
     shorten,
-    snippet,
     split_provider,
     usage_of,
 )
@@ -62,7 +61,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-_DEFAULT_POOL = 1024
 _JSON_HEADERS = {"Content-Type": "application/json"}
 
 
@@ -128,22 +126,13 @@ class OpenAICompatLM(LM):
         return self._client
 
     def _new_client(self, pooled: bool) -> httpx.AsyncClient:
-        headers = self.endpoint.auth_headers()
-        timeout = httpx.Timeout(self.config.timeout, connect=min(self.config.timeout, CONNECT_TIMEOUT))
-        # The pool must not be the limit on concurrency: evaluate runs up to -j calls at once,
-        # and max_concurrency (when set) already bounds requests in flight.
-        pool = self.config.max_concurrency or _DEFAULT_POOL
-        limits = httpx.Limits(max_connections=pool, max_keepalive_connections=pool)
         cookies = self._retired[-1].cookies if self._retired else None
-        transport = httpx_transport(self.endpoint.url, limits)
-        client = httpx.AsyncClient(
-            headers=headers, timeout=timeout, limits=limits, transport=transport, cookies=cookies
-        )
+        client = new_client(self.config, self.endpoint.url, self.endpoint.auth_headers(), cookies)
         self._pooled = pooled
         if pooled:
             from dspx_cli.lm.aiohttp_post import AiohttpPost  # ~130 ms of import: only when calls overlap
 
-            self._fast = AiohttpPost(client, self.endpoint.url, _JSON_HEADERS, limits)
+            self._fast = AiohttpPost(client, self.endpoint.url, _JSON_HEADERS, pool_limits(self.config))
         return client
 
     def body(self, request: LMRequest) -> dict[str, Any]:
@@ -213,14 +202,7 @@ class OpenAICompatLM(LM):
 
     def _parse(self, reply: httpx.Response | PlainReply, latency: float) -> LMResponse:
         url = self.endpoint.url
-        try:
-            data = orjson.loads(reply.content)
-        except ValueError:
-            raise self.errors.error(
-                f"{url} replied HTTP {reply.status_code} with a body that is not JSON: {snippet(reply.text)} "
-                f"(is api_base an OpenAI-compatible /v1 endpoint?)",
-                retryable=True,
-            ) from None
+        data = self.errors.json(reply, url, " (is api_base an OpenAI-compatible /v1 endpoint?)")
         choices = data.get("choices") if isinstance(data, dict) else None
         if not isinstance(choices, list) or not choices:
             raise self.errors.error(f"{url} replied without choices: {shorten(json.dumps(data))}", retryable=True)
@@ -256,13 +238,7 @@ class OpenAICompatLM(LM):
         latency = time.perf_counter() - started
         if reply.status_code >= 400:
             raise self.errors.status(reply, url)
-        try:
-            data = orjson.loads(reply.content)
-        except ValueError:
-            raise self.errors.error(
-                f"{url} replied HTTP {reply.status_code} with a body that is not JSON: {snippet(reply.text)}",
-                retryable=True,
-            ) from None
+        data = self.errors.json(reply, url)
         try:
             vectors = parse_vectors(data, len(request.texts))
         except EmbeddingsShapeError as exc:

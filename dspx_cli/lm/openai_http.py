@@ -12,12 +12,14 @@ import email.utils
 import json
 import math
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import quote
 
 import httpx
+import orjson
 
 from dspx_cli.errors import LMError
 from dspx_cli.lm.base import Usage
@@ -33,6 +35,8 @@ __all__ = [
     "ErrorMapper",
     "LMRequestError",
     "Provider",
+    "new_client",
+    "pool_limits",
     "resolve_endpoint",
     "split_provider",
 ]
@@ -138,6 +142,17 @@ def resolve_endpoint(config: LMConfig, what: str = "model", section: str = "lm")
     return Endpoint(api_base, model_name, api_key, key_env, wire, query, key_hint, v1_hint)
 
 
+class _Reply(Protocol):
+    """What `ErrorMapper.json` reads of a reply: an `httpx.Response` or aiohttp_post's PlainReply."""
+
+    @property
+    def status_code(self) -> int: ...
+    @property
+    def content(self) -> bytes: ...
+    @property
+    def text(self) -> str: ...
+
+
 class ErrorMapper:
     """Turns what went wrong with one HTTP call into one `LMRequestError` line that says what to
     fix, for chat completions and embeddings alike. The API key never reaches a message."""
@@ -212,6 +227,17 @@ class ErrorMapper:
             retryable=status in (408, 409),
             retry_after=parse_retry_after(reply.headers.get("retry-after")) if status in (408, 409) else None,
         )
+
+    def json(self, reply: _Reply, url: str, hint: str = "") -> Any:
+        """The reply's body, parsed; a body that is not JSON (a proxy's page, a mangled reply) is a
+        retryable LMRequestError, with `hint` (e.g. " (is api_base ...?)") after the quoted body."""
+        try:
+            return orjson.loads(reply.content)
+        except ValueError:
+            raise self.error(
+                f"{url} replied HTTP {reply.status_code} with a body that is not JSON: {snippet(reply.text)}{hint}",
+                retryable=True,
+            ) from None
 
     def _key_advice(self) -> str:
         env = self.endpoint.key_hint
@@ -298,6 +324,29 @@ def snippet(text: str) -> str:
 
 # Forces one transport for every call ("httpx" or "aiohttp"); unset, the client picks (openai_compat.py).
 TRANSPORT_ENV = "DSPX_HTTP_TRANSPORT"
+
+
+# Connections per client when the lm section sets no max_concurrency.
+_DEFAULT_POOL = 1024
+
+
+def pool_limits(config: LMConfig) -> httpx.Limits:
+    """The pool must not be the limit on concurrency: evaluate runs up to -j calls at once, and
+    max_concurrency (when set) already bounds requests in flight."""
+    pool = config.max_concurrency or _DEFAULT_POOL
+    return httpx.Limits(max_connections=pool, max_keepalive_connections=pool)
+
+
+def new_client(
+    config: LMConfig, url: str, headers: Mapping[str, str], cookies: httpx.Cookies | None = None
+) -> httpx.AsyncClient:
+    """An httpx client for one endpoint: the lm timeout (connecting within `CONNECT_TIMEOUT`),
+    `pool_limits`, and `httpx_transport` for `url`."""
+    timeout = httpx.Timeout(config.timeout, connect=min(config.timeout, CONNECT_TIMEOUT))
+    limits = pool_limits(config)
+    return httpx.AsyncClient(
+        headers=dict(headers), timeout=timeout, limits=limits, transport=httpx_transport(url, limits), cookies=cookies
+    )
 
 
 def httpx_transport(url: str, limits: httpx.Limits) -> httpx.AsyncHTTPTransport:

@@ -24,30 +24,22 @@ variables persist from one iteration to the next, never from one call to another
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from dspx_cli.core import Field, Prediction, Signature
-from dspx_cli.errors import LMError
 from dspx_cli.lm.base import LM, Message, Usage
-from dspx_cli.lm.context_window import ContextWindowExceededError, is_context_window_error
 from dspx_cli.modules.chain_of_thought import ChainOfThought
 from dspx_cli.modules.code_steps import CodeSandbox, parse_code, require, run_code
 from dspx_cli.modules.copies import Composite
+from dspx_cli.modules.loop_args import check_max_iters, task_inputs
 from dspx_cli.modules.predict import Predict
-from dspx_cli.modules.react import extract_signature, format_trajectory
+from dspx_cli.modules.react import call_with_truncation, extract_signature, tools_by_name
 from dspx_cli.modules.tool import Tool
 
 __all__ = ["DEFAULT_MAX_ITERS", "CodeAct", "code_act_instructions", "code_act_signature"]
 
-logger = logging.getLogger(__name__)
-
 DEFAULT_MAX_ITERS = 5  # DSPy's default
-# Attempts per extractor call when the context window overflows, and the entries dropped each
-# time: DSPy's CodeAct inherits ReAct's rule (four entries, whatever a step holds).
-_TRUNCATION_ATTEMPTS = 3
-_DROPPED_KEYS = 4
 
 
 def code_act_instructions(signature: Signature, tools: Iterable[Tool]) -> str:
@@ -107,16 +99,10 @@ class CodeAct(Composite):
         max_iters: int = DEFAULT_MAX_ITERS,
         **predict_options: Any,
     ) -> None:
-        if not isinstance(max_iters, int) or isinstance(max_iters, bool) or max_iters < 0:
-            raise ValueError(f"max_iters must be a whole number, 0 or more; got {max_iters!r}")
         self._signature = signature
         self.sandbox = sandbox
-        self.max_iters = max_iters
-        table: dict[str, Tool] = {}
-        for tool in tools:
-            wrapped = tool if isinstance(tool, Tool) else Tool(tool)
-            table[wrapped.name] = wrapped  # a later name wins, as in DSPy
-        self.tools = table
+        self.max_iters = check_max_iters(max_iters, 0)
+        self.tools = table = tools_by_name(tools)
         demos = predict_options.pop("demos", None)
         self.codeact = Predict(code_act_signature(signature, table.values()), lm, demos=demos, **predict_options)
         self.extractor = ChainOfThought(extract_signature(signature), lm, **predict_options)
@@ -130,15 +116,12 @@ class CodeAct(Composite):
 
     def messages(self, inputs: Mapping[str, Any]) -> list[Message]:
         """The first iteration's prompt (empty trajectory), for `dspx inspect`."""
-        return self.codeact.messages({**self._inputs(inputs), "trajectory": {}})
-
-    def _inputs(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
-        return {name: inputs[name] for name in self._signature.input_fields if name in inputs}
+        return self.codeact.messages({**task_inputs(self._signature, inputs), "trajectory": {}})
 
     async def acall(self, **inputs: Any) -> Prediction:
         max_iters = inputs.pop("max_iters", self.max_iters)
         sandbox = require(self.sandbox)
-        task = self._inputs(inputs)
+        task = task_inputs(self._signature, inputs)
         trajectory: dict[str, Any] = {}
         usage = Usage()
         async with sandbox.session(tools=self.tools) as session:
@@ -164,27 +147,5 @@ class CodeAct(Composite):
         return result
 
     async def _extract(self, trajectory: dict[str, Any], inputs: dict[str, Any]) -> Prediction:
-        """The extractor's call; on a context-window overflow, drop the oldest entries and try again."""
-        shown = dict(trajectory)
-        last: LMError | None = None
-        for _ in range(_TRUNCATION_ATTEMPTS):
-            try:
-                return await self.extractor.acall(
-                    **inputs, trajectory=format_trajectory(self.extractor.predict.adapter, shown)
-                )
-            except LMError as err:
-                if not is_context_window_error(err):
-                    raise
-                logger.warning("Trajectory exceeded the context window, truncating the oldest tool call information.")
-                last = err
-                keys = list(shown)
-                if len(keys) <= _DROPPED_KEYS:
-                    raise ContextWindowExceededError(
-                        "The trajectory is too long so your prompt exceeded the context window, but the trajectory "
-                        "cannot be truncated because it only has one tool call."
-                    ) from err
-                for key in keys[:_DROPPED_KEYS]:
-                    del shown[key]
-        raise ContextWindowExceededError(
-            "The context window was exceeded even after 3 attempts to truncate the trajectory."
-        ) from last
+        """The extractor's call, by ReAct's truncation rule; a copy is truncated, so the result keeps every step."""
+        return await call_with_truncation(self.extractor, inputs, dict(trajectory), self.extractor.predict.adapter)

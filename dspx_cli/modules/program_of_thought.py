@@ -27,6 +27,7 @@ from dspx_cli.lm.base import LM, Message, Usage
 from dspx_cli.modules.chain_of_thought import ChainOfThought
 from dspx_cli.modules.code_steps import CodeRunError, CodeSandbox, parse_code, require, run_code
 from dspx_cli.modules.copies import Composite
+from dspx_cli.modules.loop_args import check_max_iters, task_inputs
 from dspx_cli.modules.predict import Predict
 
 __all__ = ["DEFAULT_MAX_ITERS", "ProgramOfThought", "pot_signatures"]
@@ -111,11 +112,9 @@ class ProgramOfThought(Composite):
         max_iters: int = DEFAULT_MAX_ITERS,
         **predict_options: Any,
     ) -> None:
-        if not isinstance(max_iters, int) or isinstance(max_iters, bool) or max_iters < 1:
-            raise ValueError(f"max_iters must be a whole number, 1 or more; got {max_iters!r}")
         self._signature = signature
         self.sandbox = sandbox
-        self.max_iters = max_iters
+        self.max_iters = check_max_iters(max_iters, 1)
         demos = predict_options.pop("demos", None)
         modes = pot_signatures(signature)
         self.code_generate = ChainOfThought(modes["generate"], lm, **predict_options)
@@ -135,14 +134,11 @@ class ProgramOfThought(Composite):
         ]
 
     def messages(self, inputs: Mapping[str, Any]) -> list[Message]:
-        return self.code_generate.messages(self._inputs(inputs))
-
-    def _inputs(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
-        return {name: inputs[name] for name in self._signature.input_fields if name in inputs}
+        return self.code_generate.messages(task_inputs(self._signature, inputs))
 
     async def acall(self, **inputs: Any) -> Prediction:
         sandbox = require(self.sandbox)
-        task = self._inputs(inputs)
+        task = task_inputs(self._signature, inputs)
         trajectory: dict[str, Any] = {}
         usage = Usage()
         async with sandbox.session() as session:

@@ -33,6 +33,7 @@ from dspx_cli.lm.context_window import (
 )
 from dspx_cli.modules.chain_of_thought import ChainOfThought
 from dspx_cli.modules.copies import Composite
+from dspx_cli.modules.loop_args import check_max_iters
 from dspx_cli.modules.predict import Predict
 from dspx_cli.modules.tool import Tool, format_tool_error
 
@@ -40,11 +41,14 @@ __all__ = [
     "DEFAULT_MAX_ITERS",
     "FINISH",
     "ReAct",
+    "call_with_truncation",
     "extract_signature",
     "format_trajectory",
     "react_instructions",
     "react_signature",
     "tool_table",
+    "tools_by_name",
+    "truncate_trajectory",
 ]
 
 logger = logging.getLogger(__name__)
@@ -69,12 +73,18 @@ def _finish_tool(outputs: str) -> Tool:
     )
 
 
-def tool_table(signature: Signature, tools: Iterable[Tool | Any]) -> dict[str, Tool]:
-    """The tools by name, `finish` last. Plain callables are wrapped in Tool; a later name wins, as in DSPy."""
+def tools_by_name(tools: Iterable[Tool | Any]) -> dict[str, Tool]:
+    """The tools by name. Plain callables are wrapped in Tool; a later name wins, as in DSPy."""
     table: dict[str, Tool] = {}
     for tool in tools:
         wrapped = tool if isinstance(tool, Tool) else Tool(tool)
         table[wrapped.name] = wrapped
+    return table
+
+
+def tool_table(signature: Signature, tools: Iterable[Tool | Any]) -> dict[str, Tool]:
+    """The tools by name (see `tools_by_name`), `finish` last."""
+    table = tools_by_name(tools)
     table[FINISH] = _finish_tool(", ".join(f"`{name}`" for name in signature.output_fields))
     return table
 
@@ -132,6 +142,43 @@ def format_trajectory(adapter: ChatAdapter, trajectory: Mapping[str, Any]) -> st
     return adapter.format_user_message(as_inputs, trajectory)
 
 
+def truncate_trajectory(trajectory: dict[str, Any]) -> dict[str, Any]:
+    """Drop the oldest step (its four entries), in place (DSPy's rule); a single step cannot be dropped."""
+    keys = list(trajectory)
+    if len(keys) <= _STEP_KEYS:
+        raise ContextWindowExceededError(
+            "The trajectory is too long so your prompt exceeded the context window, but the trajectory "
+            "cannot be truncated because it only has one tool call."
+        )
+    for key in keys[:_STEP_KEYS]:
+        del trajectory[key]
+    return trajectory
+
+
+async def call_with_truncation(
+    module: Predict | ChainOfThought,
+    inputs: Mapping[str, Any],
+    trajectory: dict[str, Any],
+    adapter: ChatAdapter,
+) -> Prediction:
+    """`module` called on the inputs and the trajectory (formatted by `adapter`); on a context-window
+    overflow, the oldest step is dropped from `trajectory` (in place) and the call tried again, up to
+    DSPy's three attempts. ReAct and CodeAct both follow this rule, as DSPy's CodeAct inherits it."""
+    last: LMError | None = None
+    for _ in range(_TRUNCATION_ATTEMPTS):
+        try:
+            return await module.acall(**inputs, trajectory=format_trajectory(adapter, trajectory))
+        except LMError as err:
+            if not is_context_window_error(err):
+                raise
+            logger.warning("Trajectory exceeded the context window, truncating the oldest tool call information.")
+            last = err
+            trajectory = truncate_trajectory(trajectory)
+    raise ContextWindowExceededError(
+        "The context window was exceeded even after 3 attempts to truncate the trajectory."
+    ) from last
+
+
 class ReAct(Composite):
     """`ReAct(signature, tools, lm, max_iters=20, **predict_options)`; `await react.acall(**inputs)`.
 
@@ -150,10 +197,8 @@ class ReAct(Composite):
         max_iters: int = DEFAULT_MAX_ITERS,
         **predict_options: Any,
     ) -> None:
-        if not isinstance(max_iters, int) or isinstance(max_iters, bool) or max_iters < 0:
-            raise ValueError(f"max_iters must be a whole number, 0 or more; got {max_iters!r}")
         self.signature = signature
-        self.max_iters = max_iters
+        self.max_iters = check_max_iters(max_iters, 0)
         self.tools = tool_table(signature, tools)
         demos = predict_options.pop("demos", None)
         self.react = Predict(react_signature(signature, self.tools), lm, demos=demos, **predict_options)
@@ -174,15 +219,7 @@ class ReAct(Composite):
 
     def truncate_trajectory(self, trajectory: dict[str, Any]) -> dict[str, Any]:
         """Drop the oldest step, in place (DSPy's rule); a single step cannot be dropped."""
-        keys = list(trajectory)
-        if len(keys) <= _STEP_KEYS:
-            raise ContextWindowExceededError(
-                "The trajectory is too long so your prompt exceeded the context window, but the trajectory "
-                "cannot be truncated because it only has one tool call."
-            )
-        for key in keys[:_STEP_KEYS]:
-            del trajectory[key]
-        return trajectory
+        return truncate_trajectory(trajectory)
 
     async def acall(self, **inputs: Any) -> Prediction:
         max_iters = inputs.pop("max_iters", self.max_iters)
@@ -236,16 +273,4 @@ class ReAct(Composite):
         self, module: Predict | ChainOfThought, trajectory: dict[str, Any], inputs: dict[str, Any]
     ) -> Prediction:
         """One predictor call; on a context-window overflow, drop the oldest step and try again."""
-        last: LMError | None = None
-        for _ in range(_TRUNCATION_ATTEMPTS):
-            try:
-                return await module.acall(**inputs, trajectory=self.format_trajectory(trajectory))
-            except LMError as err:
-                if not is_context_window_error(err):
-                    raise
-                logger.warning("Trajectory exceeded the context window, truncating the oldest tool call information.")
-                last = err
-                trajectory = self.truncate_trajectory(trajectory)
-        raise ContextWindowExceededError(
-            "The context window was exceeded even after 3 attempts to truncate the trajectory."
-        ) from last
+        return await call_with_truncation(module, inputs, trajectory, self.react.adapter)

@@ -163,8 +163,7 @@ async def copro(
         evaluation = await evaluate(working, examples, metric, concurrency=num_threads, max_errors=max_errors)
         if evaluation.aborted:
             raise DspxError(f"copro, {label}: {evaluation.aborted}")
-        total = sum(result.score for result in evaluation.results)
-        return round(100 * total / len(examples), 2), evaluation.score
+        return evaluation.percent, evaluation.score
 
     last_depth = 0
     for d in range(depth):

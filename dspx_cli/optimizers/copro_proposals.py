@@ -22,12 +22,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 from dspx_cli.core import Field, Signature
 from dspx_cli.errors import AdapterParseError
 from dspx_cli.lm.base import LM
 from dspx_cli.modules import Predict
-from dspx_cli.modules.trace import sampling_override
+from dspx_cli.optimizers.ask_twice import ask_twice
 
 __all__ = [
     "BASIC_GENERATE_INSTRUCTION",
@@ -121,25 +122,27 @@ class Proposer:
         for sample in range(n):
             # One after another, as DSPy sends them: a scripted or rate-limited server sees DSPy's order.
             # The retry's rollout id (n + sample) is one no first attempt of this call uses.
-            for attempt, rollout_id in enumerate((sample, n + sample)):
-                try:
-                    with sampling_override(temperature=temperature, rollout_id=rollout_id):
-                        prediction = await predictor.acall(**inputs)
-                except AdapterParseError as error:
-                    if attempt == 0:
-                        continue
-                    self.dropped += 1
-                    if self.warn is not None:
-                        reason = (str(error).splitlines() or [type(error).__name__])[0][:200]
-                        self.warn(
-                            f"copro: {label}: proposal {sample + 1} of {n} did not parse twice, dropped ({reason})"
-                        )
-                    break
+            prediction = await ask_twice(
+                predictor,
+                inputs,
+                temperature=temperature,
+                rollout_ids=(sample, n + sample),
+                on_failure=partial(self._failed, what=f"{label}: proposal {sample + 1} of {n}"),
+            )
+            if prediction is not None:
                 proposals.append(
                     Proposal(
                         str(prediction["proposed_instruction"]),
                         str(prediction["proposed_prefix_for_output_field"]),
                     )
                 )
-                break
         return proposals
+
+    def _failed(self, last: bool, error: AdapterParseError, what: str) -> None:
+        """A reply that did not parse: nothing to say until the second one, which drops the proposal."""
+        if not last:
+            return
+        self.dropped += 1
+        if self.warn is not None:
+            reason = (str(error).splitlines() or [type(error).__name__])[0][:200]
+            self.warn(f"copro: {what} did not parse twice, dropped ({reason})")

@@ -92,8 +92,7 @@ def _scorer(
         if evaluation.aborted:
             notice(f"warning: mipro_v2: a trial's evaluation {evaluation.aborted}; it scores 0\n")
             return 0.0
-        total = sum(result.score for result in evaluation.results)
-        return round(100 * total / len(examples), 2) if examples else 0.0
+        return evaluation.percent
 
     return score
 

@@ -40,7 +40,7 @@ from typing import Any
 
 from dspx_cli.core import Example
 from dspx_cli.errors import DspxError, UsageError
-from dspx_cli.evaluate.evaluator import evaluate
+from dspx_cli.evaluate.evaluator import dspy_percent, evaluate
 from dspx_cli.evaluate.metrics import Metric
 from dspx_cli.optimizers.demo_sets import MIN_NUM_SAMPLES, ZERO_SHOT, build_candidate
 from dspx_cli.optimizers.registry import CompileJob
@@ -180,7 +180,7 @@ async def bootstrap_random_search(
 
 def _comparable(score: float) -> float:
     """The score as DSPy's Evaluate returns it (a percentage, two decimals), for comparisons."""
-    return round(100 * score, 2)
+    return dspy_percent(score, 1)
 
 
 async def compile_bootstrap_random_search(

@@ -36,6 +36,7 @@ from dspx_cli.errors import AdapterParseError
 from dspx_cli.lm.base import LM
 from dspx_cli.modules.predict import Predict
 from dspx_cli.modules.trace import sampling_override
+from dspx_cli.optimizers.ask_twice import ask_twice
 from dspx_cli.optimizers.proposer.dataset_summary import create_dataset_summary
 from dspx_cli.optimizers.proposer.program_description import module_line, program_code
 from dspx_cli.optimizers.proposer.signatures import DESCRIBE_MODULE, DESCRIBE_PROGRAM, instruction_signature
@@ -153,20 +154,20 @@ class _Proposer:
             )
         )
         # The retry's rollout id is derived, not drawn: the shared RNG must not move.
-        for attempt, rollout in enumerate((rollout_id, rollout_id + 1)):
-            try:
-                with sampling_override(temperature=self.init_temperature, rollout_id=rollout):
-                    proposed = await generate.acall(**inputs)
-            except AdapterParseError as exc:
-                if attempt == 0:
-                    self.warn(
-                        f"{WARNING}{name}: the proposed instruction did not parse ({_first_line(exc)}); asking again"
-                    )
-                    continue
-                self.warn(f"{WARNING}{name}: the proposed instruction did not parse again; this candidate is dropped")
-                return None
-            return strip_prefix(strip_prefix(str(proposed["proposed_instruction"])))
-        return None  # not reached: the loop returns on its last attempt
+        proposed = await ask_twice(
+            generate,
+            inputs,
+            temperature=self.init_temperature,
+            rollout_ids=(rollout_id, rollout_id + 1),
+            on_failure=lambda last, error: self._failed(name, last, error),
+        )
+        return None if proposed is None else strip_prefix(strip_prefix(str(proposed["proposed_instruction"])))
+
+    def _failed(self, name: str, last: bool, error: AdapterParseError) -> None:
+        if last:
+            self.warn(f"{WARNING}{name}: the proposed instruction did not parse again; this candidate is dropped")
+        else:
+            self.warn(f"{WARNING}{name}: the proposed instruction did not parse ({_first_line(error)}); asking again")
 
 
 def _first_line(exc: BaseException) -> str:
