@@ -138,3 +138,19 @@ def test_batch_rows_are_type_checked_like_cli_inputs(lm_server: LMServer, tmp_pa
         ]
         single = dspx("run", str(path), *args, "--no-cache", BASE=lm_server.api_base)
         assert single.returncode == 2 and message.split(" (")[-1].rstrip(")") in single.stderr, single.stderr
+
+
+def test_a_number_or_boolean_for_a_text_input_is_sent_as_its_json_text(lm_server: LMServer, tmp_path: Path) -> None:
+    """`"text": 12345` in a row is what `-i text=12345` gives: the text "12345", not an error."""
+    lm_server.responder = lambda body: "[[ ## shout ## ]]\nOK\n\n[[ ## completed ## ]]"
+    path = tmp_path / "p.yaml"
+    path.write_text(TYPED)
+    rows = [{**GOOD_ROW, "text": 12345}, {**GOOD_ROW, "text": True}, {**GOOD_ROW, "text": None}]
+    stdin = "".join(json.dumps(row) + "\n" for row in rows)
+    done = dspx("run", str(path), "--batch", "-", "--no-cache", input=stdin, BASE=lm_server.api_base)
+    records = [json.loads(line) for line in done.stdout.splitlines()]
+    assert records[:2] == [{"shout": "OK"}, {"shout": "OK"}]
+    assert records[2]["error"]["line"] == 3  # null is no text
+    sent = sorted(request.body["messages"][-1]["content"] for request in lm_server.requests)
+    assert len(sent) == 2  # rows may run concurrently: the order of requests is not the rows'
+    assert any("[[ ## text ## ]]\n12345\n" in s for s in sent) and any("[[ ## text ## ]]\ntrue\n" in s for s in sent)
