@@ -64,6 +64,9 @@ class FieldInfo:
     ) -> None:
         self.name = ""
         self.annotation: Any = Any
+        if isinstance(default, (list, dict, set)):
+            # One object would be shared by every instance (pydantic copies it): use default_factory.
+            raise TypeError(f"a mutable default ({type(default).__name__}) needs default_factory")
         self.default = default
         self.default_factory = default_factory
         self.alias = alias
@@ -239,7 +242,7 @@ class SpecModel:
         built.__dict__.update(
             {name: values[name] if name in values else info.get_default() for name, info in fields.items()}
         )
-        built.__dict__["model_fields_set"] = set(values)
+        built.__dict__["model_fields_set"] = set(values) | set(extra)  # pydantic counts kept extras
         built.__dict__["model_extra"] = extra if cls._spec_extra == "allow" else None
         return built
 
@@ -350,8 +353,13 @@ def _check(value: Any, annotation: Any) -> Any:
         if kind is int:
             return value
     elif annotation is float:
-        if kind is float or kind is int:
-            return float(value)
+        if kind is float:
+            return value
+        if kind is int:
+            try:
+                return float(value)
+            except OverflowError:  # an int of hundreds of digits: pydantic's error
+                raise _Unsure from None
     elif annotation is bool:
         if kind is bool:
             return value
@@ -359,8 +367,8 @@ def _check(value: Any, annotation: Any) -> Any:
         if value is None:
             return value
     elif isinstance(annotation, type) and issubclass(annotation, SpecModel):
-        if isinstance(value, annotation):
-            return value
+        # Only mappings: the mirror takes no SpecModel object, so accepting one here would make the
+        # answer depend on whether another key sent the data to pydantic.
         return annotation._checked(value)
     else:
         origin = typing.get_origin(annotation)
