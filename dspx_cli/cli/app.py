@@ -69,11 +69,15 @@ def main() -> None:
     from dspx_cli.cli.typer_app import app as typer_app
     from dspx_cli.cli.typer_app import command_help
 
-    if argv and _HELP_WORDS.isdisjoint(argv):
+    if argv and not (len(argv) == 1 and argv[0] in _HELP_WORDS):
+        try:
+            command_help(argv)  # `dspx COMMAND -h`: prints and exits; anything else returns
+        except SystemExit as exc:
+            _leave(exc.code)
+        # A command (or a -h given as an option's value) ends the normal way: it may run user code.
         typer_app(prog_name="dspx")
         return
-    try:
-        command_help(argv)
+    try:  # `dspx`, `dspx -h`, `dspx --help`, `dspx --version`: only printing
         typer_app(prog_name="dspx")
     except SystemExit as exc:
         _leave(exc.code)
