@@ -144,8 +144,8 @@ def test_a_number_or_boolean_for_a_text_input_is_sent_as_its_json_text(lm_server
     """`"text": 12345` in a row is what `-i text=12345` gives: the text "12345", not an error."""
     lm_server.responder = lambda body: "[[ ## shout ## ]]\nOK\n\n[[ ## completed ## ]]"
     path = tmp_path / "p.yaml"
-    path.write_text(TYPED)
-    rows = [{**GOOD_ROW, "text": 12345}, {**GOOD_ROW, "text": True}, {**GOOD_ROW, "text": None}]
+    path.write_text(TYPED.replace("text: str,", "text: str, note: Optional[str],"))
+    rows = [{**GOOD_ROW, "text": 12345, "note": 2}, {**GOOD_ROW, "text": True}, {**GOOD_ROW, "text": None}]
     stdin = "".join(json.dumps(row) + "\n" for row in rows)
     done = dspx("run", str(path), "--batch", "-", "--no-cache", input=stdin, BASE=lm_server.api_base)
     records = [json.loads(line) for line in done.stdout.splitlines()]
@@ -153,4 +153,5 @@ def test_a_number_or_boolean_for_a_text_input_is_sent_as_its_json_text(lm_server
     assert records[2]["error"]["line"] == 3  # null is no text
     sent = sorted(request.body["messages"][-1]["content"] for request in lm_server.requests)
     assert len(sent) == 2  # rows may run concurrently: the order of requests is not the rows'
-    assert any("[[ ## text ## ]]\n12345\n" in s for s in sent) and any("[[ ## text ## ]]\ntrue\n" in s for s in sent)
+    assert any("[[ ## text ## ]]\n12345\n" in s and "[[ ## note ## ]]\n2\n" in s for s in sent)
+    assert any("[[ ## text ## ]]\ntrue\n" in s for s in sent)

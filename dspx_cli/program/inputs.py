@@ -62,12 +62,12 @@ def check_inputs(
         annotation = program.inputs[name].annotation
         if media_annotation(annotation) is not None:
             continue  # prepare_media checks (and reads) Image and History values, with its own messages
-        if annotation is str and type(value) in (int, float, bool):
-            # A row's `"zip": 12345` is the text `-i zip=12345` gives: a number is no mistake
-            # for a text input, and the program declared text.
-            inputs[name] = json.dumps(value)
-            continue
         problem = type_mismatch(value, annotation)
+        if problem is not None and type(value) in (int, float, bool) and takes_text(annotation):
+            # A row's `"zip": 12345` for a text input (str, Optional[str], ...) is the text
+            # `-i zip=12345` gives: a number is no mistake there, and the program declared text.
+            value = inputs[name] = json.dumps(value)
+            problem = type_mismatch(value, annotation)
         if problem is not None:
             raise UsageError(f"input {name!r}: expected {annotation_name(annotation)} ({problem})")
     try:

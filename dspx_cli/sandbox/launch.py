@@ -50,8 +50,8 @@ def main(argv: list[str]) -> None:
         _limit(data_bytes)
         _die_with_parent(parent)
         os.execv(command[0], command)
-    except (OSError, ValueError) as e:
-        sys.stderr.write(f"cannot start the sandbox interpreter: {e}\n")
+    except (OSError, ValueError, ImportError) as e:  # ImportError: a Python built without ctypes
+        sys.stderr.write(f"cannot start the sandbox interpreter ({command[0]}): {e}\n")
         os._exit(127)
 
 

@@ -121,7 +121,8 @@ class Interpreter:
                 start_new_session=True,
             )
         except OSError as e:
-            raise SandboxUnavailableError(f"cannot start the code sandbox ({self._command[0]}): {e}") from e
+            # Only the launcher (this Python, launch.py) is started here; it reports Deno's own failure.
+            raise SandboxUnavailableError(f"cannot start the code sandbox's launcher ({sys.executable}): {e}") from e
         self.generation += 1
         self._stderr_tail = b""
         self._stderr_task = asyncio.create_task(self._drain_stderr(self._process))
