@@ -19,7 +19,7 @@ dropped and the call is tried again, up to three times, as DSPy's `truncate_traj
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from contextlib import AsyncExitStack
 from typing import Any, Literal
 
@@ -160,6 +160,7 @@ async def call_with_truncation(
     inputs: Mapping[str, Any],
     trajectory: dict[str, Any],
     adapter: ChatAdapter,
+    truncate: Callable[[dict[str, Any]], dict[str, Any]] = truncate_trajectory,
 ) -> Prediction:
     """`module` called on the inputs and the trajectory (formatted by `adapter`); on a context-window
     overflow, the oldest step is dropped from `trajectory` (in place) and the call tried again, up to
@@ -173,7 +174,10 @@ async def call_with_truncation(
                 raise
             logger.warning("Trajectory exceeded the context window, truncating the oldest tool call information.")
             last = err
-            trajectory = truncate_trajectory(trajectory)
+            try:
+                trajectory = truncate(trajectory)
+            except ContextWindowExceededError as cannot:
+                raise cannot from err
     raise ContextWindowExceededError(
         "The context window was exceeded even after 3 attempts to truncate the trajectory."
     ) from last
@@ -273,4 +277,5 @@ class ReAct(Composite):
         self, module: Predict | ChainOfThought, trajectory: dict[str, Any], inputs: dict[str, Any]
     ) -> Prediction:
         """One predictor call; on a context-window overflow, drop the oldest step and try again."""
-        return await call_with_truncation(module, inputs, trajectory, self.react.adapter)
+        # Through the method: a subclass may override it, as DSPy's ReAct allows.
+        return await call_with_truncation(module, inputs, trajectory, self.react.adapter, self.truncate_trajectory)
