@@ -171,6 +171,11 @@ def children(spans: list[Received], parent: Received) -> list[Received]:
     return [s for s in spans if s.parent == parent.span_id]
 
 
+def parent_of(spans: list[Received], span: Received) -> Received:
+    (parent,) = [s for s in spans if s.span_id == span.parent]
+    return parent
+
+
 def check_run_subtree(spans: list[Received], run: Received) -> list[Received]:
     """run -> three steps (one, two, join) -> one LM call each; returns the LM call spans."""
     assert run.name == "run traced" and run.attributes["dspx.program.name"] == "traced"
@@ -388,35 +393,17 @@ def test_compile_traces_its_dev_evaluations_and_its_teacher_runs(
     spans = receiver.take()
     (root,) = [s for s in spans if not s.parent]
     assert root.name == "dspx compile" and root.attributes["dspx.args.optimizer"] == "bootstrap_few_shot"
-    below = children(spans, root)
-    # dev before and dev after: 4 examples each; the teacher's bootstrap runs sit right under the command.
-    assert sorted(s.name for s in below if s.name.startswith("example")) == sorted(
-        [f"example {i}" for i in range(4)] * 2
-    )
-    assert len([s for s in below if s.name == "run traced"]) == 4
+    # Its phases (tests/test_otel_phases.py checks them in detail): dev before and dev after, 4
+    # examples each, and the optimizer's, holding the teacher's bootstrap runs.
+    phases = {s.name: s for s in children(spans, root)}
+    assert sorted(phases) == ["dev after", "dev before", "optimize bootstrap_few_shot"]
+    for dev in ("dev before", "dev after"):
+        assert sorted(s.name for s in children(spans, phases[dev])) == [f"example {i}" for i in range(4)]
+    (bootstrap,) = children(spans, phases["optimize bootstrap_few_shot"])
+    assert len([s for s in spans if s.name == "run traced" and parent_of(spans, s).parent == bootstrap.span_id]) == 4
     calls = [s for s in spans if s.name == "chat m"]
     assert len(calls) == len(lm_server.requests) == 36  # --no-cache: every call is a request
     assert SECRET.encode() not in receiver.raw()
-
-
-def test_finetune_traces_the_teacher_runs_it_collects(lm_server: LMServer, receiver: Receiver, tmp_path: Path) -> None:
-    from tests.test_finetune_data import CASES, responder, write_program
-
-    case = CASES["predict_demos"]
-    lm_server.responder = responder(case)
-    receiver.take()
-    done = dspx(
-        "finetune", str(write_program(case, tmp_path)), "--data-only", "--traces", "bootstrap",
-        "-o", str(tmp_path / "run"), "--no-cache", "--otlp", receiver.url, BASE=lm_server.api_base,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    spans = receiver.take()
-    (root,) = [s for s in spans if not s.parent]
-    assert root.name == "dspx finetune" and root.attributes["dspx.args.traces"] == "bootstrap"
-    runs = [s for s in spans if s.name.startswith("run ")]
-    assert len(runs) == len(case["train"]) and all(s.parent == root.span_id for s in runs)
-    calls = [s for s in spans if s.name == "chat test-model"]
-    assert len(calls) == len(lm_server.requests) > 0
 
 
 def test_tracing_changes_nothing_an_optimizer_reads_from_an_lm(tmp_path: Path) -> None:

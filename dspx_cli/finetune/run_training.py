@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from dspx_cli.core.telemetry import OFF, Telemetry
 from dspx_cli.finetune.section import FinetuneSettings
 from dspx_cli.finetune.settings import LoraSettings, TrainSettings
 
@@ -48,7 +49,12 @@ def train_settings(section: FinetuneSettings) -> TrainSettings:
 
 
 def train_student(
-    records: list[dict[str, Any]], base: Path, section: FinetuneSettings, folder: Path, on_step: OnStep
+    records: list[dict[str, Any]],
+    base: Path,
+    section: FinetuneSettings,
+    folder: Path,
+    on_step: OnStep,
+    telemetry: Telemetry = OFF,
 ) -> Trained:
     """Train `base` on `records` in `folder`; a rerun resumes from the trainer's last checkpoint there."""
 
@@ -63,7 +69,7 @@ def train_student(
     logging.getLogger("gguf").setLevel(logging.ERROR)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
-        result = train(records, base, train_settings(section), folder, on_step=step)
+        result = train(records, base, train_settings(section), folder, on_step=step, telemetry=telemetry)
     summary = {
         "steps": result.steps,
         "loss_curve": [round(loss, 6) for loss in result.loss_curve],

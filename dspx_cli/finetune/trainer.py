@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from dspx_cli.core.telemetry import OFF, Telemetry
 from dspx_cli.finetune import train_state
 from dspx_cli.finetune.atomic import write_text
 from dspx_cli.finetune.chat_data import Encoded, check_records, collate, encode, epoch_order
@@ -80,6 +81,7 @@ def train(
     settings: TrainSettings,
     out_dir: Path,
     on_step: Callable[[StepInfo], None] | None = None,
+    telemetry: Telemetry = OFF,
 ) -> TrainResult:
     """Train `base` (a .gguf or checkpoint folder) on chat records; write the result into out_dir."""
     settings.check()
@@ -118,15 +120,16 @@ def train(
         progress, resumed_from = _train_loop(model, kept, pad_id, settings, out_dir, fingerprint, on_step, share)
 
         started = time.perf_counter()
-        if settings.lora is not None:
-            model = model.merge_and_unload()
-        from dspx_cli.finetune.export import export_checkpoint
-        from dspx_cli.finetune.gguf_export import export_gguf
+        with telemetry.span("export", {"dspx.export.gguf": loaded.gguf_template is not None}):
+            if settings.lora is not None:
+                model = model.merge_and_unload()
+            from dspx_cli.finetune.export import export_checkpoint
+            from dspx_cli.finetune.gguf_export import export_gguf
 
-        checkpoint_dir = export_checkpoint(model, loaded.tokenizer, out_dir / MODEL_DIR, loaded.gguf_template)
-        gguf_path = None
-        if loaded.gguf_template is not None:
-            gguf_path = export_gguf(model, loaded.gguf_template, out_dir / GGUF_FILE, settings.gguf_type)
+            checkpoint_dir = export_checkpoint(model, loaded.tokenizer, out_dir / MODEL_DIR, loaded.gguf_template)
+            gguf_path = None
+            if loaded.gguf_template is not None:
+                gguf_path = export_gguf(model, loaded.gguf_template, out_dir / GGUF_FILE, settings.gguf_type)
         result = TrainResult(
             checkpoint_dir=checkpoint_dir,
             gguf_path=gguf_path,

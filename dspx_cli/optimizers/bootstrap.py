@@ -114,6 +114,8 @@ async def bootstrap_few_shot(
     report = BootstrapReport()
     traces: dict[str, list[dict[str, Any]]] = {name: [] for name, _ in student_predictors}
 
+    telemetry = runner.telemetry
+
     async def run_example(index: int) -> list[_Round]:
         rounds: list[_Round] = []
         for round_index in range(max_rounds):
@@ -123,45 +125,66 @@ async def bootstrap_few_shot(
                 break
         return rounds
 
-    pending: dict[int, asyncio.Task[list[_Round]]] = {}
-    launched = 0
-    window = max(1, concurrency)
-    try:
-        for index in range(len(examples)):
-            if len(report.bootstrapped) >= max_bootstrapped_demos:
-                break
-            # Keep `window` examples in flight, always the next ones in trainset order.
-            while launched < len(examples) and launched - index < window:
-                pending[launched] = asyncio.create_task(run_example(launched))
-                launched += 1
-            rounds = await pending.pop(index)
-            report.examples_tried += 1
-            for round_index, outcome in enumerate(rounds):
-                report.attempts += 1
-                if outcome.error is not None:
-                    report.errors.append((index, round_index, _describe(outcome.error)))
-                    if max_errors is not None and len(report.errors) >= max_errors:
-                        raise outcome.error
-                if outcome.success:
-                    report.bootstrapped.append(index)
-                    for name, demos in outcome.demos.items():
-                        traces[name].extend(demos)
-    finally:
-        for task in pending.values():
-            task.cancel()
-        await asyncio.gather(*pending.values(), return_exceptions=True)
+    async def traced_example(index: int) -> list[_Round]:
+        # Its rounds' teacher runs are children of this span (a trace shows which example they tried).
+        with telemetry.span(f"bootstrap example {index}", {"dspx.example.index": index}) as span:
+            rounds = await run_example(index)
+            span.update(
+                {"dspx.bootstrap.rounds": len(rounds), "dspx.bootstrap.success": any(r.success for r in rounds)}
+            )
+            return rounds
 
-    chosen = set(report.bootstrapped)
-    raw_pool = [example for index, example in enumerate(examples) if index not in chosen]
-    random.Random(seed).shuffle(raw_pool)
-    rng = random.Random(seed)
-    for name, predictor in student_predictors:
-        augmented = traces[name][:max_bootstrapped_demos]
-        size = max(0, min(max_labeled_demos - len(augmented), len(raw_pool)))
-        # Every predictor draws from the whole pool; only the RNG carries over (DSPy 3.4.1).
-        raw = rng.sample(raw_pool, size)
-        predictor.demos = augmented + [example_demo(example) for example in raw]
-        report.demos[name] = (len(augmented), len(raw))
+    # The phase's span, parent of its examples' (and so of every teacher run's).
+    with telemetry.span("bootstrap", {"dspx.bootstrap.max_demos": max_bootstrapped_demos}) as phase:
+        pending: dict[int, asyncio.Task[list[_Round]]] = {}
+        launched = 0
+        window = max(1, concurrency)
+        try:
+            for index in range(len(examples)):
+                if len(report.bootstrapped) >= max_bootstrapped_demos:
+                    break
+                # Keep `window` examples in flight, always the next ones in trainset order.
+                while launched < len(examples) and launched - index < window:
+                    pending[launched] = asyncio.create_task(
+                        (traced_example if telemetry.enabled else run_example)(launched)
+                    )
+                    launched += 1
+                rounds = await pending.pop(index)
+                report.examples_tried += 1
+                for round_index, outcome in enumerate(rounds):
+                    report.attempts += 1
+                    if outcome.error is not None:
+                        report.errors.append((index, round_index, _describe(outcome.error)))
+                        if max_errors is not None and len(report.errors) >= max_errors:
+                            raise outcome.error
+                    if outcome.success:
+                        report.bootstrapped.append(index)
+                        for name, demos in outcome.demos.items():
+                            traces[name].extend(demos)
+        finally:
+            for task in pending.values():
+                task.cancel()
+            await asyncio.gather(*pending.values(), return_exceptions=True)
+
+        chosen = set(report.bootstrapped)
+        raw_pool = [example for index, example in enumerate(examples) if index not in chosen]
+        random.Random(seed).shuffle(raw_pool)
+        rng = random.Random(seed)
+        for name, predictor in student_predictors:
+            augmented = traces[name][:max_bootstrapped_demos]
+            size = max(0, min(max_labeled_demos - len(augmented), len(raw_pool)))
+            # Every predictor draws from the whole pool; only the RNG carries over (DSPy 3.4.1).
+            raw = rng.sample(raw_pool, size)
+            predictor.demos = augmented + [example_demo(example) for example in raw]
+            report.demos[name] = (len(augmented), len(raw))
+        phase.update(
+            {
+                "dspx.bootstrap.examples_tried": report.examples_tried,
+                "dspx.bootstrap.attempts": report.attempts,
+                "dspx.bootstrap.traces_kept": len(report.bootstrapped),
+                "dspx.bootstrap.errors": len(report.errors),
+            }
+        )
     return report
 
 

@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dspx_cli.core import Example, Signature
+from dspx_cli.core.telemetry import AttributeValue
 from dspx_cli.errors import DspxError, UsageError
 from dspx_cli.evaluate.evaluator import evaluate
 from dspx_cli.evaluate.metrics import Metric
@@ -145,12 +146,14 @@ async def copro(
         on_unusable_reply=meter_hooks.on_unusable_reply,
     )
 
+    telemetry = runner.telemetry
     all_candidates: dict[str, list[Proposal]] = {}
-    for name in names:
-        signature = predictors[name].signature
-        proposals = await proposer.initial(signature.instructions, breadth - 1, label=f"predictor {name!r}")
-        last = list(signature.fields.values())[-1]
-        all_candidates[name] = [*proposals, Proposal(signature.instructions, last.prefix)]
+    with telemetry.span("propose instructions", {"dspx.copro.breadth": breadth}):
+        for name in names:
+            signature = predictors[name].signature
+            proposals = await proposer.initial(signature.instructions, breadth - 1, label=f"predictor {name!r}")
+            last = list(signature.fields.values())[-1]
+            all_candidates[name] = [*proposals, Proposal(signature.instructions, last.prefix)]
     latest = {name: list(proposals) for name, proposals in all_candidates.items()}
 
     evaluated: dict[str, dict[tuple[str, str], Candidate]] = {name: {} for name in names}
@@ -167,44 +170,54 @@ async def copro(
 
     last_depth = 0
     for d in range(depth):
-        last_depth = d
-        latest_scores: list[float] = []  # DSPy collects these over the predictors of one depth
-        for p_i, name in enumerate(names):
-            pool = all_candidates[name] if len(names) > 1 else latest[name]
-            for c_i, proposal in enumerate(pool):
-                instruction = proposal.instruction.strip('"').strip()
-                prefix = proposal.prefix.strip('"').strip()
-                predictors[name].signature = with_candidate(predictors[name].signature, instruction, prefix)
-                label = f"depth {d + 1}, predictor {p_i + 1} ({name}), candidate {c_i + 1} of {len(pool)}"
-                percent, mean = await score(label)
-                total_calls += 1
-                if d == 0 and p_i == 0 and c_i == len(pool) - 1:
-                    original_score = percent  # the last of the first pool is the original, others unchanged
-                stored = evaluated[name].get((instruction, prefix))
-                if stored is None or stored.score < percent:
-                    # Re-assigning an existing key keeps its place: ties among the best keep the first.
-                    snapshot = {n: p.signature for n, p in predictors.items()}
-                    evaluated[name][(instruction, prefix)] = Candidate(
-                        name, instruction, prefix, percent, mean, d, snapshot
+        # A span per depth: its candidates' scorings, then the proposals the next depth scores.
+        with telemetry.span(f"depth {d + 1}", {"dspx.copro.depth": d + 1}):
+            last_depth = d
+            latest_scores: list[float] = []  # DSPy collects these over the predictors of one depth
+            for p_i, name in enumerate(names):
+                pool = all_candidates[name] if len(names) > 1 else latest[name]
+                for c_i, proposal in enumerate(pool):
+                    instruction = proposal.instruction.strip('"').strip()
+                    prefix = proposal.prefix.strip('"').strip()
+                    predictors[name].signature = with_candidate(predictors[name].signature, instruction, prefix)
+                    label = f"depth {d + 1}, predictor {p_i + 1} ({name}), candidate {c_i + 1} of {len(pool)}"
+                    attributes: dict[str, AttributeValue] = {"dspx.predictor.name": name, "dspx.candidate.index": c_i}
+                    with telemetry.span(f"candidate {c_i}", attributes) as span:
+                        percent, mean = await score(label)
+                        span.update({"dspx.score": mean, "dspx.score.percent": percent})
+                    total_calls += 1
+                    if d == 0 and p_i == 0 and c_i == len(pool) - 1:
+                        original_score = percent  # the last of the first pool is the original, others unchanged
+                    stored = evaluated[name].get((instruction, prefix))
+                    if stored is None or stored.score < percent:
+                        # Re-assigning an existing key keeps its place: ties among the best keep the first.
+                        snapshot = {n: p.signature for n, p in predictors.items()}
+                        evaluated[name][(instruction, prefix)] = Candidate(
+                            name, instruction, prefix, percent, mean, d, snapshot
+                        )
+                    if len(pool) - breadth <= c_i:
+                        latest_scores.append(percent)
+                results_latest[name].add(d, latest_scores)
+                if evaluated[name]:
+                    best = max(evaluated[name].values(), key=lambda c: c.score)
+                    predictors[name].signature = with_candidate(
+                        predictors[name].signature, best.instruction, best.prefix
                     )
-                if len(pool) - breadth <= c_i:
-                    latest_scores.append(percent)
-            results_latest[name].add(d, latest_scores)
-            if evaluated[name]:
-                best = max(evaluated[name].values(), key=lambda c: c.score)
-                predictors[name].signature = with_candidate(predictors[name].signature, best.instruction, best.prefix)
 
-        if d == depth - 1:
-            break
-        fresh: dict[str, list[Proposal]] = {}
-        for name in names:
-            ranked = sorted(evaluated[name].values(), key=lambda c: c.score, reverse=True)
-            results_best[name].add(d, [c.score for c in ranked][:_STATS_TOP])
-            fresh[name] = await proposer.given_attempts(
-                attempts(ranked[: min(len(ranked), breadth)]), breadth, label=f"predictor {name!r}, depth {d + 1}"
-            )
-            all_candidates[name].extend(fresh[name])
-        latest = fresh
+            if d == depth - 1:
+                break
+            fresh: dict[str, list[Proposal]] = {}
+            with telemetry.span("propose instructions", {"dspx.copro.breadth": breadth}):
+                for name in names:
+                    ranked = sorted(evaluated[name].values(), key=lambda c: c.score, reverse=True)
+                    results_best[name].add(d, [c.score for c in ranked][:_STATS_TOP])
+                    fresh[name] = await proposer.given_attempts(
+                        attempts(ranked[: min(len(ranked), breadth)]),
+                        breadth,
+                        label=f"predictor {name!r}, depth {d + 1}",
+                    )
+                    all_candidates[name].extend(fresh[name])
+            latest = fresh
 
     pooled: list[Candidate] = []
     for name in names:

@@ -152,22 +152,23 @@ async def create_demo_sets(
     names = [name for name, _ in named_predictors(runner)]
     result = DemoSets(sets={name: [] for name in names})
     for candidate_seed in range(ZERO_SHOT, num_sets + ZERO_SHOT):
-        built = await build_candidate(
-            runner,
-            examples,
-            metric,
-            candidate_seed,
-            shuffle,
-            labeled_only=max_labeled_demos > 0,
-            max_bootstrapped_demos=max_bootstrapped_demos,
-            max_labeled_demos=max_labeled_demos,
-            max_rounds=max_rounds,
-            metric_threshold=metric_threshold,
-            teacher=teacher,
-            teacher_compiled=teacher_compiled,
-            max_errors=max_errors,
-            concurrency=concurrency,
-        )
+        with runner.telemetry.span(f"demo set {candidate_seed}", {"dspx.candidate.seed": candidate_seed}):
+            built = await build_candidate(
+                runner,
+                examples,
+                metric,
+                candidate_seed,
+                shuffle,
+                labeled_only=max_labeled_demos > 0,
+                max_bootstrapped_demos=max_bootstrapped_demos,
+                max_labeled_demos=max_labeled_demos,
+                max_rounds=max_rounds,
+                metric_threshold=metric_threshold,
+                teacher=teacher,
+                teacher_compiled=teacher_compiled,
+                max_errors=max_errors,
+                concurrency=concurrency,
+            )
         result.seeds.append(candidate_seed)
         for name, predictor in named_predictors(built.runner):
             result.sets[name].append(list(predictor.demos))

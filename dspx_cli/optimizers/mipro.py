@@ -125,37 +125,41 @@ async def _propose(
         raise UsageError("mipro_v2 needs a prompt LM (prompt_lm: in the program file, or --prompt-lm)")
     boot, labeled = plan.bootstrap_quota(settings["max_bootstrapped_demos"], settings["max_labeled_demos"])
     extras.notice(f"mipro_v2: bootstrapping {plan.num_demo_sets} demo sets\n")
-    demo_sets = await create_demo_sets(
-        runner,
-        trainset,
-        job.metric,
-        rng,
-        num_sets=plan.num_demo_sets,
-        max_bootstrapped_demos=boot,
-        max_labeled_demos=labeled,
-        metric_threshold=settings.get("metric_threshold"),
-        max_errors=settings.get("max_errors"),
-        teacher=job.teacher,
-        teacher_compiled=job.teacher_compiled,
-        concurrency=concurrency,
-    )
+    telemetry = runner.telemetry
+    with telemetry.span("bootstrap demo sets", {"dspx.mipro.demo_sets": plan.num_demo_sets}):
+        demo_sets = await create_demo_sets(
+            runner,
+            trainset,
+            job.metric,
+            rng,
+            num_sets=plan.num_demo_sets,
+            max_bootstrapped_demos=boot,
+            max_labeled_demos=labeled,
+            metric_threshold=settings.get("metric_threshold"),
+            max_errors=settings.get("max_errors"),
+            teacher=job.teacher,
+            teacher_compiled=job.teacher_compiled,
+            concurrency=concurrency,
+        )
     extras.notice(f"mipro_v2: proposing {plan.num_instruction_candidates} instructions per predictor\n")
-    instructions = await propose_instructions(
-        runner,
-        trainset,
-        demo_sets,
-        prompt_lm=extras.prompt_lm,
-        rng=rng,
-        num_candidates=plan.num_instruction_candidates,
-        init_temperature=settings.get("init_temperature", 1.0),
-        program_text=extras.program_text,
-        view_data_batch_size=settings.get("view_data_batch_size", 10),
-        program_aware=settings.get("program_aware_proposer", True),
-        data_aware=settings.get("data_aware_proposer", True),
-        tip_aware=settings.get("tip_aware_proposer", True),
-        fewshot_aware=settings.get("fewshot_aware_proposer", True),
-        warn=extras.notice,
-    )
+    attributes = {"dspx.mipro.instruction_candidates": plan.num_instruction_candidates}
+    with telemetry.span("propose instructions", attributes):
+        instructions = await propose_instructions(
+            runner,
+            trainset,
+            demo_sets,
+            prompt_lm=extras.prompt_lm,
+            rng=rng,
+            num_candidates=plan.num_instruction_candidates,
+            init_temperature=settings.get("init_temperature", 1.0),
+            program_text=extras.program_text,
+            view_data_batch_size=settings.get("view_data_batch_size", 10),
+            program_aware=settings.get("program_aware_proposer", True),
+            data_aware=settings.get("data_aware_proposer", True),
+            tip_aware=settings.get("tip_aware_proposer", True),
+            fewshot_aware=settings.get("fewshot_aware_proposer", True),
+            warn=extras.notice,
+        )
     names = [name for name, _ in named_predictors(runner)]
     return Candidates(
         names=names,

@@ -31,6 +31,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from dspx_cli.core import Example
+from dspx_cli.core.telemetry import AttributeValue, Span
 from dspx_cli.errors import UsageError
 from dspx_cli.optimizers.labeled import clone_runner
 from dspx_cli.optimizers.mipro_plan import MiproPlan
@@ -236,7 +237,9 @@ class TrialSearch:
         """The unchanged program on the full valset, added as a finished trial with every choice 0."""
         import optuna
 
-        score = await self.score(self.runner, self.valset)
+        with self._span("baseline", self.candidates.baseline_params(), BASELINE, self.valset) as span:
+            score = await self.score(self.runner, self.valset)
+            span.set("dspx.score.percent", score)
         self.study.add_trial(
             optuna.trial.create_trial(
                 params=self.candidates.baseline_params(),
@@ -276,7 +279,9 @@ class TrialSearch:
                 indexes = rng.sample(range(len(self.valset)), self.plan.minibatch_size)
                 trial.set_user_attr(MB_INDEXES, indexes)
                 examples = [self.valset[i] for i in indexes]
-            score = await self.score(self.program_for(params), examples)
+            with self._span(f"trial {trial.number}", params, kind, examples) as span:
+                score = await self.score(self.program_for(params), examples)
+                span.set("dspx.score.percent", score)
             if self.rng is not None:
                 trial.set_user_attr("rng_state", rng_state(self.rng))
             finished = len(finished_objective_trials(self.study)) + 1
@@ -333,7 +338,10 @@ class TrialSearch:
         if not remaining:
             return  # every combination tried is fully evaluated already (DSPy would raise here)
         params = first_params[remaining[0]]
-        score = await self.score(self.program_for(params), self.valset)
+        with self._span("full evaluation", params, FULL, self.valset) as span:
+            span.set("dspx.trial.after", after)
+            score = await self.score(self.program_for(params), self.valset)
+            span.set("dspx.score.percent", score)
         self.study.add_trial(
             optuna.trial.create_trial(
                 params=params,
@@ -371,6 +379,21 @@ class TrialSearch:
         if any(t.user_attrs.get(ADDED) and t.number > last for t in trials_in_order(self.study, _complete())):
             return
         await self._full_evaluation(after=last)
+
+    # ----- spans ---------------------------------------------------------------------------------
+
+    def _span(self, name: str, params: Params, kind: str, examples: Sequence[Example]) -> Span:
+        """The span of one scoring of a combination (its examples' spans are children): which
+        candidate each predictor got (indexes into candidates.json), on how many examples."""
+        predictors = len(self.candidates.names)
+        attributes: dict[str, AttributeValue] = {
+            "dspx.trial.kind": kind,
+            "dspx.trial.instructions": [int(params.get(f"{i}_predictor_instruction", 0)) for i in range(predictors)],
+            "dspx.examples": len(examples),
+        }
+        if self.candidates.demo_sets is not None:
+            attributes["dspx.trial.demo_sets"] = [int(params.get(f"{i}_predictor_demos", 0)) for i in range(predictors)]
+        return self.runner.telemetry.span(name, attributes)
 
     # ----- records -------------------------------------------------------------------------------
 

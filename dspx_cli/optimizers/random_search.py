@@ -42,6 +42,7 @@ from dspx_cli.core import Example
 from dspx_cli.errors import DspxError, UsageError
 from dspx_cli.evaluate.evaluator import dspy_percent, evaluate
 from dspx_cli.evaluate.metrics import Metric
+from dspx_cli.evaluate.spans import evaluation_attributes
 from dspx_cli.optimizers.demo_sets import MIN_NUM_SAMPLES, ZERO_SHOT, build_candidate
 from dspx_cli.optimizers.registry import CompileJob
 from dspx_cli.optimizers.state import named_predictors
@@ -129,48 +130,57 @@ async def bootstrap_random_search(
             # A second fresh RNG, not the shuffle's: DSPy draws the size from Random(seed) anew.
             return random.Random(shuffle_seed(seed, candidate_seed)).randint(MIN_NUM_SAMPLES, max_bootstrapped_demos)
 
-        built = await build_candidate(
-            runner,
-            examples,
-            metric,
-            candidate_seed,
-            shuffle,
-            labeled_only=True,  # DSPy's random search builds -2 with LabeledFewShot whatever k is
-            max_bootstrapped_demos=max_bootstrapped_demos,
-            max_labeled_demos=max_labeled_demos,
-            max_rounds=max_rounds,
-            metric_threshold=metric_threshold,
-            teacher=teacher,
-            teacher_compiled=teacher_compiled,
-            max_errors=max_errors,
-            concurrency=num_threads,
-            seed=seed,
-        )
-        candidate, quota, bootstrapped = built.runner, built.max_bootstrapped_demos, built.bootstrapped
-
-        evaluation = await evaluate(candidate, scoring, metric, concurrency=num_threads, max_errors=max_errors)
-        if evaluation.aborted:
-            raise DspxError(f"random search, candidate seed {candidate_seed}: {evaluation.aborted}")
-        score = evaluation.score
-        named = named_predictors(candidate)
-        report.candidates.append(
-            CandidateResult(
-                seed=candidate_seed,
-                score=score,
-                max_bootstrapped_demos=quota,
-                bootstrapped=bootstrapped,
-                demos={name: list(predictor.demos) for name, predictor in named},
-                errors=evaluation.errors,
+        # A span per candidate: its bootstrap and its scoring on the valset are children.
+        with runner.telemetry.span(f"candidate {candidate_seed}", {"dspx.candidate.seed": candidate_seed}) as span:
+            built = await build_candidate(
+                runner,
+                examples,
+                metric,
+                candidate_seed,
+                shuffle,
+                labeled_only=True,  # DSPy's random search builds -2 with LabeledFewShot whatever k is
+                max_bootstrapped_demos=max_bootstrapped_demos,
+                max_labeled_demos=max_labeled_demos,
+                max_rounds=max_rounds,
+                metric_threshold=metric_threshold,
+                teacher=teacher,
+                teacher_compiled=teacher_compiled,
+                max_errors=max_errors,
+                concurrency=num_threads,
+                seed=seed,
             )
-        )
-        key = _comparable(score)
-        if best_key is None or key > best_key:  # strict: ties keep the earlier seed, as in DSPy
-            best_key = key
-            best_demos = report.candidates[-1].demos
-            report.best_seed, report.best_score = candidate_seed, score
-        if stop_at_score is not None and score >= stop_at_score:
-            report.stopped_early = candidate_seed < num_candidate_programs - 1
-            break
+            candidate, quota, bootstrapped = built.runner, built.max_bootstrapped_demos, built.bootstrapped
+
+            evaluation = await evaluate(candidate, scoring, metric, concurrency=num_threads, max_errors=max_errors)
+            if evaluation.aborted:
+                raise DspxError(f"random search, candidate seed {candidate_seed}: {evaluation.aborted}")
+            score = evaluation.score
+            named = named_predictors(candidate)
+            report.candidates.append(
+                CandidateResult(
+                    seed=candidate_seed,
+                    score=score,
+                    max_bootstrapped_demos=quota,
+                    bootstrapped=bootstrapped,
+                    demos={name: list(predictor.demos) for name, predictor in named},
+                    errors=evaluation.errors,
+                )
+            )
+            key = _comparable(score)
+            if best_key is None or key > best_key:  # strict: ties keep the earlier seed, as in DSPy
+                best_key = key
+                best_demos = report.candidates[-1].demos
+                report.best_seed, report.best_score = candidate_seed, score
+            span.update(
+                {
+                    **evaluation_attributes(evaluation),
+                    "dspx.candidate.max_bootstrapped_demos": quota,
+                    "dspx.candidate.new_best": report.best_seed == candidate_seed,
+                }
+            )
+            if stop_at_score is not None and score >= stop_at_score:
+                report.stopped_early = candidate_seed < num_candidate_programs - 1
+                break
 
     if best_demos is not None:
         for name, predictor in named_predictors(runner):

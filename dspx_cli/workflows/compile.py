@@ -11,8 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from dspx_cli.core.redact import redact, redact_text
+from dspx_cli.core.telemetry import AttributeValue
 from dspx_cli.evaluate.evaluator import Evaluation, evaluate
 from dspx_cli.evaluate.metrics import resolve_metric
+from dspx_cli.evaluate.spans import evaluation_attributes
 from dspx_cli.lm.registry import anchor_model_path
 from dspx_cli.lm.usage import UsageMeter
 from dspx_cli.optimizers.compile import (
@@ -104,24 +106,37 @@ def compile_program(
         on_trial=hooks.trial,
     )
 
+    # Phase spans (`dev before`, `optimize NAME`, `dev after`): a trace shows the compile's structure.
+    telemetry = context.telemetry
+    optimize_attributes: dict[str, AttributeValue] = {
+        "dspx.optimizer.name": choice.name,
+        "dspx.optimizer.trainset": len(trainset),
+        "dspx.optimizer.valset": len(devset),
+    }
+
     async def score(label: str) -> Evaluation | None:
         if not devset:
             return None
-        with hooks.progress(context.meter, label, total=len(devset)) as progress:
-            return await evaluate(
+        with telemetry.span(label) as span, hooks.progress(context.meter, label, total=len(devset)) as progress:
+            evaluation = await evaluate(
                 runner,
                 devset,
                 metric,
                 concurrency=concurrency,
                 on_result=lambda r: progress.update(r.score, r.error is not None),
             )
+            span.update(evaluation_attributes(evaluation))
+            return evaluation
 
     async def go() -> tuple[Evaluation | None, dict[str, Any], Evaluation | None]:
         try:
             before = await score("dev before")
             hooks.notice(f"compiling with {choice.name} on {len(trainset)} training examples\n")
             # The optimizer reports no per-example progress; the calls it makes show it is alive.
-            with hooks.progress(context.meter, f"compile ({choice.name})", unit="", scored=False):
+            with (
+                telemetry.span(f"optimize {choice.name}", optimize_attributes),
+                hooks.progress(context.meter, f"compile ({choice.name})", unit="", scored=False),
+            ):
                 report = await optimize(
                     runner,
                     choice,

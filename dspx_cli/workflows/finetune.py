@@ -33,6 +33,7 @@ from dspx_cli.errors import DspxError, UsageError
 from dspx_cli.evaluate.datasets import BadRow
 from dspx_cli.evaluate.evaluator import Evaluation, evaluate
 from dspx_cli.evaluate.metrics import Metric, resolve_metric
+from dspx_cli.evaluate.spans import evaluation_attributes
 from dspx_cli.finetune.section import FinetuneChoice, choose_finetune_settings
 from dspx_cli.finetune.student import student_model
 from dspx_cli.finetune.traces import TraceReport, bootstrap_records, choose_trace_mode, labeled_records
@@ -116,11 +117,22 @@ def finetune_program(
     folder = options.output or Path("runs") / f"finetune-{_slug(program)}-{run['hash'][:12]}"
     _claim(folder, run, program)
 
+    telemetry = context.telemetry  # phase spans: collect traces, dev before, train (export), dev after
+
     async def collect() -> tuple[TraceReport, Evaluation | None]:
         try:
-            report = await _records(
-                folder, runner, teacher, trainset, metric, choice, concurrency, context.meter, hooks
-            )
+            with telemetry.span("collect traces", {"dspx.examples": len(trainset)}) as span:
+                report = await _records(
+                    folder, runner, teacher, trainset, metric, choice, concurrency, context.meter, hooks
+                )
+                span.update(
+                    {
+                        "dspx.traces.mode": report.mode,
+                        "dspx.traces.records": len(report.records),
+                        "dspx.traces.examples_used": report.examples_used,
+                        "dspx.traces.failed_runs": report.failed_runs,
+                    }
+                )
             if options.data_only or not report.records:
                 return report, None
             return report, await _score(runner, devset, metric, concurrency, context.meter, hooks, "dev before")
@@ -153,8 +165,21 @@ def finetune_program(
 
     hooks.notice(f"training {student[0]} on {len(report.records)} records in {folder}\n")
     written = _modified(folder)
-    with hooks.training("train") as tracker:
-        trained = train_student(report.records, student[1], choice.settings, folder, tracker.step)
+    with (
+        telemetry.span(
+            "train", {"dspx.train.records": len(report.records), "dspx.train.epochs": choice.settings.epochs}
+        ) as span,
+        hooks.training("train") as tracker,
+    ):
+        trained = train_student(report.records, student[1], choice.settings, folder, tracker.step, telemetry)
+        losses = trained.summary["loss_curve"]
+        span.update(
+            {
+                "dspx.train.steps": trained.summary["steps"],
+                "dspx.train.final_loss": losses[-1] if losses else None,
+                "dspx.train.resumed_from_step": trained.summary["resumed_from_step"],
+            }
+        )
 
     summary.update({"model": str(trained.model_file), "checkpoint": str(trained.checkpoint), **trained.summary})
     summary["gguf"] = str(trained.gguf) if trained.gguf else None
@@ -270,14 +295,16 @@ async def _score(
     if not devset or metric is None:
         return None
     rows: list[Example | BadRow] = list(devset)
-    with hooks.progress(meter, label, total=len(devset)) as progress:
-        return await evaluate(
+    with runner.telemetry.span(label) as span, hooks.progress(meter, label, total=len(devset)) as progress:
+        evaluation = await evaluate(
             runner,
             rows,
             metric,
             concurrency=concurrency,
             on_result=lambda r: progress.update(r.score, r.error is not None),
         )
+        span.update(evaluation_attributes(evaluation))
+        return evaluation
 
 
 # ----- the run folder --------------------------------------------------------------------------
