@@ -44,8 +44,17 @@ RECORDS = [
         ]
     },
 ] * 2
+# A fixed thread count: by default torch's threads follow the cores other processes leave free,
+# and a different count sums in another order, so a resumed run's losses would drift from the
+# uninterrupted run's whenever the machine's load changed between them.
 LORA = TrainSettings(
-    epochs=4, batch_size=2, max_length=64, learning_rate=3e-3, checkpoint_every=2, lora=LoraSettings(r=8, alpha=16)
+    epochs=4,
+    batch_size=2,
+    max_length=64,
+    learning_rate=3e-3,
+    checkpoint_every=2,
+    lora=LoraSettings(r=8, alpha=16),
+    threads=2,
 )
 ROOT = Path(__file__).resolve().parent.parent
 
