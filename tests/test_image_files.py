@@ -193,3 +193,28 @@ def test_a_file_many_rows_name_is_shared_while_in_use(tmp_path: Path) -> None:
     assert str(second) == "./a.png"  # as written, for examples.jsonl
     assert first.data_uri() is second.data_uri()  # one string, not one per row
     data_uri_cache_clear()
+
+
+PHOTO_METRIC = """\
+import json
+
+def photo_is_its_data_uri(example, prediction):
+    photo = example["photo"]
+    json.dumps(photo)
+    return isinstance(photo, str) and photo.startswith("data:image/png;base64,") and photo == example.photo
+"""
+
+
+def test_a_python_metric_sees_the_data_uri_string_not_an_image_file(lm_server: Any, tmp_path: Path) -> None:
+    """User code gets what it got when rows were read at load: the data URI, a str."""
+    from tests.cli_inprocess import dspx
+
+    program = _dataset(tmp_path, 2, {"a.png": (FIXTURE / "dot.png").read_bytes()})
+    program.write_text(PROGRAM.replace("metric: exact_match", 'metric: {python: "metrics.py:photo_is_its_data_uri"}'))
+    (tmp_path / "metrics.py").write_text(PHOTO_METRIC)
+    lm_server.responder = lambda body: ANSWER
+    out = tmp_path / "run"
+    done = dspx("evaluate", str(program), "--no-cache", "--output", str(out), cwd=tmp_path, BASE=lm_server.api_base)
+    records = [json.loads(line) for line in (out / "examples.jsonl").read_text().splitlines()]
+    assert [(r["error"], r["score"]) for r in records] == [(None, 1.0), (None, 1.0)], done.stderr
+    assert records[0]["inputs"]["photo"] == "a.png"  # the report still records the path
