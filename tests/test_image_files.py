@@ -218,3 +218,62 @@ def test_a_python_metric_sees_the_data_uri_string_not_an_image_file(lm_server: A
     records = [json.loads(line) for line in (out / "examples.jsonl").read_text().splitlines()]
     assert [(r["error"], r["score"]) for r in records] == [(None, 1.0), (None, 1.0)], done.stderr
     assert records[0]["inputs"]["photo"] == "a.png"  # the report still records the path
+
+
+def _edit_in_place(image: Path) -> None:
+    """Other pixels at the same path and size; a modification time no earlier filesystem tick shares."""
+    before = image.stat()
+    image.write_bytes(image.read_bytes()[:-1] + b"\x01")
+    os.utime(image, ns=(before.st_atime_ns, before.st_mtime_ns + 1_000_000_000))
+
+
+def test_the_evaluate_dataset_digest_changes_when_an_image_is_edited_in_place(lm_server: Any, tmp_path: Path) -> None:
+    """`dspx compare` tells runs over different data apart by dataset_sha256: an edited image is."""
+    from tests.cli_inprocess import dspx
+
+    program = _dataset(tmp_path, 2, {"a.png": (FIXTURE / "dot.png").read_bytes()})
+    lm_server.responder = lambda body: ANSWER
+
+    def digest(out: str) -> str:
+        done = dspx("evaluate", str(program), "--no-cache", "--output", out, cwd=tmp_path, BASE=lm_server.api_base)
+        assert done.returncode == 0, done.stderr
+        return str(json.loads((tmp_path / out / "summary.json").read_text())["dataset_sha256"])
+
+    first, again = digest("one"), digest("two")
+    _edit_in_place(tmp_path / "data" / "a.png")
+    assert first == again != digest("three")
+
+
+FINETUNE_PROGRAM = """\
+lm: {model: openai/test-model, api_base: "${BASE}", api_key: x, num_retries: 0}
+modules:
+  look:
+    signature: "photo: Image -> answer: str"
+data:
+  train: data/train.jsonl
+metric: exact_match
+"""
+
+
+def test_a_finetune_run_folder_changes_when_a_training_image_is_edited_in_place(lm_server: Any, tmp_path: Path) -> None:
+    """The trainset's hash names the run folder: an edited image must not reuse the old train.jsonl."""
+    from tests.cli_inprocess import dspx
+
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "a.png").write_bytes((FIXTURE / "dot.png").read_bytes())
+    (data / "train.jsonl").write_text(json.dumps({"photo": "a.png", "answer": "ok"}) + "\n")
+    program = tmp_path / "program.yaml"
+    program.write_text(FINETUNE_PROGRAM)
+
+    def run() -> tuple[str, str]:
+        done = dspx("finetune", str(program), "--data-only", "--json", cwd=tmp_path, BASE=lm_server.api_base)
+        assert done.returncode == 0, done.stderr
+        folder = json.loads(done.stdout)["folder"]
+        return folder, (tmp_path / folder / "train.jsonl").read_text()
+
+    first, again = run(), run()
+    _edit_in_place(data / "a.png")
+    edited = run()
+    assert first == again and edited[0] != first[0]
+    assert read_image(Path("a.png"), data, confine=True) in edited[1]  # the new pixels, not the stale records

@@ -10,8 +10,10 @@ At use every check runs again (a symlink swapped to lead outside the folder is s
 the file must be the one that was checked: same size, modification time and inode. A file deleted
 or changed since is a `MediaError` for the example that sends it, naming the row; the others run.
 
-`str(ImageFile)` is the path as written, which is what examples.jsonl, reports and the dataset's
-digest record (they write inputs with `default=str`), never the multi-MB data URI.
+`str(ImageFile)` is the path as written, which is what examples.jsonl and reports record (they
+write inputs with `default=str`), never the multi-MB data URI. Digests of a dataset (the evaluate
+run's `dataset_sha256`, the finetune run folder's name) use `fingerprint_text`: the path with the
+size and modification time checked at load, so an image edited in place changes them.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import threading
 from collections import OrderedDict
 from pathlib import Path
 
-__all__ = ["MAX_IMAGE_BYTES", "ImageFile", "MediaError", "data_uri_cache_clear"]
+__all__ = ["MAX_IMAGE_BYTES", "ImageFile", "MediaError", "data_uri_cache_clear", "fingerprint_text"]
 
 # OpenAI's and Anthropic's per-image limits are about 20 MB and 5 MB; 20 MiB bounds memory.
 MAX_IMAGE_BYTES = 20 * 2**20
@@ -62,6 +64,11 @@ class ImageFile:
     def __hash__(self) -> int:
         return hash((self.resolved, self.stamp))
 
+    def fingerprint(self) -> str:
+        """The path and the checked file's size and modification time, for digests of a dataset:
+        an image edited in place is other data, yet no byte is read (stat said it at load)."""
+        return f"{self.written} ({self.stamp[2]} bytes, mtime_ns {self.stamp[3]})"
+
     def data_uri(self) -> str:
         """The file's bytes as `data:<mime>;base64,...`, or a MediaError naming the row."""
         try:
@@ -89,6 +96,11 @@ class ImageFile:
         uri = f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
         _cache_put(key, uri)
         return uri
+
+
+def fingerprint_text(value: object) -> str:
+    """`json.dumps(..., default=fingerprint_text)` for a digest: an ImageFile's fingerprint, else str."""
+    return value.fingerprint() if isinstance(value, ImageFile) else str(value)
 
 
 def read_image(path: Path, base: Path, confine: bool) -> str:
