@@ -277,3 +277,30 @@ def test_a_finetune_run_folder_changes_when_a_training_image_is_edited_in_place(
     edited = run()
     assert first == again and edited[0] != first[0]
     assert read_image(Path("a.png"), data, confine=True) in edited[1]  # the new pixels, not the stale records
+
+
+def test_a_run_reads_its_image_files_off_the_event_loop(
+    lm_server: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reading and encoding up to 20 MiB on the loop would stall every other example's calls."""
+    import asyncio
+
+    from tests.cli_inprocess import dspx
+
+    program = _dataset(tmp_path, 3, {"a.png": (FIXTURE / "dot.png").read_bytes()})
+    lm_server.responder = lambda body: ANSWER
+    on_loop: list[bool] = []
+    real = ImageFile.data_uri
+
+    def spy(self: ImageFile) -> str:
+        try:
+            asyncio.get_running_loop()
+            on_loop.append(True)
+        except RuntimeError:
+            on_loop.append(False)
+        return real(self)
+
+    monkeypatch.setattr(ImageFile, "data_uri", spy)
+    done = dspx("evaluate", str(program), "--no-cache", "--output", "out", cwd=tmp_path, BASE=lm_server.api_base)
+    assert done.returncode == 0, done.stderr
+    assert on_loop and not any(on_loop)
