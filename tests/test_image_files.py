@@ -304,3 +304,50 @@ def test_a_run_reads_its_image_files_off_the_event_loop(
     done = dspx("evaluate", str(program), "--no-cache", "--output", "out", cwd=tmp_path, BASE=lm_server.api_base)
     assert done.returncode == 0, done.stderr
     assert on_loop and not any(on_loop)
+
+
+def _train_program(tmp_path: Path) -> Path:
+    data = tmp_path / "data"
+    data.mkdir()
+    for name in ("a.png", "b.png"):
+        (data / name).write_bytes((FIXTURE / "dot.png").read_bytes())
+    rows = [{"photo": "a.png", "answer": "ok"}, {"photo": "b.png", "answer": "ok"}]
+    (data / "train.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    program = tmp_path / "program.yaml"
+    program.write_text(FINETUNE_PROGRAM)
+    return program
+
+
+def test_a_demo_whose_image_changed_is_a_usage_error_naming_its_row(tmp_path: Path) -> None:
+    """LabeledFewShot (and bootstrap's raw demos) read a row's image: a file gone since the data
+    loaded is a one-line UsageError (exit 2) naming the row, not an internal MediaError."""
+    import asyncio
+
+    from dspx_cli.errors import UsageError
+    from dspx_cli.evaluate.datasets import load_rows
+    from dspx_cli.optimizers.labeled import labeled_few_shot
+    from dspx_cli.program.loader import load_program
+    from dspx_cli.program.runner import ProgramRunner
+
+    loaded = load_program(_train_program(tmp_path))
+    trainset = load_rows(loaded, "train")
+    (tmp_path / "data" / "b.png").unlink()
+    with pytest.raises(UsageError, match=r"train\.jsonl:2: input 'photo'.*no such image file"):
+        asyncio.run(labeled_few_shot(ProgramRunner(loaded, None), trainset, k=2))
+
+
+def test_a_labeled_training_record_whose_image_changed_is_a_usage_error_naming_its_row(tmp_path: Path) -> None:
+    from dspx_cli.errors import UsageError
+    from dspx_cli.evaluate.datasets import load_rows
+    from dspx_cli.finetune.traces import labeled_records
+    from dspx_cli.program.loader import load_program
+    from dspx_cli.program.runner import ProgramRunner
+
+    loaded = load_program(_train_program(tmp_path))
+    trainset = load_rows(loaded, "train")
+    runner = ProgramRunner(loaded, None)
+    report = labeled_records(runner, trainset, "labeled")
+    assert read_image(Path("a.png"), tmp_path / "data", confine=True) in json.dumps(report.records)
+    (tmp_path / "data" / "b.png").unlink()
+    with pytest.raises(UsageError, match=r"train\.jsonl:2: input 'photo'.*no such image file"):
+        labeled_records(runner, trainset, "labeled")

@@ -57,7 +57,7 @@ class ProgramRunner:
         if self._has_images and any(isinstance(value, ImageFile) for value in inputs.values()):
             # A dataset row's image files are read now, as its example runs: in a thread, since
             # reading and encoding up to 20 MiB would stall every other example's LM calls.
-            inputs = await asyncio.to_thread(_read_images, inputs)
+            inputs = await asyncio.to_thread(read_images, inputs)
         if self.telemetry.enabled:  # the run's span, parent of its steps' (program/spans.py)
             return await traced_run(self, inputs, self._run)
         return await self._run(inputs)
@@ -172,9 +172,10 @@ class ProgramRunner:
         return predictions[value.source][value.field]
 
 
-def _read_images(inputs: dict[str, Any]) -> dict[str, Any]:
+def read_images(inputs: Mapping[str, Any]) -> dict[str, Any]:
     """The inputs with image files read: one whose file went or changed since the dataset was
-    checked fails this run (its example), with the row and file in the message."""
+    checked is a one-line UsageError naming the row and file (it fails that example's run; in a
+    demo or a training record, the command)."""
     try:
         return resolve_images(inputs)
     except MediaError as exc:
