@@ -351,3 +351,55 @@ def test_a_labeled_training_record_whose_image_changed_is_a_usage_error_naming_i
     (tmp_path / "data" / "b.png").unlink()
     with pytest.raises(UsageError, match=r"train\.jsonl:2: input 'photo'.*no such image file"):
         labeled_records(runner, trainset, "labeled")
+
+
+# Swaps data/a.png for something else right after the path checks pass, just before the file is
+# opened: the race a hostile folder could win. In a process of its own: a blocking open of a FIFO
+# could not be interrupted inside the test's.
+SWAP_DRIVER = """\
+import os, shutil, sys
+from pathlib import Path
+from dspx_cli.core import image_file
+
+data, outside, swap = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
+photo = image_file.ImageFile("a.png", data, True, "train.jsonl:1")
+real_check = image_file._check
+
+def check_then_swap(path, base, confine):
+    found = real_check(path, base, confine)
+    if swap == "fifo":
+        (data / "a.png").unlink()
+        os.mkfifo(data / "a.png")
+    else:  # the checked file itself moved out of the folder, a symlink to it left in its place
+        shutil.move(data / "a.png", outside)
+        (data / "a.png").symlink_to(outside)
+    return found
+
+image_file._check = check_then_swap
+try:
+    photo.data_uri()
+    print("read")
+except image_file.MediaError as exc:
+    print(exc)
+"""
+
+
+@pytest.mark.parametrize("swap", ["fifo", "symlink"])
+def test_a_file_swapped_after_the_checks_is_refused_without_blocking(tmp_path: Path, swap: str) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "a.png").write_bytes((FIXTURE / "dot.png").read_bytes())
+    outside = tmp_path / "outside.png"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", SWAP_DRIVER, str(data), str(outside), swap],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=30,
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"reading a {swap} swapped in blocked")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "train.jsonl:1: a.png: changed since it was checked; run again on the new file"
