@@ -193,3 +193,213 @@ def test_a_file_many_rows_name_is_shared_while_in_use(tmp_path: Path) -> None:
     assert str(second) == "./a.png"  # as written, for examples.jsonl
     assert first.data_uri() is second.data_uri()  # one string, not one per row
     data_uri_cache_clear()
+
+
+PHOTO_METRIC = """\
+import json
+
+def photo_is_its_data_uri(example, prediction):
+    photo = example["photo"]
+    json.dumps(photo)
+    return isinstance(photo, str) and photo.startswith("data:image/png;base64,") and photo == example.photo
+"""
+
+
+def test_a_python_metric_sees_the_data_uri_string_not_an_image_file(lm_server: Any, tmp_path: Path) -> None:
+    """User code gets what it got when rows were read at load: the data URI, a str."""
+    from tests.cli_inprocess import dspx
+
+    program = _dataset(tmp_path, 2, {"a.png": (FIXTURE / "dot.png").read_bytes()})
+    program.write_text(PROGRAM.replace("metric: exact_match", 'metric: {python: "metrics.py:photo_is_its_data_uri"}'))
+    (tmp_path / "metrics.py").write_text(PHOTO_METRIC)
+    lm_server.responder = lambda body: ANSWER
+    out = tmp_path / "run"
+    done = dspx("evaluate", str(program), "--no-cache", "--output", str(out), cwd=tmp_path, BASE=lm_server.api_base)
+    records = [json.loads(line) for line in (out / "examples.jsonl").read_text().splitlines()]
+    assert [(r["error"], r["score"]) for r in records] == [(None, 1.0), (None, 1.0)], done.stderr
+    assert records[0]["inputs"]["photo"] == "a.png"  # the report still records the path
+
+
+def _edit_in_place(image: Path) -> None:
+    """Other pixels at the same path and size; a modification time no earlier filesystem tick shares."""
+    before = image.stat()
+    image.write_bytes(image.read_bytes()[:-1] + b"\x01")
+    os.utime(image, ns=(before.st_atime_ns, before.st_mtime_ns + 1_000_000_000))
+
+
+def test_the_evaluate_dataset_digest_changes_when_an_image_is_edited_in_place(lm_server: Any, tmp_path: Path) -> None:
+    """`dspx compare` tells runs over different data apart by dataset_sha256: an edited image is."""
+    from tests.cli_inprocess import dspx
+
+    program = _dataset(tmp_path, 2, {"a.png": (FIXTURE / "dot.png").read_bytes()})
+    lm_server.responder = lambda body: ANSWER
+
+    def digest(out: str) -> str:
+        done = dspx("evaluate", str(program), "--no-cache", "--output", out, cwd=tmp_path, BASE=lm_server.api_base)
+        assert done.returncode == 0, done.stderr
+        return str(json.loads((tmp_path / out / "summary.json").read_text())["dataset_sha256"])
+
+    first, again = digest("one"), digest("two")
+    _edit_in_place(tmp_path / "data" / "a.png")
+    assert first == again != digest("three")
+
+
+FINETUNE_PROGRAM = """\
+lm: {model: openai/test-model, api_base: "${BASE}", api_key: x, num_retries: 0}
+modules:
+  look:
+    signature: "photo: Image -> answer: str"
+data:
+  train: data/train.jsonl
+metric: exact_match
+"""
+
+
+def test_a_finetune_run_folder_changes_when_a_training_image_is_edited_in_place(lm_server: Any, tmp_path: Path) -> None:
+    """The trainset's hash names the run folder: an edited image must not reuse the old train.jsonl."""
+    from tests.cli_inprocess import dspx
+
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "a.png").write_bytes((FIXTURE / "dot.png").read_bytes())
+    (data / "train.jsonl").write_text(json.dumps({"photo": "a.png", "answer": "ok"}) + "\n")
+    program = tmp_path / "program.yaml"
+    program.write_text(FINETUNE_PROGRAM)
+
+    def run() -> tuple[str, str]:
+        done = dspx("finetune", str(program), "--data-only", "--json", cwd=tmp_path, BASE=lm_server.api_base)
+        assert done.returncode == 0, done.stderr
+        folder = json.loads(done.stdout)["folder"]
+        return folder, (tmp_path / folder / "train.jsonl").read_text()
+
+    first, again = run(), run()
+    _edit_in_place(data / "a.png")
+    edited = run()
+    assert first == again and edited[0] != first[0]
+    assert read_image(Path("a.png"), data, confine=True) in edited[1]  # the new pixels, not the stale records
+
+
+def test_a_run_reads_its_image_files_off_the_event_loop(
+    lm_server: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reading and encoding up to 20 MiB on the loop would stall every other example's calls."""
+    import asyncio
+
+    from tests.cli_inprocess import dspx
+
+    program = _dataset(tmp_path, 3, {"a.png": (FIXTURE / "dot.png").read_bytes()})
+    lm_server.responder = lambda body: ANSWER
+    on_loop: list[bool] = []
+    real = ImageFile.data_uri
+
+    def spy(self: ImageFile) -> str:
+        try:
+            asyncio.get_running_loop()
+            on_loop.append(True)
+        except RuntimeError:
+            on_loop.append(False)
+        return real(self)
+
+    monkeypatch.setattr(ImageFile, "data_uri", spy)
+    done = dspx("evaluate", str(program), "--no-cache", "--output", "out", cwd=tmp_path, BASE=lm_server.api_base)
+    assert done.returncode == 0, done.stderr
+    assert on_loop and not any(on_loop)
+
+
+def _train_program(tmp_path: Path) -> Path:
+    data = tmp_path / "data"
+    data.mkdir()
+    for name in ("a.png", "b.png"):
+        (data / name).write_bytes((FIXTURE / "dot.png").read_bytes())
+    rows = [{"photo": "a.png", "answer": "ok"}, {"photo": "b.png", "answer": "ok"}]
+    (data / "train.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    program = tmp_path / "program.yaml"
+    program.write_text(FINETUNE_PROGRAM)
+    return program
+
+
+def test_a_demo_whose_image_changed_is_a_usage_error_naming_its_row(tmp_path: Path) -> None:
+    """LabeledFewShot (and bootstrap's raw demos) read a row's image: a file gone since the data
+    loaded is a one-line UsageError (exit 2) naming the row, not an internal MediaError."""
+    import asyncio
+
+    from dspx_cli.errors import UsageError
+    from dspx_cli.evaluate.datasets import load_rows
+    from dspx_cli.optimizers.labeled import labeled_few_shot
+    from dspx_cli.program.loader import load_program
+    from dspx_cli.program.runner import ProgramRunner
+
+    loaded = load_program(_train_program(tmp_path))
+    trainset = load_rows(loaded, "train")
+    (tmp_path / "data" / "b.png").unlink()
+    with pytest.raises(UsageError, match=r"train\.jsonl:2: input 'photo'.*no such image file"):
+        asyncio.run(labeled_few_shot(ProgramRunner(loaded, None), trainset, k=2))
+
+
+def test_a_labeled_training_record_whose_image_changed_is_a_usage_error_naming_its_row(tmp_path: Path) -> None:
+    from dspx_cli.errors import UsageError
+    from dspx_cli.evaluate.datasets import load_rows
+    from dspx_cli.finetune.traces import labeled_records
+    from dspx_cli.program.loader import load_program
+    from dspx_cli.program.runner import ProgramRunner
+
+    loaded = load_program(_train_program(tmp_path))
+    trainset = load_rows(loaded, "train")
+    runner = ProgramRunner(loaded, None)
+    report = labeled_records(runner, trainset, "labeled")
+    assert read_image(Path("a.png"), tmp_path / "data", confine=True) in json.dumps(report.records)
+    (tmp_path / "data" / "b.png").unlink()
+    with pytest.raises(UsageError, match=r"train\.jsonl:2: input 'photo'.*no such image file"):
+        labeled_records(runner, trainset, "labeled")
+
+
+# Swaps data/a.png for something else right after the path checks pass, just before the file is
+# opened: the race a hostile folder could win. In a process of its own: a blocking open of a FIFO
+# could not be interrupted inside the test's.
+SWAP_DRIVER = """\
+import os, shutil, sys
+from pathlib import Path
+from dspx_cli.core import image_file
+
+data, outside, swap = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
+photo = image_file.ImageFile("a.png", data, True, "train.jsonl:1")
+real_check = image_file._check
+
+def check_then_swap(path, base, confine):
+    found = real_check(path, base, confine)
+    if swap == "fifo":
+        (data / "a.png").unlink()
+        os.mkfifo(data / "a.png")
+    else:  # the checked file itself moved out of the folder, a symlink to it left in its place
+        shutil.move(data / "a.png", outside)
+        (data / "a.png").symlink_to(outside)
+    return found
+
+image_file._check = check_then_swap
+try:
+    photo.data_uri()
+    print("read")
+except image_file.MediaError as exc:
+    print(exc)
+"""
+
+
+@pytest.mark.parametrize("swap", ["fifo", "symlink"])
+def test_a_file_swapped_after_the_checks_is_refused_without_blocking(tmp_path: Path, swap: str) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "a.png").write_bytes((FIXTURE / "dot.png").read_bytes())
+    outside = tmp_path / "outside.png"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", SWAP_DRIVER, str(data), str(outside), swap],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=30,
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"reading a {swap} swapped in blocked")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "train.jsonl:1: a.png: changed since it was checked; run again on the new file"

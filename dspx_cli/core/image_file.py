@@ -7,23 +7,29 @@ were read when the file loads. Instead a row keeps an `ImageFile`: the path as w
 shares the data URI of a file many rows name while it is in use.
 
 At use every check runs again (a symlink swapped to lead outside the folder is still refused) and
-the file must be the one that was checked: same size, modification time and inode. A file deleted
+the file must be the one that was checked: same size, modification time and inode. The file is
+opened without following a symlink or blocking (a FIFO swapped in after the checks), and the open
+file itself is checked before a byte is read, so the path cannot be swapped between check and read. A file deleted
 or changed since is a `MediaError` for the example that sends it, naming the row; the others run.
 
-`str(ImageFile)` is the path as written, which is what examples.jsonl, reports and the dataset's
-digest record (they write inputs with `default=str`), never the multi-MB data URI.
+`str(ImageFile)` is the path as written, which is what examples.jsonl and reports record (they
+write inputs with `default=str`), never the multi-MB data URI. Digests of a dataset (the evaluate
+run's `dataset_sha256`, the finetune run folder's name) use `fingerprint_text`: the path with the
+size and modification time checked at load, so an image edited in place changes them.
 """
 
 from __future__ import annotations
 
 import base64
+import errno
 import mimetypes
 import os
 import threading
 from collections import OrderedDict
 from pathlib import Path
+from stat import S_ISREG
 
-__all__ = ["MAX_IMAGE_BYTES", "ImageFile", "MediaError", "data_uri_cache_clear"]
+__all__ = ["MAX_IMAGE_BYTES", "ImageFile", "MediaError", "data_uri_cache_clear", "fingerprint_text"]
 
 # OpenAI's and Anthropic's per-image limits are about 20 MB and 5 MB; 20 MiB bounds memory.
 MAX_IMAGE_BYTES = 20 * 2**20
@@ -62,6 +68,11 @@ class ImageFile:
     def __hash__(self) -> int:
         return hash((self.resolved, self.stamp))
 
+    def fingerprint(self) -> str:
+        """The path and the checked file's size and modification time, for digests of a dataset:
+        an image edited in place is other data, yet no byte is read (stat said it at load)."""
+        return f"{self.written} ({self.stamp[2]} bytes, mtime_ns {self.stamp[3]})"
+
     def data_uri(self) -> str:
         """The file's bytes as `data:<mime>;base64,...`, or a MediaError naming the row."""
         try:
@@ -77,18 +88,49 @@ class ImageFile:
         cached = _cache_get(key)
         if cached is not None:
             return cached
-        try:
-            with resolved.open("rb") as handle:
-                if _stamp(os.fstat(handle.fileno())) != self.stamp:
-                    raise MediaError(f"{self.written}: changed since it was checked; run again on the new file")
-                data = handle.read(MAX_IMAGE_BYTES + 1)
-        except OSError as exc:
-            raise MediaError(f"{self.written}: cannot read the image ({exc.strerror or exc})") from None
+        data = _read_checked(resolved, self.written, self.stamp)
         if len(data) != self.stamp[2]:  # written to since fstat
             raise MediaError(f"{self.written}: changed since it was checked; run again on the new file")
         uri = f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
         _cache_put(key, uri)
         return uri
+
+
+def _read_checked(resolved: Path, written: str, stamp: tuple[int, int, int, int]) -> bytes:
+    """The bytes of the very file that was checked. The path can be swapped between the check and
+    the open: O_NOFOLLOW refuses a symlink put there (it could lead outside the folder), O_NONBLOCK
+    keeps a FIFO put there from blocking the open, and the open file itself must be a regular file
+    with the checked stamp (device, inode, size, mtime) before a byte is read."""
+    changed = f"{written}: changed since it was checked; run again on the new file"
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    try:
+        fd = os.open(resolved, flags)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:  # a symlink where the checked file was
+            raise MediaError(changed) from None
+        raise MediaError(f"{written}: cannot read the image ({exc.strerror or exc})") from None
+    try:
+        stat = os.fstat(fd)
+        if not S_ISREG(stat.st_mode) or _stamp(stat) != stamp:
+            raise MediaError(changed)
+        chunks: list[bytes] = []
+        left = MAX_IMAGE_BYTES + 1
+        while left > 0:
+            chunk = os.read(fd, min(left, 2**20))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            left -= len(chunk)
+    except OSError as exc:
+        raise MediaError(f"{written}: cannot read the image ({exc.strerror or exc})") from None
+    finally:
+        os.close(fd)
+    return b"".join(chunks)
+
+
+def fingerprint_text(value: object) -> str:
+    """`json.dumps(..., default=fingerprint_text)` for a digest: an ImageFile's fingerprint, else str."""
+    return value.fingerprint() if isinstance(value, ImageFile) else str(value)
 
 
 def read_image(path: Path, base: Path, confine: bool) -> str:
@@ -111,7 +153,7 @@ def _check(path: Path, base: Path, confine: bool) -> tuple[Path, str, os.stat_re
         stat = resolved.stat()
     except OSError:
         raise MediaError(f"{full}: no such image file") from None
-    if not resolved.is_file():
+    if not S_ISREG(stat.st_mode):  # from this one stat: is_file() would be another look
         raise MediaError(f"{full}: not a regular file")
     mime, _ = mimetypes.guess_type(resolved.name)
     if mime is None or not mime.startswith("image/"):

@@ -19,12 +19,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from dspx_cli.core import Example, Prediction
+from dspx_cli.core.image_file import ImageFile, MediaError
 from dspx_cli.core.pyfile import PyFileError, find_function, load_function
 from dspx_cli.errors import DspxError, UsageError
 
 # Importing builtin_metrics registers the built-ins.
 from dspx_cli.evaluate.builtin_metrics import f1_score, normalize_text, passage_match
 from dspx_cli.evaluate.metric_base import METRICS, Metric, MetricError, MetricOrigin, as_score, metric_forms
+from dspx_cli.program.media_inputs import example_with_images_read
 from dspx_cli.program.model import Program
 from dspx_cli.program.source import KeyPath
 
@@ -140,6 +142,12 @@ class _PythonMetric:
     arity: int  # 2: (example, prediction); 3: (example, prediction, trace)
 
     async def __call__(self, example: Example, prediction: Prediction, trace: Any = None) -> float:
+        try:
+            # A dataset row's image is an ImageFile until its example runs; the function gets the
+            # data URI string it would get from a row read at once (in a thread: it reads a file).
+            example = await _images_read(example)
+        except MediaError as exc:
+            raise MetricError(f"metric {self.name}: {exc}") from None
         args = (example, prediction, trace)[: self.arity]
         try:
             # An object with an async __call__ is not a coroutine function; its call in the
@@ -159,6 +167,14 @@ class _PythonMetric:
         except Exception as exc:
             raise MetricError(f"metric {self.name} raised {type(exc).__name__}: {exc}") from exc
         return as_score(result, self.name)
+
+
+async def _images_read(example: Example) -> Example:
+    if not any(isinstance(value, ImageFile) for value in example.values()):
+        return example
+    import asyncio  # here: `dspx validate` resolves metrics without importing asyncio
+
+    return await asyncio.to_thread(example_with_images_read, example)
 
 
 def _python_metric(target: Any, origin: MetricOrigin) -> Metric:

@@ -34,7 +34,7 @@ from dspx_cli.modules.trace import trace_scope
 from dspx_cli.optimizers.labeled import example_demo
 from dspx_cli.optimizers.state import named_predictors
 from dspx_cli.program.model import INPUT, ItemRef, Ref, Step
-from dspx_cli.program.runner import ProgramRunner
+from dspx_cli.program.runner import ProgramRunner, read_images
 
 __all__ = ["TraceReport", "bootstrap_records", "choose_trace_mode", "labeled_records", "training_record"]
 
@@ -145,6 +145,7 @@ def labeled_records(runner: ProgramRunner, trainset: Sequence[Example], reason: 
             if call is None:
                 continue
             name, predictor, inputs, outputs = call
+            inputs = read_images(inputs)  # a training record holds the image, as a run's does
             left_out = example_demo(example)
             demos = [demo for demo in predictor.demos if demo != left_out]
             report.records.append(training_record(predictor, inputs, outputs, demos))

@@ -201,7 +201,8 @@ async def _run_round(
     named = named_predictors(own)
     names = {id(predictor): name for name, predictor in named}
     try:
-        left_out = example_demo(example)  # reads the example's image files: may fail like its run
+        # Reads the example's image files (off the loop, as a run does): may fail like its run.
+        left_out = await asyncio.to_thread(example_demo, example)
         for _, predictor in named:
             predictor.demos = [demo for demo in predictor.demos if demo != left_out]
         with trace_scope() as trace:

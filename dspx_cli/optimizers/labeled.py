@@ -18,8 +18,7 @@ from typing import Any
 from dspx_cli.core import Example
 from dspx_cli.optimizers.registry import CompileJob
 from dspx_cli.optimizers.state import named_predictors
-from dspx_cli.program.media_inputs import resolve_images
-from dspx_cli.program.runner import ProgramRunner
+from dspx_cli.program.runner import ProgramRunner, read_images
 
 __all__ = ["clone_runner", "compile_labeled_few_shot", "example_demo", "labeled_few_shot"]
 
@@ -27,8 +26,9 @@ __all__ = ["clone_runner", "compile_labeled_few_shot", "example_demo", "labeled_
 def example_demo(example: Example) -> dict[str, Any]:
     """A raw demo: every field of the example (the adapter picks the fields), an image file read
     into its data URI as the example's run would have it, so a saved program's demo is the image
-    itself rather than a path relative to the data file."""
-    return resolve_images(dict(example.items()))
+    itself rather than a path relative to the data file. A file gone or changed since the data
+    loaded is a UsageError naming the row."""
+    return read_images(dict(example.items()))
 
 
 def clone_runner(runner: ProgramRunner) -> ProgramRunner:

@@ -24,11 +24,19 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from dspx_cli.core import Field
+from dspx_cli.core import Example, Field
 from dspx_cli.core.image_file import MAX_IMAGE_BYTES, ImageFile, MediaError, read_image
 from dspx_cli.core.media import Image, history_value, media_annotation
 
-__all__ = ["MAX_IMAGE_BYTES", "ImageFile", "MediaError", "prepare_media", "read_image", "resolve_images"]
+__all__ = [
+    "MAX_IMAGE_BYTES",
+    "ImageFile",
+    "MediaError",
+    "example_with_images_read",
+    "prepare_media",
+    "read_image",
+    "resolve_images",
+]
 
 
 def prepare_media(
@@ -63,6 +71,14 @@ def prepare_media(
 def resolve_images(values: Mapping[str, Any]) -> dict[str, Any]:
     """`values` with each `ImageFile` read into its data URI (MediaError when it no longer can be)."""
     return {name: v.data_uri() if isinstance(v, ImageFile) else v for name, v in values.items()}
+
+
+def example_with_images_read(example: Example) -> Example:
+    """`example` itself, or a copy (same input keys) with its image files read into data URIs:
+    what user code (a Python metric) is given, so it sees the string a row's image always was."""
+    if not any(isinstance(value, ImageFile) for value in example.values()):
+        return example
+    return example.copy(**resolve_images(dict(example.items())))
 
 
 def _history(value: Any) -> dict[str, Any]:

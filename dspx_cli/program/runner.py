@@ -16,7 +16,7 @@ from dspx_cli.modules.base import Module
 from dspx_cli.program.build import build_module
 from dspx_cli.program.context import RunContext
 from dspx_cli.program.foreach import map_items
-from dspx_cli.program.media_inputs import MediaError, resolve_images
+from dspx_cli.program.media_inputs import ImageFile, MediaError, resolve_images
 from dspx_cli.program.model import INPUT, ItemRef, Program, Ref, Step
 from dspx_cli.program.spans import step_span, traced_run
 
@@ -54,8 +54,10 @@ class ProgramRunner:
         self._has_images = any(is_image(f.annotation) for f in program.inputs.values())
 
     async def run(self, inputs: dict[str, Any]) -> RunResult:
-        if self._has_images:  # a dataset row's image files are read now, as its example runs
-            inputs = _read_images(inputs)
+        if self._has_images and any(isinstance(value, ImageFile) for value in inputs.values()):
+            # A dataset row's image files are read now, as its example runs: in a thread, since
+            # reading and encoding up to 20 MiB would stall every other example's LM calls.
+            inputs = await asyncio.to_thread(read_images, inputs)
         if self.telemetry.enabled:  # the run's span, parent of its steps' (program/spans.py)
             return await traced_run(self, inputs, self._run)
         return await self._run(inputs)
@@ -170,9 +172,10 @@ class ProgramRunner:
         return predictions[value.source][value.field]
 
 
-def _read_images(inputs: dict[str, Any]) -> dict[str, Any]:
+def read_images(inputs: Mapping[str, Any]) -> dict[str, Any]:
     """The inputs with image files read: one whose file went or changed since the dataset was
-    checked fails this run (its example), with the row and file in the message."""
+    checked is a one-line UsageError naming the row and file (it fails that example's run; in a
+    demo or a training record, the command)."""
     try:
         return resolve_images(inputs)
     except MediaError as exc:

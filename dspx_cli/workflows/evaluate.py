@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from dspx_cli.core.image_file import fingerprint_text
 from dspx_cli.errors import LMError, ScoreBelowMinimum, UsageError
 from dspx_cli.evaluate.datasets import BadRow, load_rows
 from dspx_cli.evaluate.evaluator import Evaluation, ExampleResult, evaluate
@@ -94,7 +95,9 @@ class Evaluating:
                 row: Any = str(example)
             else:
                 row = [dict(example.inputs().items()), dict(example.labels().items())]
-            digest.update(json.dumps(row, sort_keys=True, ensure_ascii=False, default=str).encode() + b"\n")
+            digest.update(
+                json.dumps(row, sort_keys=True, ensure_ascii=False, default=fingerprint_text).encode() + b"\n"
+            )
         return digest.hexdigest()[:16]
 
 

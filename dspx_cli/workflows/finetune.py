@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from dspx_cli.core import Example
+from dspx_cli.core.image_file import fingerprint_text
 from dspx_cli.core.redact import redact
 from dspx_cli.errors import DspxError, UsageError
 from dspx_cli.evaluate.datasets import BadRow
@@ -319,7 +320,7 @@ def _run_record(
     trainset: list[Example],
 ) -> dict[str, Any]:
     """Everything that changes what this command produces; its hash names the run folder."""
-    examples = json.dumps([example.to_dict() for example in trainset], sort_keys=True, default=str)
+    examples = json.dumps([example.to_dict() for example in trainset], sort_keys=True, default=fingerprint_text)
     record = {
         "program_sha256": program_hash(program),
         # The data files are not in the program's hash: edited examples are another run.
