@@ -18,7 +18,8 @@ import pytest
 from pydantic import ValidationError
 
 from dspx_cli.core.redact import UnsetSecret
-from dspx_cli.core.spec_model import SpecModel, SpecValidationError, pydantic_model, validate_dataclass
+from dspx_cli.core.spec_mirror import pydantic_model, validate_dataclass
+from dspx_cli.core.spec_model import SpecModel, SpecValidationError
 from dspx_cli.errors import ProgramError
 from dspx_cli.finetune.section import FinetuneSettings
 from dspx_cli.optimizers.registry import OPTIMIZERS

@@ -8,7 +8,8 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dspx_cli.core.spec_model import Field, SpecModel, SpecValidationError, field_validator, validate_dataclass
+from dspx_cli.core.spec_mirror import validate_dataclass
+from dspx_cli.core.spec_model import Field, SpecModel, SpecValidationError, field_validator
 from dspx_cli.errors import ProgramError, UsageError
 from dspx_cli.lm.config import LMConfig
 from dspx_cli.optimizers.registry import OPTIMIZERS, CompileJob, OptimizerType

@@ -24,7 +24,8 @@ from typing import Any
 
 from pydantic import TypeAdapter
 
-from dspx_cli.core.spec_model import SpecModel, is_spec_model, pydantic_model
+from dspx_cli.core.spec_mirror import pydantic_model
+from dspx_cli.core.spec_model import SpecModel, is_spec_model
 
 __all__ = ["DIALECT", "program_json_schema"]
 
