@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,14 +22,7 @@ pytest.importorskip("opentelemetry.exporter.otlp.proto.http")
 from tests.cli_inprocess import dspx
 from tests.lm_server import LMServer
 from tests.test_otel import Received, Receiver, children, parent_of
-
-
-@pytest.fixture(scope="module")
-def receiver() -> Iterator[Receiver]:
-    r = Receiver()
-    yield r
-    r.server.shutdown()
-    r.server.server_close()
+from tests.test_otel import receiver as receiver  # the OTLP receiver fixture, one per module
 
 
 def named(spans: list[Received], name: str) -> list[Received]:
