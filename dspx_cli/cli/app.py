@@ -18,9 +18,9 @@ would join it) or when a program's own Python file was imported (user code may l
 flushed by its finalizer). `main` therefore does not return; call `app` to run dspx inside
 another program.
 
-The fast path also runs start-up with the garbage collector paused: importing and building the
-program-file models makes hundreds of thousands of objects and no garbage cycles worth looking
-for, and the collector's passes over them cost 10-15 ms. `run` and `evaluate` turn it back on once
+The fast path also runs start-up with the garbage collector paused: importing dspx and loading
+the program make many objects and no garbage cycles worth looking for (the collector's passes
+cost 10-15 ms when the program-file models were pydantic's; less now, and still nothing to find). `run` and `evaluate` turn it back on once
 the program is loaded, before their first LM call (cli/commands.py, cli/evaluate_command.py);
 `validate` ends first.
 """
@@ -46,7 +46,8 @@ _USER_CODE_PREFIXES = ("dspx_user_", "dspx_metric_", "dspx_tool_")
 
 def main() -> None:
     # pydantic looks for plugins (observability hooks for a user's own models) by reading the entry
-    # points of every installed distribution the first time it builds a model: ~5 ms per process.
+    # points of every installed distribution the first time it builds a model (in dspx: a file
+    # with a mistake, declared object types, typed outputs): ~5 ms per process.
     # dspx's models are its internal program-file and settings schema, not a user's to instrument.
     # setdefault: a user's explicit setting (say, naming the one plugin to skip) wins.
     os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
